@@ -1,0 +1,85 @@
+// Shared by the example and benchmark programs: a tiny --flag value parser and the data sets'
+// default locations.
+#pragma once
+
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "slimnet/core/error.hpp"
+#include "slimnet/data.hpp"
+
+#ifndef SLIMNET_DEFAULT_DATA_DIR
+#define SLIMNET_DEFAULT_DATA_DIR ".cache/data"
+#endif
+
+namespace slimnet::cli {
+
+/// Parses "--name value" and "--flag" arguments; unknown names are an error listing the known ones.
+class args {
+ public:
+  args(int argc, char** argv, std::map<std::string, std::string> defaults, std::string usage)
+      : values_(std::move(defaults)), usage_(std::move(usage)) {
+    for (int i = 1; i < argc; ++i) {
+      std::string a = argv[i];
+      if (a == "--help" || a == "-h") {
+        fmt::print("{}\n\noptions (default):\n", usage_);
+        for (const auto& [k, v] : values_) fmt::print("  --{} ({})\n", k, v);
+        std::exit(0);
+      }
+      if (a.rfind("--", 0) != 0) fail(fmt::format("unexpected argument '{}'", a));
+      a = a.substr(2);
+      auto it = values_.find(a);
+      if (it == values_.end()) fail(fmt::format("unknown option --{}", a));
+      if (it->second == "false" || it->second == "true") {
+        it->second = "true";
+      } else {
+        if (i + 1 >= argc) fail(fmt::format("--{} needs a value", a));
+        it->second = argv[++i];
+      }
+    }
+  }
+  std::string str(const std::string& k) const { return values_.at(k); }
+  long integer(const std::string& k) const { return std::stol(values_.at(k)); }
+  double real(const std::string& k) const { return std::stod(values_.at(k)); }
+  bool flag(const std::string& k) const { return values_.at(k) == "true"; }
+
+ private:
+  [[noreturn]] void fail(const std::string& msg) const {
+    fmt::print(stderr, "error: {}\n{}\n(--help lists the options)\n", msg, usage_);
+    std::exit(2);
+  }
+  std::map<std::string, std::string> values_;
+  std::string usage_;
+};
+
+/// Folder of converted data sets: $SLIMNET_DATA_DIR, else the build's default.
+inline std::filesystem::path data_dir() {
+  const char* env = std::getenv("SLIMNET_DATA_DIR");
+  return env && *env ? std::filesystem::path(env) : std::filesystem::path(SLIMNET_DEFAULT_DATA_DIR);
+}
+
+/// "mnist" = the 10,000-digit MNIST subset (8,000 / 2,000), "fashion" = Fashion-MNIST (60,000 / 10,000),
+/// or any folder holding the four MNIST-style IDX files.
+inline data::split<float> load_dataset(const std::string& name) {
+  if (name == "mnist") return data::load_mnist_dir<float>(data_dir() / "mnist-subset");
+  if (name == "fashion") {
+    const char* env = std::getenv("SLIMNET_FASHION_DIR");
+    return data::load_mnist_dir<float>(env && *env ? env : "/usr/share/datasets/fashion-mnist");
+  }
+  return data::load_mnist_dir<float>(name);
+}
+
+/// Keeps the first n examples (n <= 0 keeps all): for quick smoke runs.
+inline void limit(data::dataset<float>& d, long n) {
+  if (n <= 0 || n >= d.size()) return;
+  std::vector<index_t> idx(static_cast<std::size_t>(n));
+  for (long i = 0; i < n; ++i) idx[static_cast<std::size_t>(i)] = i;
+  d = d.subset(idx);
+}
+
+}  // namespace slimnet::cli

@@ -1,0 +1,4 @@
+// slimnet::io: model and tensor files.
+#pragma once
+
+#include "slimnet/io/safetensors.hpp"

@@ -1,0 +1,82 @@
+// The layer interface: a small virtual interface at layer granularity (DESIGN.md, principle 3).
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "slimnet/core/random.hpp"
+#include "slimnet/core/tensor.hpp"
+#include "slimnet/nn/parameter.hpp"
+
+namespace slimnet::nn {
+
+template <class Scalar>
+class layer {
+ public:
+  using scalar_type = Scalar;
+  using parameter_visitor = std::function<void(parameter<Scalar>&)>;
+  using layer_visitor = std::function<void(layer<Scalar>&)>;
+
+  virtual ~layer() = default;
+
+  /// Kind of layer as PyTorch names it ("Linear", "Conv2d", ...).
+  virtual std::string kind() const = 0;
+  /// One-line description with hyper-parameters, e.g. "Linear(784, 300)".
+  virtual std::string describe() const { return kind(); }
+
+  /// Output shape for an input of shape `input` (batch dim first); throws shape_error if the
+  /// input does not fit the layer.
+  virtual shape_t output_shape(const shape_t& input) const = 0;
+
+  /// y = layer(x). May cache what backward needs (im2col buffers, argmax, masks).
+  virtual void forward(const tensor<Scalar>& x, tensor<Scalar>& y, const forward_context& ctx) = 0;
+
+  /// Given x and y of the last forward pass and dL/dy, accumulates dL/dW_eff into the parameters'
+  /// grad() and writes dL/dx into *dx unless dx is null (first layer: input gradient not needed).
+  virtual void backward(const tensor<Scalar>& x, const tensor<Scalar>& y, const tensor<Scalar>& dy,
+                        tensor<Scalar>* dx) = 0;
+
+  virtual void visit_parameters(const parameter_visitor& /*visit*/) {}
+  /// Visits this layer (containers visit their children after themselves).
+  virtual void visit_layers(const layer_visitor& visit) { visit(*this); }
+
+  /// Re-initialises the parameters (PyTorch's default initialisation unless stated otherwise).
+  virtual void reset_parameters(rng& /*gen*/) {}
+
+  virtual std::unique_ptr<layer> clone() const = 0;
+
+  /// Dotted name within the model ("conv1"); parameters are named "<name>.<local>".
+  const std::string& name() const { return name_; }
+  virtual void set_name(const std::string& name) {
+    name_ = name;
+    visit_own_parameters([&](parameter<Scalar>& p) { p.set_prefix(name); });
+  }
+
+  /// Number of parameter values (trainable ones only unless `include_buffers`).
+  index_t parameter_count(bool include_buffers = false) {
+    index_t n = 0;
+    visit_parameters([&](parameter<Scalar>& p) {
+      if (p.trainable() || include_buffers) n += p.size();
+    });
+    return n;
+  }
+
+ protected:
+  /// Parameters of this layer itself (not of children); containers override.
+  virtual void visit_own_parameters(const parameter_visitor& visit) { visit_parameters(visit); }
+
+ private:
+  std::string name_;
+};
+
+/// Helper for leaf layers: clone() through the copy constructor.
+template <class Derived, class Scalar>
+class cloneable : public layer<Scalar> {
+ public:
+  std::unique_ptr<layer<Scalar>> clone() const override {
+    return std::make_unique<Derived>(static_cast<const Derived&>(*this));
+  }
+};
+
+}  // namespace slimnet::nn

@@ -1,0 +1,149 @@
+// Named parameters with value, gradient, and the one weight-transform mechanism (DESIGN.md,
+// principle 2) through which every training-time compression method acts on a model.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "slimnet/core/random.hpp"
+#include "slimnet/core/tensor.hpp"
+
+namespace slimnet::nn {
+
+/// A compression method seen from one parameter: W_eff = f(W) in the forward pass, a rule that
+/// turns dL/dW_eff into the gradient applied to W, and a hook after each optimizer step.
+/// Examples: masking (W*T; grad*T; W*=T after the step), BinaryConnect (sign(W); straight-through;
+/// clip to [-1,1]), fixed point (round(W); straight-through), codebooks (centroid[index]).
+template <class Scalar>
+class parameter_transform {
+ public:
+  virtual ~parameter_transform() = default;
+  virtual std::string name() const = 0;
+  /// Writes W_eff = f(W) into `w_eff` (already shaped like `w`). `training` is false in evaluation
+  /// (stochastic transforms become deterministic there); `gen` is the pass's generator.
+  virtual void forward(const tensor<Scalar>& w, tensor<Scalar>& w_eff, bool training, rng& gen) = 0;
+  /// In place: `grad` holds dL/dW_eff on entry and the gradient for W on exit. Identity by default
+  /// (the straight-through estimator).
+  virtual void backward(const tensor<Scalar>& /*w*/, tensor<Scalar>& /*grad*/) {}
+  /// Called after each optimizer step, e.g. to clip W or re-apply a mask.
+  virtual void after_step(tensor<Scalar>& /*w*/) {}
+};
+
+/// What a forward pass needs besides its input.
+struct forward_context {
+  bool training = false;  ///< training mode: dropout active, batch statistics in BatchNorm
+  rng* gen = nullptr;     ///< generator for dropout and stochastic transforms
+
+  /// The pass's generator; evaluation without one gets a fixed-seed generator per thread.
+  rng& generator() const {
+    if (gen != nullptr) return *gen;
+    static thread_local rng fallback(0);
+    return fallback;
+  }
+};
+
+namespace detail {
+inline std::uint64_t next_parameter_id() {
+  static std::atomic<std::uint64_t> counter{0};
+  return ++counter;
+}
+}  // namespace detail
+
+template <class Scalar>
+class parameter {
+ public:
+  using transform_ptr = std::shared_ptr<parameter_transform<Scalar>>;
+
+  parameter(std::string local_name, shape_t shape, bool trainable = true)
+      : local_name_(local_name), name_(std::move(local_name)), value_(shape), grad_(shape), trainable_(trainable) {
+    value_.set_zero();
+    grad_.set_zero();
+  }
+  /// A copy is a new parameter: same values, a new identity (optimizer state is not shared).
+  parameter(const parameter& other)
+      : local_name_(other.local_name_),
+        name_(other.name_),
+        value_(other.value_),
+        grad_(other.grad_),
+        trainable_(other.trainable_),
+        transforms_(other.transforms_),
+        id_(detail::next_parameter_id()) {}
+  parameter& operator=(const parameter&) = delete;
+
+  /// Full dotted name, e.g. "conv1.weight".
+  const std::string& name() const { return name_; }
+  /// Name inside its layer, e.g. "weight".
+  const std::string& local_name() const { return local_name_; }
+  void set_prefix(const std::string& prefix) { name_ = prefix.empty() ? local_name_ : prefix + "." + local_name_; }
+
+  /// Stable identity for optimizer state (never the data pointer: storage moves on resize).
+  std::uint64_t id() const { return id_; }
+  bool trainable() const { return trainable_; }
+
+  tensor<Scalar>& value() { return value_; }
+  const tensor<Scalar>& value() const { return value_; }
+  tensor<Scalar>& grad() { return grad_; }
+  const tensor<Scalar>& grad() const { return grad_; }
+  const shape_t& shape() const { return value_.shape(); }
+  index_t size() const { return value_.size(); }
+
+  /// Replaces the value (and resets the gradient) with a tensor of any shape: used by thinning.
+  void assign(tensor<Scalar> v) {
+    value_ = std::move(v);
+    grad_.resize(value_.shape());
+    grad_.set_zero();
+  }
+
+  void zero_grad() { grad_.set_zero(); }
+
+  // --- weight transforms -------------------------------------------------------------------
+  void add_transform(transform_ptr t) { transforms_.push_back(std::move(t)); }
+  void clear_transforms() { transforms_.clear(); }
+  const std::vector<transform_ptr>& transforms() const { return transforms_; }
+
+  /// The value the forward pass uses: W itself, or f_n(...f_1(W)) when transforms are attached.
+  const tensor<Scalar>& forward_value(const forward_context& ctx) {
+    if (transforms_.empty()) return value_;
+    stages_.resize(transforms_.size());
+    const tensor<Scalar>* in = &value_;
+    for (std::size_t i = 0; i < transforms_.size(); ++i) {
+      stages_[i].resize(value_.shape());
+      transforms_[i]->forward(*in, stages_[i], ctx.training, ctx.generator());
+      in = &stages_[i];
+    }
+    return stages_.back();
+  }
+
+  /// The value used by the last forward pass (for the backward pass).
+  const tensor<Scalar>& used_value() const { return transforms_.empty() ? value_ : stages_.back(); }
+
+  /// Turns dL/dW_eff (what layers accumulate in grad()) into the gradient for W: chain rule
+  /// through the transforms in reverse order. Call once per step, before the optimizer.
+  void transform_gradient() {
+    for (std::size_t i = transforms_.size(); i-- > 0;) {
+      const tensor<Scalar>& input = i == 0 ? value_ : stages_[i - 1];
+      transforms_[i]->backward(input, grad_);
+    }
+  }
+
+  /// Hooks after the optimizer step (clipping, re-masking, surgery).
+  void after_step() {
+    for (auto& t : transforms_) t->after_step(value_);
+  }
+
+ private:
+  std::string local_name_;
+  std::string name_;
+  tensor<Scalar> value_;
+  tensor<Scalar> grad_;
+  bool trainable_ = true;
+  std::vector<transform_ptr> transforms_;
+  std::vector<tensor<Scalar>> stages_;
+  std::uint64_t id_ = detail::next_parameter_id();
+};
+
+}  // namespace slimnet::nn

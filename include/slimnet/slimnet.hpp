@@ -1,0 +1,9 @@
+// slimnet: compress neural networks and run the compressed model fast on a CPU.
+// The umbrella header: every module.
+#pragma once
+
+#include "slimnet/core.hpp"
+#include "slimnet/data.hpp"
+#include "slimnet/io.hpp"
+#include "slimnet/nn.hpp"
+#include "slimnet/train.hpp"

@@ -1,0 +1,7 @@
+// slimnet::train: losses, optimizers, learning-rate schedules, fit / evaluate with callbacks.
+#pragma once
+
+#include "slimnet/train/fit.hpp"
+#include "slimnet/train/loss.hpp"
+#include "slimnet/train/optimizer.hpp"
+#include "slimnet/train/schedule.hpp"

@@ -1,0 +1,235 @@
+// Optimizers with PyTorch's update rules. State is keyed by parameter identity (parameter::id()),
+// never by data pointer, and is reset when a parameter changes shape (e.g. after thinning).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+
+#include "slimnet/core/error.hpp"
+#include "slimnet/nn/layer.hpp"
+
+namespace slimnet::train {
+
+template <class Scalar>
+class optimizer {
+ public:
+  virtual ~optimizer() = default;
+  virtual std::string name() const = 0;
+
+  /// One update of every trainable parameter of `model` from its grad().
+  void step(nn::layer<Scalar>& model) {
+    model.visit_parameters([&](nn::parameter<Scalar>& p) {
+      if (p.trainable()) update(p);
+    });
+  }
+
+  static void zero_grad(nn::layer<Scalar>& model) {
+    model.visit_parameters([](nn::parameter<Scalar>& p) { p.zero_grad(); });
+  }
+
+  double learning_rate() const { return lr_; }
+  void set_learning_rate(double lr) {
+    if (!(lr >= 0.0) || !std::isfinite(lr)) slimnet::detail::raise<config_error>("slimnet::train::optimizer::set_learning_rate", "lr = {} must be finite and >= 0", lr);
+    lr_ = lr;
+  }
+  /// Forgets all per-parameter state (momentum buffers, moments, step counts).
+  void reset_state() { states_.clear(); }
+
+ protected:
+  explicit optimizer(double lr) { set_learning_rate(lr); }
+
+  struct state {
+    std::int64_t steps = 0;
+    vector<Scalar> a, b;  // first and second buffers; meaning depends on the method
+  };
+
+  /// State of `p`, created (zeroed) on first use or when p's size changed.
+  state& state_of(nn::parameter<Scalar>& p, bool needs_b) {
+    state& s = states_[p.id()];
+    if (s.a.size() != p.size()) {
+      s = state{};
+      s.a = vector<Scalar>::Zero(p.size());
+      if (needs_b) s.b = vector<Scalar>::Zero(p.size());
+    }
+    return s;
+  }
+
+  virtual void update(nn::parameter<Scalar>& p) = 0;
+
+  double lr_ = 0.0;
+
+ private:
+  std::unordered_map<std::uint64_t, state> states_;
+};
+
+/// SGD: g = grad + wd*w; buf = momentum*buf + (1-dampening)*g (buf = g on the first step);
+/// update = g + momentum*buf (Nesterov) or buf; w -= lr * update.
+template <class Scalar>
+class sgd : public optimizer<Scalar> {
+ public:
+  struct options {
+    double lr = 0.01;
+    double momentum = 0.0;
+    double dampening = 0.0;
+    double weight_decay = 0.0;
+    bool nesterov = false;
+  };
+  explicit sgd(options opt) : optimizer<Scalar>(opt.lr), opt_(opt) {
+    if (opt.momentum < 0 || opt.weight_decay < 0 || opt.dampening < 0 || (opt.nesterov && (opt.momentum <= 0 || opt.dampening != 0))) {
+      slimnet::detail::raise<config_error>("slimnet::train::sgd", "invalid options: momentum={} dampening={} weight_decay={} nesterov={}",
+                                  opt.momentum, opt.dampening, opt.weight_decay, opt.nesterov);
+    }
+  }
+  std::string name() const override { return "SGD"; }
+
+ protected:
+  void update(nn::parameter<Scalar>& p) override {
+    auto w = p.value().flat();
+    auto g = p.grad().flat();
+    const auto lr = static_cast<Scalar>(this->lr_), wd = static_cast<Scalar>(opt_.weight_decay),
+               mom = static_cast<Scalar>(opt_.momentum), damp = static_cast<Scalar>(opt_.dampening);
+    if (opt_.momentum == 0.0) {
+      if (wd != 0) {
+        w -= lr * (g + wd * w);
+      } else {
+        w -= lr * g;
+      }
+      return;
+    }
+    auto& s = this->state_of(p, false);
+    if (s.steps++ == 0) {
+      s.a = g + wd * w;
+    } else {
+      s.a = mom * s.a + (Scalar(1) - damp) * (g + wd * w);
+    }
+    if (opt_.nesterov) {
+      w -= lr * (g + wd * w + mom * s.a);
+    } else {
+      w -= lr * s.a;
+    }
+  }
+
+ private:
+  options opt_;
+};
+
+/// Adam (Kingma & Ba): m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+/// w -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps); g includes wd*w (L2, as torch.optim.Adam).
+template <class Scalar>
+class adam : public optimizer<Scalar> {
+ public:
+  struct options {
+    double lr = 1e-3;
+    double beta1 = 0.9;
+    double beta2 = 0.999;
+    double eps = 1e-8;
+    double weight_decay = 0.0;
+  };
+  explicit adam(options opt) : optimizer<Scalar>(opt.lr), opt_(opt) {
+    if (!(opt.beta1 >= 0 && opt.beta1 < 1 && opt.beta2 >= 0 && opt.beta2 < 1 && opt.eps >= 0 && opt.weight_decay >= 0)) {
+      slimnet::detail::raise<config_error>("slimnet::train::adam", "invalid options: beta1={} beta2={} eps={} weight_decay={}",
+                                  opt.beta1, opt.beta2, opt.eps, opt.weight_decay);
+    }
+  }
+  std::string name() const override { return "Adam"; }
+
+ protected:
+  void update(nn::parameter<Scalar>& p) override {
+    auto& s = this->state_of(p, true);
+    const auto t = static_cast<double>(++s.steps);
+    auto w = p.value().flat();
+    const auto b1 = static_cast<Scalar>(opt_.beta1), b2 = static_cast<Scalar>(opt_.beta2);
+    const auto g = (p.grad().flat() + static_cast<Scalar>(opt_.weight_decay) * w).eval();
+    s.a = b1 * s.a + (Scalar(1) - b1) * g;
+    s.b = b2 * s.b + (Scalar(1) - b2) * g.cwiseAbs2();
+    const auto step = static_cast<Scalar>(this->lr_ / (1.0 - std::pow(opt_.beta1, t)));
+    const auto bias2 = static_cast<Scalar>(std::sqrt(1.0 - std::pow(opt_.beta2, t)));
+    w.array() -= step * s.a.array() / (s.b.array().sqrt() / bias2 + static_cast<Scalar>(opt_.eps));
+  }
+
+ private:
+  options opt_;
+};
+
+/// AdaMax (Kingma & Ba, sec. 7.1): m = b1 m + (1-b1) g; u = max(b2 u, |g| + eps);
+/// w -= lr / (1-b1^t) * m / u.
+template <class Scalar>
+class adamax : public optimizer<Scalar> {
+ public:
+  struct options {
+    double lr = 2e-3;
+    double beta1 = 0.9;
+    double beta2 = 0.999;
+    double eps = 1e-8;
+    double weight_decay = 0.0;
+  };
+  explicit adamax(options opt) : optimizer<Scalar>(opt.lr), opt_(opt) {
+    if (!(opt.beta1 >= 0 && opt.beta1 < 1 && opt.beta2 >= 0 && opt.beta2 < 1 && opt.eps >= 0 && opt.weight_decay >= 0)) {
+      slimnet::detail::raise<config_error>("slimnet::train::adamax", "invalid options: beta1={} beta2={} eps={} weight_decay={}",
+                                  opt.beta1, opt.beta2, opt.eps, opt.weight_decay);
+    }
+  }
+  std::string name() const override { return "AdaMax"; }
+
+ protected:
+  void update(nn::parameter<Scalar>& p) override {
+    auto& s = this->state_of(p, true);
+    const auto t = static_cast<double>(++s.steps);
+    auto w = p.value().flat();
+    const auto b1 = static_cast<Scalar>(opt_.beta1), b2 = static_cast<Scalar>(opt_.beta2);
+    const auto g = (p.grad().flat() + static_cast<Scalar>(opt_.weight_decay) * w).eval();
+    s.a = b1 * s.a + (Scalar(1) - b1) * g;
+    s.b = (b2 * s.b).cwiseMax(g.cwiseAbs() + vector<Scalar>::Constant(g.size(), static_cast<Scalar>(opt_.eps)));
+    const auto step = static_cast<Scalar>(this->lr_ / (1.0 - std::pow(opt_.beta1, t)));
+    w.array() -= step * s.a.array() / s.b.array();
+  }
+
+ private:
+  options opt_;
+};
+
+/// RMSProp (PyTorch form): v = alpha v + (1-alpha) g^2; d = g / (sqrt(v) + eps);
+/// with momentum: buf = momentum buf + d, w -= lr buf; otherwise w -= lr d.
+template <class Scalar>
+class rmsprop : public optimizer<Scalar> {
+ public:
+  struct options {
+    double lr = 1e-2;
+    double alpha = 0.99;
+    double eps = 1e-8;
+    double momentum = 0.0;
+    double weight_decay = 0.0;
+  };
+  explicit rmsprop(options opt) : optimizer<Scalar>(opt.lr), opt_(opt) {
+    if (!(opt.alpha >= 0 && opt.alpha < 1 && opt.eps >= 0 && opt.momentum >= 0 && opt.weight_decay >= 0)) {
+      slimnet::detail::raise<config_error>("slimnet::train::rmsprop", "invalid options: alpha={} eps={} momentum={} weight_decay={}",
+                                  opt.alpha, opt.eps, opt.momentum, opt.weight_decay);
+    }
+  }
+  std::string name() const override { return "RMSProp"; }
+
+ protected:
+  void update(nn::parameter<Scalar>& p) override {
+    auto& s = this->state_of(p, true);  // a = square average, b = momentum buffer
+    ++s.steps;
+    auto w = p.value().flat();
+    const auto alpha = static_cast<Scalar>(opt_.alpha);
+    const auto g = (p.grad().flat() + static_cast<Scalar>(opt_.weight_decay) * w).eval();
+    s.a = alpha * s.a + (Scalar(1) - alpha) * g.cwiseAbs2();
+    const auto d = (g.array() / (s.a.array().sqrt() + static_cast<Scalar>(opt_.eps))).matrix().eval();
+    const auto lr = static_cast<Scalar>(this->lr_);
+    if (opt_.momentum > 0) {
+      s.b = static_cast<Scalar>(opt_.momentum) * s.b + d;
+      w -= lr * s.b;
+    } else {
+      w -= lr * d;
+    }
+  }
+
+ private:
+  options opt_;
+};
+
+}  // namespace slimnet::train

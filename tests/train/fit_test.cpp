@@ -1,0 +1,143 @@
+// Losses, the training loop, callbacks and determinism.
+#include <catch2/catch.hpp>
+
+#include "slimnet/nn.hpp"
+#include "slimnet/train.hpp"
+
+using namespace slimnet;
+
+TEMPLATE_TEST_CASE("cross-entropy is stable and its gradient is softmax - onehot", "[train][loss]", float, double) {
+  tensor<TestType> z({2, 3});
+  z.flat() << 1000, 0, -1000, 1, 2, 3;
+  data::batch<TestType> b;
+  b.labels = {0, 1};
+  tensor<TestType> g;
+  const double loss = train::cross_entropy<TestType>().compute(z, b, g);
+  const double second = std::log(std::exp(1.0) + std::exp(2.0) + std::exp(3.0)) - 2.0;
+  CHECK(loss == Approx(second / 2).epsilon(1e-5));
+  CHECK(g.matrix()(0, 0) == Approx(0.0).margin(1e-6));
+  const double s = std::exp(2.0) / (std::exp(1.0) + std::exp(2.0) + std::exp(3.0));
+  CHECK(g.matrix()(1, 1) == Approx((s - 1) / 2).epsilon(1e-5));
+  CHECK(std::abs(g.matrix().row(1).sum()) < 1e-6);
+  b.labels = {0, 3};
+  CHECK_THROWS_AS(train::cross_entropy<TestType>().compute(z, b, g), config_error);
+}
+
+TEST_CASE("MSE against targets and against one-hot labels", "[train][loss]") {
+  tensor<double> out({1, 2});
+  out.flat() << 1, 3;
+  data::batch<double> b;
+  b.targets = tensor<double>({1, 2});
+  b.targets.flat() << 0, 1;
+  tensor<double> g;
+  CHECK(train::mse<double>().compute(out, b, g) == Approx((1 + 4) / 2.0));
+  CHECK(g[1] == Approx(2 * 2 / 2.0));
+  data::batch<double> l;
+  l.labels = {1};
+  CHECK(train::mse<double>().compute(out, l, g) == Approx((1 + 4) / 2.0));
+}
+
+namespace {
+// Two Gaussian blobs per class in 2-d, linearly separable with a margin.
+data::dataset<float> separable(index_t n, std::uint64_t seed) {
+  rng gen(seed);
+  data::dataset<float> d;
+  d.num_classes = 3;
+  d.inputs.resize({n, 2});
+  const float centers[3][2] = {{3, 0}, {-3, 3}, {-3, -3}};
+  for (index_t i = 0; i < n; ++i) {
+    const auto c = static_cast<int>(i % 3);
+    d.labels.push_back(c);
+    d.inputs.matrix()(i, 0) = centers[c][0] + 0.5f * static_cast<float>(gen.normal());
+    d.inputs.matrix()(i, 1) = centers[c][1] + 0.5f * static_cast<float>(gen.normal());
+  }
+  return d;
+}
+
+nn::sequential<float> small_mlp(std::uint64_t seed) {
+  rng gen(seed);
+  nn::sequential<float> m;
+  m.add("fc1", nn::linear<float>(2, 16));
+  m.add("relu", nn::relu<float>());
+  m.add("drop", nn::dropout<float>(0.1));
+  m.add("fc2", nn::linear<float>(16, 3));
+  m.reset_parameters(gen);
+  return m;
+}
+
+struct recorder : train::callback<float> {
+  std::vector<std::string> events;
+  void on_train_begin(train::train_state<float>&) override { events.push_back("begin"); }
+  void on_epoch_begin(train::train_state<float>& s) override { events.push_back("epoch" + std::to_string(s.epoch)); }
+  void after_backward(train::train_state<float>& s) override {
+    if (s.batch_in_epoch == 0) events.push_back("backward");
+  }
+  void after_step(train::train_state<float>& s) override {
+    if (s.batch_in_epoch == 0) events.push_back("step");
+  }
+  void on_epoch_end(train::train_state<float>& s) override {
+    events.push_back("end" + std::to_string(s.epoch));
+    if (s.epoch == 2) s.stop = true;
+  }
+  void on_train_end(train::train_state<float>&) override { events.push_back("done"); }
+};
+}  // namespace
+
+TEST_CASE("the loss of a small net on a separable problem falls to near zero", "[train]") {
+  const auto train_set = separable(300, 1), test_set = separable(150, 2);
+  auto model = small_mlp(3);
+  train::sgd<float> opt({0.1, 0.9});
+  train::fit_options o;
+  o.epochs = 30;
+  o.batch_size = 16;
+  o.progress = false;
+  const auto h = train::fit(model, opt, train::cross_entropy<float>(), train_set, o, {}, &test_set);
+  REQUIRE(h.epochs.size() == 30);
+  CHECK(h.epochs.front().train.loss > 0.1);
+  CHECK(h.epochs.back().train.loss < 0.02);
+  CHECK(h.epochs.back().validation.accuracy == 1.0);
+  const auto m = train::evaluate(model, test_set, train::cross_entropy<float>());
+  CHECK(m.loss < 0.02);
+  CHECK(m.samples == 150);
+}
+
+TEST_CASE("same seed, one thread: bitwise identical training", "[train]") {
+  const auto train_set = separable(120, 4);
+  auto run = [&]() {
+    auto model = small_mlp(5);
+    train::adam<float> opt({0.01});
+    train::fit_options o;
+    o.epochs = 3;
+    o.batch_size = 10;
+    o.seed = 77;
+    o.progress = false;
+    train::fit(model, opt, train::cross_entropy<float>(), train_set, o);
+    std::vector<float> values;
+    model.visit_parameters([&](nn::parameter<float>& p) {
+      values.insert(values.end(), p.value().data(), p.value().data() + p.size());
+    });
+    return values;
+  };
+  const auto a = run(), b = run();
+  CHECK(a == b);
+}
+
+TEST_CASE("fit calls callbacks in order, applies the schedule, and stops on request", "[train]") {
+  const auto train_set = separable(30, 6);
+  auto model = small_mlp(7);
+  train::sgd<float> opt({0.1});
+  train::fit_options o;
+  o.epochs = 10;
+  o.batch_size = 8;
+  o.progress = false;
+  o.learning_rate = train::step_lr(0.1, 1, 0.5);
+  recorder rec;
+  const auto h = train::fit(model, opt, train::cross_entropy<float>(), train_set, o, {&rec});
+  CHECK(h.epochs.size() == 3);
+  CHECK(h.epochs[2].learning_rate == Approx(0.025));
+  CHECK(rec.events == std::vector<std::string>{"begin", "epoch0", "backward", "step", "end0", "epoch1", "backward", "step",
+                                               "end1", "epoch2", "backward", "step", "end2", "done"});
+  train::fit_options bad;
+  bad.batch_size = 0;
+  CHECK_THROWS_AS(train::fit(model, opt, train::cross_entropy<float>(), train_set, bad), config_error);
+}
