@@ -70,11 +70,9 @@ TEST_CASE("malformed IDX files are clear io_errors", "[data][idx][errors]") {
   write_bytes(dir / "header_only", {0, 0, 8, 3, 0, 0});
   CHECK_THROWS_AS(data::read_idx(dir / "header_only"), io_error);
 
-  auto gz = std::vector<std::uint8_t>();
   write_gz(dir / "whole.gz", img);
-  gz = read_bytes(dir / "whole.gz");
-  gz.resize(gz.size() / 2);
-  write_bytes(dir / "cut.gz", gz);
+  const auto gz = read_bytes(dir / "whole.gz");
+  write_bytes(dir / "cut.gz", std::vector<std::uint8_t>(gz.begin(), gz.begin() + static_cast<std::ptrdiff_t>(gz.size() / 2)));
   CHECK_THROWS_AS(data::read_idx(dir / "cut.gz"), io_error);
 
   auto bad_type = img;

@@ -2,8 +2,11 @@
 #pragma once
 
 #include <cstdint>
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <numeric>
+#include <utility>
 #include <vector>
 
 #include "slimnet/core/error.hpp"
@@ -18,6 +21,7 @@ struct dataset {
   tensor<Scalar> inputs;
   std::vector<std::int32_t> labels;  // empty for pure regression
   tensor<Scalar> targets;            // empty unless the task has tensor targets
+  std::vector<std::int32_t> lengths; // valid time steps per sequence (N, T, F) inputs; empty = all
   index_t num_classes = 0;
 
   index_t size() const { return inputs.rank() == 0 ? 0 : inputs.dim(0); }
@@ -27,6 +31,15 @@ struct dataset {
   void validate(const char* function = "slimnet::data::dataset::validate") const {
     if (!labels.empty() && static_cast<index_t>(labels.size()) != size()) {
       slimnet::detail::raise<shape_error>(function, "{} labels for {} inputs", labels.size(), size());
+    }
+    if (!lengths.empty() && static_cast<index_t>(lengths.size()) != size()) {
+      slimnet::detail::raise<shape_error>(function, "{} sequence lengths for {} inputs", lengths.size(), size());
+    }
+    for (std::size_t i = 0; i < lengths.size(); ++i) {
+      if (lengths[i] < 0 || inputs.rank() < 2 || lengths[i] > inputs.dim(1)) {
+        slimnet::detail::raise<config_error>(function, "sequence {} has length {}, outside [0, {}]", i, lengths[i],
+                                             inputs.rank() < 2 ? 0 : inputs.dim(1));
+      }
     }
     if (!targets.empty() && targets.dim(0) != size()) {
       slimnet::detail::raise<shape_error>(function, "{} targets for {} inputs", targets.dim(0), size());
@@ -48,6 +61,7 @@ struct dataset {
       out.labels.reserve(indices.size());
       for (index_t i : indices) out.labels.push_back(labels.at(static_cast<std::size_t>(i)));
     }
+    for (index_t i : lengths.empty() ? std::vector<index_t>{} : indices) out.lengths.push_back(lengths.at(static_cast<std::size_t>(i)));
     return out;
   }
 
@@ -76,6 +90,7 @@ struct batch {
   tensor<Scalar> inputs;
   std::vector<std::int32_t> labels;
   tensor<Scalar> targets;
+  std::vector<std::int32_t> lengths;
   index_t size() const { return inputs.rank() == 0 ? 0 : inputs.dim(0); }
 };
 
@@ -113,6 +128,8 @@ class batcher {
     if (!data_.targets.empty()) dataset<Scalar>::gather_rows(data_.targets, idx, count, b.targets);
     b.labels.resize(data_.labels.empty() ? 0 : static_cast<std::size_t>(count));
     for (std::size_t k = 0; k < b.labels.size(); ++k) b.labels[k] = data_.labels[static_cast<std::size_t>(idx[k])];
+    b.lengths.resize(data_.lengths.empty() ? 0 : static_cast<std::size_t>(count));
+    for (std::size_t k = 0; k < b.lengths.size(); ++k) b.lengths[k] = data_.lengths[static_cast<std::size_t>(idx[k])];
     position_ += count;
     return true;
   }

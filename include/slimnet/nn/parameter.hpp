@@ -37,6 +37,8 @@ class parameter_transform {
 struct forward_context {
   bool training = false;  ///< training mode: dropout active, batch statistics in BatchNorm
   rng* gen = nullptr;     ///< generator for dropout and stochastic transforms
+  /// Valid time steps of each sequence for recurrent layers on (N, T, F) input; null means all T.
+  const std::vector<std::int32_t>* lengths = nullptr;
 
   /// The pass's generator; evaluation without one gets a fixed-seed generator per thread.
   rng& generator() const {

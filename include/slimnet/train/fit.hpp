@@ -70,6 +70,7 @@ metrics evaluate(nn::layer<Scalar>& model, const data::dataset<Scalar>& data, co
   index_t correct = 0;
   metrics m;
   while (batches.next(b)) {
+    ctx.lengths = b.lengths.empty() ? nullptr : &b.lengths;
     model.forward(b.inputs, out, ctx);
     loss_sum += loss.compute(out, b, grad) * static_cast<double>(b.size());
     if (!b.labels.empty()) correct += count_correct(out, b.labels);
@@ -205,6 +206,7 @@ history fit(nn::layer<Scalar>& model, optimizer<Scalar>& opt, const loss_functio
     s.batch_in_epoch = 0;
     while (batches.next(b)) {
       optimizer<Scalar>::zero_grad(model);
+      ctx.lengths = b.lengths.empty() ? nullptr : &b.lengths;
       model.forward(b.inputs, out, ctx);
       s.batch_loss = loss.compute(out, b, grad);
       if (!std::isfinite(s.batch_loss)) {
