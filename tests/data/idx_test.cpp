@@ -101,9 +101,7 @@ TEST_CASE("CIFAR-10 binary batches on generated files", "[data][cifar]") {
   CHECK(d.inputs.shape() == shape_t{3, 3, 32, 32});
   CHECK(d.labels == std::vector<std::int32_t>{0, 4, 8});
   CHECK(d.inputs[3072 + 1024] == Approx(((1024 + 1) % 256) / 255.0));  // record 1, channel 1, pixel 0
-  auto short_file = records;
-  short_file.pop_back();
-  write_bytes(dir / "short.bin", short_file);
+  write_bytes(dir / "short.bin", std::vector<std::uint8_t>(records.begin(), records.end() - 1));
   CHECK_THROWS_WITH(data::load_cifar10_bin<float>({dir / "short.bin"}), Catch::Contains("3073-byte record"));
   records[3073] = 10;
   write_bytes(dir / "label.bin", records);
