@@ -206,3 +206,41 @@ TEST_CASE("the gradient checker catches a wrong gradient", "[nn][gradient]") {
   CHECK(r.worst_error > 1e-3);
   CHECK_THAT(r.worst_where, Catch::Contains("weight"));
 }
+
+TEMPLATE_TEST_CASE("conv2d forward and backward equal the direct definition across several im2col chunks", "[nn]", float, double) {
+  const double tol = std::is_same_v<TestType, float> ? 2e-4 : 1e-9;
+  // LeNet's conv2 shape works on chunks of a few images; 9 images leave a partial last chunk.
+  rng gen(21);
+  nn::conv2d<TestType> conv(20, 50, 5);
+  conv.reset_parameters(gen);
+  tensor<TestType> x({9, 20, 12, 12}), y, dy({9, 50, 8, 8}), dx;
+  for (index_t i = 0; i < x.size(); ++i) x[i] = static_cast<TestType>(gen.normal());
+  for (index_t i = 0; i < dy.size(); ++i) dy[i] = static_cast<TestType>(gen.normal());
+  conv.forward(x, y, {});
+  const tensor<double> bias = conv.bias()->value().template cast<double>();
+  const auto expected = naive_conv(x.template cast<double>(), conv.weight().value().template cast<double>(), &bias, 1, 0);
+  CHECK((y.flat().template cast<double>() - expected.flat()).cwiseAbs().maxCoeff() < tol);
+  conv.weight().zero_grad();
+  conv.bias()->zero_grad();
+  conv.backward(x, y, dy, &dx);
+  // Direct definitions: dW[o,c,a,b] = sum dy[n,o,i,j] x[n,c,i+a,j+b]; dx[n,c,i+a,j+b] += dy[n,o,i,j] W[o,c,a,b].
+  tensor<double> dw({50, 20, 5, 5}, 0.0), dx_ref(x.shape(), 0.0), db({50}, 0.0);
+  const auto& w = conv.weight().value();
+  for (index_t n = 0; n < 9; ++n)
+    for (index_t o = 0; o < 50; ++o)
+      for (index_t i = 0; i < 8; ++i)
+        for (index_t j = 0; j < 8; ++j) {
+          const double g = dy[((n * 50 + o) * 8 + i) * 8 + j];
+          db[o] += g;
+          for (index_t c = 0; c < 20; ++c)
+            for (index_t a = 0; a < 5; ++a)
+              for (index_t b = 0; b < 5; ++b) {
+                const index_t xi = ((n * 20 + c) * 12 + i + a) * 12 + j + b, wi = ((o * 20 + c) * 5 + a) * 5 + b;
+                dw[wi] += g * x[xi];
+                dx_ref[xi] += g * w[wi];
+              }
+        }
+  CHECK((conv.weight().grad().flat().template cast<double>() - dw.flat()).cwiseAbs().maxCoeff() < tol * 10);
+  CHECK((conv.bias()->grad().flat().template cast<double>() - db.flat()).cwiseAbs().maxCoeff() < tol * 10);
+  CHECK((dx.flat().template cast<double>() - dx_ref.flat()).cwiseAbs().maxCoeff() < tol);
+}

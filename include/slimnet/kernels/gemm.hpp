@@ -263,6 +263,20 @@ inline void micro_kernel(index_t k, const float* ap, index_t lda, const float* b
   const __mmask16 m0 = static_cast<__mmask16>(cols >= 16 ? 0xffff : (1u << cols) - 1);
   const __mmask16 m1 = static_cast<__mmask16>(cols >= 32 ? 0xffff : cols > 16 ? (1u << (cols - 16)) - 1 : 0);
   const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+  if (rows == MR && cols == nr) {  // full tile: unmasked moves (masked stores are slow on Zen 4)
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      float* cr = c + r * ldc;
+      __m512 v0 = _mm512_mul_ps(va, acc0[r]), v1 = _mm512_mul_ps(va, acc1[r]);
+      if (beta != 0.0f) {
+        v0 = _mm512_fmadd_ps(vb, _mm512_loadu_ps(cr), v0);
+        v1 = _mm512_fmadd_ps(vb, _mm512_loadu_ps(cr + 16), v1);
+      }
+      _mm512_storeu_ps(cr, v0);
+      _mm512_storeu_ps(cr + 16, v1);
+    }
+    return;
+  }
 #pragma GCC unroll 16
   for (int r = 0; r < MR; ++r) {
     if (r >= rows) break;

@@ -9,6 +9,11 @@
 #include <algorithm>
 #include <cstring>
 #include <optional>
+#include <type_traits>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "slimnet/core/error.hpp"
 #include "slimnet/kernels/gemm.hpp"
@@ -29,6 +34,42 @@ struct window2d {
 };
 
 namespace detail {
+
+// im2col moves rows of a few floats (8 for LeNet's conv2); masked vector moves avoid both the
+// call overhead of memcpy and the alias checks of a compiler-vectorised loop.
+template <class Scalar>
+inline void copy_short(const Scalar* src, Scalar* dst, index_t n) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<Scalar, float>) {
+    // Unmasked moves only: masked stores are slow on some cores (Zen 4).
+    for (; n >= 16; n -= 16, src += 16, dst += 16) _mm512_storeu_ps(dst, _mm512_loadu_ps(src));
+    if (n >= 8) {
+      _mm256_storeu_ps(dst, _mm256_loadu_ps(src));
+      n -= 8, src += 8, dst += 8;
+    }
+    for (index_t i = 0; i < n; ++i) dst[i] = src[i];
+    return;
+  }
+#endif
+  for (index_t i = 0; i < n; ++i) dst[i] = src[i];
+}
+
+/// dst[0:n] += src[0:n]
+template <class Scalar>
+inline void add_short(const Scalar* src, Scalar* dst, index_t n) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<Scalar, float>) {
+    for (; n >= 16; n -= 16, src += 16, dst += 16) _mm512_storeu_ps(dst, _mm512_add_ps(_mm512_loadu_ps(dst), _mm512_loadu_ps(src)));
+    if (n >= 8) {
+      _mm256_storeu_ps(dst, _mm256_add_ps(_mm256_loadu_ps(dst), _mm256_loadu_ps(src)));
+      n -= 8, src += 8, dst += 8;
+    }
+    for (index_t i = 0; i < n; ++i) dst[i] += src[i];
+    return;
+  }
+#endif
+  for (index_t i = 0; i < n; ++i) dst[i] += src[i];
+}
 
 /// cols(r, n*P + oh*OW + ow) = x[n, c, oh*sh - ph + ki, ow*sw - pw + kj] (0 outside), r = (c, ki, kj).
 template <class Scalar>
@@ -57,7 +98,7 @@ void im2col(const Scalar* x, index_t batch, index_t channels, index_t h, index_t
             const Scalar* xr = xc + ih * w;  // input column of output ow: ow * stride + shift
             std::fill(o, o + ow_lo, Scalar(0));
             if (win.stride_w == 1) {
-              for (index_t ow = ow_lo; ow < ow_hi; ++ow) o[ow] = xr[ow + shift];  // short rows: a loop beats memcpy
+              copy_short(xr + ow_lo + shift, o + ow_lo, ow_hi - ow_lo);
             } else {
               for (index_t ow = ow_lo; ow < ow_hi; ++ow) o[ow] = xr[ow * win.stride_w + shift];
             }
@@ -91,7 +132,11 @@ void col2im(const Scalar* cols, index_t batch, index_t channels, index_t h, inde
             if (ih < 0 || ih >= h) continue;
             Scalar* xr = xc + ih * w;
             const Scalar* g = in + oh * ow_n;
-            for (index_t ow = ow_lo; ow < ow_hi; ++ow) xr[ow * win.stride_w + shift] += g[ow];
+            if (win.stride_w == 1) {
+              add_short(g + ow_lo, xr + ow_lo + shift, ow_hi - ow_lo);
+            } else {
+              for (index_t ow = ow_lo; ow < ow_hi; ++ow) xr[ow * win.stride_w + shift] += g[ow];
+            }
           }
         }
       }
@@ -148,49 +193,63 @@ class conv2d : public cloneable<conv2d<Scalar>, Scalar> {
 
   void forward(const tensor<Scalar>& x, tensor<Scalar>& y, const forward_context& ctx) override {
     y.resize(output_shape(x.shape()));
-    const index_t batch = x.dim(0), plane = y.dim(2) * y.dim(3), k = weight_.size() / out_channels();
-    cols_.resize({k, batch * plane});
-    detail::im2col(x.data(), batch, in_channels(), x.dim(2), x.dim(3), win_, cols_.data());
+    const index_t batch = x.dim(0), plane = y.dim(2) * y.dim(3), oc = out_channels(), k = weight_.size() / oc;
+    const index_t in_size = in_channels() * x.dim(2) * x.dim(3), chunk = images_per_chunk(k, plane);
     const auto& w = weight_.forward_value(ctx);
-    z_.resize({out_channels(), batch * plane});
-    kernels::gemm<Scalar>(kernels::row_major(w.data(), out_channels(), k), kernels::row_major(cols_.data(), k, batch * plane),
-                          kernels::row_major(z_.data(), out_channels(), batch * plane));
-    // Z (out_c, N*P) -> y (N, out_c, P), adding the bias.
     const Scalar* bias = bias_ ? bias_->forward_value(ctx).data() : nullptr;
-    for (index_t n = 0; n < batch; ++n) {
-      for (index_t o = 0; o < out_channels(); ++o) {
-        const Scalar* src = z_.data() + o * batch * plane + n * plane;
-        Scalar* dst = y.data() + (n * out_channels() + o) * plane;
-        const Scalar b = bias ? bias[o] : Scalar(0);
-        for (index_t p = 0; p < plane; ++p) dst[p] = src[p] + b;
+    cols_.resize({k, chunk * plane});
+    z_.resize({oc, chunk * plane});
+    for (index_t n0 = 0; n0 < batch; n0 += chunk) {
+      const index_t images = std::min(chunk, batch - n0), columns = images * plane;
+      detail::im2col(x.data() + n0 * in_size, images, in_channels(), x.dim(2), x.dim(3), win_, cols_.data());
+      kernels::gemm<Scalar>(kernels::row_major(w.data(), oc, k), kernels::row_major<const Scalar>(cols_.data(), k, columns),
+                            kernels::row_major(z_.data(), oc, columns));
+      // Z (out_c, images*P) -> y (images, out_c, P), adding the bias.
+      for (index_t n = 0; n < images; ++n) {
+        for (index_t o = 0; o < oc; ++o) {
+          const Scalar* src = z_.data() + o * columns + n * plane;
+          Scalar* dst = y.data() + ((n0 + n) * oc + o) * plane;
+          const Scalar b = bias ? bias[o] : Scalar(0);
+          for (index_t p = 0; p < plane; ++p) dst[p] = src[p] + b;
+        }
       }
     }
   }
 
   void backward(const tensor<Scalar>& x, const tensor<Scalar>& /*y*/, const tensor<Scalar>& dy,
                 tensor<Scalar>* dx) override {
-    const index_t batch = dy.dim(0), plane = dy.dim(2) * dy.dim(3), oc = out_channels();
-    // dy (N, out_c, P) -> dZ (out_c, N*P); z_ is reused as the buffer.
-    z_.resize({oc, batch * plane});
-    for (index_t n = 0; n < batch; ++n) {
-      for (index_t o = 0; o < oc; ++o) {
-        std::memcpy(z_.data() + o * batch * plane + n * plane, dy.data() + (n * oc + o) * plane,
-                    static_cast<std::size_t>(plane) * sizeof(Scalar));
-      }
-    }
-    const index_t k = cols_.dim(0), columns = batch * plane;
-    const auto dZ = kernels::row_major<const Scalar>(z_.data(), oc, columns);
-    // dW += dZ cols^T
-    kernels::gemm<Scalar>(dZ, kernels::row_major<const Scalar>(cols_.data(), k, columns).transposed(),
-                          kernels::row_major(weight_.grad().data(), oc, k), Scalar(1), Scalar(1));
-    if (bias_) bias_->grad().flat() += z_.matrix().rowwise().sum();
+    const index_t batch = dy.dim(0), plane = dy.dim(2) * dy.dim(3), oc = out_channels(), k = weight_.size() / oc;
+    const index_t in_size = in_channels() * x.dim(2) * x.dim(3), chunk = images_per_chunk(k, plane);
+    const auto w = kernels::row_major(weight_.used_value().data(), oc, k);
+    const auto dw = kernels::row_major(weight_.grad().data(), oc, k);
+    cols_.resize({k, chunk * plane});
+    z_.resize({oc, chunk * plane});
     if (dx != nullptr) {
       dx->resize(x.shape());
-      dcols_.resize(cols_.shape());
-      // dcols = W^T dZ
-      kernels::gemm<Scalar>(kernels::row_major(weight_.used_value().data(), oc, k).transposed(), dZ,
-                            kernels::row_major(dcols_.data(), k, columns));
-      detail::col2im(dcols_.data(), batch, in_channels(), x.dim(2), x.dim(3), win_, dx->data());
+      dcols_.resize({k, chunk * plane});
+    }
+    for (index_t n0 = 0; n0 < batch; n0 += chunk) {
+      const index_t images = std::min(chunk, batch - n0), columns = images * plane;
+      // dy (images, out_c, P) -> dZ (out_c, images*P)
+      for (index_t n = 0; n < images; ++n) {
+        for (index_t o = 0; o < oc; ++o) {
+          std::memcpy(z_.data() + o * columns + n * plane, dy.data() + ((n0 + n) * oc + o) * plane,
+                      static_cast<std::size_t>(plane) * sizeof(Scalar));
+        }
+      }
+      const auto dz = kernels::row_major<const Scalar>(z_.data(), oc, columns);
+      // The chunk's im2col is rebuilt here (it is cache-resident) instead of kept from forward.
+      detail::im2col(x.data() + n0 * in_size, images, in_channels(), x.dim(2), x.dim(3), win_, cols_.data());
+      kernels::gemm<Scalar>(dz, kernels::row_major<const Scalar>(cols_.data(), k, columns).transposed(), dw, Scalar(1),
+                            Scalar(1));  // dW += dZ cols^T
+      if (bias_) {
+        Eigen::Map<const row_matrix<Scalar>> dz_rows(z_.data(), oc, columns);
+        bias_->grad().flat() += dz_rows.rowwise().sum();
+      }
+      if (dx != nullptr) {
+        kernels::gemm<Scalar>(w.transposed(), dz, kernels::row_major(dcols_.data(), k, columns));  // dcols = W^T dZ
+        detail::col2im(dcols_.data(), images, in_channels(), x.dim(2), x.dim(3), win_, dx->data() + n0 * in_size);
+      }
     }
   }
 
@@ -202,12 +261,17 @@ class conv2d : public cloneable<conv2d<Scalar>, Scalar> {
   void reset_parameters(rng& gen) override { init::pytorch_default(weight_.value(), bias_ ? &bias_->value() : nullptr, gen); }
 
  private:
+  // Images per im2col chunk: about 256 KiB of columns, so im2col, packing and col2im stay in L2.
+  static index_t images_per_chunk(index_t k, index_t plane) {
+    return std::max<index_t>(1, (index_t{64} << 10) / std::max<index_t>(k * plane, 1));
+  }
+
   parameter<Scalar> weight_;
   std::optional<parameter<Scalar>> bias_;
   window2d win_;
-  tensor<Scalar> cols_;   // im2col of the last input
+  tensor<Scalar> cols_;   // im2col of one chunk of images
   tensor<Scalar> dcols_;  // gradient of cols_
-  tensor<Scalar> z_;     // GEMM output / dZ buffer
+  tensor<Scalar> z_;      // GEMM output / dZ buffer of one chunk
 };
 
 }  // namespace slimnet::nn
