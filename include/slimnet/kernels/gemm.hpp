@@ -375,12 +375,15 @@ void gemm(matrix_ref<const Scalar> a, matrix_ref<const Scalar> b, matrix_ref<Sca
   }
 #if SLIMNET_GEMM_AVX512
   if constexpr (std::is_same_v<Scalar, float>) {
+    // Matrix-vector shapes (a batch of 1-3) are memory-bound: Eigen's GEMV streams the matrix once,
+    // where the blocked kernel would pack all of it for a handful of rows.
     // The tile stores along C's rows: C must be row-major; a column-major C is computed as C^T = B^T A^T.
-    if (c.col_stride == 1) {
+    const bool matrix_vector = std::min(c.rows, c.cols) < 4;
+    if (!matrix_vector && c.col_stride == 1) {
       detail::avx512::gemm(a, b, c, alpha, beta);
       return;
     }
-    if (c.row_stride == 1) {
+    if (!matrix_vector && c.row_stride == 1) {
       detail::avx512::gemm(b.transposed(), a.transposed(), c.transposed(), alpha, beta);
       return;
     }

@@ -1,0 +1,2 @@
+slimnet_benchmark(train_vs_pytorch train_vs_pytorch.cpp)
+target_compile_definitions(train_vs_pytorch PRIVATE SLIMNET_BENCHMARK_DIR="${CMAKE_CURRENT_SOURCE_DIR}")
