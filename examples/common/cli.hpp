@@ -35,8 +35,9 @@ class args {
       a = a.substr(2);
       auto it = values_.find(a);
       if (it == values_.end()) fail(fmt::format("unknown option --{}", a));
-      if (it->second == "false" || it->second == "true") {
-        it->second = "true";
+      if (it->second == "false" || it->second == "true") {  // a flag: "--x" or "--x true|false"
+        const bool explicit_value = i + 1 < argc && (std::string(argv[i + 1]) == "true" || std::string(argv[i + 1]) == "false");
+        it->second = explicit_value ? argv[++i] : "true";
       } else {
         if (i + 1 >= argc) fail(fmt::format("--{} needs a value", a));
         it->second = argv[++i];

@@ -84,6 +84,25 @@ struct dataset {
   }
 };
 
+/// Mean and (population) standard deviation of all input values.
+template <class Scalar>
+std::pair<double, double> input_mean_std(const dataset<Scalar>& d) {
+  if (d.inputs.size() == 0) slimnet::detail::raise<config_error>("slimnet::data::input_mean_std", "the dataset is empty");
+  const auto x = d.inputs.flat().template cast<double>();
+  const double mean = x.mean();
+  return {mean, std::sqrt((x.array() - mean).square().mean())};
+}
+
+/// inputs = (inputs - mean) / stddev; use the training set's statistics for every split.
+template <class Scalar>
+void standardize(dataset<Scalar>& d, double mean, double stddev) {
+  if (!(stddev > 0) || !std::isfinite(mean)) {
+    slimnet::detail::raise<config_error>("slimnet::data::standardize", "needs a finite mean and stddev > 0, got {} and {}", mean,
+                                         stddev);
+  }
+  d.inputs.flat() = (d.inputs.flat().array() - static_cast<Scalar>(mean)) / static_cast<Scalar>(stddev);
+}
+
 /// One mini-batch; buffers are reused from batch to batch.
 template <class Scalar>
 struct batch {

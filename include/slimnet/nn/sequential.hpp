@@ -106,11 +106,14 @@ class sequential : public layer<Scalar> {
       return;
     }
     grads_.resize(2);
+    // Without a caller asking for dL/dx, layers before the first one with trainable parameters
+    // (Flatten in LeNet-300-100) need no backward pass, and that layer needs no input gradient.
+    const std::size_t stop = dx != nullptr ? 0 : first_trainable_layer();
     const tensor<Scalar>* upstream = &dy;
-    for (std::size_t i = layers_.size(); i-- > 0;) {
+    for (std::size_t i = layers_.size(); i-- > stop;) {
       const tensor<Scalar>& in = i == 0 ? x : acts_[i - 1];
       const tensor<Scalar>& out = i + 1 == layers_.size() ? y : acts_[i];
-      tensor<Scalar>* down = i == 0 ? dx : &grads_[i % 2];
+      tensor<Scalar>* down = i == stop ? dx : &grads_[i % 2];
       layers_[i]->backward(in, out, *upstream, down);
       upstream = down;
     }
@@ -145,6 +148,15 @@ class sequential : public layer<Scalar> {
   }
   void rename_children() {
     for (std::size_t i = 0; i < layers_.size(); ++i) layers_[i]->set_name(qualified(local_names_[i]));
+  }
+
+  std::size_t first_trainable_layer() {
+    for (std::size_t i = 0; i < layers_.size(); ++i) {
+      bool trainable = false;
+      layers_[i]->visit_parameters([&](parameter<Scalar>& p) { trainable = trainable || p.trainable(); });
+      if (trainable) return i;
+    }
+    return layers_.size() - 1;
   }
 
   std::vector<layer_ptr> layers_;
