@@ -30,14 +30,7 @@ int main(int argc, char** argv) {
     }
     rng gen(static_cast<std::uint64_t>(a.integer("seed")));
     const std::string name = a.str("model");
-    nn::sequential<float> model;
-    if (name == "lenet5") {
-      model = nn::models::lenet5<float>(gen);
-    } else if (name == "lenet300") {
-      model = nn::models::lenet_300_100<float>(gen);
-    } else {
-      throw config_error(fmt::format("train_lenet: unknown model '{}' (lenet5 or lenet300)", name));
-    }
+    auto model = cli::make_lenet(name, gen, "train_lenet");
     fmt::print("{} on {}: {} train / {} test images, {} parameters\n", name, a.str("data"), data.train.size(),
                data.test.size(), model.parameter_count());
 

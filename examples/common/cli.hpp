@@ -2,9 +2,11 @@
 // default locations.
 #pragma once
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -12,6 +14,7 @@
 
 #include "slimnet/core/error.hpp"
 #include "slimnet/data.hpp"
+#include "slimnet/nn/models.hpp"
 
 #ifndef SLIMNET_DEFAULT_DATA_DIR
 #define SLIMNET_DEFAULT_DATA_DIR ".cache/data"
@@ -75,12 +78,46 @@ inline data::split<float> load_dataset(const std::string& name) {
   return data::load_mnist_dir<float>(name);
 }
 
-/// Keeps the first n examples (n <= 0 keeps all): for quick smoke runs.
-inline void limit(data::dataset<float>& d, long n) {
+/// Keeps n examples drawn at random with a fixed seed (n <= 0 keeps all): for quick smoke runs.
+/// Random, not the first n: the MNIST subset's files are sorted by class.
+inline void limit(data::dataset<float>& d, long n, std::uint64_t seed = 7) {
   if (n <= 0 || n >= d.size()) return;
-  std::vector<index_t> idx(static_cast<std::size_t>(n));
-  for (long i = 0; i < n; ++i) idx[static_cast<std::size_t>(i)] = i;
+  std::vector<index_t> idx(static_cast<std::size_t>(d.size()));
+  for (index_t i = 0; i < d.size(); ++i) idx[static_cast<std::size_t>(i)] = i;
+  rng gen(seed);
+  slimnet::shuffle(idx.begin(), idx.end(), gen);
+  idx.resize(static_cast<std::size_t>(n));
+  std::sort(idx.begin(), idx.end());
   d = d.subset(idx);
+}
+
+/// "lenet5" (LeNet-5) or "lenet300" (LeNet-300-100), initialised from `gen`.
+inline nn::sequential<float> make_lenet(const std::string& name, rng& gen, const char* program) {
+  if (name == "lenet5") return nn::models::lenet5<float>(gen);
+  if (name == "lenet300") return nn::models::lenet_300_100<float>(gen);
+  throw config_error(fmt::format("{}: unknown model '{}' (lenet5 or lenet300)", program, name));
+}
+
+/// "fc1=0.92,fc2=0.91" -> {fc1: 0.92, fc2: 0.91}; `what` names the option in errors.
+inline std::map<std::string, double> parse_layer_values(const std::string& text, const char* program, const char* what) {
+  std::map<std::string, double> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    const auto eq = item.find('=');
+    std::size_t used = 0;
+    double v = 0;
+    try {
+      if (eq != std::string::npos) v = std::stod(item.substr(eq + 1), &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (eq == std::string::npos || used == 0) {
+      throw config_error(fmt::format("{}: '{}' in --{} is not layer=value", program, item, what));
+    }
+    out[item.substr(0, eq)] = v;
+  }
+  return out;
 }
 
 }  // namespace slimnet::cli

@@ -5,5 +5,8 @@
 #include "slimnet/core.hpp"
 #include "slimnet/data.hpp"
 #include "slimnet/io.hpp"
+#include "slimnet/kernels.hpp"
 #include "slimnet/nn.hpp"
+#include "slimnet/prune.hpp"
+#include "slimnet/report.hpp"
 #include "slimnet/train.hpp"

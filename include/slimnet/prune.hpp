@@ -1,0 +1,10 @@
+// slimnet::prune: masks and magnitude criteria on Eigen objects, masks on model parameters,
+// PyTorch-shaped functional API, schedules (one-shot, iterative, AGP), sensitivity analysis, DNS.
+#pragma once
+
+#include "slimnet/prune/dns.hpp"
+#include "slimnet/prune/functional.hpp"
+#include "slimnet/prune/mask.hpp"
+#include "slimnet/prune/schedule.hpp"
+#include "slimnet/prune/sensitivity.hpp"
+#include "slimnet/prune/transform.hpp"
