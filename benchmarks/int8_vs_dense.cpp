@@ -1,0 +1,230 @@
+// int8 (VNNI) and fixed-point int16 GEMM against fp32 GEMM of the same shape (issue 5): 1024^3 and
+// LeNet / VGG-16 layer shapes as GEMMs (convolutions through im2row: M = output positions,
+// K = in_c * kh * kw, N = out_c). One thread unless stated; ratios compare times taken in the same
+// run, interleaved round by round.
+//
+//   int8_vs_dense [--rounds 5] [--csv int8_vs_dense.csv] [--quick]
+#include <algorithm>
+#include <chrono>
+#include <ctime>
+#include <cmath>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <Eigen/Core>
+#include <fmt/format.h>
+
+#include "common/cli.hpp"
+#include "slimnet/core/random.hpp"
+#include "slimnet/kernels/gemm.hpp"
+#include "slimnet/kernels/int8_gemm.hpp"
+
+#if defined(SLIMNET_BENCH_OPENBLAS)
+#include <cblas.h>
+#endif
+
+using namespace slimnet;
+using row_matrix_f = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+namespace {
+
+/// Seconds of CPU time of the calling thread (not wall time): on a shared machine other programs
+/// preempt the benchmark, which would inflate wall times (long kernels more than short ones) and
+/// skew the ratios. Single-thread kernels are timed this way; the thread tables use wall time.
+double thread_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+/// Seconds per call of each function, best of `rounds` samples of >= min_sample seconds, the
+/// functions interleaved within each round (other programs on the shared machine only add time).
+/// Wall time of the fastest of `samples` single calls: for the thread tables on a shared machine, a
+/// call of 0.1-2 ms often runs without preemption on both cores even when other programs are
+/// running, so the minimum approximates the speed on an idle machine (one and two threads alike).
+double best_single_call(const std::function<void()>& f, int samples = 300) {
+  f();
+  double best = INFINITY;
+  for (int s = 0; s < samples; ++s) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return best;
+}
+
+std::vector<double> time_side_by_side(const std::vector<std::function<void()>>& fs, int rounds, double min_sample = 5e-3,
+                                      bool cpu_time = true) {
+  auto now = [cpu_time] {
+    return cpu_time ? thread_seconds() : std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  };
+  std::vector<long> reps(fs.size(), 1);
+  for (std::size_t v = 0; v < fs.size(); ++v) {
+    fs[v]();  // warm caches and lazily sized buffers
+    for (;;) {
+      const double t0 = now();
+      for (long r = 0; r < reps[v]; ++r) fs[v]();
+      const double s = now() - t0;
+      if (s >= min_sample) break;
+      reps[v] = std::max(reps[v] * 2, static_cast<long>(static_cast<double>(reps[v]) * min_sample / std::max(s, 1e-9) * 1.2));
+    }
+  }
+  std::vector<double> best(fs.size(), INFINITY);
+  for (int round = 0; round < rounds; ++round) {
+    for (std::size_t v = 0; v < fs.size(); ++v) {
+      const double t0 = now();
+      for (long r = 0; r < reps[v]; ++r) fs[v]();
+      best[v] = std::min(best[v], (now() - t0) / static_cast<double>(reps[v]));
+    }
+  }
+  return best;
+}
+
+struct shape {
+  std::string name;
+  index_t m, k, n;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  cli::args args(argc, argv, {{"rounds", "5"}, {"csv", "int8_vs_dense.csv"}, {"quick", "false"}},
+                 "int8_vs_dense: int8 / int16 GEMM against fp32 GEMM, one thread, ratios from one run");
+  const int rounds = static_cast<int>(args.integer("rounds"));
+  Eigen::setNbThreads(1);
+#if defined(SLIMNET_BENCH_OPENBLAS)
+  openblas_set_num_threads(1);
+  const bool have_blas = true;
+#else
+  const bool have_blas = false;
+#endif
+  const auto paths = kernels::compiled_kernel_paths();
+  fmt::print("int8_vs_dense: one thread, CPU time of the thread, best of {} interleaved rounds; VNNI path {}; OpenBLAS column {}\n", rounds,
+             paths.avx512_vnni ? "on" : "off (portable)",
+             have_blas ? "present" : "missing (built without OpenBLAS: install libopenblas-dev and re-run cmake)");
+  fmt::print("C (M x N) = A (M x K) W^T with W (N x K) as a layer stores it; fp32 best = fastest of Eigen, OpenBLAS, slimnet gemm.\n");
+  fmt::print("int8: A uint8 (post-ReLU activations) x W int8, int32 out; int8s: A int8 (shifted by 128 + correction);\n");
+  fmt::print("+deq: float out = row_scale * col_scale * sum + bias (a layer's dequantization); int16: vpdpwssd.\n\n");
+
+  std::vector<shape> shapes = {{"square 1024^3", 1024, 1024, 1024},
+                               {"LeNet-5 conv2 (b64)", 64 * 8 * 8, 20 * 25, 50},
+                               {"LeNet-5 fc1 (b64)", 64, 800, 500},
+                               {"LeNet-300 fc1 (b64)", 64, 784, 300},
+                               {"VGG-16 conv3_2 (b1)", 56 * 56, 256 * 9, 256},
+                               {"VGG-16 conv4_2 (b1)", 28 * 28, 512 * 9, 512},
+                               {"VGG-16 conv5_2 (b1)", 14 * 14, 512 * 9, 512},
+                               {"VGG-16 fc7 (b64)", 64, 4096, 4096}};
+  if (args.flag("quick")) shapes.resize(3);
+
+  std::ofstream csv(args.str("csv"));
+  csv << "shape,m,k,n,variant,microseconds,speedup_vs_best_fp32\n";
+  fmt::print("{:<22} {:>5} {:>5} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>7}\n", "shape", "M", "K", "N",
+             "eigen", "openblas", "sl_gemm", "int8", "int8s", "int8+deq", "int16", "int8", "int8s", "+deq", "int16");
+  rng gen(3);
+  for (const auto& s : shapes) {
+    row_matrix_f a(s.m, s.k), w(s.n, s.k), c(s.m, s.n);
+    for (index_t i = 0; i < a.size(); ++i) a.data()[i] = static_cast<float>(gen.uniform(-1, 1));
+    for (index_t i = 0; i < w.size(); ++i) w.data()[i] = static_cast<float>(gen.uniform(-1, 1));
+    std::vector<std::uint8_t> au(static_cast<std::size_t>(s.m * s.k));
+    std::vector<std::int8_t> as(au.size()), wq(static_cast<std::size_t>(s.n * s.k));
+    std::vector<std::int16_t> a16(au.size()), w16(wq.size());
+    for (std::size_t i = 0; i < au.size(); ++i) {
+      au[i] = static_cast<std::uint8_t>(gen.below(256));
+      as[i] = static_cast<std::int8_t>(static_cast<int>(gen.below(255)) - 127);
+      a16[i] = static_cast<std::int16_t>(static_cast<int>(gen.below(2001)) - 1000);
+    }
+    for (std::size_t i = 0; i < wq.size(); ++i) {
+      wq[i] = static_cast<std::int8_t>(static_cast<int>(gen.below(255)) - 127);
+      w16[i] = static_cast<std::int16_t>(static_cast<int>(gen.below(2001)) - 1000);
+    }
+    const auto av = kernels::row_major<const float>(a.data(), s.m, s.k);
+    const auto wv = kernels::row_major<const float>(w.data(), s.n, s.k);
+    const kernels::int8_packed_rhs w8(kernels::row_major<const std::int8_t>(wq.data(), s.n, s.k).transposed());
+    const kernels::int16_packed_rhs w16p(kernels::row_major<const std::int16_t>(w16.data(), s.n, s.k).transposed());
+    std::vector<std::int32_t> ci(static_cast<std::size_t>(s.m * s.n));
+    std::vector<float> row_scale(static_cast<std::size_t>(s.m), 0.01f), col_scale(static_cast<std::size_t>(s.n), 0.02f),
+        bias(static_cast<std::size_t>(s.n), 0.5f);
+    kernels::int_gemm_params deq;
+    deq.row_scale = row_scale.data();
+    deq.col_scale = col_scale.data();
+    deq.col_bias = bias.data();
+    std::vector<std::string> names;
+    std::vector<std::function<void()>> fs;
+    names.push_back("eigen");
+    fs.push_back([&] { c.noalias() = a * w.transpose(); });
+#if defined(SLIMNET_BENCH_OPENBLAS)
+    names.push_back("openblas");
+    fs.push_back([&] {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(s.m), static_cast<int>(s.n), static_cast<int>(s.k), 1.0f,
+                  a.data(), static_cast<int>(s.k), w.data(), static_cast<int>(s.k), 0.0f, c.data(), static_cast<int>(s.n));
+    });
+#endif
+    names.push_back("slimnet_gemm");
+    fs.push_back([&] { kernels::gemm<float>(av, wv.transposed(), kernels::row_major(c.data(), s.m, s.n)); });
+    names.push_back("int8");
+    fs.push_back([&] {
+      kernels::gemm_int8(kernels::row_major<const std::uint8_t>(au.data(), s.m, s.k), w8, kernels::row_major(ci.data(), s.m, s.n));
+    });
+    names.push_back("int8s");
+    fs.push_back([&] {
+      kernels::gemm_int8(kernels::row_major<const std::int8_t>(as.data(), s.m, s.k), w8, kernels::row_major(ci.data(), s.m, s.n));
+    });
+    names.push_back("int8+deq");
+    fs.push_back([&] {
+      kernels::gemm_int8(kernels::row_major<const std::uint8_t>(au.data(), s.m, s.k), w8, kernels::row_major(c.data(), s.m, s.n), deq);
+    });
+    names.push_back("int16");
+    fs.push_back([&] {
+      kernels::gemm_int16(kernels::row_major<const std::int16_t>(a16.data(), s.m, s.k), w16p, kernels::row_major(ci.data(), s.m, s.n));
+    });
+    const auto t = time_side_by_side(fs, rounds);
+    auto time_of = [&](const std::string& n) -> double {
+      for (std::size_t i = 0; i < names.size(); ++i)
+        if (names[i] == n) return t[i];
+      return NAN;
+    };
+    double best = INFINITY;
+    for (const char* n : {"eigen", "openblas", "slimnet_gemm"})
+      if (!std::isnan(time_of(n))) best = std::min(best, time_of(n));
+    auto us = [](double v) { return std::isnan(v) ? std::string("-") : fmt::format("{:.1f}", v * 1e6); };
+    fmt::print("{:<22} {:>5} {:>5} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6.2f}x {:>6.2f}x {:>6.2f}x {:>6.2f}x\n", s.name, s.m,
+               s.k, s.n, us(time_of("eigen")), us(time_of("openblas")), us(time_of("slimnet_gemm")), us(time_of("int8")),
+               us(time_of("int8s")), us(time_of("int8+deq")), us(time_of("int16")), best / time_of("int8"), best / time_of("int8s"),
+               best / time_of("int8+deq"), best / time_of("int16"));
+    for (std::size_t i = 0; i < names.size(); ++i) {
+      csv << fmt::format("{},{},{},{},{},{:.2f},{:.3f}\n", s.name, s.m, s.k, s.n, names[i], t[i] * 1e6, best / t[i]);
+    }
+    // Spot-check the int8 result against a direct sum.
+    kernels::gemm_int8(kernels::row_major<const std::int8_t>(as.data(), s.m, s.k), w8, kernels::row_major(ci.data(), s.m, s.n));
+    index_t wrong = 0;
+    for (index_t i = 0; i < s.m; i += std::max<index_t>(1, s.m / 7)) {
+      for (index_t j = 0; j < s.n; j += std::max<index_t>(1, s.n / 7)) {
+        std::int64_t sum = 0;
+        for (index_t k = 0; k < s.k; ++k)
+          sum += std::int64_t{as[static_cast<std::size_t>(i * s.k + k)]} * wq[static_cast<std::size_t>(j * s.k + k)];
+        wrong += sum != ci[static_cast<std::size_t>(i * s.n + j)];
+      }
+    }
+    if (wrong) fmt::print(stderr, "error: {} sampled int8 outputs are wrong\n", wrong);
+  }
+  fmt::print("(microseconds; the last four columns: best fp32 time / integer time)\n\n");
+
+  {
+    const index_t n = 1024;
+    std::vector<std::uint8_t> au(static_cast<std::size_t>(n * n), 3);
+    std::vector<std::int8_t> wq(static_cast<std::size_t>(n * n), -2);
+    const kernels::int8_packed_rhs w8(kernels::row_major<const std::int8_t>(wq.data(), n, n).transposed());
+    std::vector<std::int32_t> ci(static_cast<std::size_t>(n * n));
+    kernels::int_gemm_params one, two;
+    two.threads = 2;
+    const std::vector<double> t = {
+        best_single_call([&] { kernels::gemm_int8(kernels::row_major<const std::uint8_t>(au.data(), n, n), w8, kernels::row_major(ci.data(), n, n), one); }, 100),
+        best_single_call([&] { kernels::gemm_int8(kernels::row_major<const std::uint8_t>(au.data(), n, n), w8, kernels::row_major(ci.data(), n, n), two); }, 100)};
+    fmt::print("threads ({}; wall time, fastest of 100 single calls): int8 GEMM 1024^3: 1 thread {:.1f} us, 2 threads {:.1f} us, speed-up {:.2f}x\n",
+               paths.openmp ? "OpenMP" : "std::thread", t[0] * 1e6, t[1] * 1e6, t[0] / t[1]);
+  }
+  fmt::print("wrote {}\n", args.str("csv"));
+  return 0;
+}

@@ -1,0 +1,241 @@
+// XNOR/popcount GEMM over bit-packed +-1 matrices (conventions in bitpack.hpp):
+//   C = A B^T,   C(i, j) = a_i . b_j = K - 2 * popcount(a_i XOR b_j)
+// with A (M x K) and B (N x K) both packed along K, the reduction axis. As a layer: A = the
+// binarized activations (batch or im2row positions x K), B = the binarized weights (out x K),
+// packed once. Optional float epilogue: C(i, j) = col_scale[j] * dot + col_bias[j] (XNOR-Net's
+// per-channel scale, a folded batch norm).
+//
+// Why this shape of kernel: B is repacked into panels of 32 columns, word-interleaved (word w of
+// the 32 columns is contiguous: 4 registers of 8 uint64 lanes), and a word of each of 6 rows of A
+// is broadcast. The 6 x 32 tile of popcount accumulators stays in 24 registers; per word and
+// (row, 8 columns): xor, vpopcntq, add on 512 bits. Every lane accumulates one output, so no
+// horizontal sum is needed (a dot product of two packed rows would need one per output, which at
+// K = 1024 costs as much as the 16 words of work). This is the fp32 GEMM's register tile with
+// FMA replaced by xor + popcount + add: the ceiling is 512 multiply-adds per 3 ops, about 20x fp32.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+#include "slimnet/core/error.hpp"
+#include "slimnet/kernels/bitpack.hpp"
+#include "slimnet/kernels/dispatch.hpp"
+#include "slimnet/kernels/gemm.hpp"
+
+namespace slimnet::kernels {
+
+/// Options of the XNOR GEMM.
+struct xnor_params {
+  const float* col_scale = nullptr;  ///< float output only: column j is multiplied by col_scale[j] (null: 1)
+  const float* col_bias = nullptr;   ///< float output only: col_bias[j] is added to column j (null: 0)
+  int threads = 1;                   ///< 1 by default (repeatable); <= 0: every core. Columns are split.
+  kernel_path path = kernel_path::automatic;
+};
+
+/// B (N x K, packed along K) repacked for gemm_xnor: panels of 32 columns, panel p holding word w
+/// of columns 32p .. 32p+31 at [w * 32 + column]; columns past N are zero words. Pack a layer's
+/// weights once and reuse them for every batch.
+class xnor_packed_rhs {
+ public:
+  static constexpr index_t panel_cols = 32;
+
+  xnor_packed_rhs() = default;
+  explicit xnor_packed_rhs(const bit_matrix_ref& b)
+      : cols_(b.rows), depth_(b.cols), words_(words_for_bits(b.cols)), panels_((b.rows + panel_cols - 1) / panel_cols) {
+    data_.assign(static_cast<std::size_t>(panels_ * panel_cols * words_), 0);
+    for (index_t j = 0; j < cols_; ++j) {
+      bit_word* dst = data_.data() + (j / panel_cols) * panel_cols * words_ + j % panel_cols;
+      const bit_word* src = b.words + j * b.row_words;
+      for (index_t w = 0; w < words_; ++w) dst[w * panel_cols] = src[w];
+    }
+  }
+
+  index_t cols() const { return cols_; }    ///< N: columns of C
+  index_t depth() const { return depth_; }  ///< K in bits
+  index_t words() const { return words_; }  ///< words per column
+  index_t panels() const { return panels_; }
+  const bit_word* panel(index_t p) const { return data_.data() + p * panel_cols * words_; }
+  std::size_t bytes() const { return data_.size() * sizeof(bit_word); }
+
+ private:
+  index_t cols_ = 0, depth_ = 0, words_ = 0, panels_ = 0;
+  std::vector<bit_word> data_;
+};
+
+namespace detail {
+
+inline int popcount64(std::uint64_t v) {
+#if defined(__GNUC__) || defined(__clang__)
+  return __builtin_popcountll(v);
+#else
+  v = v - ((v >> 1) & 0x5555555555555555ull);
+  v = (v & 0x3333333333333333ull) + ((v >> 2) & 0x3333333333333333ull);
+  v = (v + (v >> 4)) & 0x0f0f0f0f0f0f0f0full;
+  return static_cast<int>((v * 0x0101010101010101ull) >> 56);
+#endif
+}
+
+template <class Out>
+void check_xnor(const char* fn, const bit_matrix_ref& a, index_t b_rows, index_t b_cols, const matrix_ref<Out>& c) {
+  if (a.cols != b_cols || c.rows != a.rows || c.cols != b_rows) {
+    slimnet::detail::raise<shape_error>(fn, "bits ({} x {}) * ({} x {})^T do not fit C ({} x {})", a.rows, a.cols, b_rows, b_cols, c.rows,
+                                        c.cols);
+  }
+}
+
+/// dot -> output: the integer itself, or scale * dot + bias.
+template <class Out>
+inline Out xnor_output(std::int64_t dot, index_t j, const xnor_params& p) {
+  if constexpr (std::is_same_v<Out, std::int32_t>) {
+    return static_cast<std::int32_t>(dot);
+  } else {
+    return static_cast<Out>((p.col_scale ? p.col_scale[j] : 1.0f) * static_cast<float>(dot) + (p.col_bias ? p.col_bias[j] : 0.0f));
+  }
+}
+
+/// Portable: rows [i0, i1) x panels [p0, p1), 4 columns of a panel at a time.
+template <class Out>
+void gemm_xnor_portable(const bit_matrix_ref& a, const xnor_packed_rhs& b, const matrix_ref<Out>& c, index_t p0, index_t p1,
+                        const xnor_params& params) {
+  constexpr index_t pc = xnor_packed_rhs::panel_cols;
+  const index_t kw = b.words(), k = b.depth();
+  for (index_t p = p0; p < p1; ++p) {
+    const bit_word* bp = b.panel(p);
+    const index_t cols = std::min(pc, b.cols() - p * pc);
+    for (index_t i = 0; i < a.rows; ++i) {
+      const bit_word* ar = a.words + i * a.row_words;
+      for (index_t j = 0; j < cols; j += 4) {
+        std::int64_t pop[4] = {0, 0, 0, 0};
+        for (index_t w = 0; w < kw; ++w) {
+          const bit_word* bw = bp + w * pc + j;
+          for (int q = 0; q < 4; ++q) pop[q] += popcount64(ar[w] ^ bw[q]);
+        }
+        for (index_t q = 0; q < 4 && j + q < cols; ++q) c(i, p * pc + j + q) = xnor_output<Out>(k - 2 * pop[q], p * pc + j + q, params);
+      }
+    }
+  }
+}
+
+#if defined(SLIMNET_KERNELS_AVX512_POPCNT)
+namespace avx512 {
+
+/// One MR x 32 tile: rows a[0..MR) (row r at a + r * lda; rows past `rows` repeat the last valid
+/// row and are not stored), all kw words, columns [0, cols) of the panel.
+template <int MR, class Out>
+inline void xnor_tile(const bit_word* a, index_t lda, index_t rows, const bit_word* bp, index_t kw, index_t k, Out* c, index_t ldc,
+                      index_t cols, index_t col0, const xnor_params& params) {
+  const bit_word* ar[MR];
+  for (int r = 0; r < MR; ++r) ar[r] = a + std::min<index_t>(r, rows - 1) * lda;
+  __m512i acc[MR][4];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < 4; ++v) acc[r][v] = _mm512_setzero_si512();
+  for (index_t w = 0; w < kw; ++w) {
+    const __m512i b0 = _mm512_loadu_si512(bp + w * 32), b1 = _mm512_loadu_si512(bp + w * 32 + 8);
+    const __m512i b2 = _mm512_loadu_si512(bp + w * 32 + 16), b3 = _mm512_loadu_si512(bp + w * 32 + 24);
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      const __m512i av = _mm512_set1_epi64(static_cast<long long>(ar[r][w]));
+      acc[r][0] = _mm512_add_epi64(acc[r][0], _mm512_popcnt_epi64(_mm512_xor_si512(av, b0)));
+      acc[r][1] = _mm512_add_epi64(acc[r][1], _mm512_popcnt_epi64(_mm512_xor_si512(av, b1)));
+      acc[r][2] = _mm512_add_epi64(acc[r][2], _mm512_popcnt_epi64(_mm512_xor_si512(av, b2)));
+      acc[r][3] = _mm512_add_epi64(acc[r][3], _mm512_popcnt_epi64(_mm512_xor_si512(av, b3)));
+    }
+  }
+  const __m512i kv = _mm512_set1_epi64(k);
+  __mmask8 mask[4];
+  for (int v = 0; v < 4; ++v) {
+    const index_t n = std::clamp<index_t>(cols - 8 * v, 0, 8);
+    mask[v] = static_cast<__mmask8>((1u << n) - 1);
+  }
+  for (int r = 0; r < MR && r < rows; ++r) {
+    Out* cr = c + r * ldc;
+#pragma GCC unroll 4
+    for (int v = 0; v < 4; ++v) {
+      if (!mask[v]) continue;
+      const __m512i dot = _mm512_sub_epi64(kv, _mm512_slli_epi64(acc[r][v], 1));  // K - 2 popcount
+      if constexpr (std::is_same_v<Out, std::int32_t>) {
+        _mm256_mask_storeu_epi32(cr + 8 * v, mask[v], _mm512_cvtepi64_epi32(dot));
+      } else {
+        __m256 y = _mm512_cvtepi64_ps(dot);
+        if (params.col_scale) y = _mm256_mul_ps(y, _mm256_maskz_loadu_ps(mask[v], params.col_scale + col0 + 8 * v));
+        if (params.col_bias) y = _mm256_add_ps(y, _mm256_maskz_loadu_ps(mask[v], params.col_bias + col0 + 8 * v));
+        _mm256_mask_storeu_ps(cr + 8 * v, mask[v], y);
+      }
+    }
+  }
+}
+
+template <class Out>
+void gemm_xnor(const bit_matrix_ref& a, const xnor_packed_rhs& b, const matrix_ref<Out>& c, index_t p0, index_t p1, index_t i0,
+               index_t i1, const xnor_params& params) {
+  constexpr index_t mr = 6, pc = xnor_packed_rhs::panel_cols;
+  for (index_t p = p0; p < p1; ++p) {
+    const index_t col0 = p * pc, cols = std::min(pc, b.cols() - col0);
+    for (index_t i = i0; i < i1; i += mr) {
+      xnor_tile<mr, Out>(a.words + i * a.row_words, a.row_words, std::min(mr, i1 - i), b.panel(p), b.words(), b.depth(),
+                         c.data + i * c.row_stride + col0, c.row_stride, cols, col0, params);
+    }
+  }
+}
+
+}  // namespace avx512
+#endif
+
+}  // namespace detail
+
+/// The definition: C(i, j) = sum_k A(i, k) B(j, k) over the +-1 values, bit by bit; a float C gets
+/// col_scale[j] * dot + col_bias[j].
+template <class Out>
+void gemm_xnor_reference(const bit_matrix_ref& a, const bit_matrix_ref& b, matrix_ref<Out> c, const xnor_params& params = {}) {
+  static_assert(std::is_same_v<Out, std::int32_t> || std::is_same_v<Out, float>, "XNOR GEMM output is int32_t or float.");
+  detail::check_xnor("slimnet::kernels::gemm_xnor_reference", a, b.rows, b.cols, c);
+  for (index_t i = 0; i < a.rows; ++i) {
+    for (index_t j = 0; j < b.rows; ++j) {
+      std::int64_t dot = 0;
+      for (index_t k = 0; k < a.cols; ++k) dot += a.value(i, k) * b.value(j, k);
+      c(i, j) = detail::xnor_output<Out>(dot, j, params);
+    }
+  }
+}
+
+/// C = A B^T over +-1 bits with B prepacked. C (int32_t or float) must have unit column stride.
+template <class Out>
+void gemm_xnor(const bit_matrix_ref& a, const xnor_packed_rhs& b, matrix_ref<Out> c, const xnor_params& params = {}) {
+  static_assert(std::is_same_v<Out, std::int32_t> || std::is_same_v<Out, float>, "XNOR GEMM output is int32_t or float.");
+  const char* fn = "slimnet::kernels::gemm_xnor";
+  detail::check_xnor(fn, a, b.cols(), b.depth(), c);
+  if (c.col_stride != 1) slimnet::detail::raise<shape_error>(fn, "C must have unit column stride, got {}", c.col_stride);
+  if (c.rows == 0 || c.cols == 0) return;
+  // Threads split the column panels (each reads all of A) or, with fewer panels than threads, rows.
+  const int threads = std::min<index_t>(detail::resolve_threads(params.threads), std::max(b.panels(), (a.rows + 5) / 6));
+  const bool by_panels = b.panels() >= threads;
+  const auto bounds = by_panels ? detail::even_split(b.panels(), threads) : detail::even_split(a.rows, threads, 6);
+  detail::run_threads(threads, [&](int t, int) {
+    const index_t lo = bounds[static_cast<std::size_t>(t)], hi = bounds[static_cast<std::size_t>(t) + 1];
+    if (lo >= hi) return;
+    const index_t p0 = by_panels ? lo : 0, p1 = by_panels ? hi : b.panels();
+    const index_t i0 = by_panels ? 0 : lo, i1 = by_panels ? a.rows : hi;
+#if defined(SLIMNET_KERNELS_AVX512_POPCNT)
+    if (params.path != kernel_path::portable) {
+      detail::avx512::gemm_xnor<Out>(a, b, c, p0, p1, i0, i1, params);
+      return;
+    }
+#endif
+    const bit_matrix_ref rows{a.words + i0 * a.row_words, i1 - i0, a.cols, a.row_words};
+    const matrix_ref<Out> c_rows{c.data + i0 * c.row_stride, i1 - i0, c.cols, c.row_stride, c.col_stride};
+    detail::gemm_xnor_portable<Out>(rows, b, c_rows, p0, p1, params);
+  });
+}
+
+/// C = A B^T with B (N x K) packed along K; packs B for the call (a layer packs once instead).
+template <class Out>
+void gemm_xnor(const bit_matrix_ref& a, const bit_matrix_ref& b, matrix_ref<Out> c, const xnor_params& params = {}) {
+  detail::check_xnor("slimnet::kernels::gemm_xnor", a, b.rows, b.cols, c);
+  gemm_xnor(a, xnor_packed_rhs(b), c, params);
+}
+
+}  // namespace slimnet::kernels

@@ -1,0 +1,338 @@
+// Integer GEMM with int32 accumulation: int8 (A int8 or uint8, B int8) and fixed-point int16,
+//   C(i, j) = sum_k A(i, k) B(k, j)                                    (int32, exact)
+// or, with a float epilogue (dequantization of a layer):
+//   C(i, j) = row_scale[i] * col_scale[j] * sum_k A(i, k) B(k, j) + col_bias[j]
+// As a layer y = x W^T: A = quantized activations (batch x in), B = W_q^T, packed once.
+// Exactness: int32 sums are exact while |partial sums| < 2^31 (int8: K < 133,000 always suffices;
+// int16: K * max|a| * max|b| < 2^31); past that they wrap modulo 2^32 on every path.
+//
+// The VNNI kernel: vpdpbusd multiplies 64 unsigned bytes of A by 64 signed bytes of B and adds
+// groups of 4 products into 16 int32 lanes (64 multiply-adds per instruction, 4x an fp32 FMA).
+// B is packed in panels of 64 columns as [k/4][64 columns][4 consecutive k], so one register holds
+// 16 columns x 4 k; 4 bytes of each of 6 rows of A are broadcast; the 6 x 64 tile of int32
+// accumulators lives in 24 registers. vpdpbusd wants A unsigned: a signed A is shifted,
+//   sum_k (a + 128) b = sum_k a b + 128 * sum_k b   =>   C = dpbusd(a XOR 0x80, b) - 128 colsum(B),
+// with colsum(B) computed when B is packed. int16 uses vpdpwssd (signed x signed, pairs of k,
+// 32 multiply-adds per instruction) with the same tile and no correction.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "slimnet/core/error.hpp"
+#include "slimnet/kernels/dispatch.hpp"
+#include "slimnet/kernels/gemm.hpp"
+
+namespace slimnet::kernels {
+
+/// Options of the integer GEMMs. The scales and bias apply to a float C only.
+struct int_gemm_params {
+  const float* row_scale = nullptr;  ///< row i of C multiplied by row_scale[i] (null: 1)
+  const float* col_scale = nullptr;  ///< column j multiplied by col_scale[j] (null: 1)
+  const float* col_bias = nullptr;   ///< col_bias[j] added to column j (null: 0)
+  int threads = 1;                   ///< 1 by default (repeatable); <= 0: every core. Column panels are split.
+  kernel_path path = kernel_path::automatic;
+};
+
+/// B (K x N) packed for the integer kernels: panels of 64 columns, groups of G = 4 (int8) or
+/// 2 (int16) consecutive k per 32-bit lane: element (k, j) of panel p at
+/// [((k / G) * 64 + j % 64) * G + k % G]. K is padded to a multiple of G, N to a multiple of 64,
+/// with zeros. Also keeps colsum(B) for the signed-A correction of int8.
+template <class T>
+class int_packed_rhs {
+  static_assert(std::is_same_v<T, std::int8_t> || std::is_same_v<T, std::int16_t>, "B is int8_t or int16_t.");
+
+ public:
+  static constexpr index_t group = 4 / static_cast<index_t>(sizeof(T));  ///< k per 32-bit lane
+  static constexpr index_t panel_cols = 64;
+
+  int_packed_rhs() = default;
+  explicit int_packed_rhs(matrix_ref<const T> b)
+      : depth_(b.rows), cols_(b.cols), groups_((b.rows + group - 1) / group), panels_((b.cols + panel_cols - 1) / panel_cols) {
+    data_.assign(static_cast<std::size_t>(panels_ * groups_ * panel_cols * group), T(0));
+    colsum_.assign(static_cast<std::size_t>(panels_ * panel_cols), 0);
+    for (index_t k = 0; k < depth_; ++k) {
+      for (index_t j = 0; j < cols_; ++j) {
+        const T v = b(k, j);
+        data_[static_cast<std::size_t>(((j / panel_cols) * groups_ + k / group) * panel_cols * group + (j % panel_cols) * group + k % group)] = v;
+        colsum_[static_cast<std::size_t>(j)] += v;
+      }
+    }
+  }
+
+  index_t depth() const { return depth_; }  ///< K
+  index_t cols() const { return cols_; }    ///< N
+  index_t groups() const { return groups_; }
+  index_t panels() const { return panels_; }
+  const T* panel(index_t p) const { return data_.data() + p * groups_ * panel_cols * group; }
+  const std::int32_t* colsum() const { return colsum_.data(); }
+  /// Element (k, j) of B.
+  T at(index_t k, index_t j) const {
+    return data_[static_cast<std::size_t>(((j / panel_cols) * groups_ + k / group) * panel_cols * group + (j % panel_cols) * group + k % group)];
+  }
+  std::size_t bytes() const { return data_.size() * sizeof(T) + colsum_.size() * sizeof(std::int32_t); }
+
+ private:
+  index_t depth_ = 0, cols_ = 0, groups_ = 0, panels_ = 0;
+  std::vector<T> data_;
+  std::vector<std::int32_t> colsum_;
+};
+
+using int8_packed_rhs = int_packed_rhs<std::int8_t>;
+using int16_packed_rhs = int_packed_rhs<std::int16_t>;
+
+namespace detail {
+
+template <class A, class B, class Out>
+void check_int_gemm(const char* fn, const matrix_ref<const A>& a, index_t b_rows, index_t b_cols, const matrix_ref<Out>& c) {
+  if (a.cols != b_rows || c.rows != a.rows || c.cols != b_cols) {
+    slimnet::detail::raise<shape_error>(fn, "({} x {}) * ({} x {}) does not fit C ({} x {})", a.rows, a.cols, b_rows, b_cols, c.rows,
+                                        c.cols);
+  }
+}
+
+/// The sum (exact in int64, wrapped to int32 as the hardware does) -> output.
+template <class Out>
+inline Out int_output(std::int64_t sum, index_t i, index_t j, const int_gemm_params& p) {
+  const auto wrapped = static_cast<std::int32_t>(static_cast<std::uint32_t>(static_cast<std::uint64_t>(sum)));
+  if constexpr (std::is_same_v<Out, std::int32_t>) {
+    return wrapped;
+  } else {
+    const float scale = (p.row_scale ? p.row_scale[i] : 1.0f) * (p.col_scale ? p.col_scale[j] : 1.0f);
+    return scale * static_cast<float>(wrapped) + (p.col_bias ? p.col_bias[j] : 0.0f);
+  }
+}
+
+/// Portable: rows [i0, i1) x panels [p0, p1); 64-bit sums (wrapped on output).
+template <class A, class B, class Out>
+void int_gemm_portable(const matrix_ref<const A>& a, const int_packed_rhs<B>& b, const matrix_ref<Out>& c, index_t i0, index_t i1,
+                       index_t p0, index_t p1, const int_gemm_params& params) {
+  constexpr index_t pc = int_packed_rhs<B>::panel_cols, g = int_packed_rhs<B>::group;
+  std::int64_t acc[pc];
+  for (index_t p = p0; p < p1; ++p) {
+    const B* bp = b.panel(p);
+    const index_t cols = std::min(pc, b.cols() - p * pc);
+    for (index_t i = i0; i < i1; ++i) {
+      std::fill(acc, acc + pc, std::int64_t{0});
+      for (index_t k = 0; k < a.cols; ++k) {
+        const std::int64_t av = a(i, k);
+        if (av == 0) continue;
+        const B* row = bp + (k / g) * pc * g + k % g;
+        for (index_t j = 0; j < pc; ++j) acc[j] += av * row[j * g];
+      }
+      for (index_t j = 0; j < cols; ++j) c(i, p * pc + j) = int_output<Out>(acc[j], i, p * pc + j, params);
+    }
+  }
+}
+
+#if defined(SLIMNET_KERNELS_AVX512_VNNI)
+namespace avx512 {
+
+/// Rows of the register tile: 6 rows x 4 registers of 16 int32 = 24 accumulators, 4 of B, 1 broadcast.
+constexpr index_t int_mr = 6;
+
+// acc += a . b in place: vpdpbusd (4 u8 x s8 products per lane) or vpdpwssd (2 s16 x s16). GCC 12
+// treats the intrinsics' accumulator as a separate input and surrounds the instructions with
+// register copies (17 per 20 instructions in this tile, halving its speed) or spills; one
+// instruction of asm with the accumulator tied ("+v") in a named local variable avoids both.
+template <class B>
+#if defined(__GNUC__)
+[[gnu::always_inline]]
+#endif
+inline void int_dot(__m512i& acc, __m512i a, __m512i b) {
+#if defined(__GNUC__)
+  if constexpr (std::is_same_v<B, std::int8_t>) {
+    asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
+  } else {
+    asm("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
+  }
+#else
+  acc = std::is_same_v<B, std::int8_t> ? _mm512_dpbusd_epi32(acc, a, b) : _mm512_dpwssd_epi32(acc, a, b);
+#endif
+}
+
+/// One 6 x 64 tile of C over all `groups` lane groups of K: the accumulators stay in 24 registers,
+/// each 64-byte load of the panel feeds 6 multiply-add instructions. Rows past `rows` repeat the
+/// last one (not stored). Every row of A holds groups * G readable elements (zero past K).
+template <class A, class B, class Out>
+inline void int_tile(const A* a, index_t lda, index_t rows, const B* bp, index_t groups, Out* c, index_t ldc, const __mmask16 mask[4],
+                     const __m512i correction[4], index_t row0, index_t col0, const int_gemm_params& params) {
+  constexpr index_t g = int_packed_rhs<B>::group;
+  constexpr bool shift = std::is_same_v<A, std::int8_t> && std::is_same_v<B, std::int8_t>;
+  const A* a0 = a;
+  const A* a1 = a + std::min<index_t>(1, rows - 1) * lda;
+  const A* a2 = a + std::min<index_t>(2, rows - 1) * lda;
+  const A* a3 = a + std::min<index_t>(3, rows - 1) * lda;
+  const A* a4 = a + std::min<index_t>(4, rows - 1) * lda;
+  const A* a5 = a + std::min<index_t>(5, rows - 1) * lda;
+  __m512i c00 = _mm512_setzero_si512(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+  __m512i c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00, c33 = c00;
+  __m512i c40 = c00, c41 = c00, c42 = c00, c43 = c00, c50 = c00, c51 = c00, c52 = c00, c53 = c00;
+  const __m512i flip = _mm512_set1_epi32(static_cast<int>(0x80808080u));
+  auto broadcast = [&](const A* row, index_t q) {
+    std::int32_t word;
+    std::memcpy(&word, row + q * g, 4);
+    const __m512i v = _mm512_set1_epi32(word);
+    return shift ? _mm512_xor_si512(v, flip) : v;  // a signed A: a + 128 as unsigned
+  };
+  for (index_t q = 0; q < groups; ++q) {
+    const B* bq = bp + q * 64 * g;
+    const __m512i b0 = _mm512_loadu_si512(bq), b1 = _mm512_loadu_si512(bq + 16 * g);
+    const __m512i b2 = _mm512_loadu_si512(bq + 32 * g), b3 = _mm512_loadu_si512(bq + 48 * g);
+    __m512i av = broadcast(a0, q);
+    int_dot<B>(c00, av, b0); int_dot<B>(c01, av, b1); int_dot<B>(c02, av, b2); int_dot<B>(c03, av, b3);
+    av = broadcast(a1, q);
+    int_dot<B>(c10, av, b0); int_dot<B>(c11, av, b1); int_dot<B>(c12, av, b2); int_dot<B>(c13, av, b3);
+    av = broadcast(a2, q);
+    int_dot<B>(c20, av, b0); int_dot<B>(c21, av, b1); int_dot<B>(c22, av, b2); int_dot<B>(c23, av, b3);
+    av = broadcast(a3, q);
+    int_dot<B>(c30, av, b0); int_dot<B>(c31, av, b1); int_dot<B>(c32, av, b2); int_dot<B>(c33, av, b3);
+    av = broadcast(a4, q);
+    int_dot<B>(c40, av, b0); int_dot<B>(c41, av, b1); int_dot<B>(c42, av, b2); int_dot<B>(c43, av, b3);
+    av = broadcast(a5, q);
+    int_dot<B>(c50, av, b0); int_dot<B>(c51, av, b1); int_dot<B>(c52, av, b2); int_dot<B>(c53, av, b3);
+  }
+  const __m512i acc[int_mr][4] = {{c00, c01, c02, c03}, {c10, c11, c12, c13}, {c20, c21, c22, c23},
+                                  {c30, c31, c32, c33}, {c40, c41, c42, c43}, {c50, c51, c52, c53}};
+  for (index_t r = 0; r < rows; ++r) {
+    Out* cr = c + r * ldc;
+    for (int v = 0; v < 4; ++v) {
+      if (!mask[v]) continue;
+      const __m512i sum = _mm512_sub_epi32(acc[r][v], correction[v]);
+      if constexpr (std::is_same_v<Out, std::int32_t>) {
+        _mm512_mask_storeu_epi32(cr + 16 * v, mask[v], sum);
+      } else {
+        const float rs = params.row_scale ? params.row_scale[row0 + r] : 1.0f;
+        __m512 scale = params.col_scale ? _mm512_maskz_loadu_ps(mask[v], params.col_scale + col0 + 16 * v) : _mm512_set1_ps(1.0f);
+        scale = _mm512_mul_ps(scale, _mm512_set1_ps(rs));
+        const __m512 y = _mm512_cvtepi32_ps(sum);
+        _mm512_mask_storeu_ps(cr + 16 * v, mask[v],
+                              params.col_bias ? _mm512_fmadd_ps(scale, y, _mm512_maskz_loadu_ps(mask[v], params.col_bias + col0 + 16 * v))
+                                              : _mm512_mul_ps(scale, y));
+      }
+    }
+  }
+}
+
+template <class A, class B, class Out>
+void int_gemm(const matrix_ref<const A>& a, const int_packed_rhs<B>& b, const matrix_ref<Out>& c, index_t p0, index_t p1,
+              const int_gemm_params& params) {
+  constexpr index_t pc = 64, mr = int_mr, g = int_packed_rhs<B>::group;
+  constexpr bool shift = std::is_same_v<A, std::int8_t> && std::is_same_v<B, std::int8_t>;
+  // The tile reads whole lane groups: when K is not a multiple of G, rows are copied with zeros
+  // up to groups * G (O(M K), against the product's O(M K N)).
+  const A* adata = a.data;
+  index_t lda = a.row_stride;
+  std::vector<A> padded;
+  if (a.cols % g != 0) {
+    lda = b.groups() * g;
+    padded.assign(static_cast<std::size_t>(a.rows * lda), A(0));
+    for (index_t i = 0; i < a.rows; ++i) std::copy_n(a.data + i * a.row_stride, a.cols, padded.data() + i * lda);
+    adata = padded.data();
+  }
+  for (index_t p = p0; p < p1; ++p) {
+    const index_t col0 = p * pc, cols = std::min(pc, b.cols() - col0);
+    __mmask16 mask[4];
+    __m512i correction[4];
+    for (int v = 0; v < 4; ++v) {
+      const index_t n = std::clamp<index_t>(cols - 16 * v, 0, 16);
+      mask[v] = static_cast<__mmask16>(n >= 16 ? 0xffff : (1u << n) - 1);
+      // 128 * colsum(B): the signed-A shift taken back out.
+      correction[v] = shift ? _mm512_slli_epi32(_mm512_maskz_loadu_epi32(mask[v], b.colsum() + col0 + 16 * v), 7) : _mm512_setzero_si512();
+    }
+    for (index_t i = 0; i < a.rows; i += mr) {
+      int_tile<A, B, Out>(adata + i * lda, lda, std::min(mr, a.rows - i), b.panel(p), b.groups(), c.data + i * c.row_stride + col0,
+                          c.row_stride, mask, correction, i, col0, params);
+    }
+  }
+}
+
+}  // namespace avx512
+#endif
+
+template <class A, class B, class Out>
+void int_gemm_packed(const char* fn, const matrix_ref<const A>& a, const int_packed_rhs<B>& b, const matrix_ref<Out>& c,
+                     const int_gemm_params& params) {
+  static_assert(std::is_same_v<Out, std::int32_t> || std::is_same_v<Out, float>, "Integer GEMM output is int32_t or float.");
+  check_int_gemm<A, B>(fn, a, b.depth(), b.cols(), c);
+  if (c.rows == 0 || c.cols == 0) return;
+  const int threads = std::min<index_t>(resolve_threads(params.threads), std::max<index_t>(b.panels(), 1));
+  const auto bounds = even_split(b.panels(), threads);
+  run_threads(threads, [&](int t, int) {
+    const index_t p0 = bounds[static_cast<std::size_t>(t)], p1 = bounds[static_cast<std::size_t>(t) + 1];
+#if defined(SLIMNET_KERNELS_AVX512_VNNI)
+    if (params.path != kernel_path::portable && a.col_stride == 1 && c.col_stride == 1) {
+      avx512::int_gemm<A, B, Out>(a, b, c, p0, p1, params);
+      return;
+    }
+#endif
+    int_gemm_portable<A, B, Out>(a, b, c, 0, a.rows, p0, p1, params);
+  });
+}
+
+template <class A, class B, class Out>
+void int_gemm_reference(const char* fn, const matrix_ref<const A>& a, const matrix_ref<const B>& b, const matrix_ref<Out>& c,
+                        const int_gemm_params& params) {
+  static_assert(std::is_same_v<Out, std::int32_t> || std::is_same_v<Out, float>, "Integer GEMM output is int32_t or float.");
+  check_int_gemm<A, B>(fn, a, b.rows, b.cols, c);
+  for (index_t i = 0; i < c.rows; ++i) {
+    for (index_t j = 0; j < c.cols; ++j) {
+      std::int64_t s = 0;
+      for (index_t k = 0; k < a.cols; ++k) s += static_cast<std::int64_t>(a(i, k)) * static_cast<std::int64_t>(b(k, j));
+      c(i, j) = int_output<Out>(s, i, j, params);
+    }
+  }
+}
+
+}  // namespace detail
+
+// --- int8 ---------------------------------------------------------------------------------------
+
+/// The definition: C = A B summed exactly (int32 output wraps modulo 2^32), or the float epilogue.
+/// A is int8_t or uint8_t.
+template <class A, class Out>
+void gemm_int8_reference(matrix_ref<const A> a, matrix_ref<const std::int8_t> b, matrix_ref<Out> c, const int_gemm_params& params = {}) {
+  static_assert(std::is_same_v<A, std::int8_t> || std::is_same_v<A, std::uint8_t>, "A is int8_t or uint8_t.");
+  detail::int_gemm_reference("slimnet::kernels::gemm_int8_reference", a, b, c, params);
+}
+
+/// C = A B with B prepacked (a layer's weights). Fast path: A and C with unit column stride.
+template <class A, class Out>
+void gemm_int8(matrix_ref<const A> a, const int8_packed_rhs& b, matrix_ref<Out> c, const int_gemm_params& params = {}) {
+  static_assert(std::is_same_v<A, std::int8_t> || std::is_same_v<A, std::uint8_t>, "A is int8_t or uint8_t.");
+  detail::int_gemm_packed("slimnet::kernels::gemm_int8", a, b, c, params);
+}
+
+/// C = A B, packing B (K x N, any strides) for the call.
+template <class A, class Out>
+void gemm_int8(matrix_ref<const A> a, matrix_ref<const std::int8_t> b, matrix_ref<Out> c, const int_gemm_params& params = {}) {
+  detail::check_int_gemm<A, std::int8_t>("slimnet::kernels::gemm_int8", a, b.rows, b.cols, c);
+  gemm_int8(a, int8_packed_rhs(b), c, params);
+}
+
+// --- int16 (fixed point) ------------------------------------------------------------------------
+
+/// The definition for 16-bit fixed point: C = A B summed exactly (int32 output wraps modulo 2^32).
+/// With A in <IL_a, FL_a> and B in <IL_b, FL_b>, C holds the product in <., FL_a + FL_b>: pass
+/// row_scale / col_scale = 2^-FL to get floats.
+template <class Out>
+void gemm_int16_reference(matrix_ref<const std::int16_t> a, matrix_ref<const std::int16_t> b, matrix_ref<Out> c,
+                          const int_gemm_params& params = {}) {
+  detail::int_gemm_reference("slimnet::kernels::gemm_int16_reference", a, b, c, params);
+}
+
+template <class Out>
+void gemm_int16(matrix_ref<const std::int16_t> a, const int16_packed_rhs& b, matrix_ref<Out> c, const int_gemm_params& params = {}) {
+  detail::int_gemm_packed("slimnet::kernels::gemm_int16", a, b, c, params);
+}
+
+template <class Out>
+void gemm_int16(matrix_ref<const std::int16_t> a, matrix_ref<const std::int16_t> b, matrix_ref<Out> c, const int_gemm_params& params = {}) {
+  detail::check_int_gemm<std::int16_t, std::int16_t>("slimnet::kernels::gemm_int16", a, b.rows, b.cols, c);
+  gemm_int16(a, int16_packed_rhs(b), c, params);
+}
+
+}  // namespace slimnet::kernels

@@ -1,0 +1,8 @@
+// Sparse kernels: CSR (any batch), column-blocked CSR (batch >= 2), sliced ELL (batch 1), and the
+// dense-or-sparse choice made once per layer.
+#pragma once
+
+#include "slimnet/kernels/sparse_blocked.hpp"
+#include "slimnet/kernels/sparse_choice.hpp"
+#include "slimnet/kernels/sparse_csr.hpp"
+#include "slimnet/kernels/sparse_sell.hpp"

@@ -1,0 +1,112 @@
+// The dense-or-sparse choice, made once per layer when it is converted: the layer's density
+// against the break-even density for its shape and batch, measured on this machine class by
+// benchmarks/sparse_vs_dense, or measured on the layer's own weights on the spot.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "slimnet/core/random.hpp"
+#include "slimnet/kernels/gemm.hpp"
+#include "slimnet/kernels/sparse_blocked.hpp"
+#include "slimnet/kernels/sparse_sell.hpp"
+
+namespace slimnet::kernels {
+
+/// The decision and why.
+struct sparse_choice {
+  bool sparse = false;
+  double density = 0;     ///< nonzeros / (rows * cols)
+  double break_even = 0;  ///< sparse pays below this density
+  bool measured = false;  ///< break_even timed on the weights themselves (else the model below)
+  std::string describe() const {
+    return fmt::format("{} ({:.1f}% nonzeros, break-even {:.1f}%{})", sparse ? "sparse" : "dense", 100 * density, 100 * break_even,
+                       measured ? ", measured" : "");
+  }
+};
+
+/// Break-even density of slimnet's sparse kernels against the best dense product (Eigen, OpenBLAS,
+/// slimnet's GEMM) on AMD Zen 4, one thread, from benchmarks/sparse_vs_dense ("break-even density
+/// by shape"; ranges over two runs on the shared machine):
+///   batch 1, SELL-16 against a dense GEMV that streams 4 bytes per weight: 34-40% for 300 x 784,
+///     100 x 300 and 500 x 800, 43-47% at 1000 x 1000 and 100 x 100, 44-61% at 4096 x 1024 (16 MB,
+///     where the dense GEMV runs from DRAM);
+///   batch >= 2, column-blocked CSR against a compute-bound GEMM: 71-85%, beyond 90% at
+///     4096 x 1024 (the strip kernel issues the same 64 FMAs per weight as the GEMM, at nearly the
+///     same rate), so dense wins only for nearly dense matrices.
+/// The model takes the low end of each range; sparse is chosen only below 0.9 x break-even, where
+/// it wins by a margin the run-to-run noise cannot reverse.
+inline double sparse_break_even(index_t rows, index_t cols, index_t batch) {
+  const double bytes = 4.0 * static_cast<double>(rows) * static_cast<double>(cols);
+  if (batch <= 1) return bytes < 1.2e6 ? 0.34 : 0.43;
+  return 0.72;
+}
+
+/// The choice for a rows x cols matrix with nnz nonzeros used at `batch` columns.
+inline sparse_choice choose_sparse(index_t rows, index_t cols, index_t nnz, index_t batch) {
+  sparse_choice c;
+  c.density = rows * cols == 0 ? 0.0 : static_cast<double>(nnz) / (static_cast<double>(rows) * static_cast<double>(cols));
+  c.break_even = sparse_break_even(rows, cols, batch);
+  c.sparse = c.density < 0.9 * c.break_even;
+  return c;
+}
+
+/// The choice from timing both kernels on `w` itself (dense GEMM/GEMV vs SELL or column-blocked
+/// CSR at `batch` columns, best of `rounds`): exact for this machine and matrix, but it depends on
+/// timing, so two runs may choose differently near break-even (both give the same outputs within
+/// float rounding). break_even is the density at which the measured sparse time would equal the
+/// dense time, assuming sparse time proportional to the nonzeros.
+inline sparse_choice measure_sparse_choice(matrix_ref<const float> w, index_t batch, int rounds = 5) {
+  using clock = std::chrono::steady_clock;
+  sparse_choice c = choose_sparse(w.rows, w.cols, 0, batch);
+  const auto csr = csr_matrix<float, std::uint32_t>::from_dense(w);
+  c.density = csr.density();
+  c.measured = true;
+  if (w.rows == 0 || w.cols == 0 || csr.nnz() == 0) {
+    c.sparse = true;
+    return c;
+  }
+  batch = std::max<index_t>(batch, 1);
+  std::vector<float> dense(static_cast<std::size_t>(w.rows * w.cols)), x(static_cast<std::size_t>(w.cols * batch)),
+      y(static_cast<std::size_t>(w.rows * batch));
+  for (index_t i = 0; i < w.rows; ++i)
+    for (index_t j = 0; j < w.cols; ++j) dense[static_cast<std::size_t>(i * w.cols + j)] = w(i, j);
+  rng gen(1);
+  for (auto& v : x) v = static_cast<float>(gen.uniform(-1, 1));
+  const auto dv = row_major<const float>(dense.data(), w.rows, w.cols);
+  const auto xv = row_major<const float>(x.data(), w.cols, batch);
+  const auto yv = row_major(y.data(), w.rows, batch);
+  auto best_time = [&](auto&& f) {
+    f();
+    double best = INFINITY;
+    for (int r = 0; r < rounds; ++r) {
+      const auto t0 = clock::now();
+      int reps = 0;
+      do {
+        f();
+        ++reps;
+      } while (std::chrono::duration<double>(clock::now() - t0).count() < 1e-3);
+      best = std::min(best, std::chrono::duration<double>(clock::now() - t0).count() / reps);
+    }
+    return best;
+  };
+  const double t_dense = best_time([&] { gemm<float>(dv, xv, yv); });
+  double t_sparse;
+  if (batch == 1) {
+    const auto s = sell_matrix<float, std::uint8_t>::from_csr(csr);
+    t_sparse = best_time([&] { spmv_sell(s.ref(), x.data(), y.data()); });
+  } else {
+    const auto b = blocked_csr_matrix<float, std::uint8_t>::from_dense(w);
+    t_sparse = best_time([&] { spmm_blocked_csr(b.ref(), xv, yv); });
+  }
+  c.break_even = std::min(1.0, c.density * t_dense / t_sparse);
+  c.sparse = t_sparse < t_dense;
+  return c;
+}
+
+}  // namespace slimnet::kernels

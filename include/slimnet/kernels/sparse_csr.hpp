@@ -1,0 +1,413 @@
+// Compressed sparse row (CSR) matrices with narrow column indices, and their products with a
+// vector (SpMV, batch 1) and with a batch of vectors (SpMM). The references define both:
+//   spmv:  y[i]    = bias[i] + sum_{p in row i} values[p] * x[col[p]]
+//   spmm:  Y(i, j) = bias[i] + sum_{p in row i} values[p] * X(col[p], j)
+// SpMM wants the activations batch-contiguous: X is (cols x batch) with the batch along a row, so
+// each nonzero is broadcast and multiplied into a contiguous strip of X (no gathers). That is
+// the layout of an im2col matrix, and the transpose of a Linear layer's (batch x features) input.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#include "slimnet/core/error.hpp"
+#include "slimnet/kernels/dispatch.hpp"
+#include "slimnet/kernels/gemm.hpp"
+
+namespace slimnet::kernels {
+
+/// Options of the sparse kernels.
+template <class Scalar>
+struct sparse_params {
+  const Scalar* bias = nullptr;  ///< bias[i] is added to every output of row i; null: no bias
+  int threads = 1;               ///< 1 by default (repeatable); <= 0: every core. Output rows are split.
+  kernel_path path = kernel_path::automatic;
+};
+
+/// Row offsets of the sparse formats: 32 bits (a matrix holds fewer than 2^32 nonzeros).
+using sparse_offset_t = std::uint32_t;
+
+/// Smallest unsigned index type that holds every column index of a matrix with `cols` columns.
+/// Its width in bytes: 1 (cols <= 256), 2 (cols <= 65536) or 4.
+inline int narrow_index_bytes(index_t cols) { return cols <= 256 ? 1 : cols <= 65536 ? 2 : 4; }
+
+/// Non-owning view of a CSR matrix. Row i holds entries [row_offsets[i], row_offsets[i+1]).
+template <class Value, class Index>
+struct csr_ref {
+  index_t rows = 0, cols = 0;
+  const sparse_offset_t* row_offsets = nullptr;  ///< rows + 1 entries, row_offsets[0] = 0
+  const Index* col_indices = nullptr;            ///< < cols; increasing within a row when built from dense
+  const Value* values = nullptr;
+
+  index_t nnz() const { return rows == 0 ? 0 : static_cast<index_t>(row_offsets[rows]); }
+};
+
+/// A CSR matrix that owns its arrays. Index is the column index type (uint8_t, uint16_t, uint32_t):
+/// the narrowest that fits is what makes the format pay at 10% density (4 + 2 bytes per nonzero
+/// against 4 dense bytes per weight at 1000 columns).
+template <class Value, class Index = std::uint32_t>
+class csr_matrix {
+  static_assert(std::is_unsigned_v<Index>, "CSR column indices must be an unsigned integer type.");
+
+ public:
+  using value_type = Value;
+  using index_type = Index;
+
+  csr_matrix() : row_offsets_(1, 0) {}
+
+  /// Takes the three arrays; throws shape_error unless they describe a valid rows x cols matrix.
+  csr_matrix(index_t rows, index_t cols, std::vector<sparse_offset_t> row_offsets, std::vector<Index> col_indices,
+             std::vector<Value> values)
+      : rows_(rows), cols_(cols), row_offsets_(std::move(row_offsets)), col_(std::move(col_indices)), val_(std::move(values)) {
+    validate("slimnet::kernels::csr_matrix");
+  }
+
+  /// The entries of `a` that are not zero (NaN is kept; +0 and -0 are dropped), row by row.
+  static csr_matrix from_dense(matrix_ref<const Value> a) {
+    check_index_range("slimnet::kernels::csr_matrix::from_dense", a.cols);
+    csr_matrix m;
+    m.rows_ = a.rows;
+    m.cols_ = a.cols;
+    m.row_offsets_.assign(1, 0);
+    m.row_offsets_.reserve(static_cast<std::size_t>(a.rows) + 1);
+    for (index_t i = 0; i < a.rows; ++i) {
+      for (index_t j = 0; j < a.cols; ++j) {
+        const Value v = a(i, j);
+        if (v != Value(0) || v != v) {
+          m.col_.push_back(static_cast<Index>(j));
+          m.val_.push_back(v);
+        }
+      }
+      if (m.val_.size() >= std::numeric_limits<sparse_offset_t>::max()) {
+        slimnet::detail::raise<shape_error>("slimnet::kernels::csr_matrix::from_dense", "more than {} nonzeros",
+                                            std::numeric_limits<sparse_offset_t>::max() - 1);
+      }
+      m.row_offsets_.push_back(static_cast<sparse_offset_t>(m.val_.size()));
+    }
+    return m;
+  }
+
+  csr_ref<Value, Index> ref() const { return {rows_, cols_, row_offsets_.data(), col_.data(), val_.data()}; }
+  index_t rows() const { return rows_; }
+  index_t cols() const { return cols_; }
+  index_t nnz() const { return static_cast<index_t>(val_.size()); }
+  double density() const { return rows_ * cols_ == 0 ? 0.0 : static_cast<double>(nnz()) / (static_cast<double>(rows_) * cols_); }
+  /// Bytes of the three arrays: what the format costs in memory.
+  std::size_t bytes() const {
+    return row_offsets_.size() * sizeof(sparse_offset_t) + col_.size() * sizeof(Index) + val_.size() * sizeof(Value);
+  }
+  const std::vector<sparse_offset_t>& row_offsets() const { return row_offsets_; }
+  const std::vector<Index>& col_indices() const { return col_; }
+  const std::vector<Value>& values() const { return val_; }
+
+  /// Throws config_error when a matrix with `cols` columns needs indices wider than Index.
+  static void check_index_range(const char* fn, index_t cols) {
+    if (cols > 0 && static_cast<std::uint64_t>(cols - 1) > std::numeric_limits<Index>::max()) {
+      slimnet::detail::raise<config_error>(fn, "{} columns do not fit a {}-byte column index", cols, sizeof(Index));
+    }
+  }
+
+ private:
+  void validate(const char* fn) const {
+    check_index_range(fn, cols_);
+    if (rows_ < 0 || cols_ < 0 || row_offsets_.size() != static_cast<std::size_t>(rows_) + 1 || row_offsets_[0] != 0 ||
+        col_.size() != val_.size() || row_offsets_.back() != val_.size()) {
+      slimnet::detail::raise<shape_error>(fn, "{} x {} matrix with {} row offsets (last {}), {} indices and {} values", rows_, cols_,
+                                          row_offsets_.size(), row_offsets_.empty() ? 0 : row_offsets_.back(), col_.size(), val_.size());
+    }
+    for (std::size_t i = 0; i + 1 < row_offsets_.size(); ++i) {
+      if (row_offsets_[i] > row_offsets_[i + 1]) {
+        slimnet::detail::raise<shape_error>(fn, "row offsets decrease at row {}: {} > {}", i, row_offsets_[i], row_offsets_[i + 1]);
+      }
+    }
+    for (std::size_t p = 0; p < col_.size(); ++p) {
+      if (static_cast<index_t>(col_[p]) >= cols_) {
+        slimnet::detail::raise<shape_error>(fn, "column index {} at entry {} is out of range for {} columns", col_[p], p, cols_);
+      }
+    }
+  }
+
+  index_t rows_ = 0, cols_ = 0;
+  std::vector<sparse_offset_t> row_offsets_;
+  std::vector<Index> col_;
+  std::vector<Value> val_;
+};
+
+namespace detail {
+
+template <class Value, class Index>
+void check_spmv(const char* fn, const csr_ref<Value, Index>& a, const Value* x, const Value* y) {
+  if ((x == nullptr && a.cols > 0) || (y == nullptr && a.rows > 0)) {
+    slimnet::detail::raise<shape_error>(fn, "null x or y for a {} x {} matrix", a.rows, a.cols);
+  }
+}
+
+template <class Value>
+void check_spmm(const char* fn, index_t rows, index_t cols, const matrix_ref<const Value>& x, const matrix_ref<Value>& y) {
+  if (x.rows != cols || y.rows != rows || x.cols != y.cols) {
+    slimnet::detail::raise<shape_error>(fn, "sparse ({} x {}) * ({} x {}) does not fit Y ({} x {})", rows, cols, x.rows, x.cols,
+                                        y.rows, y.cols);
+  }
+}
+
+}  // namespace detail
+
+// --- references ---------------------------------------------------------------------------------
+
+/// The definition of spmv: y = A x + bias, accumulated in double in stored order. x has a.cols
+/// entries, y has a.rows.
+template <class Value, class Index>
+void spmv_csr_reference(const csr_ref<Value, Index>& a, const Value* x, Value* y, const sparse_params<Value>& params = {}) {
+  detail::check_spmv("slimnet::kernels::spmv_csr_reference", a, x, y);
+  for (index_t i = 0; i < a.rows; ++i) {
+    double s = params.bias ? static_cast<double>(params.bias[i]) : 0.0;
+    for (sparse_offset_t p = a.row_offsets[i]; p < a.row_offsets[i + 1]; ++p) {
+      s += static_cast<double>(a.values[p]) * static_cast<double>(x[a.col_indices[p]]);
+    }
+    y[i] = static_cast<Value>(s);
+  }
+}
+
+/// The definition of spmm: Y = A X + bias (bias[i] added along row i), accumulated in double.
+/// X is (a.cols x n), Y is (a.rows x n), any strides.
+template <class Value, class Index>
+void spmm_csr_reference(const csr_ref<Value, Index>& a, matrix_ref<const Value> x, matrix_ref<Value> y,
+                        const sparse_params<Value>& params = {}) {
+  detail::check_spmm("slimnet::kernels::spmm_csr_reference", a.rows, a.cols, x, y);
+  for (index_t i = 0; i < a.rows; ++i) {
+    for (index_t j = 0; j < y.cols; ++j) {
+      double s = params.bias ? static_cast<double>(params.bias[i]) : 0.0;
+      for (sparse_offset_t p = a.row_offsets[i]; p < a.row_offsets[i + 1]; ++p) {
+        s += static_cast<double>(a.values[p]) * static_cast<double>(x(a.col_indices[p], j));
+      }
+      y(i, j) = static_cast<Value>(s);
+    }
+  }
+}
+
+// --- strip kernels ------------------------------------------------------------------------------
+
+namespace detail {
+
+/// Width of the batch strip the SpMM kernels hold in registers: 64 floats = 4 zmm registers.
+constexpr index_t spmm_strip = 64;
+
+/// Rows [r0, r1) of one strip: Y(i, 0:width) = (first ? bias[i] : Y(i, 0:width)) + A_i X(:, 0:width),
+/// where A's column indices address rows of X (x points at the strip's first column).
+/// `first` false accumulates into Y (later column blocks of a blocked matrix) and skips empty rows.
+/// Contiguous: X and Y have col_stride 1; otherwise the strides are read from the views.
+template <bool Contiguous, class Value, class Index>
+void spmm_strip_portable(const csr_ref<Value, Index>& a, index_t r0, index_t r1, const Value* x, index_t ldx, index_t xs,
+                         Value* y, index_t ldy, index_t ys, index_t width, bool first, const Value* bias) {
+  Value acc[spmm_strip];
+  const index_t sx = Contiguous ? 1 : xs, sy = Contiguous ? 1 : ys;
+  for (index_t i = r0; i < r1; ++i) {
+    const sparse_offset_t b = a.row_offsets[i], e = a.row_offsets[i + 1];
+    Value* yr = y + i * ldy;
+    if (!first && b == e) continue;
+    const Value init = bias ? bias[i] : Value(0);
+    for (index_t t = 0; t < width; ++t) acc[t] = first ? init : yr[t * sy];
+    for (sparse_offset_t p = b; p < e; ++p) {
+      const Value v = a.values[p];
+      const Value* xr = x + static_cast<index_t>(a.col_indices[p]) * ldx;
+      for (index_t t = 0; t < width; ++t) acc[t] += v * xr[t * sx];
+    }
+    for (index_t t = 0; t < width; ++t) yr[t * sy] = acc[t];
+  }
+}
+
+#if defined(SLIMNET_KERNELS_AVX512)
+namespace avx512 {
+
+/// Loads 16 column indices of any width as 32-bit lanes.
+template <class Index>
+inline __m512i load_index16(const Index* p) {
+  if constexpr (sizeof(Index) == 1) {
+    return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  } else if constexpr (sizeof(Index) == 2) {
+    return _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  } else {
+    return _mm512_loadu_si512(p);
+  }
+}
+/// The first n (< 16) indices, the other lanes zero; never reads past p + n.
+template <class Index>
+inline __m512i load_index_partial(const Index* p, unsigned n) {
+  const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
+  if constexpr (sizeof(Index) == 1) {
+    return _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, p));
+  } else if constexpr (sizeof(Index) == 2) {
+    return _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p));
+  } else {
+    return _mm512_maskz_loadu_epi32(m, p);
+  }
+}
+
+/// The float strip kernel: NV zmm accumulators per row (NV * 16 >= width), the last one masked.
+/// Per nonzero: one broadcast, NV loads of X's row, NV FMAs; the accumulators stay in registers
+/// for the whole row. Two accumulator sets take alternate nonzeros: with one set, NV = 4 chains of
+/// 4-cycle FMAs allow one nonzero per 4 cycles at best and measured 7-8; two sets hide the latency.
+template <int NV, class Index>
+void spmm_strip(const csr_ref<float, Index>& a, index_t r0, index_t r1, const float* x, index_t ldx, float* y, index_t ldy,
+                index_t width, bool first, const float* bias) {
+  const unsigned tail = static_cast<unsigned>(width - (NV - 1) * 16);
+  const __mmask16 last = static_cast<__mmask16>(tail >= 16 ? 0xffff : (1u << tail) - 1);
+  const sparse_offset_t* off = a.row_offsets;
+  const Index* idx = a.col_indices;
+  const float* val = a.values;
+  for (index_t i = r0; i < r1; ++i) {
+    const sparse_offset_t b = off[i], e = off[i + 1];
+    float* yr = y + i * ldy;
+    if (!first && b == e) continue;
+    __m512 acc[NV], acc2[NV];
+    if (first) {
+      const __m512 init = bias ? _mm512_set1_ps(bias[i]) : _mm512_setzero_ps();
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[v] = init;
+    } else {
+#pragma GCC unroll 4
+      for (int v = 0; v < NV - 1; ++v) acc[v] = _mm512_loadu_ps(yr + 16 * v);
+      acc[NV - 1] = _mm512_maskz_loadu_ps(last, yr + 16 * (NV - 1));
+    }
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc2[v] = _mm512_setzero_ps();
+    sparse_offset_t p = b;
+    for (; p + 2 <= e; p += 2) {
+      const __m512 w0 = _mm512_set1_ps(val[p]), w1 = _mm512_set1_ps(val[p + 1]);
+      const float* x0 = x + static_cast<index_t>(idx[p]) * ldx;
+      const float* x1 = x + static_cast<index_t>(idx[p + 1]) * ldx;
+#pragma GCC unroll 4
+      for (int v = 0; v < NV - 1; ++v) {
+        acc[v] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x0 + 16 * v), acc[v]);
+        acc2[v] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x1 + 16 * v), acc2[v]);
+      }
+      acc[NV - 1] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(last, x0 + 16 * (NV - 1)), acc[NV - 1]);
+      acc2[NV - 1] = _mm512_fmadd_ps(w1, _mm512_maskz_loadu_ps(last, x1 + 16 * (NV - 1)), acc2[NV - 1]);
+    }
+    if (p < e) {
+      const __m512 w0 = _mm512_set1_ps(val[p]);
+      const float* x0 = x + static_cast<index_t>(idx[p]) * ldx;
+#pragma GCC unroll 4
+      for (int v = 0; v < NV - 1; ++v) acc[v] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x0 + 16 * v), acc[v]);
+      acc[NV - 1] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(last, x0 + 16 * (NV - 1)), acc[NV - 1]);
+    }
+#pragma GCC unroll 4
+    for (int v = 0; v < NV - 1; ++v) _mm512_storeu_ps(yr + 16 * v, _mm512_add_ps(acc[v], acc2[v]));
+    _mm512_mask_storeu_ps(yr + 16 * (NV - 1), last, _mm512_add_ps(acc[NV - 1], acc2[NV - 1]));
+  }
+}
+
+template <class Index>
+void spmm_strip_dispatch(const csr_ref<float, Index>& a, index_t r0, index_t r1, const float* x, index_t ldx, float* y,
+                         index_t ldy, index_t width, bool first, const float* bias) {
+  switch ((width + 15) / 16) {
+    case 1: spmm_strip<1>(a, r0, r1, x, ldx, y, ldy, width, first, bias); break;
+    case 2: spmm_strip<2>(a, r0, r1, x, ldx, y, ldy, width, first, bias); break;
+    case 3: spmm_strip<3>(a, r0, r1, x, ldx, y, ldy, width, first, bias); break;
+    default: spmm_strip<4>(a, r0, r1, x, ldx, y, ldy, width, first, bias); break;
+  }
+}
+
+/// y_i = bias_i + sum_p v_p x[c_p]: 16 nonzeros of a row per step, x gathered (x is small and
+/// cache-resident at batch 1), one horizontal sum per row.
+template <class Index>
+void spmv_csr_rows(const csr_ref<float, Index>& a, index_t r0, index_t r1, const float* x, float* y, const float* bias) {
+  for (index_t i = r0; i < r1; ++i) {
+    sparse_offset_t p = a.row_offsets[i];
+    const sparse_offset_t e = a.row_offsets[i + 1];
+    __m512 acc = _mm512_setzero_ps();
+    for (; p + 16 <= e; p += 16) {
+      const __m512 xv = _mm512_i32gather_ps(load_index16(a.col_indices + p), x, 4);
+      acc = _mm512_fmadd_ps(_mm512_loadu_ps(a.values + p), xv, acc);
+    }
+    if (p < e) {
+      const unsigned n = e - p;
+      const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
+      const __m512 xv = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, load_index_partial(a.col_indices + p, n), x, 4);
+      acc = _mm512_mask3_fmadd_ps(_mm512_maskz_loadu_ps(m, a.values + p), xv, acc, m);
+    }
+    y[i] = _mm512_reduce_add_ps(acc) + (bias ? bias[i] : 0.0f);
+  }
+}
+
+}  // namespace avx512
+#endif
+
+template <class Value, class Index>
+void spmv_csr_rows_portable(const csr_ref<Value, Index>& a, index_t r0, index_t r1, const Value* x, Value* y, const Value* bias) {
+  for (index_t i = r0; i < r1; ++i) {
+    Value s = bias ? bias[i] : Value(0);
+    for (sparse_offset_t p = a.row_offsets[i]; p < a.row_offsets[i + 1]; ++p) s += a.values[p] * x[a.col_indices[p]];
+    y[i] = s;
+  }
+}
+
+/// One strip of width <= spmm_strip (xs, ys point at its first column) for rows [r0, r1), on the
+/// fastest path available for the operands' layout.
+template <class Value, class Index>
+void spmm_strip_any(const csr_ref<Value, Index>& a, index_t r0, index_t r1, const Value* xs, index_t ldx, index_t xcs, Value* ys,
+                    index_t ldy, index_t ycs, index_t width, bool first, const Value* bias, kernel_path path) {
+  const bool contiguous = xcs == 1 && ycs == 1;
+#if defined(SLIMNET_KERNELS_AVX512)
+  if constexpr (std::is_same_v<Value, float>) {
+    if (contiguous && path != kernel_path::portable) {
+      avx512::spmm_strip_dispatch(a, r0, r1, xs, ldx, ys, ldy, width, first, bias);
+      return;
+    }
+  }
+#endif
+  (void)path;
+  if (contiguous) {
+    spmm_strip_portable<true>(a, r0, r1, xs, ldx, 1, ys, ldy, 1, width, first, bias);
+  } else {
+    spmm_strip_portable<false>(a, r0, r1, xs, ldx, xcs, ys, ldy, ycs, width, first, bias);
+  }
+}
+
+}  // namespace detail
+
+// --- fast kernels -------------------------------------------------------------------------------
+
+/// y = A x + bias (batch 1). Float on AVX-512: 16 nonzeros of a row per step with gathered x.
+/// For batch 1 the sliced ELL format (sparse_sell.hpp) is usually faster: it needs no horizontal sums.
+template <class Value, class Index>
+void spmv_csr(const csr_ref<Value, Index>& a, const Value* x, Value* y, const sparse_params<Value>& params = {}) {
+  detail::check_spmv("slimnet::kernels::spmv_csr", a, x, y);
+  const int threads = std::min<index_t>(detail::resolve_threads(params.threads), std::max<index_t>(1, a.rows / 64));
+  const auto bounds = detail::balanced_split(a.row_offsets, a.rows, threads);
+  detail::run_threads(threads, [&](int t, int) {
+    const index_t r0 = bounds[static_cast<std::size_t>(t)], r1 = bounds[static_cast<std::size_t>(t) + 1];
+#if defined(SLIMNET_KERNELS_AVX512)
+    if constexpr (std::is_same_v<Value, float>) {
+      if (params.path != kernel_path::portable) {
+        detail::avx512::spmv_csr_rows(a, r0, r1, x, y, params.bias);
+        return;
+      }
+    }
+#endif
+    detail::spmv_csr_rows_portable(a, r0, r1, x, y, params.bias);
+  });
+}
+
+/// Y = A X + bias with X (a.cols x n) and Y (a.rows x n). Fast when X and Y are batch-contiguous
+/// (col_stride 1): each nonzero is broadcast over a 64-wide strip of X's row, accumulated in
+/// registers for the whole row. Any strides work (a scalar loop then).
+template <class Value, class Index>
+void spmm_csr(const csr_ref<Value, Index>& a, matrix_ref<const Value> x, matrix_ref<Value> y, const sparse_params<Value>& params = {}) {
+  detail::check_spmm("slimnet::kernels::spmm_csr", a.rows, a.cols, x, y);
+  if (y.rows == 0 || y.cols == 0) return;
+  const int threads = std::min<index_t>(detail::resolve_threads(params.threads), std::max<index_t>(1, a.rows / 16));
+  const auto bounds = detail::balanced_split(a.row_offsets, a.rows, threads);
+  detail::run_threads(threads, [&](int t, int) {
+    const index_t r0 = bounds[static_cast<std::size_t>(t)], r1 = bounds[static_cast<std::size_t>(t) + 1];
+    for (index_t j0 = 0; j0 < y.cols; j0 += detail::spmm_strip) {
+      detail::spmm_strip_any(a, r0, r1, x.data + j0 * x.col_stride, x.row_stride, x.col_stride, y.data + j0 * y.col_stride,
+                             y.row_stride, y.col_stride, std::min(detail::spmm_strip, y.cols - j0), true, params.bias, params.path);
+    }
+  });
+}
+
+}  // namespace slimnet::kernels

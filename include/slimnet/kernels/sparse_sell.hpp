@@ -1,0 +1,321 @@
+// Sliced ELLPACK with column blocks (SELL-16): the format for sparse matrix-vector products (batch 1).
+//
+// Rows are cut into slices of 16 (one register of floats, one row per lane) and columns into blocks
+// of `block_cols`. Within (slice s, block b) each lane's nonzeros are laid out column-major, one
+// SIMD step per "t-th nonzero of each of the 16 rows", padded to the busiest lane:
+//   acc[lane] += values[step][lane] * x[b * block_cols + col[step][lane]]     (lanes in the step's mask)
+// The point of column blocks is how x is read. A gather of 16 floats costs about 25 cycles on Zen 4;
+// with blocks of 16/32/64 columns the block of x sits in 1/2/4 registers and the 16 lookups are one
+// permute (vpermps / vpermi2ps, 1-3 cycles), so x is never gathered. The accumulator of a slice
+// stays in a register across all blocks, and CSR's per-row horizontal sum disappears. The price
+// is padding: a step costs the same with 3 or 16 useful lanes. (Measured and rejected on Zen 4:
+// a flat list of steps reloading x per step, 5.8 against 4.5 us at 1%; steps run in groups of 2-3
+// to avoid mispredicted loop exits on pairs of 1-4 steps, no gain.)
+// Lanes without a nonzero are masked, never multiplied (an inf in x cannot become NaN via padding).
+// Column indices are relative to the block, so blocks of <= 256 columns use one byte per index.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <numeric>
+#include <vector>
+
+#include "slimnet/kernels/sparse_csr.hpp"
+
+namespace slimnet::kernels {
+
+/// Rows per slice: one 512-bit register of floats.
+constexpr index_t sell_slice_height = 16;
+
+/// Non-owning view of a SELL-16 matrix with column blocks.
+template <class Value, class Index>
+struct sell_ref {
+  index_t rows = 0, cols = 0, nnz = 0;
+  index_t slices = 0;      ///< ceil(rows / 16)
+  index_t block_cols = 1;  ///< block b covers columns [b * block_cols, min(cols, (b + 1) * block_cols))
+  index_t blocks = 1;      ///< ceil(cols / block_cols), 1 when cols == 0
+  bool sorted = false;     ///< rows sorted by length; false: lane l of slice s holds row 16 s + l
+  /// slices * blocks + 1: the steps of (slice s, block b) are [step_offsets[s*blocks + b], ... + 1).
+  const sparse_offset_t* step_offsets = nullptr;
+  const std::uint16_t* step_masks = nullptr;  ///< per step: bit l set when lane l holds a nonzero
+  const std::uint32_t* lane_rows = nullptr;   ///< slices * 16: original row of each lane; >= rows for padding lanes
+  const Index* col_indices = nullptr;         ///< entry (step t, lane l) at 16 t + l, relative to the block; padding: 0
+  const Value* values = nullptr;              ///< padding: 0
+};
+
+/// Column-block width for SpMV on a rows x cols matrix with nnz nonzeros, from benchmarks/
+/// sparse_vs_dense --tune (1000 x 1000, Zen 4): 64 columns (four registers of x, two vpermi2ps and
+/// a blend per step) from 0.5% to 40% density (4.3 us at 1% against 6.2 for 32 and 8.9 for 16;
+/// 15.3 against 16.8 at 10%), 32 above (50.0 against 57.8 us at 50%), where steps are full anyway
+/// and the cheaper lookup wins. (One gathered block of all columns, block_cols >= cols, is faster
+/// only below ~0.5%.)
+inline index_t sell_block_cols(index_t rows, index_t cols, index_t nnz) {
+  if (rows == 0 || cols == 0) return 64;
+  const double density = static_cast<double>(nnz) / (static_cast<double>(rows) * static_cast<double>(cols));
+  return density > 0.45 ? 32 : 64;
+}
+
+template <class Value, class Index = std::uint8_t>
+class sell_matrix {
+  static_assert(std::is_unsigned_v<Index>, "Column indices must be an unsigned integer type.");
+
+ public:
+  sell_matrix() : step_offsets_(1, 0) {}
+
+  /// From a CSR matrix with any index type. block_cols: 16, 32 or 64 read x through permutes;
+  /// any other width works (x is gathered); <= 0 picks sell_block_cols. sort_rows: slices hold
+  /// rows of similar length (less padding when row lengths vary) and outputs are scattered.
+  template <class CsrIndex>
+  static sell_matrix from_csr(const csr_matrix<Value, CsrIndex>& a, index_t block_cols = 0, bool sort_rows = false) {
+    const char* fn = "slimnet::kernels::sell_matrix::from_csr";
+    const index_t rows = a.rows(), cols = a.cols(), h = sell_slice_height;
+    if (block_cols <= 0) block_cols = sell_block_cols(rows, cols, a.nnz());
+    block_cols = std::max<index_t>(1, std::min(block_cols, std::max<index_t>(cols, 1)));
+    csr_matrix<Value, Index>::check_index_range(fn, block_cols);
+    const auto& off = a.row_offsets();
+    const auto& col = a.col_indices();
+    const auto& val = a.values();
+    sell_matrix m;
+    m.rows_ = rows;
+    m.cols_ = cols;
+    m.nnz_ = a.nnz();
+    m.block_cols_ = block_cols;
+    m.sorted_ = sort_rows;
+    m.blocks_ = cols == 0 ? 1 : (cols + block_cols - 1) / block_cols;
+    const index_t slices = (rows + h - 1) / h;
+    m.slices_ = slices;
+    std::vector<std::uint32_t> order(static_cast<std::size_t>(rows));
+    std::iota(order.begin(), order.end(), 0u);
+    auto len = [&](std::uint32_t r) { return off[r + 1] - off[r]; };
+    if (sort_rows) std::stable_sort(order.begin(), order.end(), [&](std::uint32_t p, std::uint32_t q) { return len(p) > len(q); });
+    m.lane_rows_.assign(static_cast<std::size_t>(slices * h), static_cast<std::uint32_t>(rows));
+    std::copy(order.begin(), order.end(), m.lane_rows_.begin());
+    m.step_offsets_.assign(1, 0);
+    // cursor[l]: next CSR entry of lane l's row (entries are visited block by block, in column order).
+    std::vector<sparse_offset_t> cursor(static_cast<std::size_t>(h)), count(static_cast<std::size_t>(h));
+    for (index_t s = 0; s < slices; ++s) {
+      for (index_t l = 0; l < h; ++l) {
+        const auto r = m.lane_rows_[static_cast<std::size_t>(s * h + l)];
+        cursor[static_cast<std::size_t>(l)] = r < rows ? off[r] : 0;
+      }
+      for (index_t b = 0; b < m.blocks_; ++b) {
+        const index_t c1 = std::min(cols, (b + 1) * block_cols);
+        sparse_offset_t steps = 0;
+        for (index_t l = 0; l < h; ++l) {
+          const auto r = m.lane_rows_[static_cast<std::size_t>(s * h + l)];
+          sparse_offset_t n = 0;
+          if (r < rows) {
+            for (sparse_offset_t p = cursor[static_cast<std::size_t>(l)]; p < off[r + 1] && static_cast<index_t>(col[p]) < c1; ++p) ++n;
+          }
+          count[static_cast<std::size_t>(l)] = n;
+          steps = std::max(steps, n);
+        }
+        const std::size_t base = m.values_.size();
+        m.values_.resize(base + static_cast<std::size_t>(steps) * h, Value(0));
+        m.col_.resize(base + static_cast<std::size_t>(steps) * h, Index(0));
+        const std::size_t mask_base = m.step_masks_.size();
+        m.step_masks_.resize(mask_base + steps, 0);
+        for (index_t l = 0; l < h; ++l) {
+          auto& cur = cursor[static_cast<std::size_t>(l)];
+          for (sparse_offset_t t = 0; t < count[static_cast<std::size_t>(l)]; ++t, ++cur) {
+            m.values_[base + t * h + static_cast<std::size_t>(l)] = val[cur];
+            m.col_[base + t * h + static_cast<std::size_t>(l)] = static_cast<Index>(static_cast<index_t>(col[cur]) - b * block_cols);
+            m.step_masks_[mask_base + t] = static_cast<std::uint16_t>(m.step_masks_[mask_base + t] | (1u << l));
+          }
+        }
+        if (m.step_masks_.size() >= std::numeric_limits<sparse_offset_t>::max() / 16) {
+          slimnet::detail::raise<shape_error>(fn, "{} padded entries do not fit 32-bit offsets", m.values_.size());
+        }
+        m.step_offsets_.push_back(static_cast<sparse_offset_t>(m.step_masks_.size()));
+      }
+    }
+    return m;
+  }
+
+  static sell_matrix from_dense(matrix_ref<const Value> a, index_t block_cols = 0, bool sort_rows = false) {
+    return from_csr(csr_matrix<Value, std::uint32_t>::from_dense(a), block_cols, sort_rows);
+  }
+
+  sell_ref<Value, Index> ref() const {
+    return {rows_,   cols_,   nnz_, slices_, block_cols_, blocks_, sorted_, step_offsets_.data(), step_masks_.data(), lane_rows_.data(),
+            col_.data(), values_.data()};
+  }
+  index_t rows() const { return rows_; }
+  index_t cols() const { return cols_; }
+  index_t nnz() const { return nnz_; }
+  index_t block_cols() const { return block_cols_; }
+  /// Stored entries including padding (16 per step).
+  index_t stored() const { return static_cast<index_t>(values_.size()); }
+  std::size_t bytes() const {
+    return step_offsets_.size() * sizeof(sparse_offset_t) + step_masks_.size() * sizeof(std::uint16_t) +
+           lane_rows_.size() * sizeof(std::uint32_t) + col_.size() * sizeof(Index) + values_.size() * sizeof(Value);
+  }
+
+ private:
+  index_t rows_ = 0, cols_ = 0, nnz_ = 0, slices_ = 0, block_cols_ = 1, blocks_ = 1;
+  bool sorted_ = false;
+  std::vector<sparse_offset_t> step_offsets_;
+  std::vector<std::uint16_t> step_masks_;
+  std::vector<std::uint32_t> lane_rows_;
+  std::vector<Index> col_;
+  std::vector<Value> values_;
+};
+
+/// The definition: y = A x + bias walking the format, double accumulation in stored order.
+template <class Value, class Index>
+void spmv_sell_reference(const sell_ref<Value, Index>& a, const Value* x, Value* y, const sparse_params<Value>& params = {}) {
+  const index_t h = sell_slice_height;
+  for (index_t s = 0; s < a.slices; ++s) {
+    double acc[sell_slice_height] = {};
+    for (index_t b = 0; b < a.blocks; ++b) {
+      for (sparse_offset_t t = a.step_offsets[s * a.blocks + b]; t < a.step_offsets[s * a.blocks + b + 1]; ++t) {
+        for (index_t l = 0; l < h; ++l) {
+          if (!((a.step_masks[t] >> l) & 1u)) continue;
+          const std::size_t e = static_cast<std::size_t>(t) * h + static_cast<std::size_t>(l);
+          acc[l] += static_cast<double>(a.values[e]) * static_cast<double>(x[b * a.block_cols + a.col_indices[e]]);
+        }
+      }
+    }
+    for (index_t l = 0; l < h; ++l) {
+      const index_t r = a.lane_rows[s * h + l];
+      if (r < a.rows) y[r] = static_cast<Value>(acc[l] + (params.bias ? static_cast<double>(params.bias[r]) : 0.0));
+    }
+  }
+}
+
+namespace detail {
+
+template <class Value, class Index>
+void spmv_sell_slices_portable(const sell_ref<Value, Index>& a, index_t s0, index_t s1, const Value* x, Value* y, const Value* bias) {
+  constexpr index_t h = sell_slice_height;
+  for (index_t s = s0; s < s1; ++s) {
+    Value acc[h] = {};
+    for (index_t b = 0; b < a.blocks; ++b) {
+      const Value* xb = x + b * a.block_cols;
+      for (sparse_offset_t t = a.step_offsets[s * a.blocks + b]; t < a.step_offsets[s * a.blocks + b + 1]; ++t) {
+        const Value* v = a.values + static_cast<std::size_t>(t) * h;
+        const Index* c = a.col_indices + static_cast<std::size_t>(t) * h;
+        const unsigned m = a.step_masks[t];
+        for (index_t l = 0; l < h; ++l)
+          if ((m >> l) & 1u) acc[l] += v[l] * xb[c[l]];
+      }
+    }
+    for (index_t l = 0; l < h; ++l) {
+      const index_t r = a.lane_rows[s * h + l];
+      if (r < a.rows) y[r] = acc[l] + (bias ? bias[r] : Value(0));
+    }
+  }
+}
+
+#if defined(SLIMNET_KERNELS_AVX512)
+namespace avx512 {
+
+/// Block widths read through permutes; Lookup::get(iv) returns x[block + iv[lane]].
+template <int Width>
+struct permute_lookup {
+  __m512 r[Width / 16];
+  void load(const float* xb) {
+    for (int q = 0; q < Width / 16; ++q) r[q] = _mm512_loadu_ps(xb + 16 * q);
+  }
+  /// The last block of x: only `valid` floats exist.
+  void load(const float* xb, index_t valid) {
+    for (int q = 0; q < Width / 16; ++q) {
+      const index_t n = std::clamp<index_t>(valid - 16 * q, 0, 16);
+      r[q] = _mm512_maskz_loadu_ps(static_cast<__mmask16>(n >= 16 ? 0xffff : (1u << n) - 1), xb + 16 * q);
+    }
+  }
+  __m512 get(__m512i iv) const {
+    if constexpr (Width == 16) {
+      return _mm512_permutexvar_ps(iv, r[0]);
+    } else if constexpr (Width == 32) {
+      return _mm512_permutex2var_ps(r[0], iv, r[1]);
+    } else {
+      const __m512 lo = _mm512_permutex2var_ps(r[0], iv, r[1]), hi = _mm512_permutex2var_ps(r[2], iv, r[3]);
+      return _mm512_mask_blend_ps(_mm512_test_epi32_mask(iv, _mm512_set1_epi32(32)), lo, hi);
+    }
+  }
+};
+
+/// Width 0: gathers relative to the block start (any block width).
+template <int Width, class Index>
+void spmv_sell_slices(const sell_ref<float, Index>& a, index_t s0, index_t s1, const float* x, float* y, const float* bias) {
+  const __m512i rows = _mm512_set1_epi32(static_cast<int>(a.rows));
+  for (index_t s = s0; s < s1; ++s) {
+    __m512 acc = _mm512_setzero_ps();
+    const sparse_offset_t* so = a.step_offsets + s * a.blocks;
+    for (index_t b = 0; b < a.blocks; ++b) {
+      const sparse_offset_t t0 = so[b], t1 = so[b + 1];
+      if (t0 == t1) continue;
+      const float* xb = x + b * a.block_cols;
+      if constexpr (Width > 0) {
+        permute_lookup<Width> lookup;
+        if (b + 1 < a.blocks) {
+          lookup.load(xb);
+        } else {
+          lookup.load(xb, a.cols - b * a.block_cols);  // a partial last block: masked loads
+        }
+        for (sparse_offset_t t = t0; t < t1; ++t) {
+          const __m512 xv = lookup.get(load_index16(a.col_indices + static_cast<std::size_t>(t) * 16));
+          acc = _mm512_mask3_fmadd_ps(_mm512_loadu_ps(a.values + static_cast<std::size_t>(t) * 16), xv, acc,
+                                      static_cast<__mmask16>(a.step_masks[t]));
+        }
+      } else {
+        for (sparse_offset_t t = t0; t < t1; ++t) {
+          const __mmask16 m = static_cast<__mmask16>(a.step_masks[t]);
+          const __m512 xv =
+              _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, load_index16(a.col_indices + static_cast<std::size_t>(t) * 16), xb, 4);
+          acc = _mm512_mask3_fmadd_ps(_mm512_loadu_ps(a.values + static_cast<std::size_t>(t) * 16), xv, acc, m);
+        }
+      }
+    }
+    const __m512i lane_rows = _mm512_loadu_si512(a.lane_rows + s * 16);
+    const __mmask16 valid = _mm512_cmplt_epu32_mask(lane_rows, rows);
+    if (!a.sorted) {  // lane l holds row 16 s + l: a contiguous store
+      const index_t r0 = s * 16;
+      if (bias) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(valid, bias + r0));
+      _mm512_mask_storeu_ps(y + r0, valid, acc);
+    } else {
+      if (bias) acc = _mm512_add_ps(acc, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), valid, lane_rows, bias, 4));
+      _mm512_mask_i32scatter_ps(y, valid, lane_rows, acc, 4);
+    }
+  }
+}
+
+}  // namespace avx512
+#endif
+}  // namespace detail
+
+/// y = A x + bias (batch 1); x has a.cols entries, y has a.rows. Threads split the slices.
+template <class Value, class Index>
+void spmv_sell(const sell_ref<Value, Index>& a, const Value* x, Value* y, const sparse_params<Value>& params = {}) {
+  if ((x == nullptr && a.cols > 0) || (y == nullptr && a.rows > 0)) {
+    slimnet::detail::raise<shape_error>("slimnet::kernels::spmv_sell", "null x or y for a {} x {} matrix", a.rows, a.cols);
+  }
+  auto slices = [&](index_t s0, index_t s1) {
+#if defined(SLIMNET_KERNELS_AVX512)
+    if constexpr (std::is_same_v<Value, float>) {
+      if (params.path != kernel_path::portable && a.rows < (index_t{1} << 31)) {
+        switch (a.block_cols) {
+          case 16: detail::avx512::spmv_sell_slices<16>(a, s0, s1, x, y, params.bias); return;
+          case 32: detail::avx512::spmv_sell_slices<32>(a, s0, s1, x, y, params.bias); return;
+          case 64: detail::avx512::spmv_sell_slices<64>(a, s0, s1, x, y, params.bias); return;
+          default: detail::avx512::spmv_sell_slices<0>(a, s0, s1, x, y, params.bias); return;
+        }
+      }
+    }
+#endif
+    detail::spmv_sell_slices_portable(a, s0, s1, x, y, params.bias);
+  };
+  const int threads = std::min<index_t>(detail::resolve_threads(params.threads), std::max<index_t>(1, a.slices / 4));
+  if (threads == 1) {  // no allocation on the single-thread path: at 1% density a product takes ~4 us
+    slices(0, a.slices);
+    return;
+  }
+  // Work of slice s ~ its steps: step_offsets sampled every `blocks` entries is a prefix over slices.
+  std::vector<sparse_offset_t> prefix(static_cast<std::size_t>(a.slices) + 1);
+  for (index_t s = 0; s <= a.slices; ++s) prefix[static_cast<std::size_t>(s)] = a.step_offsets[s * a.blocks];
+  const auto bounds = detail::balanced_split(prefix.data(), a.slices, threads);
+  detail::run_threads(threads, [&](int t, int) { slices(bounds[static_cast<std::size_t>(t)], bounds[static_cast<std::size_t>(t) + 1]); });
+}
+
+}  // namespace slimnet::kernels

@@ -1,0 +1,203 @@
+// Converting trained float layers to compressed inference layers: a pruned Linear / Conv2d to a
+// sparse layer (or to a dense one when sparse would be slower: the dense-or-sparse choice, made
+// here once per layer), a binarized one to an XNOR layer, a quantized one to int8 or a
+// codebook. The converted layer uses the float layer's effective weights (its weight transforms -
+// mask, quantizer, binarizer - applied as in an evaluation pass) and bias.
+//
+//   auto fc1 = nn::compressed::to_sparse(model.find("fc1") as linear, {.batch = 1});
+//   nn::compressed::compress(model, nn::compressed::format::sparse);   // every Linear / Conv2d
+#pragma once
+
+#include <algorithm>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "slimnet/kernels/sparse_choice.hpp"
+#include "slimnet/nn/compressed/codebook_engine.hpp"
+#include "slimnet/nn/compressed/engine.hpp"
+#include "slimnet/nn/compressed/int8_engine.hpp"
+#include "slimnet/nn/compressed/layers.hpp"
+#include "slimnet/nn/compressed/sparse_engine.hpp"
+#include "slimnet/nn/compressed/xnor_engine.hpp"
+#include "slimnet/nn/conv2d.hpp"
+#include "slimnet/nn/linear.hpp"
+#include "slimnet/nn/sequential.hpp"
+
+namespace slimnet::nn::compressed {
+
+struct sparse_options {
+  /// Batch the layer will run at (a Linear's; a Conv2d always multiplies many positions): SELL-16 for
+  /// batch 1, column-blocked CSR otherwise, and the break-even density of the choice.
+  index_t batch = 1;
+  bool force_sparse = false;  ///< skip the dense-or-sparse choice
+  bool measure = false;       ///< time dense and sparse on the layer's weights instead of the measured model
+  int threads = 1;
+};
+
+struct xnor_options {
+  bool require_exact = true;  ///< weights must be +-alpha per output (binarized); false binarizes any layer
+  int threads = 1;
+};
+
+struct codebook_options {
+  int bits = 0;  ///< index width; 0: the fewest bits that hold the layer's distinct weight values
+  int threads = 1;
+};
+
+/// W_eff of a parameter as an evaluation pass sees it (transforms applied), as (out x rest).
+template <class Scalar>
+row_matrix<Scalar> effective_weight(parameter<Scalar>& p) {
+  const tensor<Scalar>& w = p.forward_value(forward_context{});
+  return w.matrix();
+}
+
+template <class Scalar>
+std::optional<vector<Scalar>> effective_bias(parameter<Scalar>* b) {
+  if (b == nullptr) return std::nullopt;
+  return vector<Scalar>(b->forward_value(forward_context{}).flat());
+}
+
+namespace detail {
+
+/// The sparse engine, or the dense one when the choice says dense; `choice` (optional) receives why.
+template <class Scalar>
+std::unique_ptr<engine<Scalar>> make_sparse_engine(const row_matrix<Scalar>& w, std::optional<vector<Scalar>> bias, index_t batch,
+                                                   const sparse_options& o, kernels::sparse_choice* choice) {
+  index_t nnz = 0;
+  for (index_t i = 0; i < w.size(); ++i) nnz += w.data()[i] != Scalar(0);
+  kernels::sparse_choice c;
+  if (o.measure && std::is_same_v<Scalar, float>) {
+    const row_matrix<float> wf = w.template cast<float>();
+    c = kernels::measure_sparse_choice(kernels::row_major<const float>(wf.data(), wf.rows(), wf.cols()), batch);
+  } else {
+    c = kernels::choose_sparse(w.rows(), w.cols(), nnz, batch);
+  }
+  if (o.force_sparse) c.sparse = true;
+  if (choice) *choice = c;
+  if (!c.sparse) return std::make_unique<dense_engine<Scalar>>(w, std::move(bias));
+  return std::make_unique<sparse_engine<Scalar>>(w, std::move(bias), batch, o.threads);
+}
+
+}  // namespace detail
+
+// --- Linear --------------------------------------------------------------------------------------
+
+/// The sparse form of a pruned Linear (its masked weights), or a dense layer with the mask baked in
+/// when sparse would be slower at o.batch; `choice` receives the decision.
+template <class Scalar>
+compressed_linear<Scalar> to_sparse(linear<Scalar>& l, const sparse_options& o = {}, kernels::sparse_choice* choice = nullptr) {
+  return compressed_linear<Scalar>(
+      detail::make_sparse_engine(effective_weight(l.weight()), effective_bias(l.bias()), std::max<index_t>(1, o.batch), o, choice));
+}
+
+/// The XNOR form of a binarized Linear: y = alpha * (sign(x) . sign(w)) + b.
+template <class Scalar>
+compressed_linear<Scalar> to_xnor(linear<Scalar>& l, const xnor_options& o = {}) {
+  return compressed_linear<Scalar>(
+      std::make_unique<xnor_engine<Scalar>>(effective_weight(l.weight()), effective_bias(l.bias()), o.require_exact, o.threads));
+}
+
+/// The int8 form of a quantized Linear (activations quantized as they arrive, see int8_engine.hpp).
+template <class Scalar>
+compressed_linear<Scalar> to_int8(linear<Scalar>& l, const int8_options& o = {}) {
+  return compressed_linear<Scalar>(std::make_unique<int8_engine<Scalar>>(effective_weight(l.weight()), effective_bias(l.bias()), o));
+}
+
+/// The codebook form of a weight-shared Linear (at most 2^bits distinct weight values).
+template <class Scalar>
+compressed_linear<Scalar> to_codebook(linear<Scalar>& l, const codebook_options& o = {}) {
+  return compressed_linear<Scalar>(
+      std::make_unique<codebook_engine<Scalar>>(effective_weight(l.weight()), effective_bias(l.bias()), o.bits, o.threads));
+}
+
+// --- Conv2d --------------------------------------------------------------------------------------
+
+/// The sparse form of a pruned Conv2d: column-blocked CSR times the im2col matrix (whose N * P
+/// columns are the batch), or dense when sparse would be slower.
+template <class Scalar>
+compressed_conv2d<Scalar> to_sparse(conv2d<Scalar>& c, const sparse_options& o = {}, kernels::sparse_choice* choice = nullptr) {
+  return compressed_conv2d<Scalar>(detail::make_sparse_engine(effective_weight(c.weight()), effective_bias(c.bias()), index_t{64}, o, choice),
+                                   c.in_channels(), c.window());
+}
+
+template <class Scalar>
+compressed_conv2d<Scalar> to_xnor(conv2d<Scalar>& c, const xnor_options& o = {}) {
+  return compressed_conv2d<Scalar>(
+      std::make_unique<xnor_engine<Scalar>>(effective_weight(c.weight()), effective_bias(c.bias()), o.require_exact, o.threads),
+      c.in_channels(), c.window());
+}
+
+template <class Scalar>
+compressed_conv2d<Scalar> to_int8(conv2d<Scalar>& c, const int8_options& o = {}) {
+  return compressed_conv2d<Scalar>(std::make_unique<int8_engine<Scalar>>(effective_weight(c.weight()), effective_bias(c.bias()), o),
+                                   c.in_channels(), c.window());
+}
+
+template <class Scalar>
+compressed_conv2d<Scalar> to_codebook(conv2d<Scalar>& c, const codebook_options& o = {}) {
+  return compressed_conv2d<Scalar>(
+      std::make_unique<codebook_engine<Scalar>>(effective_weight(c.weight()), effective_bias(c.bias()), o.bits, o.threads),
+      c.in_channels(), c.window());
+}
+
+// --- models --------------------------------------------------------------------------------------
+
+enum class format { sparse, xnor, int8, codebook };
+
+struct compress_options {
+  sparse_options sparse;
+  xnor_options xnor;
+  int8_options int8;
+  codebook_options codebook;
+  /// Names (local or full) of Linear / Conv2d layers to leave as they are, e.g. the first and last
+  /// layers of a binarized network.
+  std::vector<std::string> keep;
+};
+
+/// Replaces every Linear and Conv2d directly in `model` (not in nested containers) by its
+/// compressed form; returns one line per layer: "fc1: SparseLinear(...)" or "fc1: kept".
+template <class Scalar>
+std::vector<std::string> compress(sequential<Scalar>& model, format f, const compress_options& o = {}) {
+  std::vector<std::string> report;
+  for (std::size_t i = 0; i < model.size(); ++i) {
+    layer<Scalar>& l = model[i];
+    auto* lin = dynamic_cast<linear<Scalar>*>(&l);
+    auto* conv = dynamic_cast<conv2d<Scalar>*>(&l);
+    if (!lin && !conv) continue;
+    const bool keep = std::find(o.keep.begin(), o.keep.end(), model.local_name(i)) != o.keep.end() ||
+                      std::find(o.keep.begin(), o.keep.end(), l.name()) != o.keep.end();
+    if (keep) {
+      report.push_back(model.local_name(i) + ": kept");
+      continue;
+    }
+    std::unique_ptr<layer<Scalar>> c;
+    kernels::sparse_choice choice;
+    switch (f) {
+      case format::sparse:
+        c = lin ? std::unique_ptr<layer<Scalar>>(std::make_unique<compressed_linear<Scalar>>(to_sparse(*lin, o.sparse, &choice)))
+                : std::make_unique<compressed_conv2d<Scalar>>(to_sparse(*conv, o.sparse, &choice));
+        break;
+      case format::xnor:
+        c = lin ? std::unique_ptr<layer<Scalar>>(std::make_unique<compressed_linear<Scalar>>(to_xnor(*lin, o.xnor)))
+                : std::make_unique<compressed_conv2d<Scalar>>(to_xnor(*conv, o.xnor));
+        break;
+      case format::int8:
+        c = lin ? std::unique_ptr<layer<Scalar>>(std::make_unique<compressed_linear<Scalar>>(to_int8(*lin, o.int8)))
+                : std::make_unique<compressed_conv2d<Scalar>>(to_int8(*conv, o.int8));
+        break;
+      case format::codebook:
+        c = lin ? std::unique_ptr<layer<Scalar>>(std::make_unique<compressed_linear<Scalar>>(to_codebook(*lin, o.codebook)))
+                : std::make_unique<compressed_conv2d<Scalar>>(to_codebook(*conv, o.codebook));
+        break;
+    }
+    std::string line = model.local_name(i) + ": " + c->describe();
+    if (f == format::sparse) line += " [" + choice.describe() + "]";
+    report.push_back(line);
+    model.replace(i, std::move(c));
+  }
+  return report;
+}
+
+}  // namespace slimnet::nn::compressed

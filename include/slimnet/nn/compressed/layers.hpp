@@ -1,0 +1,199 @@
+// Compressed inference layers: a Linear or Conv2d whose weights live in a compressed format and run
+// on that format's kernel (an engine). They compute what the float layer computes with its
+// effective (masked / quantized / binarized) weights, to the tolerance each engine states, and
+// are inference-only: backward throws (train the float model, convert again).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "slimnet/nn/compressed/engine.hpp"
+#include "slimnet/nn/compressed/xnor_engine.hpp"
+#include "slimnet/nn/conv2d.hpp"
+#include "slimnet/nn/layer.hpp"
+
+namespace slimnet::nn::compressed {
+
+/// y = x W^T + b for x of shape (N, in).
+template <class Scalar>
+class compressed_linear : public layer<Scalar> {
+ public:
+  explicit compressed_linear(std::unique_ptr<engine<Scalar>> e) : engine_(std::move(e)) {
+    if (!engine_) slimnet::detail::raise<config_error>("slimnet::nn::compressed::compressed_linear", "null engine");
+  }
+  compressed_linear(const compressed_linear& other) : layer<Scalar>(other), engine_(other.engine_->clone()) {}
+  compressed_linear(compressed_linear&&) noexcept = default;
+
+  std::string kind() const override { return engine_->kind_prefix() + "Linear"; }
+  std::string describe() const override {
+    return fmt::format("{}({}, {}, {}, {} bytes)", kind(), engine_->in_features(), engine_->out_features(), engine_->format(),
+                       engine_->bytes());
+  }
+  index_t in_features() const { return engine_->in_features(); }
+  index_t out_features() const { return engine_->out_features(); }
+  const engine<Scalar>& weights() const { return *engine_; }
+  engine<Scalar>& weights() { return *engine_; }
+
+  shape_t output_shape(const shape_t& in) const override {
+    if (in.size() != 2 || in[1] != in_features()) {
+      slimnet::detail::raise<shape_error>("slimnet::nn::compressed::compressed_linear::forward",
+                                          "input of shape {} does not fit {}: expected (N, {})", shape_string(in), describe(), in_features());
+    }
+    return {in[0], out_features()};
+  }
+
+  void forward(const tensor<Scalar>& x, tensor<Scalar>& y, const forward_context&) override {
+    y.resize(output_shape(x.shape()));
+    if (x.dim(0) > 0) engine_->apply_rows(x.data(), x.dim(0), y.data());
+  }
+
+  void backward(const tensor<Scalar>&, const tensor<Scalar>&, const tensor<Scalar>&, tensor<Scalar>*) override {
+    slimnet::detail::raise<config_error>("slimnet::nn::compressed::compressed_linear::backward",
+                                         "{} is an inference-only layer: train the float layer and convert it again", describe());
+  }
+  std::unique_ptr<layer<Scalar>> clone() const override { return std::make_unique<compressed_linear>(*this); }
+
+ private:
+  std::unique_ptr<engine<Scalar>> engine_;
+};
+
+namespace detail {
+
+/// rows(n P + oh OW + ow, (c kh + ki) kw + kj) = x[n, c, oh sh - ph + ki, ow sw - pw + kj] (0 outside):
+/// the transpose of nn::detail::im2col, one row per output position (what the XNOR and int8
+/// kernels multiply: activations as rows packed along the reduction axis).
+template <class Scalar>
+void im2row(const Scalar* x, index_t batch, index_t channels, index_t h, index_t w, const window2d& win, Scalar* rows) {
+  const index_t oh_n = win.out_h(h), ow_n = win.out_w(w), k = channels * win.kernel_h * win.kernel_w;
+  for (index_t n = 0; n < batch; ++n) {
+    for (index_t oh = 0; oh < oh_n; ++oh) {
+      for (index_t ow = 0; ow < ow_n; ++ow) {
+        Scalar* r = rows + ((n * oh_n + oh) * ow_n + ow) * k;
+        for (index_t c = 0; c < channels; ++c) {
+          const Scalar* xc = x + (n * channels + c) * h * w;
+          for (index_t ki = 0; ki < win.kernel_h; ++ki) {
+            const index_t ih = oh * win.stride_h - win.pad_h + ki;
+            for (index_t kj = 0; kj < win.kernel_w; ++kj) {
+              const index_t iw = ow * win.stride_w - win.pad_w + kj;
+              *r++ = ih < 0 || ih >= h || iw < 0 || iw >= w ? Scalar(0) : xc[ih * w + iw];
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace detail
+
+/// 2-d convolution over NCHW input (PyTorch's semantics, as nn::conv2d) with compressed weights
+/// (out_c x in_c kh kw). Engines that prefer batch-contiguous columns (sparse, codebook) get the
+/// im2col matrix (K x N P); the others get one row per output position (im2row, N P x K).
+/// XNOR reads a padded 0 as sign(0) = +1; its integer dot products are corrected at the borders
+/// (sum of sign(w) over the padded taps of each position, computed once per input size), so the
+/// padding counts 0 as in the float layer.
+template <class Scalar>
+class compressed_conv2d : public layer<Scalar> {
+ public:
+  compressed_conv2d(std::unique_ptr<engine<Scalar>> e, index_t in_channels, window2d win)
+      : engine_(std::move(e)), in_channels_(in_channels), win_(win) {
+    if (!engine_ || engine_->in_features() != in_channels * win.kernel_h * win.kernel_w) {
+      slimnet::detail::raise<shape_error>("slimnet::nn::compressed::compressed_conv2d", "weights of {} inputs do not fit {} channels of {}x{} kernels",
+                                          engine_ ? engine_->in_features() : 0, in_channels, win.kernel_h, win.kernel_w);
+    }
+  }
+  compressed_conv2d(const compressed_conv2d& other)
+      : layer<Scalar>(other), engine_(other.engine_->clone()), in_channels_(other.in_channels_), win_(other.win_) {}
+  compressed_conv2d(compressed_conv2d&&) noexcept = default;
+
+  std::string kind() const override { return engine_->kind_prefix() + "Conv2d"; }
+  std::string describe() const override {
+    return fmt::format("{}({}, {}, kernel_size=({}, {}), stride={}, padding={}, {}, {} bytes)", kind(), in_channels_,
+                       engine_->out_features(), win_.kernel_h, win_.kernel_w, win_.stride_h, win_.pad_h, engine_->format(), engine_->bytes());
+  }
+  index_t in_channels() const { return in_channels_; }
+  index_t out_channels() const { return engine_->out_features(); }
+  const window2d& window() const { return win_; }
+  const engine<Scalar>& weights() const { return *engine_; }
+
+  shape_t output_shape(const shape_t& in) const override {
+    if (in.size() != 4 || in[1] != in_channels_ || !win_.fits(in[2], in[3])) {
+      slimnet::detail::raise<shape_error>("slimnet::nn::compressed::compressed_conv2d::forward",
+                                          "input of shape {} does not fit {}: expected (N, {}, H, W)", shape_string(in), describe(), in_channels_);
+    }
+    return {in[0], out_channels(), win_.out_h(in[2]), win_.out_w(in[3])};
+  }
+
+  void forward(const tensor<Scalar>& x, tensor<Scalar>& y, const forward_context&) override {
+    y.resize(output_shape(x.shape()));
+    const index_t batch = x.dim(0), plane = y.dim(2) * y.dim(3), oc = out_channels(), k = engine_->in_features();
+    if (batch == 0) return;
+    buffer_.resize(static_cast<std::size_t>(k * batch * plane));
+    out_.resize(static_cast<std::size_t>(oc * batch * plane));
+    if (engine_->preferred() == layout::cols) {
+      nn::detail::im2col(x.data(), batch, in_channels_, x.dim(2), x.dim(3), win_, buffer_.data());
+      engine_->apply_cols(buffer_.data(), batch * plane, out_.data());
+      // Z (oc, N P) -> y (N, oc, P)
+      for (index_t n = 0; n < batch; ++n)
+        for (index_t o = 0; o < oc; ++o)
+          std::copy_n(out_.data() + o * batch * plane + n * plane, plane, y.data() + (n * oc + o) * plane);
+    } else {
+      detail::im2row(x.data(), batch, in_channels_, x.dim(2), x.dim(3), win_, buffer_.data());
+      auto* xnor = dynamic_cast<xnor_engine<Scalar>*>(engine_.get());
+      if (xnor != nullptr && (win_.pad_h > 0 || win_.pad_w > 0)) {
+        xnor->apply_rows_corrected(buffer_.data(), batch * plane, out_.data(), padding_correction(*xnor, x.dim(2), x.dim(3)).data(), plane);
+      } else {
+        engine_->apply_rows(buffer_.data(), batch * plane, out_.data());
+      }
+      // Y (N P, oc) -> y (N, oc, P)
+      for (index_t n = 0; n < batch; ++n)
+        for (index_t p = 0; p < plane; ++p)
+          for (index_t o = 0; o < oc; ++o) y.data()[(n * oc + o) * plane + p] = out_[static_cast<std::size_t>((n * plane + p) * oc + o)];
+    }
+  }
+
+  void backward(const tensor<Scalar>&, const tensor<Scalar>&, const tensor<Scalar>&, tensor<Scalar>*) override {
+    slimnet::detail::raise<config_error>("slimnet::nn::compressed::compressed_conv2d::backward",
+                                         "{} is an inference-only layer: train the float layer and convert it again", describe());
+  }
+  std::unique_ptr<layer<Scalar>> clone() const override { return std::make_unique<compressed_conv2d>(*this); }
+
+ private:
+  /// corr(p, o) = sum over the taps of output position p that fall in the padding of sign(w(o, tap)):
+  /// what sign(0) = +1 added to the XNOR dot product there.
+  const std::vector<std::int32_t>& padding_correction(const xnor_engine<Scalar>& xnor, index_t h, index_t w) {
+    if (corr_h_ == h && corr_w_ == w) return corr_;
+    const index_t oh_n = win_.out_h(h), ow_n = win_.out_w(w), oc = out_channels(), taps = win_.kernel_h * win_.kernel_w;
+    std::vector<std::int32_t> tap_sum(static_cast<std::size_t>(oc * taps), 0);  // (o, tap): sum over channels
+    for (index_t o = 0; o < oc; ++o)
+      for (index_t c = 0; c < in_channels_; ++c)
+        for (index_t t = 0; t < taps; ++t) tap_sum[static_cast<std::size_t>(o * taps + t)] += xnor.sign(o, c * taps + t);
+    corr_.assign(static_cast<std::size_t>(oh_n * ow_n * oc), 0);
+    for (index_t oh = 0; oh < oh_n; ++oh) {
+      for (index_t ow = 0; ow < ow_n; ++ow) {
+        std::int32_t* c = corr_.data() + (oh * ow_n + ow) * oc;
+        for (index_t ki = 0; ki < win_.kernel_h; ++ki) {
+          const index_t ih = oh * win_.stride_h - win_.pad_h + ki;
+          for (index_t kj = 0; kj < win_.kernel_w; ++kj) {
+            const index_t iw = ow * win_.stride_w - win_.pad_w + kj;
+            if (ih >= 0 && ih < h && iw >= 0 && iw < w) continue;
+            for (index_t o = 0; o < oc; ++o) c[o] += tap_sum[static_cast<std::size_t>(o * taps + ki * win_.kernel_w + kj)];
+          }
+        }
+      }
+    }
+    corr_h_ = h;
+    corr_w_ = w;
+    return corr_;
+  }
+
+  std::unique_ptr<engine<Scalar>> engine_;
+  index_t in_channels_;
+  window2d win_;
+  std::vector<Scalar> buffer_, out_;  // im2col / im2row and the product (scratch)
+  std::vector<std::int32_t> corr_;  // XNOR padding correction for inputs of corr_h_ x corr_w_
+  index_t corr_h_ = -1, corr_w_ = -1;
+};
+
+}  // namespace slimnet::nn::compressed

@@ -1,0 +1,133 @@
+// The sparse engine of pruned layers: SELL-16 when the layer runs one sample at a time (each input
+// row is a contiguous vector: no transposes), column-blocked CSR for batches (the batch-contiguous
+// layout SpMM wants: a Linear's input is transposed, a convolution's im2col matrix already has it).
+// Results equal the masked dense layer within float rounding: each output is the sum of the same
+// products w_ij x_j (zeros skipped) in another order, |error| <= (nnz_i + 1) eps sum_j |w_ij x_j|.
+#pragma once
+
+#include <variant>
+
+#include "slimnet/kernels/sparse.hpp"
+#include "slimnet/nn/compressed/engine.hpp"
+
+namespace slimnet::nn::compressed {
+
+template <class Scalar>
+class sparse_engine : public engine<Scalar> {
+ public:
+  using sell_type = kernels::sell_matrix<Scalar, std::uint8_t>;
+  using blocked_type = kernels::blocked_csr_matrix<Scalar, std::uint8_t>;
+  using wide_blocked_type = kernels::blocked_csr_matrix<Scalar, std::uint16_t>;  // one panel of > 256 columns
+
+  /// From the (masked) weights: SELL-16 when batch_hint == 1, column-blocked CSR otherwise.
+  sparse_engine(const row_matrix<Scalar>& w, std::optional<vector<Scalar>> bias, index_t batch_hint, int threads = 1)
+      : rows_(w.rows()), cols_(w.cols()), bias_(std::move(bias)), threads_(threads) {
+    detail::check_bias("slimnet::nn::compressed::sparse_engine", bias_, rows_);
+    const auto wv = kernels::row_major<const Scalar>(w.data(), w.rows(), w.cols());
+    if (batch_hint <= 1) {
+      format_ = sell_type::from_csr(kernels::csr_matrix<Scalar, std::uint32_t>::from_dense(wv));
+    } else {
+      const index_t nnz = (w.array() != Scalar(0)).count();
+      const index_t width = kernels::blocked_csr_block_cols(rows_, cols_, nnz);
+      if (width > 256 && cols_ <= 65536) {
+        format_ = wide_blocked_type::from_dense(wv, width);
+      } else {
+        format_ = blocked_type::from_dense(wv);
+      }
+    }
+  }
+
+  std::string format() const override {
+    if (const auto* s = std::get_if<sell_type>(&format_)) {
+      return fmt::format("SELL-16 with {}-column blocks, {:.1f}% nonzeros", s->block_cols(), 100 * density());
+    }
+    const index_t width = std::visit([](const auto& f) { return f.block_cols(); }, format_);
+    return fmt::format("column-blocked CSR with {}-column panels, {:.1f}% nonzeros", width, 100 * density());
+  }
+  std::string kind_prefix() const override { return "Sparse"; }
+  index_t out_features() const override { return rows_; }
+  index_t in_features() const override { return cols_; }
+  std::size_t bytes() const override {
+    return std::visit([](const auto& f) { return f.bytes(); }, format_);
+  }
+  index_t nnz() const {
+    return std::visit([](const auto& f) { return f.nnz(); }, format_);
+  }
+  double density() const { return rows_ * cols_ == 0 ? 0.0 : static_cast<double>(nnz()) / (static_cast<double>(rows_) * cols_); }
+  layout preferred() const override { return std::holds_alternative<sell_type>(format_) ? layout::rows : layout::cols; }
+
+  void apply_rows(const Scalar* x, index_t n, Scalar* y) override {
+    if (const auto* s = std::get_if<sell_type>(&format_)) {
+      for (index_t i = 0; i < n; ++i) kernels::spmv_sell(s->ref(), x + i * cols_, y + i * rows_, params());
+      return;
+    }
+    xt_.resize(static_cast<std::size_t>(cols_ * n));
+    zt_.resize(static_cast<std::size_t>(rows_ * n));
+    detail::transpose(x, n, cols_, xt_.data());
+    apply_cols(xt_.data(), n, zt_.data());
+    detail::transpose(zt_.data(), rows_, n, y);
+  }
+
+  void apply_cols(const Scalar* x, index_t n, Scalar* z) override {
+    if (const auto* b = std::get_if<blocked_type>(&format_)) {
+      kernels::spmm_blocked_csr(b->ref(), kernels::row_major(x, cols_, n), kernels::row_major(z, rows_, n), params());
+      return;
+    }
+    if (const auto* b = std::get_if<wide_blocked_type>(&format_)) {
+      kernels::spmm_blocked_csr(b->ref(), kernels::row_major(x, cols_, n), kernels::row_major(z, rows_, n), params());
+      return;
+    }
+    if (n == 1) {
+      kernels::spmv_sell(std::get<sell_type>(format_).ref(), x, z, params());
+      return;
+    }
+    xt_.resize(static_cast<std::size_t>(cols_ * n));
+    zt_.resize(static_cast<std::size_t>(rows_ * n));
+    detail::transpose(x, cols_, n, xt_.data());
+    apply_rows(xt_.data(), n, zt_.data());
+    detail::transpose(zt_.data(), n, rows_, z);
+  }
+
+  row_matrix<Scalar> effective_weights() const override {
+    row_matrix<Scalar> w = row_matrix<Scalar>::Zero(rows_, cols_);
+    if (const auto* s = std::get_if<sell_type>(&format_)) {
+      const auto r = s->ref();
+      for (index_t sl = 0; sl < r.slices; ++sl)
+        for (index_t b = 0; b < r.blocks; ++b)
+          for (auto t = r.step_offsets[sl * r.blocks + b]; t < r.step_offsets[sl * r.blocks + b + 1]; ++t)
+            for (index_t l = 0; l < 16; ++l)
+              if ((r.step_masks[t] >> l) & 1u) w(r.lane_rows[sl * 16 + l], b * r.block_cols + r.col_indices[t * 16 + l]) = r.values[t * 16 + l];
+    } else {
+      std::visit(
+          [&](const auto& f) {
+            if constexpr (!std::is_same_v<std::decay_t<decltype(f)>, sell_type>) {
+              const auto r = f.ref();
+              for (index_t b = 0; b < r.blocks(); ++b) {
+                const auto p = r.panel(b);
+                for (index_t i = 0; i < rows_; ++i)
+                  for (auto q = p.row_offsets[i]; q < p.row_offsets[i + 1]; ++q) w(i, b * r.block_cols + p.col_indices[q]) = p.values[q];
+              }
+            }
+          },
+          format_);
+    }
+    return w;
+  }
+  std::unique_ptr<engine<Scalar>> clone() const override { return std::make_unique<sparse_engine>(*this); }
+
+ private:
+  kernels::sparse_params<Scalar> params() const {
+    kernels::sparse_params<Scalar> p;
+    p.bias = bias_ ? bias_->data() : nullptr;
+    p.threads = threads_;
+    return p;
+  }
+
+  index_t rows_, cols_;
+  std::optional<vector<Scalar>> bias_;
+  int threads_;
+  std::variant<sell_type, blocked_type, wide_blocked_type> format_;
+  std::vector<Scalar> xt_, zt_;  // transposes (scratch)
+};
+
+}  // namespace slimnet::nn::compressed
