@@ -337,3 +337,15 @@ TEST_CASE("masks refuse weights resized under them and DNS-masked parameters",
   prune::attach_dns(other.weight(), other.bias(), prune::dns_options{});
   CHECK_THROWS_WITH(prune::l1_unstructured(other.weight(), 0.5), Contains("carries a 'dns' mask"));
 }
+
+TEST_CASE("a cloned pruned model owns its masks", "[prune]") {
+  rng gen(4);
+  auto model = nn::models::lenet_300_100<float>(gen);
+  auto& fc1 = static_cast<nn::linear<float>&>(model.find("fc1"));
+  prune::l1_unstructured(fc1, "weight", 0.5);
+  nn::sequential<float> copy(model);
+  auto& fc1_copy = static_cast<nn::linear<float>&>(copy.find("fc1"));
+  prune::l1_unstructured(fc1_copy, "weight", 0.5);  // prunes the copy further
+  CHECK(prune::sparsity(prune::mask_of(fc1.weight())) == Approx(0.5).margin(1e-6));
+  CHECK(prune::sparsity(prune::mask_of(fc1_copy.weight())) == Approx(0.75).margin(1e-6));
+}

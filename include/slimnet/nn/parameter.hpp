@@ -31,6 +31,10 @@ class parameter_transform {
   virtual void backward(const tensor<Scalar>& /*w*/, tensor<Scalar>& /*grad*/) {}
   /// Called after each optimizer step, e.g. to clip W or re-apply a mask.
   virtual void after_step(tensor<Scalar>& /*w*/) {}
+  /// A copy for a copied parameter (a cloned model must not share a mask with the original).
+  /// Null means "share this transform": right for stateless ones and for state that several
+  /// parameters share on purpose (DNS surgery of a weight and its bias).
+  virtual std::shared_ptr<parameter_transform> clone() const { return nullptr; }
 };
 
 /// What a forward pass needs besides its input.
@@ -73,7 +77,11 @@ class parameter {
         grad_(other.grad_),
         trainable_(other.trainable_),
         transforms_(other.transforms_),
-        id_(detail::next_parameter_id()) {}
+        id_(detail::next_parameter_id()) {
+    for (auto& t : transforms_) {
+      if (auto copy = t->clone()) t = std::move(copy);
+    }
+  }
   parameter& operator=(const parameter&) = delete;
 
   /// Full dotted name, e.g. "conv1.weight".

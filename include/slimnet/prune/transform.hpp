@@ -60,6 +60,9 @@ class mask_transform final : public masking_transform<Scalar> {
   explicit mask_transform(tensor<Scalar> mask) : masking_transform<Scalar>(std::move(mask)) {}
 
   std::string name() const override { return "mask"; }
+  std::shared_ptr<nn::parameter_transform<Scalar>> clone() const override {
+    return std::make_shared<mask_transform>(*this);
+  }
   void backward(const tensor<Scalar>& /*w*/, tensor<Scalar>& grad) override {
     this->check_size(grad, "slimnet::prune::mask_transform::backward");
     grad.flat().array() *= this->mask_.flat().array();
