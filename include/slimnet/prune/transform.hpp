@@ -183,12 +183,15 @@ index_t remove_all(nn::layer<Scalar>& model) {
 // --- finding parameters -----------------------------------------------------------------------
 
 /// The parameters magnitude pruning usually targets: every "weight" of rank >= 2 (Linear, Conv2d
-/// and friends), in visiting order. Biases and 1-d parameters (BatchNorm) are left out.
+/// and friends) and every "weight_*" matrix (LSTM/GRU weight_ih_l0, weight_hh_l0, ...), in
+/// visiting order. Biases and 1-d parameters (BatchNorm) are left out.
 template <class Scalar>
 std::vector<nn::parameter<Scalar>*> prunable_parameters(nn::layer<Scalar>& model) {
   std::vector<nn::parameter<Scalar>*> out;
   model.visit_parameters([&](nn::parameter<Scalar>& p) {
-    if (p.local_name() == "weight" && p.value().rank() >= 2 && p.trainable()) out.push_back(&p);
+    const std::string& n = p.local_name();
+    const bool weight = n == "weight" || n.rfind("weight_", 0) == 0;
+    if (weight && p.value().rank() >= 2 && p.trainable()) out.push_back(&p);
   });
   return out;
 }
