@@ -16,6 +16,7 @@
 #include <fmt/format.h>
 
 #include "common/cli.hpp"
+#include "common/timing.hpp"
 #include "slimnet/core/random.hpp"
 #include "slimnet/kernels/codebook_gemm.hpp"
 #include "slimnet/kernels/gemm.hpp"
@@ -25,46 +26,11 @@
 #endif
 
 using namespace slimnet;
+using namespace slimnet::bench;
 using row_matrix_f = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 namespace {
 
-/// Seconds of CPU time of the calling thread (not wall time): on a shared machine other programs
-/// preempt the benchmark, which would inflate wall times (long kernels more than short ones) and
-/// skew the ratios. Single-thread kernels are timed this way; the thread tables use wall time.
-double thread_seconds() {
-  timespec ts{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
-}
-
-/// Seconds per call, best of `rounds` samples of >= 2 ms, the functions interleaved per round.
-std::vector<double> time_side_by_side(const std::vector<std::function<void()>>& fs, int rounds, double min_sample = 2e-3,
-                                      bool cpu_time = true) {
-  auto now = [cpu_time] {
-    return cpu_time ? thread_seconds() : std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-  };
-  std::vector<long> reps(fs.size(), 1);
-  for (std::size_t v = 0; v < fs.size(); ++v) {
-    fs[v]();  // warm caches and lazily sized buffers
-    for (;;) {
-      const double t0 = now();
-      for (long r = 0; r < reps[v]; ++r) fs[v]();
-      const double s = now() - t0;
-      if (s >= min_sample) break;
-      reps[v] = std::max(reps[v] * 2, static_cast<long>(static_cast<double>(reps[v]) * min_sample / std::max(s, 1e-9) * 1.2));
-    }
-  }
-  std::vector<double> best(fs.size(), INFINITY);
-  for (int round = 0; round < rounds; ++round) {
-    for (std::size_t v = 0; v < fs.size(); ++v) {
-      const double t0 = now();
-      for (long r = 0; r < reps[v]; ++r) fs[v]();
-      best[v] = std::min(best[v], (now() - t0) / static_cast<double>(reps[v]));
-    }
-  }
-  return best;
-}
 
 }  // namespace
 

@@ -22,6 +22,7 @@
 #include <fmt/format.h>
 
 #include "common/cli.hpp"
+#include "common/timing.hpp"
 #include "slimnet/core/random.hpp"
 #include "slimnet/kernels/gemm.hpp"
 #include "slimnet/kernels/sparse.hpp"
@@ -31,64 +32,11 @@
 #endif
 
 using namespace slimnet;
+using namespace slimnet::bench;
 using row_matrix_f = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 namespace {
 
-/// Seconds of CPU time of the calling thread (not wall time): on a shared machine other programs
-/// preempt the benchmark, which would inflate wall times (long kernels more than short ones) and
-/// skew the ratios. Single-thread kernels are timed this way; the thread tables use wall time.
-double thread_seconds() {
-  timespec ts{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
-}
-
-// --- timing ---------------------------------------------------------------------------------------
-
-/// Seconds per call of each function: each is calibrated to samples of >= min_sample seconds, then
-/// sampled `rounds` times, the functions interleaved within each round; the fastest sample counts
-/// (other programs on the shared machine only ever add time).
-/// Wall time of the fastest of `samples` single calls: for the thread tables on a shared machine, a
-/// call of 0.1-2 ms often runs without preemption on both cores even when other programs are
-/// running, so the minimum approximates the speed on an idle machine (one and two threads alike).
-double best_single_call(const std::function<void()>& f, int samples = 300) {
-  f();
-  double best = INFINITY;
-  for (int s = 0; s < samples; ++s) {
-    const auto t0 = std::chrono::steady_clock::now();
-    f();
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  return best;
-}
-
-std::vector<double> time_side_by_side(const std::vector<std::function<void()>>& fs, int rounds, double min_sample = 2e-3,
-                                      bool cpu_time = true) {
-  auto now = [cpu_time] {
-    return cpu_time ? thread_seconds() : std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-  };
-  std::vector<long> reps(fs.size(), 1);
-  for (std::size_t v = 0; v < fs.size(); ++v) {
-    fs[v]();  // warm caches and lazily sized buffers
-    for (;;) {
-      const double t0 = now();
-      for (long r = 0; r < reps[v]; ++r) fs[v]();
-      const double s = now() - t0;
-      if (s >= min_sample) break;
-      reps[v] = std::max(reps[v] * 2, static_cast<long>(static_cast<double>(reps[v]) * min_sample / std::max(s, 1e-9) * 1.2));
-    }
-  }
-  std::vector<double> best(fs.size(), INFINITY);
-  for (int round = 0; round < rounds; ++round) {
-    for (std::size_t v = 0; v < fs.size(); ++v) {
-      const double t0 = now();
-      for (long r = 0; r < reps[v]; ++r) fs[v]();
-      best[v] = std::min(best[v], (now() - t0) / static_cast<double>(reps[v]));
-    }
-  }
-  return best;
-}
 
 // --- one measured case ---------------------------------------------------------------------------
 

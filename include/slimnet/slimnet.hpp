@@ -8,5 +8,6 @@
 #include "slimnet/kernels.hpp"
 #include "slimnet/nn.hpp"
 #include "slimnet/prune.hpp"
+#include "slimnet/quant.hpp"
 #include "slimnet/report.hpp"
 #include "slimnet/train.hpp"

@@ -1,0 +1,340 @@
+// Example 7: BinaryConnect (Courbariaux et al. 2015) and binarized neural networks (Hubara et al.
+// 2016) against their float baseline, the seed's "Quantization with full-precision copy" table,
+// on the MNIST subset and Fashion-MNIST with an MLP and a LeNet-5 style network.
+//
+//   binary --data mnist,fashion --nets mlp,lenet5
+//   binary --data mnist --nets mlp --methods float,bnn,bnn-shift --epochs 30
+//
+// Every method trains the same architecture from the same initial weights and batches:
+//   mlp     784-H-H-10 (H = --hidden), BatchNorm after every Linear, the output included;
+//   lenet5  conv 5x5 (C1) - maxpool 2 - BN - act - conv 5x5 (C2) - maxpool 2 - BN - act -
+//           fc F - BN - act - fc 10 - BN  (C1, C2, F = --channels, default LeNet-5's 20,50,500)
+// with act = ReLU for float and BinaryConnect, sign (straight-through) for BNN.
+//   float      real weights and activations;
+//   bc-det     BinaryConnect, deterministic sign(W) in both passes, real W updated and clipped;
+//   bc-stoch   BinaryConnect with stochastic binarization (hard sigmoid) in training; tested with
+//              the binary weights sign(W), after re-estimating BatchNorm's running statistics with
+//              them (--recalibrate; 50 forward passes of 500 training images, no update), or with
+//              --bc-test real with W itself, the paper's choice;
+//   bnn        binary weights and activations; the first layer sees the real-valued input;
+//   bnn-shift  bnn with shift-based BatchNorm and shift-based AdaMax (powers of two throughout).
+// Binarized weights start from the float network's initial weights scaled to fill [-1, 1]
+// (--rescale): invisible to the forward pass behind BatchNorm, it puts the stochastic form's
+// probabilities hard_sigmoid(w) away from 1/2 and gives every layer's real weights the same range,
+// as the paper's U(-H, H) initialisation with per-layer learning rates 1/H does. They then train
+// with one rate for all binarized methods (--lr-binary), the float network with its own (--lr).
+// Optimizer: Adam (shift-based AdaMax for bnn-shift), cosine schedule down to 1/100 of the rate,
+// batch 64, standardised inputs. After training, each BNN is converted to its packed-bit inference
+// form (quant::to_packed_inference: XNOR/popcount layers on 64-bit words) and the program checks
+// that it computes exactly the float model's outputs.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "common/cli.hpp"
+#include "slimnet/quant.hpp"
+#include "slimnet/slimnet.hpp"
+
+using namespace slimnet;
+
+namespace {
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
+
+struct architecture {
+  std::string net;
+  index_t hidden = 1024;
+  std::vector<index_t> channels{20, 50, 500};
+};
+
+template <class Model>
+void add_norm(Model& m, const std::string& name, index_t features, int rank, bool shift) {
+  if (shift) {
+    m.add(name, quant::shift_batch_norm<float>(features));
+  } else {
+    m.add(name, nn::batch_norm<float>(features, rank, {}));
+  }
+}
+
+template <class Model>
+void add_act(Model& m, const std::string& name, bool binary) {
+  if (binary) {
+    m.add(name, quant::sign_activation<float>());
+  } else {
+    m.add(name, nn::relu<float>());
+  }
+}
+
+nn::sequential<float> build(const architecture& a, bool binary_activations, bool shift_bn,
+                            std::uint64_t seed) {
+  nn::sequential<float> m;
+  if (a.net == "mlp") {
+    m.add("flatten", nn::flatten<float>());
+    m.add("fc1", nn::linear<float>(784, a.hidden));
+    add_norm(m, "bn1", a.hidden, 1, shift_bn);
+    add_act(m, "act1", binary_activations);
+    m.add("fc2", nn::linear<float>(a.hidden, a.hidden));
+    add_norm(m, "bn2", a.hidden, 1, shift_bn);
+    add_act(m, "act2", binary_activations);
+    m.add("fc3", nn::linear<float>(a.hidden, 10));
+    add_norm(m, "bn3", 10, 1, shift_bn);
+  } else if (a.net == "lenet5") {
+    const index_t c1 = a.channels.at(0), c2 = a.channels.at(1), f = a.channels.at(2);
+    m.add("conv1", nn::conv2d<float>(1, c1, 5));
+    m.add("pool1", nn::max_pool2d<float>(2));
+    add_norm(m, "bn1", c1, 2, shift_bn);
+    add_act(m, "act1", binary_activations);
+    m.add("conv2", nn::conv2d<float>(c1, c2, 5));
+    m.add("pool2", nn::max_pool2d<float>(2));
+    add_norm(m, "bn2", c2, 2, shift_bn);
+    add_act(m, "act2", binary_activations);
+    m.add("flatten", nn::flatten<float>());
+    m.add("fc1", nn::linear<float>(c2 * 16, f));
+    add_norm(m, "bn3", f, 1, shift_bn);
+    add_act(m, "act3", binary_activations);
+    m.add("fc2", nn::linear<float>(f, 10));
+    add_norm(m, "bn4", 10, 1, shift_bn);
+  } else {
+    throw config_error(fmt::format("binary: unknown net '{}' (mlp or lenet5)", a.net));
+  }
+  rng gen(seed);
+  m.reset_parameters(gen);
+  return m;
+}
+
+/// BatchNorm's running statistics of a stochastic BinaryConnect network were gathered under random
+/// weight draws; at test time the weights are sign(W), whose pre-activations have other statistics.
+/// Re-estimate them: forward passes in training mode (batch statistics, running averages updated)
+/// over `batches` large training batches with the binarization switched to deterministic; no
+/// parameter is updated.
+void recalibrate_batch_norm(nn::sequential<float>& model, const data::dataset<float>& train_data,
+                            int batches, std::uint64_t seed) {
+  std::vector<quant::binary_connect_transform<float>*> transforms;
+  model.visit_parameters([&](nn::parameter<float>& p) {
+    for (const auto& t : p.transforms())
+      if (auto* b = dynamic_cast<quant::binary_connect_transform<float>*>(t.get()))
+        transforms.push_back(b);
+  });
+  for (auto* t : transforms) t->set_mode(quant::binarization::deterministic);
+  rng gen(seed);
+  data::batcher<float> batcher(train_data, 500, true, gen);
+  data::batch<float> b;
+  tensor<float> out;
+  nn::forward_context ctx{true, &gen};
+  for (int i = 0; i < batches; ++i) {
+    if (!batcher.next(b)) {
+      batcher.reset();
+      batcher.next(b);
+    }
+    model.forward(b.inputs, out, ctx);
+  }
+  for (auto* t : transforms) t->set_mode(quant::binarization::stochastic);
+}
+
+const std::vector<std::string> all_methods{"float", "bc-det", "bc-stoch", "bnn", "bnn-shift"};
+
+std::string header(const std::string& m) {
+  static const std::map<std::string, std::string> names{{"float", "float"},
+                                                        {"bc-det", "BC (det.)"},
+                                                        {"bc-stoch", "BC (stoch.)"},
+                                                        {"bnn", "BNN"},
+                                                        {"bnn-shift", "BNN (shift)"}};
+  return names.at(m);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  cli::args a(argc, argv,
+              {{"data", "mnist,fashion"},
+               {"nets", "mlp,lenet5"},
+               {"methods", "float,bc-det,bc-stoch,bnn,bnn-shift"},
+               {"epochs", "20"},
+               {"batch", "64"},
+               {"lr", "3e-3"},
+               {"lr-binary", "0.1"},
+               {"seed", "1"},
+               {"hidden", "1024"},
+               {"channels", "20,50,500"},
+               {"bc-test", "binary"},
+               {"limit", "0"},
+               {"csv", "binary.csv"},
+               {"quiet", "false"},
+               {"rescale", "true"},
+               {"recalibrate", "true"},
+               {"bc-tolerance", "1.0"},
+               {"bnn-tolerance", "3.0"}},
+              "binary: BinaryConnect and BNN against float on the MNIST subset and Fashion-MNIST");
+  try {
+    architecture arch;
+    arch.hidden = a.integer("hidden");
+    arch.channels.clear();
+    for (const auto& c : split(a.str("channels"))) arch.channels.push_back(std::stol(c));
+    if (arch.channels.size() != 3)
+      throw config_error("binary: --channels needs three numbers C1,C2,F");
+    const auto methods = split(a.str("methods"));
+    for (const auto& m : methods) {
+      if (std::find(all_methods.begin(), all_methods.end(), m) == all_methods.end()) {
+        throw config_error(fmt::format(
+            "binary: unknown method '{}' (float, bc-det, bc-stoch, bnn, bnn-shift)", m));
+      }
+    }
+    if (a.str("bc-test") != "binary" && a.str("bc-test") != "real") {
+      throw config_error(
+          fmt::format("binary: --bc-test is 'binary' or 'real', got '{}'", a.str("bc-test")));
+    }
+    const auto seed = static_cast<std::uint64_t>(a.integer("seed"));
+    const int epochs = static_cast<int>(a.integer("epochs"));
+    const train::cross_entropy<float> loss;
+
+    // results[data][net][method] = test accuracy
+    std::map<std::string, std::map<std::string, std::map<std::string, double>>> results;
+    std::FILE* csv = std::fopen(a.str("csv").c_str(), "w");
+    if (csv == nullptr) throw io_error(fmt::format("binary: cannot write '{}'", a.str("csv")));
+    fmt::print(csv,
+               "data,net,method,epochs,test_accuracy,test_error,seconds,packed_exact,packed_bytes,"
+               "float_bytes\n");
+    for (const auto& data_name : split(a.str("data"))) {
+      auto data = cli::load_dataset(data_name);
+      cli::limit(data.train, a.integer("limit"));
+      cli::limit(data.test, a.integer("limit") > 0 ? std::max(a.integer("limit") / 4, 1L) : 0);
+      const auto [mean, stddev] = data::input_mean_std(data.train);
+      data::standardize(data.train, mean, stddev);
+      data::standardize(data.test, mean, stddev);
+      fmt::print("{}: {} train / {} test images\n", data_name, data.train.size(), data.test.size());
+      for (const auto& net : split(a.str("nets"))) {
+        arch.net = net;
+        for (const auto& method : methods) {
+          const bool bnn = method == "bnn" || method == "bnn-shift";
+          const bool shift = method == "bnn-shift";
+          auto model = build(arch, bnn, shift, seed);
+          if (method != "float") {
+            quant::binary_connect_options bc;
+            bc.mode = method == "bc-stoch" ? quant::binarization::stochastic
+                                           : quant::binarization::deterministic;
+            bc.real_weights_at_test = method == "bc-stoch" && a.str("bc-test") == "real";
+            bc.rescale = a.flag("rescale");
+            quant::binary_connect(model, bc);
+          }
+          const double lr = method == "float" ? a.real("lr") : a.real("lr-binary");
+          std::unique_ptr<train::optimizer<float>> opt;
+          if (shift) {
+            opt = std::make_unique<quant::shift_adamax<float>>(
+                quant::shift_adamax<float>::options{lr, 0.9, 0.999, 1e-8, 0.0});
+          } else {
+            opt = std::make_unique<train::adam<float>>(
+                train::adam<float>::options{lr, 0.9, 0.999, 1e-8, 0.0});
+          }
+          train::fit_options o;
+          o.epochs = epochs;
+          o.batch_size = a.integer("batch");
+          o.seed = seed;
+          o.progress = !a.flag("quiet");
+          o.learning_rate = train::cosine_lr(lr, std::max(epochs, 1), lr / 100);
+          const auto start = std::chrono::steady_clock::now();
+          train::fit(model, *opt, loss, data.train, o);
+          if (method == "bc-stoch" && a.str("bc-test") == "binary" && a.flag("recalibrate")) {
+            recalibrate_batch_norm(model, data.train, 50, seed + 2);
+          }
+          const double seconds =
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+          const double acc = train::evaluate(model, data.test, loss).accuracy;
+          results[data_name][net][method] = acc;
+
+          // The packed-bit form of a BNN must compute exactly what the float model computes.
+          std::string exact = "", packed_bytes = "", float_bytes = "";
+          if (bnn) {
+            auto packed = quant::to_packed_inference(model);
+            const index_t n = std::min<index_t>(data.test.size(), 500);
+            std::vector<index_t> idx(static_cast<std::size_t>(n));
+            for (index_t i = 0; i < n; ++i) idx[static_cast<std::size_t>(i)] = i;
+            const auto sample = data.test.subset(idx);
+            tensor<float> y_float, y_packed;
+            rng unused(0);
+            model.forward(sample.inputs, y_float, {false, &unused});
+            packed.forward(sample.inputs, y_packed, {false, &unused});
+            const bool same = y_float.flat() == y_packed.flat();
+            std::size_t bits = 0, floats = 0;
+            for (std::size_t i = 0; i < packed.size(); ++i) {
+              if (const auto* bl = dynamic_cast<const quant::binary_linear<float>*>(&packed[i]))
+                bits += bl->weights().storage_bytes();
+              if (const auto* bc = dynamic_cast<const quant::binary_conv2d<float>*>(&packed[i]))
+                bits += bc->weights().storage_bytes();
+            }
+            packed.visit_parameters([&](nn::parameter<float>& p) {
+              floats += static_cast<std::size_t>(p.size()) * sizeof(float);
+            });
+            std::size_t model_floats = 0;
+            model.visit_parameters([&](nn::parameter<float>& p) {
+              model_floats += static_cast<std::size_t>(p.size()) * sizeof(float);
+            });
+            exact = same ? "yes" : "NO";
+            packed_bytes = std::to_string(bits + floats);
+            float_bytes = std::to_string(model_floats);
+            fmt::print(
+                "  packed inference form: outputs identical to the float model on {} test images: "
+                "{}; "
+                "{:.1f} KiB (packed weights {:.1f} KiB + float first layer, BN and biases) vs "
+                "{:.1f} KiB float\n",
+                n, exact, (bits + floats) / 1024.0, bits / 1024.0, model_floats / 1024.0);
+          }
+          fmt::print("{:<8} {:<7} {:<12} test accuracy {:.2f}%  ({:.0f} s)\n", data_name, net,
+                     header(method), 100 * acc, seconds);
+          std::fflush(stdout);
+          fmt::print(csv, "{},{},{},{},{:.4f},{:.4f},{:.1f},{},{},{}\n", data_name, net, method,
+                     epochs, acc, 1 - acc, seconds, exact, packed_bytes, float_bytes);
+          std::fflush(csv);
+        }
+      }
+    }
+    std::fclose(csv);
+
+    // The table, as the seed's: test error, and the difference to float in percentage points.
+    fmt::print("\nTest error (difference to float in percentage points)\n{:<10} {:<8}", "data set",
+               "net");
+    for (const auto& m : methods) fmt::print(" {:>17}", header(m));
+    fmt::print("\n");
+    bool bc_ok = true, bnn_ok = true;
+    for (auto& [data_name, nets] : results) {
+      for (auto& [net, row] : nets) {
+        fmt::print("{:<10} {:<8}", data_name, net);
+        const bool has_float = row.count("float") > 0;
+        for (const auto& m : methods) {
+          const double err = 100 * (1 - row[m]);
+          if (!has_float || m == "float") {
+            fmt::print(" {:>17}", fmt::format("{:.2f}%", err));
+            continue;
+          }
+          const double diff = 100 * (row["float"] - row[m]);  // extra error in pp
+          fmt::print(" {:>17}", fmt::format("{:.2f}% ({:+.2f})", err, diff));
+          if (m.rfind("bc", 0) == 0 && diff > a.real("bc-tolerance") + 1e-9) bc_ok = false;
+          if (m.rfind("bnn", 0) == 0 && diff > a.real("bnn-tolerance") + 1e-9) bnn_ok = false;
+        }
+        fmt::print("\n");
+      }
+    }
+    fmt::print("\nwrote {}\n", a.str("csv"));
+    fmt::print("BinaryConnect within {} pp of float everywhere: {}\n", a.real("bc-tolerance"),
+               bc_ok ? "yes" : "NO");
+    fmt::print("BNN within {} pp of float everywhere: {}\n", a.real("bnn-tolerance"),
+               bnn_ok ? "yes" : "NO");
+  } catch (const slimnet::error& e) {
+    fmt::print(stderr, "error: {}\n", e.what());
+    return 1;
+  }
+  return 0;
+}

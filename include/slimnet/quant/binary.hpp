@@ -1,0 +1,205 @@
+// Binarization (Courbariaux et al. 2015, BinaryConnect; Hubara et al. 2016, BNN): free functions
+// over Eigen objects and tensors, the BinaryConnect weight transform and the binary activation
+// layer with the straight-through estimator.
+//
+//   deterministic  w_b = +1 if w >= 0, -1 otherwise
+//   stochastic     w_b = +1 with probability p = hard_sigmoid(w) = clip((w + 1) / 2, 0, 1), -1
+//   otherwise straight-through estimator of q = sign(r):  g_r = g_q * 1{|r| <= 1}  (the gradient of
+//   hard tanh)
+// BinaryConnect binarizes the weights in the forward and backward passes only; the real-valued
+// weights receive the update (dL/dw_b) and are clipped to [-1, 1] after it.
+#pragma once
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <string>
+#include <type_traits>
+
+#include "slimnet/core/error.hpp"
+#include "slimnet/core/random.hpp"
+#include "slimnet/core/view.hpp"
+#include "slimnet/nn/conv2d.hpp"
+#include "slimnet/nn/layer.hpp"
+#include "slimnet/nn/linear.hpp"
+#include "slimnet/nn/parameter.hpp"
+
+namespace slimnet::quant {
+
+enum class binarization { deterministic, stochastic };
+
+inline const char* to_string(binarization b) {
+  return b == binarization::deterministic ? "deterministic" : "stochastic";
+}
+
+/// clip((x + 1) / 2, 0, 1).
+inline double hard_sigmoid(double x) { return std::clamp((x + 1.0) * 0.5, 0.0, 1.0); }
+
+/// Replaces every element of `x` by +scale or -scale: by its sign (0 counts as +), or
+/// stochastically with P(+scale) = hard_sigmoid(x / scale), drawing one uniform number per element
+/// in row-major order of the out_units x rest view.
+template <class T>
+void binarize_in_place(T&& x, binarization mode = binarization::deterministic, rng* gen = nullptr,
+                       double scale = 1.0) {
+  constexpr const char* fn = "slimnet::quant::binarize_in_place";
+  if (mode == binarization::stochastic && gen == nullptr) {
+    slimnet::detail::raise<config_error>(
+        fn, "stochastic binarization needs a random generator, got none");
+  }
+  if (!(scale > 0) || !std::isfinite(scale))
+    slimnet::detail::raise<config_error>(fn, "scale = {} must be positive and finite", scale);
+  if constexpr (slimnet::detail::is_slimnet_tensor<std::decay_t<T>>::value) {
+    auto* p = x.data();  // contiguous: one flat loop (the training path)
+    using scalar = std::remove_reference_t<decltype(*p)>;
+    const auto plus = static_cast<scalar>(scale), minus = static_cast<scalar>(-scale);
+    if (mode == binarization::deterministic) {
+      for (index_t i = 0; i < x.size(); ++i) p[i] = p[i] >= scalar(0) ? plus : minus;
+    } else {
+      for (index_t i = 0; i < x.size(); ++i)
+        p[i] = gen->uniform() < hard_sigmoid(static_cast<double>(p[i]) / scale) ? plus : minus;
+    }
+    return;
+  }
+  auto&& m = as_matrix(x);
+  using scalar = std::remove_cv_t<std::remove_reference_t<decltype(m(0, 0))>>;
+  const auto plus = static_cast<scalar>(scale), minus = static_cast<scalar>(-scale);
+  for (index_t i = 0; i < m.rows(); ++i) {
+    for (index_t j = 0; j < m.cols(); ++j) {
+      const double v = static_cast<double>(m(i, j));
+      const bool up =
+          mode == binarization::deterministic ? v >= 0.0 : gen->uniform() < hard_sigmoid(v / scale);
+      m(i, j) = up ? plus : minus;
+    }
+  }
+}
+
+struct binary_connect_options {
+  binarization mode = binarization::deterministic;
+  /// Binary weights are +-scale and the real weights are clipped to [-scale, scale]. 1 as in the
+  /// paper, where BatchNorm follows every layer; without BatchNorm a Glorot-sized scale
+  /// sqrt(1.5 / (fan_in + fan_out)) (the authors' code) keeps the activations in range.
+  double scale = 1.0;
+  bool clip = true;  ///< clip the real weights after each step (the paper's clip(w))
+  /// Evaluate with the real-valued weights instead of the binary ones: the paper's test-time choice
+  /// for the stochastic form. The default evaluates the binary network, the one binary hardware
+  /// (and to_packed_inference) runs.
+  bool real_weights_at_test = false;
+  /// When attaching, scale W so that max |W| = scale. Default initialisations are far smaller than
+  /// 1 (PyTorch's U(-1/sqrt(fan_in), 1/sqrt(fan_in))), which leaves the stochastic form with
+  /// P(+1) = hard_sigmoid(w) ~ 1/2 for every weight, i.e. random signs. With BatchNorm after the
+  /// layer the rescaling changes nothing in the forward pass; it is the paper's initialisation
+  /// U(-H, H) with its per-layer learning rate 1/H, expressed at scale 1.
+  bool rescale = false;
+
+  void validate() const {
+    if (!(scale > 0) || !std::isfinite(scale)) {
+      slimnet::detail::raise<config_error>("slimnet::quant::binary_connect_options",
+                                           "scale = {} must be positive and finite", scale);
+    }
+  }
+};
+
+/// BinaryConnect as a weight transform: W_eff = binarize(W) (stochastic only in training; the
+/// evaluation pass is deterministic), straight-through gradient dL/dW = dL/dW_b, W clipped to
+/// [-scale, scale] after each step.
+template <class Scalar>
+class binary_connect_transform : public nn::parameter_transform<Scalar> {
+ public:
+  explicit binary_connect_transform(binary_connect_options opt = {}) : opt_(opt) { opt.validate(); }
+
+  std::string name() const override {
+    return fmt::format("binary_connect({})", to_string(opt_.mode));
+  }
+  const binary_connect_options& options() const { return opt_; }
+  /// Switches between the deterministic and the stochastic form (e.g. to re-estimate BatchNorm
+  /// statistics in training mode with the weights used at test time).
+  void set_mode(binarization mode) { opt_.mode = mode; }
+
+  void forward(const tensor<Scalar>& w, tensor<Scalar>& w_eff, bool training, rng& gen) override {
+    w_eff.flat() = w.flat();
+    if (!training && opt_.real_weights_at_test) return;
+    binarize_in_place(w_eff, training ? opt_.mode : binarization::deterministic, &gen, opt_.scale);
+  }
+
+  void after_step(tensor<Scalar>& w) override {
+    if (!opt_.clip) return;
+    const auto s = static_cast<Scalar>(opt_.scale);
+    w.flat() = w.flat().cwiseMax(-s).cwiseMin(s);
+  }
+
+ private:
+  binary_connect_options opt_;
+};
+
+/// Attaches a binary_connect_transform to `p` (after rescaling, if asked, and clipping its value)
+/// and returns it.
+template <class Scalar>
+std::shared_ptr<binary_connect_transform<Scalar>> attach_binary_connect(
+    nn::parameter<Scalar>& p, const binary_connect_options& opt = {}) {
+  auto t = std::make_shared<binary_connect_transform<Scalar>>(opt);
+  if (opt.rescale) {
+    const auto largest = p.value().flat().cwiseAbs().maxCoeff();
+    if (largest > 0)
+      p.value().flat() *= static_cast<Scalar>(opt.scale / static_cast<double>(largest));
+  }
+  t->after_step(p.value());
+  p.add_transform(t);
+  return t;
+}
+
+/// Attaches BinaryConnect to the weight (not the bias) of every Linear and Conv2d in `model`,
+/// nested containers included; returns how many weights were binarized.
+template <class Scalar>
+int binary_connect(nn::layer<Scalar>& model, const binary_connect_options& opt = {}) {
+  opt.validate();
+  int count = 0;
+  model.visit_layers([&](nn::layer<Scalar>& l) {
+    nn::parameter<Scalar>* w = nullptr;
+    if (auto* lin = dynamic_cast<nn::linear<Scalar>*>(&l)) w = &lin->weight();
+    if (auto* conv = dynamic_cast<nn::conv2d<Scalar>*>(&l)) w = &conv->weight();
+    if (w == nullptr) return;
+    attach_binary_connect(*w, opt);
+    ++count;
+  });
+  return count;
+}
+
+/// The binary activation of BNN: y = sign(x) (+1 for x >= 0), or in training with the stochastic
+/// mode +1 with probability hard_sigmoid(x); backward is the straight-through estimator
+/// dx = dy * 1{|x| <= 1}.
+template <class Scalar>
+class sign_activation : public nn::cloneable<sign_activation<Scalar>, Scalar> {
+ public:
+  explicit sign_activation(binarization mode = binarization::deterministic) : mode_(mode) {}
+
+  std::string kind() const override { return "SignActivation"; }
+  std::string describe() const override {
+    return fmt::format("SignActivation({})", to_string(mode_));
+  }
+  binarization mode() const { return mode_; }
+  shape_t output_shape(const shape_t& in) const override { return in; }
+
+  void forward(const tensor<Scalar>& x, tensor<Scalar>& y,
+               const nn::forward_context& ctx) override {
+    y.resize(x.shape());
+    y.flat() = x.flat();
+    const bool stochastic = ctx.training && mode_ == binarization::stochastic;
+    binarize_in_place(y, stochastic ? binarization::stochastic : binarization::deterministic,
+                      stochastic ? &ctx.generator() : nullptr);
+  }
+
+  void backward(const tensor<Scalar>& x, const tensor<Scalar>&, const tensor<Scalar>& dy,
+                tensor<Scalar>* dx) override {
+    if (dx == nullptr) return;
+    dx->resize(x.shape());
+    dx->flat() =
+        (x.flat().array().abs() <= Scalar(1)).select(dy.flat().array(), Scalar(0)).matrix();
+  }
+
+ private:
+  binarization mode_;
+};
+
+}  // namespace slimnet::quant

@@ -1,0 +1,182 @@
+// Fine-tuning shared weights (Han et al. 2016): the indices stay fixed and each centroid moves by
+// the gradients of all the weights that share it, through the parameter-transform mechanism.
+//
+// With W_eff[r] = sum_t c_t[idx_t[r]] (row r of the codebook's layout, one stage per t), the
+// gradient of centroid j of stage t is  g_t[j] = sum_{r : idx_t[r] = j} dL/dW_eff[r].
+// backward() hands W the gradient  dL/dW[r] = sum_t g_t[idx_t[r]],  the change of W_eff that a
+// step on the centroids produces, so an optimizer step on W is the step on the centroids expressed
+// in weight space. after_step() then refits the centroids to the stepped W with the indices fixed
+// (least squares) and writes the reconstruction back, so W is always exactly what the codebook
+// represents:
+//   - k-means and PQ (one stage): the weights sharing a centroid received identical gradients, so
+//     any element-wise optimizer (SGD with momentum and weight decay, Adam) kept them equal; the
+//     refit (their mean) reads the centroid back exactly. With plain SGD this is Han's update
+//     c_j <- c_j - lr * g[j].
+//   - RQ (several stages): the stages share each weight, so the refit is a block coordinate
+//     descent over the stages (each centroid the mean of its rows' target given the other stages),
+//     started from the previous codebook and run until the centroids stop moving.
+#pragma once
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <memory>
+#include <string>
+
+#include "slimnet/core/error.hpp"
+#include "slimnet/nn/parameter.hpp"
+#include "slimnet/quant/codebook.hpp"
+
+namespace slimnet::quant {
+
+/// The codebook as a parameter transform: W_eff = reconstruction, per-centroid gradients, refit
+/// after each step. Meant as the parameter's only (or first) transform: forward reads the
+/// centroids, not its input.
+template <class Scalar>
+class codebook_transform : public nn::parameter_transform<Scalar> {
+ public:
+  /// `max_sweeps` bounds the refit's coordinate-descent sweeps for residual codebooks.
+  explicit codebook_transform(codebook<Scalar> cb, int max_sweeps = 20)
+      : book_(std::move(cb)), max_sweeps_(max_sweeps) {
+    book_.validate("slimnet::quant::codebook_transform");
+    if (max_sweeps < 1)
+      slimnet::detail::raise<config_error>("slimnet::quant::codebook_transform",
+                                           "max_sweeps = {} must be >= 1", max_sweeps);
+  }
+
+  std::string name() const override { return fmt::format("codebook({})", book_.describe()); }
+  const codebook<Scalar>& book() const { return book_; }
+  /// Coordinate-descent sweeps used by the last refit (1 for k-means and PQ).
+  int last_sweeps() const { return last_sweeps_; }
+
+  void forward(const tensor<Scalar>& w, tensor<Scalar>& w_eff, bool, rng&) override {
+    check(w, "forward");
+    Eigen::Map<row_matrix<Scalar>>(w_eff.data(), book_.rows, book_.cols) = book_.reconstruct();
+  }
+
+  void backward(const tensor<Scalar>& w, tensor<Scalar>& grad) override {
+    check(w, "backward");
+    const index_t lr = book_.layout_rows(), lc = book_.layout_cols();
+    Eigen::Map<row_matrix<Scalar>> g(grad.data(), lr, lc);
+    detail::dmatrix out = detail::dmatrix::Zero(lr, lc);
+    detail::dmatrix sums;
+    for (int t = 0; t < book_.stages; ++t) {
+      for (index_t b = 0; b < book_.blocks(); ++b) {
+        const auto& idx = book_.indices_of(t, b);
+        const index_t off = book_.block_offsets[static_cast<std::size_t>(b)],
+                      width = book_.block_width(b);
+        sums.setZero(book_.clusters, width);
+        for (index_t r = 0; r < lr; ++r)
+          sums.row(idx[static_cast<std::size_t>(r)]) +=
+              g.row(r).segment(off, width).template cast<double>();
+        for (index_t r = 0; r < lr; ++r)
+          out.row(r).segment(off, width) += sums.row(idx[static_cast<std::size_t>(r)]);
+      }
+    }
+    g = out.cast<Scalar>();
+  }
+
+  void after_step(tensor<Scalar>& w) override {
+    check(w, "after_step");
+    refit(w);
+    Eigen::Map<row_matrix<Scalar>>(w.data(), book_.rows, book_.cols) = book_.reconstruct();
+  }
+
+ private:
+  void check(const tensor<Scalar>& w, const char* what) const {
+    if (w.size() != book_.rows * book_.cols) {
+      slimnet::detail::raise<shape_error>(
+          fmt::format("slimnet::quant::codebook_transform::{}", what).c_str(),
+          "parameter of shape {} does not fit a codebook of {} x {} weights",
+          shape_string(w.shape()), book_.rows, book_.cols);
+    }
+  }
+
+  // Least-squares refit of the centroids to w with the indices fixed. Each stage's update is the
+  // exact minimiser given the other stages (cluster means of the target w - other stages), so the
+  // squared error never increases; one stage converges in one sweep.
+  void refit(const tensor<Scalar>& w) {
+    const index_t lr = book_.layout_rows(), lc = book_.layout_cols();
+    const detail::dmatrix target =
+        Eigen::Map<const row_matrix<Scalar>>(w.data(), lr, lc).template cast<double>();
+    std::vector<detail::dmatrix> recon(static_cast<std::size_t>(book_.stages),
+                                       detail::dmatrix::Zero(lr, lc));
+    detail::dmatrix total = detail::dmatrix::Zero(lr, lc);
+    for (int t = 0; t < book_.stages; ++t) {
+      stage_reconstruction(t, recon[static_cast<std::size_t>(t)]);
+      total += recon[static_cast<std::size_t>(t)];
+    }
+    const double scale = std::max(target.cwiseAbs().maxCoeff(), 1e-30);
+    last_sweeps_ = 0;
+    for (int sweep = 0; sweep < max_sweeps_; ++sweep) {
+      ++last_sweeps_;
+      double moved = 0;
+      for (int t = 0; t < book_.stages; ++t) {
+        auto& mine = recon[static_cast<std::size_t>(t)];
+        total -= mine;
+        for (index_t b = 0; b < book_.blocks(); ++b) {
+          auto& c = book_.centroids_of(t, b);
+          const auto& idx = book_.indices_of(t, b);
+          const index_t off = book_.block_offsets[static_cast<std::size_t>(b)],
+                        width = book_.block_width(b);
+          const detail::dmatrix old = c.template cast<double>();
+          detail::dmatrix delta = detail::dmatrix::Zero(book_.clusters, width);
+          std::vector<index_t> count(static_cast<std::size_t>(book_.clusters), 0);
+          for (index_t r = 0; r < lr; ++r) {
+            const auto j = idx[static_cast<std::size_t>(r)];
+            delta.row(j) +=
+                target.row(r).segment(off, width) - total.row(r).segment(off, width) - old.row(j);
+            ++count[static_cast<std::size_t>(j)];
+          }
+          for (index_t j = 0; j < book_.clusters; ++j) {
+            const auto n = count[static_cast<std::size_t>(j)];
+            if (n == 0) continue;  // an unused centroid has no gradient and stays where it is
+            const Eigen::RowVectorXd updated = old.row(j) + delta.row(j) / static_cast<double>(n);
+            c.row(j) = updated.cast<Scalar>();
+            moved = std::max(moved,
+                             (c.row(j).template cast<double>() - old.row(j)).cwiseAbs().maxCoeff());
+          }
+        }
+        stage_reconstruction(t, mine);
+        total += mine;
+      }
+      if (book_.stages == 1 || moved <= 1e-7 * scale) break;
+    }
+  }
+
+  void stage_reconstruction(int t, detail::dmatrix& out) const {
+    out.setZero(book_.layout_rows(), book_.layout_cols());
+    for (index_t b = 0; b < book_.blocks(); ++b) {
+      const detail::dmatrix c = book_.centroids_of(t, b).template cast<double>();
+      const auto& idx = book_.indices_of(t, b);
+      const index_t off = book_.block_offsets[static_cast<std::size_t>(b)],
+                    width = book_.block_width(b);
+      for (index_t r = 0; r < book_.layout_rows(); ++r)
+        out.row(r).segment(off, width) = c.row(idx[static_cast<std::size_t>(r)]);
+    }
+  }
+
+  codebook<Scalar> book_;
+  int max_sweeps_;
+  int last_sweeps_ = 0;
+};
+
+/// Ties `p` to `cb`: sets its value to the reconstruction and attaches a codebook_transform, so
+/// training fine-tunes the centroids with the indices fixed. Returns the transform (its book()
+/// holds the fine-tuned codebook).
+template <class Scalar>
+std::shared_ptr<codebook_transform<Scalar>> share_weights(nn::parameter<Scalar>& p,
+                                                          codebook<Scalar> cb) {
+  const auto view = p.value().matrix();
+  if (view.rows() != cb.rows || view.cols() != cb.cols) {
+    slimnet::detail::raise<shape_error>("slimnet::quant::share_weights",
+                                        "codebook of {} x {} weights does not fit {} of shape {}",
+                                        cb.rows, cb.cols, p.name(), shape_string(p.shape()));
+  }
+  apply(cb, p.value());
+  auto t = std::make_shared<codebook_transform<Scalar>>(std::move(cb));
+  p.add_transform(t);
+  return t;
+}
+
+}  // namespace slimnet::quant
