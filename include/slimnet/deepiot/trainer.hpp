@@ -1,0 +1,269 @@
+// DeepIoT's compressor-critic training (Yao et al. 2017, Alg. 1; brief items 13-22) on a gated
+// model, and the hard masks of the fine-tuning phase (Eq. 11).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <vector>
+
+#include "slimnet/core/error.hpp"
+#include "slimnet/data/dataset.hpp"
+#include "slimnet/deepiot/compressor.hpp"
+#include "slimnet/deepiot/gated.hpp"
+#include "slimnet/deepiot/reinforce.hpp"
+#include "slimnet/deepiot/thin.hpp"
+#include "slimnet/train/fit.hpp"
+#include "slimnet/train/loss.hpp"
+#include "slimnet/train/optimizer.hpp"
+
+namespace slimnet::deepiot {
+
+struct compress_options {
+  index_t batch_size = 64;
+  // Critic (the task network W): Adam(1e-4, 0.5, 0.9), L2 5e-4 * 1/2 |v|^2 on every parameter.
+  double critic_lr = 1e-4;
+  double critic_beta1 = 0.5;
+  double critic_beta2 = 0.9;
+  double weight_decay = 5e-4;
+  // Compressor φ: TF RMSProp(1e-3, 0.9, 1e-10).
+  typename tf_rmsprop<double>::options compressor_optimizer{};
+  compressor_options compressor{};
+  double baseline_decay = 0.9;
+  double gamma = 0.5;  ///< soft-deletion factor
+  threshold_schedule tau{};
+  stop_rule stop{};
+  double conv_keep = 0.8;  ///< initial keep probability of conv units
+  double fc_keep = 0.5;    ///< ... of fully connected units
+  double eps = 1e-6;       ///< clamp of p̂ inside the log-likelihood
+  std::uint64_t seed = 1;
+  index_t eval_batch = 256;
+
+  void validate() const {
+    constexpr const char* fn = "slimnet::deepiot::compress";
+    if (batch_size < 2 || eval_batch <= 0 || !(critic_lr >= 0) || !(critic_beta1 >= 0 && critic_beta1 < 1) ||
+        !(critic_beta2 >= 0 && critic_beta2 < 1) || !(weight_decay >= 0) || !(baseline_decay >= 0 && baseline_decay < 1) ||
+        !(eps > 0 && eps < 0.5)) {
+      slimnet::detail::raise<config_error>(fn, "invalid options: batch_size={} critic_lr={} beta1={} beta2={} weight_decay={} "
+                                           "baseline_decay={} eps={}", batch_size, critic_lr, critic_beta1, critic_beta2,
+                                           weight_decay, baseline_decay, eps);
+    }
+    detail::check_gamma(fn, gamma);
+    if (!(conv_keep >= 0 && conv_keep <= 1 && fc_keep >= 0 && fc_keep <= 1)) {
+      slimnet::detail::raise<config_error>(fn, "initial keep probabilities conv={} fc={} are outside [0, 1]", conv_keep, fc_keep);
+    }
+    compressor_optimizer.validate();
+    compressor.validate();
+    tau.validate();
+    stop.validate();
+  }
+};
+
+/// What the stop rule saw at a check.
+struct compress_check {
+  std::int64_t iteration = 0;  ///< iterations done
+  double tau = 0;
+  double fraction = 1;         ///< remaining weights of the Linear/Conv2d layers, thinned
+  double accuracy = 0;         ///< held-out, units below τ removed, kept ones scaled by p
+  double critic_loss = 0;      ///< mean training cross-entropy since the last check
+  double baseline = 0;         ///< EMA of the compressor batch's loss
+  std::vector<index_t> kept;   ///< kept units per droppable layer
+};
+
+template <class Scalar>
+struct compress_result {
+  std::int64_t iterations = 0;
+  double tau = 0;
+  bool stopped = false;  ///< the stop rule fired (else the iteration cap)
+  std::vector<vector<Scalar>> probabilities;  ///< last compressor output p per layer
+  compress_check last;
+};
+
+namespace detail {
+/// Per-example softmax cross-entropy of logits (N, classes).
+template <class Scalar>
+std::vector<double> per_example_cross_entropy(const tensor<Scalar>& out, const std::vector<std::int32_t>& labels) {
+  const auto z = out.matrix();
+  std::vector<double> l(static_cast<std::size_t>(z.rows()));
+  for (index_t i = 0; i < z.rows(); ++i) {
+    const double m = static_cast<double>(z.row(i).maxCoeff());
+    double s = 0;
+    for (index_t c = 0; c < z.cols(); ++c) s += std::exp(static_cast<double>(z(i, c)) - m);
+    l[static_cast<std::size_t>(i)] = std::log(s) + m - static_cast<double>(z(i, labels[static_cast<std::size_t>(i)]));
+  }
+  return l;
+}
+
+/// Copy of a Sequential without its unit gates.
+template <class Scalar>
+nn::sequential<Scalar> without_gates(const nn::sequential<Scalar>& m) {
+  nn::sequential<Scalar> out;
+  for (std::size_t i = 0; i < m.size(); ++i) {
+    if (m[i].kind() != "UnitGate") out.add_ptr(m.local_name(i), m[i].clone());
+  }
+  return out;
+}
+}  // namespace detail
+
+/// Kept units (p >= τ, at least one per layer) of every droppable layer, by layer name.
+template <class Scalar>
+unit_selection selection(const gated_model<Scalar>& g, const std::vector<vector<Scalar>>& p, double tau) {
+  if (p.size() != g.layers.size()) {
+    slimnet::detail::raise<shape_error>("slimnet::deepiot::selection", "{} probability vectors for {} layers", p.size(), g.layers.size());
+  }
+  unit_selection keep;
+  for (std::size_t k = 0; k < p.size(); ++k) keep[g.layers[k].name] = kept_units(p[k], tau);
+  return keep;
+}
+
+/// Remaining fraction of Linear/Conv2d weights (no biases) after thinning to `keep`.
+template <class Scalar>
+double remaining_fraction(const gated_model<Scalar>& g, const unit_selection& keep) {
+  auto plain = detail::without_gates(g.net);
+  auto thinned = thin(plain, keep);
+  return static_cast<double>(weight_count(thinned)) / static_cast<double>(weight_count(plain));
+}
+
+/// Puts every gate in hard mode (Eq. 11): ẑ_j = 1[p_j >= τ] (at least one unit per layer), with
+/// the kept units scaled by p_j when `fold_probabilities` (keeps the expected activation the
+/// network was trained with under non-inverted dropout). Returns the selection.
+template <class Scalar>
+unit_selection harden(gated_model<Scalar>& g, const std::vector<vector<Scalar>>& p, double tau, bool fold_probabilities) {
+  auto keep = selection(g, p, tau);
+  for (std::size_t k = 0; k < g.layers.size(); ++k) {
+    const auto& z = keep[g.layers[k].name];
+    vector<Scalar> s(p[k].size());
+    for (index_t j = 0; j < s.size(); ++j) s[j] = z[static_cast<std::size_t>(j)] ? (fold_probabilities ? p[k][j] : Scalar(1)) : Scalar(0);
+    g.gate(k).set_hard(s);
+  }
+  return keep;
+}
+
+/// Compressor-critic training. Per iteration t (τ = schedule(t), p̂ = soft_delete(p, τ, γ)):
+///  (a) critic: a batch with per-example masks z ~ Bernoulli(p̂) of the stored p; one Adam step on
+///      W for the mean cross-entropy (+ weight decay);
+///  (b) compressor: a new batch; p from the compressor on the live W, new masks from its p̂;
+///      per-example losses L_i (no gradient to W); A_i = (L_i - EMA mean) / max(1, EMA std);
+///      one RMSProp step on φ for mean_i A_i log μ(z_i) (the gradient passes through γ);
+///  (c) the stored p is recomputed with the updated φ.
+/// Every stop.check_every iterations the kept units (p >= τ) give the remaining weight fraction
+/// and the held-out accuracy (pruned units 0, kept ones scaled by p); `on_check` sees them, and
+/// training ends when stop.satisfied(...). The gates are left in stochastic mode with p̂.
+template <class Scalar>
+compress_result<Scalar> compress(gated_model<Scalar>& g, const data::dataset<Scalar>& train_data,
+                                 const data::dataset<Scalar>& heldout, const compress_options& opt,
+                                 const std::function<void(const compress_check&)>& on_check = {}) {
+  constexpr const char* fn = "slimnet::deepiot::compress";
+  opt.validate();
+  train_data.validate(fn);
+  heldout.validate(fn);
+  if (train_data.size() < opt.batch_size) {
+    slimnet::detail::raise<config_error>(fn, "{} training examples for batches of {}", train_data.size(), opt.batch_size);
+  }
+  if (g.layers.empty()) slimnet::detail::raise<config_error>(fn, "the model has no gates");
+  const std::size_t nl = g.layers.size();
+  rng gen(opt.seed);
+  rng init_gen = gen.split(), shuffle_a = gen.split(), shuffle_b = gen.split();
+  compressor<Scalar> comp(g.compressor_layers(), opt.compressor, init_gen);
+  train::adam<Scalar> critic({opt.critic_lr, opt.critic_beta1, opt.critic_beta2, 1e-8, opt.weight_decay});
+  tf_rmsprop<Scalar> rms({opt.compressor_optimizer.lr, opt.compressor_optimizer.decay, opt.compressor_optimizer.eps});
+  loss_baseline baseline(opt.baseline_decay);
+  const train::cross_entropy<Scalar> ce;
+
+  std::vector<vector<Scalar>> p(nl);
+  for (std::size_t k = 0; k < nl; ++k) {
+    p[k] = vector<Scalar>::Constant(g.layers[k].units, static_cast<Scalar>(g.layers[k].conv ? opt.conv_keep : opt.fc_keep));
+  }
+  data::batcher<Scalar> batches_a(train_data, opt.batch_size, true, shuffle_a, true);
+  data::batcher<Scalar> batches_b(train_data, opt.batch_size, true, shuffle_b, true);
+  auto next = [](data::batcher<Scalar>& b, data::batch<Scalar>& out) {
+    if (!b.next(out)) {
+      b.reset();
+      b.next(out);
+    }
+  };
+  data::batch<Scalar> ba, bb;
+  tensor<Scalar> out, grad;
+  nn::forward_context ctx{true, &gen};
+  std::vector<tensor<Scalar>> z(nl);
+  std::vector<vector<Scalar>> p_hat(nl), factor(nl), dp(nl);
+  compress_result<Scalar> result;
+  double loss_sum = 0;
+  std::int64_t loss_count = 0;
+
+  for (std::int64_t it = 0; it < opt.stop.max_iterations; ++it) {
+    const double tau = opt.tau(it);
+    // (a) critic step
+    next(batches_a, ba);
+    for (std::size_t k = 0; k < nl; ++k) {
+      g.gate(k).set_mask(sample_masks(soft_delete(p[k], tau, opt.gamma), ba.size(), gen));
+    }
+    train::optimizer<Scalar>::zero_grad(g.net);
+    g.net.forward(ba.inputs, out, ctx);
+    const double critic_loss = ce.compute(out, ba, grad);
+    if (!std::isfinite(critic_loss)) slimnet::detail::raise<error>(fn, "critic loss became {} at iteration {}", critic_loss, it);
+    loss_sum += critic_loss;
+    ++loss_count;
+    g.net.backward(ba.inputs, out, grad, nullptr);
+    g.net.visit_parameters([](nn::parameter<Scalar>& q) { q.transform_gradient(); });
+    critic.step(g.net);
+    g.net.visit_parameters([](nn::parameter<Scalar>& q) { q.after_step(); });
+
+    // (b) compressor step
+    next(batches_b, bb);
+    auto [w, b] = g.live_weights();
+    auto p_now = comp.forward(w, b);
+    std::vector<double> logp(static_cast<std::size_t>(bb.size()), 0.0);
+    for (std::size_t k = 0; k < nl; ++k) {
+      p_hat[k] = soft_delete(p_now[k], tau, opt.gamma, &factor[k]);
+      z[k] = sample_masks(p_hat[k], bb.size(), gen);
+      g.gate(k).set_mask(z[k]);
+    }
+    g.net.forward(bb.inputs, out, ctx);
+    const auto losses = detail::per_example_cross_entropy(out, bb.labels);
+    baseline.update(losses);
+    const auto advantage = baseline.advantages(losses);
+    for (std::size_t k = 0; k < nl; ++k) dp[k] = reinforce_gradient(p_hat[k], z[k], advantage, opt.eps).cwiseProduct(factor[k]);
+    comp.zero_grad();
+    comp.backward(dp);
+    rms.step(comp);
+
+    // (c) recompute p
+    auto [w2, b2] = g.live_weights();
+    p = comp.forward(w2, b2);
+    result.iterations = it + 1;
+    result.tau = tau;
+
+    if (opt.stop.due(it) || it + 1 == opt.stop.max_iterations) {
+      compress_check c;
+      c.iteration = it + 1;
+      c.tau = tau;
+      const auto keep = selection(g, p, tau);
+      c.fraction = remaining_fraction(g, keep);
+      for (std::size_t k = 0; k < nl; ++k) {
+        const auto& kk = keep.at(g.layers[k].name);
+        c.kept.push_back(static_cast<index_t>(std::count(kk.begin(), kk.end(), true)));
+        vector<Scalar> s(p[k].size());
+        for (index_t j = 0; j < s.size(); ++j) s[j] = kk[static_cast<std::size_t>(j)] ? p[k][j] : Scalar(0);
+        g.gate(k).set_probabilities(s);
+      }
+      c.accuracy = train::evaluate(g.net, heldout, ce, opt.eval_batch).accuracy;
+      c.critic_loss = loss_sum / static_cast<double>(std::max<std::int64_t>(loss_count, 1));
+      c.baseline = baseline.mean();
+      loss_sum = 0, loss_count = 0;
+      result.last = c;
+      if (on_check) on_check(c);
+      if (opt.stop.due(it) && opt.stop.satisfied(c.fraction, c.accuracy)) {
+        result.stopped = true;
+        break;
+      }
+    }
+  }
+  for (std::size_t k = 0; k < nl; ++k) g.gate(k).set_probabilities(soft_delete(p[k], result.tau, opt.gamma));
+  result.probabilities = p;
+  return result;
+}
+
+}  // namespace slimnet::deepiot

@@ -1,0 +1,133 @@
+// DeepIoT's unit gate: multiplies each hidden unit (a channel of a conv activation, shared over
+// positions) by a mask, as the authors' non-inverted dropout (Yao et al. 2017; brief 1.1, 6-7).
+#pragma once
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "slimnet/core/error.hpp"
+#include "slimnet/nn/layer.hpp"
+
+namespace slimnet::deepiot {
+
+/// How a gate scales its units.
+enum class gate_mode {
+  /// Compression (the compressor-critic phase). Training: y[n, j, ...] = x[n, j, ...] * z[n, j] with
+  /// an externally sampled 0/1 mask z (batch x units), no 1/p rescaling. Evaluation: y = x * s_j
+  /// with s = the keep probabilities p̂ (the authors' eval semantics).
+  stochastic,
+  /// Fine-tuning and deployment (Eq. 11): y = x * s_j in training and evaluation, with a fixed
+  /// per-unit scale s: 0 for pruned units, 1 (or p_j when probabilities are folded) for kept ones.
+  hard,
+};
+
+/// Placed after a hidden layer's activation. Input of rank >= 2, unit axis 1: (N, units) after a
+/// Linear, (N, C, H, W) after a Conv2d. No parameters; backward is dx = dy * (the same factor).
+template <class Scalar>
+class unit_gate : public nn::cloneable<unit_gate<Scalar>, Scalar> {
+ public:
+  explicit unit_gate(index_t units) : units_(units), scale_(vector<Scalar>::Ones(units > 0 ? units : 0)) {
+    if (units <= 0) slimnet::detail::raise<config_error>("slimnet::deepiot::unit_gate", "units = {} must be positive", units);
+  }
+
+  std::string kind() const override { return "UnitGate"; }
+  std::string describe() const override {
+    return fmt::format("UnitGate({}, mode={})", units_, mode_ == gate_mode::hard ? "hard" : "stochastic");
+  }
+  index_t units() const { return units_; }
+  gate_mode mode() const { return mode_; }
+
+  /// The per-example training mask (stochastic mode): shape (N, units), values exactly 0 or 1.
+  void set_mask(const tensor<Scalar>& z) {
+    constexpr const char* fn = "slimnet::deepiot::unit_gate::set_mask";
+    if (z.rank() != 2 || z.dim(1) != units_) {
+      slimnet::detail::raise<shape_error>(fn, "mask of shape {} does not fit a gate of {} units: expected (N, {})",
+                                          shape_string(z.shape()), units_, units_);
+    }
+    for (index_t i = 0; i < z.size(); ++i) {
+      if (z[i] != Scalar(0) && z[i] != Scalar(1)) {
+        slimnet::detail::raise<config_error>(fn, "mask value {} at {} is not 0 or 1", static_cast<double>(z[i]), i);
+      }
+    }
+    mask_ = z;
+  }
+  const tensor<Scalar>& mask() const { return mask_; }
+
+  /// Stochastic mode; `keep` (the decayed keep probabilities p̂, in [0, 1]) scales evaluation.
+  void set_probabilities(const vector<Scalar>& keep) {
+    check_scale("slimnet::deepiot::unit_gate::set_probabilities", keep, true);
+    scale_ = keep;
+    mode_ = gate_mode::stochastic;
+  }
+
+  /// Hard mode with a fixed per-unit scale (>= 0; 0 = pruned): used in training and evaluation.
+  void set_hard(const vector<Scalar>& scale) {
+    check_scale("slimnet::deepiot::unit_gate::set_hard", scale, false);
+    scale_ = scale;
+    mode_ = gate_mode::hard;
+    mask_ = tensor<Scalar>();
+  }
+
+  /// Evaluation factors in stochastic mode, the fixed factors in hard mode.
+  const vector<Scalar>& scale() const { return scale_; }
+
+  shape_t output_shape(const shape_t& in) const override {
+    if (in.size() < 2 || in[1] != units_) {
+      slimnet::detail::raise<shape_error>("slimnet::deepiot::unit_gate::forward",
+                                          "input of shape {} does not fit {}: expected (N, {}, ...)", shape_string(in),
+                                          describe(), units_);
+    }
+    return in;
+  }
+
+  void forward(const tensor<Scalar>& x, tensor<Scalar>& y, const nn::forward_context& ctx) override {
+    y.resize(output_shape(x.shape()));
+    const index_t n = x.dim(0), inner = n == 0 ? 0 : x.size() / (n * units_);
+    per_example_ = ctx.training && mode_ == gate_mode::stochastic;
+    if (per_example_ && (mask_.rank() != 2 || mask_.dim(0) != n)) {
+      slimnet::detail::raise<shape_error>("slimnet::deepiot::unit_gate::forward",
+                                          "training in stochastic mode needs a mask of shape ({}, {}), got {}", n, units_,
+                                          shape_string(mask_.shape()));
+    }
+    apply(x.data(), y.data(), n, inner);
+  }
+
+  void backward(const tensor<Scalar>& x, const tensor<Scalar>&, const tensor<Scalar>& dy, tensor<Scalar>* dx) override {
+    if (dx == nullptr) return;
+    dx->resize(x.shape());
+    const index_t n = x.dim(0), inner = n == 0 ? 0 : x.size() / (n * units_);
+    apply(dy.data(), dx->data(), n, inner);
+  }
+
+ private:
+  void apply(const Scalar* in, Scalar* out, index_t n, index_t inner) const {
+    for (index_t i = 0; i < n; ++i) {
+      for (index_t j = 0; j < units_; ++j) {
+        const Scalar f = per_example_ ? mask_.data()[i * units_ + j] : scale_[j];
+        const index_t off = (i * units_ + j) * inner;
+        for (index_t k = 0; k < inner; ++k) out[off + k] = in[off + k] * f;
+      }
+    }
+  }
+
+  void check_scale(const char* fn, const vector<Scalar>& s, bool probability) const {
+    if (s.size() != units_) {
+      slimnet::detail::raise<shape_error>(fn, "{} values for a gate of {} units", s.size(), units_);
+    }
+    for (index_t j = 0; j < s.size(); ++j) {
+      const double v = static_cast<double>(s[j]);
+      if (!(v >= 0.0) || (probability && v > 1.0) || !std::isfinite(v)) {
+        slimnet::detail::raise<config_error>(fn, "value {} of unit {} is outside {}", v, j, probability ? "[0, 1]" : "[0, inf)");
+      }
+    }
+  }
+
+  index_t units_;
+  gate_mode mode_ = gate_mode::stochastic;
+  vector<Scalar> scale_;  // p̂ (stochastic, eval) or the fixed factor (hard)
+  tensor<Scalar> mask_;   // (N, units) in stochastic training
+  bool per_example_ = false;
+};
+
+}  // namespace slimnet::deepiot
