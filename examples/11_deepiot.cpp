@@ -1,0 +1,237 @@
+// Example 11: DeepIoT (Yao et al., SenSys 2017): structure pruning of LeNet-5 or LeNet-300-100
+// by compressor-critic training, then thinning into a smaller dense network.
+//
+//   deepiot --model lenet5 --data mnist --baseline out/lenet5-mnist.safetensors
+//
+// 1. Load the dense baseline from --baseline, or train one (SGD, momentum 0.9, weight decay 5e-4,
+//    cosine learning rate from 0.05; written to --baseline if that is given).
+// 2. Put a unit gate after every hidden layer (conv1, conv2, fc1 of LeNet-5; fc1, fc2 of
+//    LeNet-300-100) and train the compressor (an LSTM reading the live weights and emitting keep
+//    probabilities p) against the network (the critic): per iteration one Adam step on W under
+//    masks z ~ Bernoulli(p̂) and one REINFORCE step on the compressor, with the threshold τ rising
+//    and units below it decayed (p̂ = 0.5 p). Every --check-every iterations the units with p >= τ
+//    give the remaining weight fraction and the accuracy on a held-out part of the training set;
+//    training stops once the fraction is below --alpha and the accuracy at least --min-accuracy.
+// 3. Fix the mask ẑ = 1[p >= τ] (Eq. 11; kept units scaled by p, which the next layer absorbs),
+//    remove the pruned units physically (thin), and fine-tune the thinned dense network.
+// 4. Print the per-layer table with the paper's Table 2, the compression rate, accuracies, and the
+//    inference time of the thinned network against the original at batch 1 and 64.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+
+#include "common/cli.hpp"
+#include "slimnet/slimnet.hpp"
+
+using namespace slimnet;
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+double seconds_since(clock_type::time_point t0) { return std::chrono::duration<double>(clock_type::now() - t0).count(); }
+
+/// Median time of one forward pass at this batch size, in milliseconds.
+double forward_ms(nn::layer<float>& model, const tensor<float>& all, index_t batch, int reps) {
+  std::vector<index_t> idx(static_cast<std::size_t>(batch));
+  for (index_t i = 0; i < batch; ++i) idx[static_cast<std::size_t>(i)] = i % all.dim(0);
+  tensor<float> x, y;
+  data::dataset<float>::gather_rows(all, idx, x);
+  nn::forward_context ctx;
+  for (int i = 0; i < 5; ++i) model.forward(x, y, ctx);
+  std::vector<double> t;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = clock_type::now();
+    model.forward(x, y, ctx);
+    t.push_back(1e3 * seconds_since(t0));
+  }
+  std::nth_element(t.begin(), t.begin() + reps / 2, t.end());
+  return t[static_cast<std::size_t>(reps / 2)];
+}
+
+/// Weights (no biases) of a Linear / Conv2d layer.
+index_t layer_weights(nn::layer<float>& l) { return deepiot::weight_count(l); }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  cli::args a(argc, argv,
+              {{"model", "lenet5"},        {"data", "mnist"},          {"baseline", ""},
+               {"epochs", "10"},           {"seed", "1"},              {"limit", "0"},
+               {"heldout", "1000"},        {"iterations", "20000"},    {"check-every", "200"},
+               {"alpha", "0.02"},          {"min-accuracy", "-1"},     {"tau-step", "0.025"},
+               {"tau-every", "300"},       {"tau-final", "0.825"},     {"gamma", "0.5"},
+               {"critic-lr", "1e-4"},      {"compressor-lr", "1e-3"},  {"conv-keep", "0.8"},
+               {"fc-keep", "0.5"},         {"weight-decay", "5e-4"},   {"fold", "true"},
+               {"finetune-epochs", "20"},  {"finetune-lr", "1e-3"},    {"save", ""},
+               {"quiet", "false"}},
+              "deepiot: DeepIoT compressor-critic structure pruning and thinning of LeNet-5 (lenet5) or "
+              "LeNet-300-100 (lenet300)\n"
+              "  --alpha 0.02 --min-accuracy 0.98   stop once < 2% of the weights remain at >= 98% held-out "
+              "accuracy\n"
+              "  (--min-accuracy -1: the baseline's held-out accuracy minus 0.5 points)");
+  try {
+    const auto t_start = clock_type::now();
+    const std::string model_name = a.str("model");
+    const bool quiet = a.flag("quiet");
+    const auto seed = static_cast<std::uint64_t>(a.integer("seed"));
+    auto data = cli::load_dataset(a.str("data"));
+    cli::limit(data.train, a.integer("limit"), seed);
+    cli::limit(data.test, a.integer("limit") > 0 ? std::max(a.integer("limit") / 4, 1L) : 0, seed + 1);
+    rng gen(seed);
+    auto model = cli::make_lenet(model_name, gen, "deepiot");
+    const train::cross_entropy<float> loss;
+
+    // 1. Baseline.
+    const std::string baseline_path = a.str("baseline");
+    if (!baseline_path.empty() && std::filesystem::exists(baseline_path)) {
+      const auto meta = io::read_safetensors<float>(baseline_path).metadata;
+      io::load_parameters(model, baseline_path);
+      fmt::print("baseline loaded from {}\n", baseline_path);
+      const auto m = meta.find("input_mean"), s = meta.find("input_std");
+      if (m != meta.end() && s != meta.end()) {  // trained on standardised inputs (train_lenet)
+        data::standardize(data.train, std::stod(m->second), std::stod(s->second));
+        data::standardize(data.test, std::stod(m->second), std::stod(s->second));
+      }
+    } else {
+      const int epochs = static_cast<int>(a.integer("epochs"));
+      train::sgd<float> opt({0.05, 0.9, 0.0, 5e-4, false});
+      train::fit_options o;
+      o.epochs = epochs;
+      o.seed = seed;
+      o.progress = !quiet;
+      o.learning_rate = train::cosine_lr(0.05, epochs);
+      train::fit(model, opt, loss, data.train, o);
+      if (!baseline_path.empty()) {
+        io::save_parameters(model, baseline_path, {{"model", model_name}, {"data", a.str("data")}});
+        fmt::print("baseline saved to {}\n", baseline_path);
+      }
+    }
+    // The stop rule's held-out set comes from the training set; the test set is only reported.
+    data::dataset<float> train_part = data.train, heldout;
+    if (a.integer("heldout") > 0 && a.integer("heldout") < data.train.size()) {
+      const double frac = static_cast<double>(a.integer("heldout")) / static_cast<double>(data.train.size());
+      const auto [tr, ho] = data::stratified_split(data.train.labels, data.train.num_classes, frac, seed);
+      train_part = data.train.subset(tr);
+      heldout = data.train.subset(ho);
+    } else {
+      heldout = data.test;
+    }
+    const double base_test = train::evaluate(model, data.test, loss).accuracy;
+    const double base_heldout = train::evaluate(model, heldout, loss).accuracy;
+    fmt::print("{} on {}: {} train / {} held-out / {} test images; baseline test accuracy {:.2f}% (held-out {:.2f}%), "
+               "{} weights\n",
+               model_name, a.str("data"), train_part.size(), heldout.size(), data.test.size(), 100 * base_test,
+               100 * base_heldout, deepiot::weight_count(model));
+
+    // 2. Compressor-critic training.
+    auto g = deepiot::attach_gates(model);
+    deepiot::compress_options o;
+    o.seed = seed;
+    o.critic_lr = a.real("critic-lr");
+    o.weight_decay = a.real("weight-decay");
+    o.compressor_optimizer.lr = a.real("compressor-lr");
+    o.gamma = a.real("gamma");
+    o.conv_keep = a.real("conv-keep");
+    o.fc_keep = a.real("fc-keep");
+    o.tau = {0.0, a.real("tau-step"), a.integer("tau-every"), a.real("tau-final")};
+    const double min_acc = a.real("min-accuracy") >= 0 ? a.real("min-accuracy") : std::max(0.0, base_heldout - 0.005);
+    o.stop = {a.real("alpha"), min_acc, a.integer("check-every"), a.integer("iterations")};
+    fmt::print("compressor-critic: τ += {} every {} iterations up to {}, stop below {:.2f}% of the weights at >= {:.2f}% "
+               "held-out accuracy (checked every {}), at most {} iterations\n",
+               o.tau.step, o.tau.every, o.tau.final_value, 100 * o.stop.max_fraction, 100 * o.stop.min_accuracy,
+               o.stop.check_every, o.stop.max_iterations);
+    std::fflush(stdout);
+    const auto t_compress = clock_type::now();
+    auto result = deepiot::compress(g, train_part, heldout, o, [&](const deepiot::compress_check& c) {
+      if (quiet) return;
+      std::string kept;
+      for (std::size_t k = 0; k < c.kept.size(); ++k) kept += fmt::format("{}{}={}", k ? " " : "", g.layers[k].name, c.kept[k]);
+      fmt::print("  it {:6}  τ {:.3f}  loss {:.4f}  kept [{}]  weights {:6.2f}%  held-out acc {:.2f}%  {:.0f}s\n", c.iteration,
+                 c.tau, c.critic_loss, kept, 100 * c.fraction, 100 * c.accuracy, seconds_since(t_compress));
+      std::fflush(stdout);
+    });
+    const double compress_s = seconds_since(t_compress);
+    fmt::print("compression {} after {} iterations ({:.0f}s, {:.1f} ms/iteration): τ {:.3f}, {:.2f}% of the weights, "
+               "held-out {:.2f}%\n",
+               result.stopped ? "stopped by the rule" : "reached the iteration cap", result.iterations, compress_s,
+               1e3 * compress_s / static_cast<double>(result.iterations), result.tau, 100 * result.last.fraction,
+               100 * result.last.accuracy);
+
+    // 3. Hard mask, thinning, fine-tuning of the thinned dense network.
+    deepiot::harden(g, result.probabilities, result.tau, a.flag("fold"));
+    auto thinned = deepiot::thin(g);
+    const double hard_acc = train::evaluate(g.net, data.test, loss).accuracy;
+    const double thin_acc = train::evaluate(thinned, data.test, loss).accuracy;
+    fmt::print("hard mask: test accuracy {:.2f}% (gated) = {:.2f}% (thinned)\n", 100 * hard_acc, 100 * thin_acc);
+    const int ft_epochs = static_cast<int>(a.integer("finetune-epochs"));
+    if (ft_epochs > 0) {
+      train::adam<float> opt({a.real("finetune-lr"), 0.9, 0.999, 1e-8, 0.0});
+      train::fit_options fo;
+      fo.epochs = ft_epochs;
+      fo.seed = seed + 7;
+      fo.progress = !quiet;
+      fo.learning_rate = train::cosine_lr(a.real("finetune-lr"), ft_epochs);
+      train::fit(thinned, opt, loss, train_part, fo);
+    }
+    const double final_acc = train::evaluate(thinned, data.test, loss).accuracy;
+    if (!a.str("save").empty()) {
+      io::save_parameters(thinned, a.str("save"), {{"model", model_name + "-deepiot"}, {"data", a.str("data")}});
+      fmt::print("thinned model saved to {}\n", a.str("save"));
+    }
+
+    // 4. Tables.
+    const std::map<std::string, std::pair<std::string, std::string>> paper =
+        model_name == "lenet5"
+            ? std::map<std::string, std::pair<std::string, std::string>>{{"conv1", {"10", "50.0%"}},
+                                                                         {"conv2", {"20", "20.0%"}},
+                                                                         {"fc1", {"10", "0.8%"}},
+                                                                         {"fc2", {"10", "2.0%"}},
+                                                                         {"total", {"", "1.98%"}}}
+            : std::map<std::string, std::pair<std::string, std::string>>{};
+    fmt::print("\n{} on {}\n{:<7} {:>15} {:>17} {:>8} | {:>11} {:>12}\n", model_name, a.str("data"), "Layer", "units kept/orig",
+               "weights kept/orig", "params%", "paper units", "paper params");
+    const auto plain = deepiot::detail::without_gates(g.net);
+    auto& orig = const_cast<nn::sequential<float>&>(plain);
+    for (std::size_t i = 0, j = 0; i < orig.size(); ++i) {
+      if (!deepiot::detail::droppable_kind(orig[i].kind())) continue;
+      while (j < thinned.size() && thinned.local_name(j) != orig.local_name(i)) ++j;
+      auto& t = thinned[j];
+      const shape_t& ws = t.kind() == "Linear" ? static_cast<nn::linear<float>&>(t).weight().shape()
+                                               : static_cast<nn::conv2d<float>&>(t).weight().shape();
+      const shape_t& os = orig[i].kind() == "Linear" ? static_cast<nn::linear<float>&>(orig[i]).weight().shape()
+                                                     : static_cast<nn::conv2d<float>&>(orig[i]).weight().shape();
+      const auto it = paper.find(orig.local_name(i));
+      fmt::print("{:<7} {:>15} {:>17} {:>7.2f}% | {:>11} {:>12}\n", orig.local_name(i), fmt::format("{}/{}", ws[0], os[0]),
+                 fmt::format("{}/{}", layer_weights(t), layer_weights(orig[i])),
+                 100.0 * static_cast<double>(layer_weights(t)) / static_cast<double>(layer_weights(orig[i])),
+                 it != paper.end() ? it->second.first : "", it != paper.end() ? it->second.second : "");
+    }
+    const double total_thin = static_cast<double>(deepiot::weight_count(thinned)),
+                 total_orig = static_cast<double>(deepiot::weight_count(orig));
+    fmt::print("{:<7} {:>15} {:>17} {:>7.2f}% | {:>11} {:>12}\n", "total", "",
+               fmt::format("{:.0f}/{:.0f}", total_thin, total_orig), 100 * total_thin / total_orig, "",
+               paper.empty() ? "" : paper.at("total").second);
+    fmt::print("compression {:.1f}x (weights; biases not counted, as the paper); with biases {} -> {} parameters\n",
+               total_orig / total_thin, orig.parameter_count(), thinned.parameter_count());
+    fmt::print("test accuracy: baseline {:.2f}%, hard-masked before fine-tuning {:.2f}%, thinned + fine-tuned {:.2f}% "
+               "({:+.2f} pp; error {:.2f}%, paper's LeNet-5 error 0.85%)\n",
+               100 * base_test, 100 * thin_acc, 100 * final_acc, 100 * (final_acc - base_test), 100 * (1 - final_acc));
+    fmt::print("\ninference, one thread, median forward time:\n{:<7} {:>12} {:>12} {:>8}\n", "batch", "original ms", "thinned ms",
+               "speed-up");
+    for (const index_t b : {index_t{1}, index_t{64}}) {
+      const int reps = b == 1 ? 2000 : 200;
+      const double t0 = forward_ms(orig, data.test.inputs, b, reps), t1 = forward_ms(thinned, data.test.inputs, b, reps);
+      fmt::print("{:<7} {:>12.4f} {:>12.4f} {:>7.1f}x\n", b, t0, t1, t0 / t1);
+    }
+    fmt::print("total run time {:.0f}s\n", seconds_since(t_start));
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "deepiot: {}\n", e.what());
+    return 1;
+  }
+  return 0;
+}
