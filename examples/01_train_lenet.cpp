@@ -6,6 +6,8 @@
 // Recipe: SGD with momentum 0.9, batch 64, fixed seed (as the PyTorch reference, which uses weight
 // decay 5e-4 and a constant rate 0.01), plus inputs standardised with the training set's mean and
 // standard deviation, weight decay 1e-3 and a cosine learning-rate schedule from 0.05.
+#include <tuple>
+
 #include <fmt/format.h>
 
 #include "common/cli.hpp"
@@ -23,10 +25,11 @@ int main(int argc, char** argv) {
     auto data = cli::load_dataset(a.str("data"));
     cli::limit(data.train, a.integer("limit"));
     cli::limit(data.test, a.integer("limit") > 0 ? std::max(a.integer("limit") / 4, 1L) : 0);
+    double input_mean = 0, input_std = 0;  // recorded with the model so later programs standardise alike
     if (a.flag("normalize")) {  // standardise with the training set's statistics
-      const auto [mean, stddev] = data::input_mean_std(data.train);
-      data::standardize(data.train, mean, stddev);
-      data::standardize(data.test, mean, stddev);
+      std::tie(input_mean, input_std) = data::input_mean_std(data.train);
+      data::standardize(data.train, input_mean, input_std);
+      data::standardize(data.test, input_mean, input_std);
     }
     rng gen(static_cast<std::uint64_t>(a.integer("seed")));
     const std::string name = a.str("model");
@@ -56,8 +59,9 @@ int main(int argc, char** argv) {
     fmt::print("{} on {}: test accuracy {:.2f}% (loss {:.4f}) after {} epochs, {:.0f} training samples/s\n", name,
                a.str("data"), 100.0 * test.accuracy, test.loss, epochs, throughput);
     if (!a.str("out").empty()) {
-      io::save_parameters(model, a.str("out"), {{"model", name}, {"data", a.str("data")},
-                                                {"test_accuracy", fmt::format("{:.4f}", test.accuracy)}});
+      auto meta = cli::baseline_metadata(name, a.str("data"), input_mean, input_std);
+      meta["test_accuracy"] = fmt::format("{:.4f}", test.accuracy);
+      io::save_parameters(model, a.str("out"), meta);
       fmt::print("saved {}\n", a.str("out"));
     }
   } catch (const slimnet::error& e) {

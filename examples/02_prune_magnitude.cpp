@@ -6,7 +6,7 @@
 //
 // 1. Train the dense baseline (the recipe of example 1: SGD, momentum 0.9, weight decay 5e-4,
 //    batch 64, cosine learning rate from 0.05), or load it from --baseline if that file exists
-//    (it is written there otherwise).
+//    (it is written there otherwise). A baseline from train_lenet brings its input standardisation.
 // 2. Prune -> retrain -> prune ...: --rounds rounds, each pruning every layer by magnitude to the
 //    round's level on the way to its target sparsity (geometric levels: each round removes the same
 //    fraction of the weights still there), then --retrain-epochs epochs of retraining with the
@@ -14,7 +14,7 @@
 //    --retrain-lr with a cosine decay in each round; then --final-epochs more at the final
 //    sparsity.
 // 3. Print the per-layer table (Weights, FLOP, Act%, Weights%, FLOP%) with the seed's columns,
-//    the compression rate and the accuracy against the baseline.
+//    the compression rate and the accuracy against the baseline; with --out, save the pruned model.
 // With --schedule agp, step 2 is automated gradual pruning instead (Zhu & Gupta): the same epoch
 // budget (rounds x retrain-epochs + final-epochs), sparsity rising along the cubic AGP curve every
 // quarter epoch during the first two thirds of it, learning rate in one cosine from --retrain-lr.
@@ -91,7 +91,7 @@ int main(int argc, char** argv) {
                            {"epochs", "20"},         {"batch", "64"},
                            {"lr", "0.05"},           {"momentum", "0.9"},
                            {"weight-decay", "5e-4"}, {"seed", "1"},
-                           {"baseline", ""},         {"targets", ""},
+                           {"baseline", ""}, {"out", ""},         {"targets", ""},
                            {"global", "0"},          {"rounds", "4"},
                            {"retrain-epochs", "3"},  {"retrain-lr", "0.01"},
                            {"final-epochs", "0"},    {"schedule", "iterative"},
@@ -119,8 +119,9 @@ int main(int argc, char** argv) {
 
     // 1. Baseline.
     const std::string baseline_path = a.str("baseline");
+    auto metadata = cli::baseline_metadata(model_name, a.str("data"));
     if (!baseline_path.empty() && std::filesystem::exists(baseline_path)) {
-      io::load_parameters(model, baseline_path);
+      metadata = cli::load_baseline(model, baseline_path, model_name, a.str("data"), data, "prune_magnitude");
       fmt::print("baseline loaded from {}\n", baseline_path);
     } else {
       const int epochs = static_cast<int>(a.integer("epochs"));
@@ -133,7 +134,7 @@ int main(int argc, char** argv) {
       o.learning_rate = train::cosine_lr(a.real("lr"), epochs);
       train::fit(model, opt, loss, data.train, o);
       if (!baseline_path.empty()) {
-        io::save_parameters(model, baseline_path, {{"model", model_name}, {"data", a.str("data")}});
+        io::save_parameters(model, baseline_path, metadata);
         fmt::print("baseline saved to {}\n", baseline_path);
       }
     }
@@ -230,6 +231,12 @@ int main(int argc, char** argv) {
     if (!a.str("csv").empty()) {
       report::write_csv(r, a.str("csv"));
       fmt::print("wrote {}\n", a.str("csv"));
+    }
+    if (!a.str("out").empty()) {  // pruned weights are exact zeros in the saved tensors
+      metadata["test_accuracy"] = fmt::format("{:.4f}", r.accuracy);
+      metadata["compression"] = fmt::format("{:.2f}", r.compression_rate());
+      io::save_parameters(model, a.str("out"), metadata);
+      fmt::print("saved the pruned model to {}\n", a.str("out"));
     }
     if (a.flag("control")) {
       train::sgd<float> copt({retrain_lr, a.real("momentum"), 0.0, a.real("weight-decay"), false});

@@ -5,13 +5,14 @@
 //   dns --model lenet300 --data mnist --c-rate fc1=4.3,fc2=3.5,fc3=1.5
 //
 // 1. Train the dense baseline (example 1's recipe) or load it from --baseline (written there if
-//    the file does not exist).
+//    the file does not exist; a baseline from train_lenet brings its input standardisation).
 // 2. Put every Linear/Conv2d layer under DNS: per layer, mu and sigma of |w| over its nonzero
 //    weights and biases, t = max(mu + c_rate sigma, 0), prune at |w| <= 0.9 t, splice at |w| > 1.1
 //    t; surgery with probability (1 + gamma iter)^(-power) until --iter-stop; all weights (pruned
 //    ones too) trained with dL/d(W * T). The learning rate is constant (--lr) while surgery runs,
 //    then decays with a cosine over the remaining epochs, masks fixed.
-// 3. Bake W * T (prune::remove_all) and print the table, the compression rate and the accuracy.
+// 3. Bake W * T (prune::remove_all) and print the table, the compression rate and the accuracy;
+//    with --out, save the pruned model.
 #include <fmt/format.h>
 
 #include <cmath>
@@ -62,7 +63,7 @@ int main(int argc, char** argv) {
        {"momentum", "0.9"},
        {"weight-decay", "5e-4"},
        {"seed", "1"},
-       {"baseline", ""},
+       {"baseline", ""}, {"out", ""},
        {"c-rate", ""},
        {"gamma", "1e-4"},
        {"power", "1"},
@@ -92,8 +93,9 @@ int main(int argc, char** argv) {
 
     // 1. Baseline.
     const std::string baseline_path = a.str("baseline");
+    auto metadata = cli::baseline_metadata(model_name, a.str("data"));
     if (!baseline_path.empty() && std::filesystem::exists(baseline_path)) {
-      io::load_parameters(model, baseline_path);
+      metadata = cli::load_baseline(model, baseline_path, model_name, a.str("data"), data, "dns");
       fmt::print("baseline loaded from {}\n", baseline_path);
     } else {
       const int epochs = static_cast<int>(a.integer("epochs"));
@@ -107,7 +109,7 @@ int main(int argc, char** argv) {
       o.learning_rate = train::cosine_lr(a.real("base-lr"), epochs);
       train::fit(model, opt, loss, data.train, o);
       if (!baseline_path.empty()) {
-        io::save_parameters(model, baseline_path, {{"model", model_name}, {"data", a.str("data")}});
+        io::save_parameters(model, baseline_path, metadata);
         fmt::print("baseline saved to {}\n", baseline_path);
       }
     }
@@ -196,6 +198,12 @@ int main(int argc, char** argv) {
     if (!a.str("csv").empty()) {
       report::write_csv(r, a.str("csv"));
       fmt::print("wrote {}\n", a.str("csv"));
+    }
+    if (!a.str("out").empty()) {  // pruned weights are exact zeros in the saved tensors
+      metadata["test_accuracy"] = fmt::format("{:.4f}", r.accuracy);
+      metadata["compression"] = fmt::format("{:.2f}", r.compression_rate());
+      io::save_parameters(model, a.str("out"), metadata);
+      fmt::print("saved the pruned model to {}\n", a.str("out"));
     }
     fmt::print(
         "result: {} {} DNS {:.1f}x fewer weights, accuracy {:.2f}% -> {:.2f}% ({:+.2f} pp)\n",

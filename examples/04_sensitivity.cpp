@@ -55,7 +55,7 @@ int main(int argc, char** argv) {
     const train::cross_entropy<float> loss;
     const std::string baseline_path = a.str("baseline");
     if (!baseline_path.empty() && std::filesystem::exists(baseline_path)) {
-      io::load_parameters(model, baseline_path);
+      cli::load_baseline(model, baseline_path, model_name, a.str("data"), data, "sensitivity");
       fmt::print("{} loaded from {}\n", model_name, baseline_path);
     } else {
       const int epochs = static_cast<int>(a.integer("epochs"));
@@ -68,7 +68,7 @@ int main(int argc, char** argv) {
       o.learning_rate = train::cosine_lr(a.real("lr"), epochs);
       train::fit(model, opt, loss, data.train, o);
       if (!baseline_path.empty())
-        io::save_parameters(model, baseline_path, {{"model", model_name}, {"data", a.str("data")}});
+        io::save_parameters(model, baseline_path, cli::baseline_metadata(model_name, a.str("data")));
     }
     fmt::print("{} on {}: test accuracy {:.2f}% on {} images\n\n", model_name, a.str("data"),
                100 * train::evaluate(model, data.test, loss).accuracy, data.test.size());

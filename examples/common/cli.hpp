@@ -14,6 +14,7 @@
 
 #include "slimnet/core/error.hpp"
 #include "slimnet/data.hpp"
+#include "slimnet/io.hpp"
 #include "slimnet/nn/models.hpp"
 
 #ifndef SLIMNET_DEFAULT_DATA_DIR
@@ -96,6 +97,45 @@ inline nn::sequential<float> make_lenet(const std::string& name, rng& gen, const
   if (name == "lenet5") return nn::models::lenet5<float>(gen);
   if (name == "lenet300") return nn::models::lenet_300_100<float>(gen);
   throw config_error(fmt::format("{}: unknown model '{}' (lenet5 or lenet300)", program, name));
+}
+
+/// Metadata an example writes next to a trained baseline: which model, which data set, and the
+/// input standardisation it was trained with (mean and stddev of the training set, if any).
+inline std::map<std::string, std::string> baseline_metadata(const std::string& model_name, const std::string& data_name,
+                                                            double mean = 0, double stddev = 0) {
+  std::map<std::string, std::string> m{{"model", model_name}, {"data", data_name}};
+  if (stddev > 0) {
+    m["input_mean"] = fmt::format("{:.9g}", mean);
+    m["input_std"] = fmt::format("{:.9g}", stddev);
+  }
+  return m;
+}
+
+/// Loads a baseline written by an example into `model` and puts `data` in the input space the
+/// model was trained in: a model trained on standardised inputs (train_lenet's default) records the
+/// training set's mean and stddev, and the same standardisation is applied here. A file recorded
+/// for another model or data set is an error rather than a silently wrong accuracy. Returns the
+/// file's metadata (to be passed on when the compressed model is saved).
+inline std::map<std::string, std::string> load_baseline(nn::layer<float>& model, const std::string& path, const std::string& model_name,
+                          const std::string& data_name, data::split<float>& data, const char* program) {
+  const auto meta = io::read_safetensors<float>(path).metadata;  // checked before the shapes are
+  for (const auto& [key, wanted] : {std::pair{"model", model_name}, std::pair{"data", data_name}}) {
+    const auto it = meta.find(key);
+    if (it != meta.end() && it->second != wanted) {
+      throw config_error(fmt::format("{}: baseline '{}' was saved for {} '{}', not '{}'", program, path, key,
+                                     it->second, wanted));
+    }
+  }
+  io::load_parameters(model, path);
+  const auto mean = meta.find("input_mean");
+  const auto stddev = meta.find("input_std");
+  if (mean != meta.end() && stddev != meta.end()) {
+    const double m = std::stod(mean->second), s = std::stod(stddev->second);
+    data::standardize(data.train, m, s);
+    data::standardize(data.test, m, s);
+    fmt::print("inputs standardised as the baseline was trained: mean {:.4f}, stddev {:.4f}\n", m, s);
+  }
+  return meta;
 }
 
 /// "fc1=0.92,fc2=0.91" -> {fc1: 0.92, fc2: 0.91}; `what` names the option in errors.
