@@ -18,7 +18,7 @@ function(slimnet_kernel_benchmark name source)
   endif()
 endfunction()
 
-foreach(program sparse_vs_dense binary_vs_dense int8_vs_dense codebook_vs_dense)
+foreach(program sparse_vs_dense binary_vs_dense int8_vs_dense codebook_vs_dense gemm_vs_openblas)
   if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/${program}.cpp)
     slimnet_kernel_benchmark(${program} ${program}.cpp)
   endif()
