@@ -239,11 +239,12 @@ inline void pack_b(const matrix_ref<const float>& b, index_t p0, index_t k, inde
 }
 
 /// C[0:rows, 0:cols] = alpha * A Bp + beta * C (beta = 0: C not read), an MR x (16 NV) tile in
-/// registers (rows <= MR, cols <= 16 NV). A is either packed (A(r, p) = ap[p * ps + r], lda = 0) or
+/// registers (rows <= MR, cols <= 16 NV). B(p, j) = bp[p * ldb + j]: a packed panel (ldb = 16 NV)
+/// or, for few rows of tiles, B itself (row-major, full panels only). A is either packed (A(r, p) = ap[p * ps + r], lda = 0) or
 /// read in place from a row-major matrix (A(r, p) = ap[r * lda + p]); broadcasts are loads either
 /// way, and in-place reads save the packing pass when few B panels would reuse a packed A.
 template <int MR, int NV>
-inline void micro_kernel(index_t k, const float* ap, index_t lda, index_t ps, const float* bp, float* c, index_t ldc,
+inline void micro_kernel(index_t k, const float* ap, index_t lda, index_t ps, const float* bp, index_t ldb, float* c, index_t ldc,
                          index_t rows, index_t cols, float alpha, float beta) {
   constexpr index_t w = 16 * NV;
   // The tile of C is read (or written) after the k loop: fetch it now, behind the arithmetic.
@@ -269,7 +270,7 @@ inline void micro_kernel(index_t k, const float* ap, index_t lda, index_t ps, co
         if (NV > 1) acc1[r] = _mm512_fmadd_ps(av, b1, acc1[r]);
       }
       ap += ps;
-      bp += w;
+      bp += ldb;
     }
   } else {
 #pragma GCC unroll 2
@@ -283,7 +284,7 @@ inline void micro_kernel(index_t k, const float* ap, index_t lda, index_t ps, co
         if (NV > 1) acc1[r] = _mm512_fmadd_ps(av, b1, acc1[r]);
       }
       ap += 1;
-      bp += w;
+      bp += ldb;
     }
   }
   const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
@@ -320,15 +321,15 @@ inline void micro_kernel(index_t k, const float* ap, index_t lda, index_t ps, co
 
 /// The register tile for `rows` (1..max_mr) rows and a 16- or 32-wide panel.
 template <int NV>
-inline void run_tile(index_t rows, index_t k, const float* ap, index_t lda, index_t ps, const float* bp, float* c, index_t ldc,
-                     index_t cols, float alpha, float beta) {
+inline void run_tile(index_t rows, index_t k, const float* ap, index_t lda, index_t ps, const float* bp, index_t ldb, float* c,
+                     index_t ldc, index_t cols, float alpha, float beta) {
   switch (rows) {
 #define SLIMNET_GEMM_TILE(R) \
-  case R: micro_kernel<R, NV>(k, ap, lda, ps, bp, c, ldc, rows, cols, alpha, beta); break;
+  case R: micro_kernel<R, NV>(k, ap, lda, ps, bp, ldb, c, ldc, rows, cols, alpha, beta); break;
     SLIMNET_GEMM_TILE(1) SLIMNET_GEMM_TILE(2) SLIMNET_GEMM_TILE(3) SLIMNET_GEMM_TILE(4) SLIMNET_GEMM_TILE(5)
     SLIMNET_GEMM_TILE(6) SLIMNET_GEMM_TILE(7) SLIMNET_GEMM_TILE(8) SLIMNET_GEMM_TILE(9) SLIMNET_GEMM_TILE(10)
     SLIMNET_GEMM_TILE(11)
-    default: micro_kernel<12, NV>(k, ap, lda, ps, bp, c, ldc, rows, cols, alpha, beta); break;
+    default: micro_kernel<12, NV>(k, ap, lda, ps, bp, ldb, c, ldc, rows, cols, alpha, beta); break;
 #undef SLIMNET_GEMM_TILE
   }
 }
@@ -374,8 +375,12 @@ inline void gemm(const matrix_ref<const float>& a, const matrix_ref<const float>
     for (index_t p0 = 0; p0 < depth; p0 += kc) {
       const index_t k = std::min(kc, depth - p0);
       const float beta_block = p0 == 0 ? beta : 1.0f;  // later depth blocks accumulate into C
+      // Full panels of a row-major B are read in place when at most two rows of tiles would reuse
+      // a packed copy (the weight gradient of a small layer, dW = dY^T X: M = out features).
+      const bool b_in_place = b.col_stride == 1 && (m + mr - 1) / mr <= 2;
       for (index_t jp = 0; jp < n_panels; ++jp) {
         const index_t cols = std::min(nr, ncols - jp * nr);
+        if (b_in_place && cols == nr) continue;
         pack_b(b, p0, k, j0 + jp * nr, cols, b_pack.data() + jp * nr * k, cols <= 16 ? 16 : nr);
       }
       // Panels of a row-major A are read in place when packing would not pay: few B panels to reuse
@@ -394,19 +399,168 @@ inline void gemm(const matrix_ref<const float>& a, const matrix_ref<const float>
           const index_t row = i0 + ip * mr, rows = std::min(mr, m - row);
           for (index_t jp = 0; jp < n_panels; ++jp) {
             const index_t col = j0 + jp * nr, cols = std::min(nr, n - col);
-            const float* bp = b_pack.data() + jp * nr * k;
+            const bool read_b = b_in_place && cols == nr;
+            const float* bp = read_b ? b.data + p0 * b.row_stride + col : b_pack.data() + jp * nr * k;
+            const index_t ldb = read_b ? b.row_stride : cols <= 16 ? 16 : nr;
             const float* ap = in_place ? a.data + row * a.row_stride + p0 : a_pack.data() + ip * mr * k;
             float* ct = c.data + row * c.row_stride + col;
             if (cols <= 16) {
-              run_tile<1>(rows, k, ap, in_place ? a.row_stride : 0, mr, bp, ct, c.row_stride, cols, alpha, beta_block);
+              run_tile<1>(rows, k, ap, in_place ? a.row_stride : 0, mr, bp, ldb, ct, c.row_stride, cols, alpha, beta_block);
             } else {
-              run_tile<2>(rows, k, ap, in_place ? a.row_stride : 0, mr, bp, ct, c.row_stride, cols, alpha, beta_block);
+              run_tile<2>(rows, k, ap, in_place ? a.row_stride : 0, mr, bp, ldb, ct, c.row_stride, cols, alpha, beta_block);
             }
           }
         }
       }
     }
   }
+}
+
+/// C = alpha * A B + beta * C for depth K (1..4), B(p, j) = bp[p * ldb + j], row by row of C.
+template <int K>
+inline void shallow_rows(const matrix_ref<const float>& a, const float* bp, index_t ldb, const matrix_ref<float>& c, float alpha,
+                         float beta) {
+  const index_t m = c.rows, n = c.cols, n16 = n / 16 * 16;
+  const __m512 vb = _mm512_set1_ps(beta);
+  const __mmask16 tail = first_lanes(n - n16);
+  for (index_t i = 0; i < m; ++i) {
+    __m512 av[K];
+#pragma GCC unroll 4
+    for (int p = 0; p < K; ++p) av[p] = _mm512_set1_ps(alpha * a(i, p));
+    float* cr = c.data + i * c.row_stride;
+    auto row_part = [&](index_t j, auto load, auto store) {
+      __m512 v = beta == 0.0f ? _mm512_setzero_ps() : beta == 1.0f ? load(cr + j) : _mm512_mul_ps(vb, load(cr + j));
+#pragma GCC unroll 4
+      for (int p = 0; p < K; ++p) v = _mm512_fmadd_ps(av[p], load(bp + p * ldb + j), v);
+      store(cr + j, v);
+    };
+    for (index_t j = 0; j < n16; j += 16) {
+      row_part(j, [](const float* q) { return _mm512_loadu_ps(q); }, [](float* q, __m512 v) { _mm512_storeu_ps(q, v); });
+    }
+    if (tail) {
+      row_part(n16, [tail](const float* q) { return _mm512_maskz_loadu_ps(tail, q); },
+               [tail](float* q, __m512 v) { _mm512_mask_storeu_ps(q, tail, v); });
+    }
+  }
+}
+
+/// Depth <= 4 (outer products such as a weight gradient at batch 1): one streaming pass over the
+/// rows of C (row-major), no packing; the work is C's memory traffic.
+inline void gemm_shallow(const matrix_ref<const float>& a, const matrix_ref<const float>& b, const matrix_ref<float>& c, float alpha,
+                         float beta) {
+  const index_t m = c.rows, n = c.cols, k = a.cols;
+  thread_local std::vector<float> b_copy;
+  const float* bp = b.data;
+  index_t ldb = b.row_stride;
+  if (b.col_stride != 1) {
+    b_copy.resize(static_cast<std::size_t>(k * n));
+    for (index_t p = 0; p < k; ++p)
+      for (index_t j = 0; j < n; ++j) b_copy[static_cast<std::size_t>(p * n + j)] = b(p, j);
+    bp = b_copy.data();
+    ldb = n;
+  }
+  switch (k) {
+    case 1: shallow_rows<1>(a, bp, ldb, c, alpha, beta); break;
+    case 2: shallow_rows<2>(a, bp, ldb, c, alpha, beta); break;
+    case 3: shallow_rows<3>(a, bp, ldb, c, alpha, beta); break;
+    default: shallow_rows<4>(a, bp, ldb, c, alpha, beta); break;
+  }
+}
+
+/// Matrix-vector product with a single row of C (batch 1): c (1 x n) = alpha * a (1 x k) B + beta * c.
+/// B row-major: rows of B scaled and summed, 128 columns of C in registers at a time; B a transposed
+/// row-major matrix (a layer's W^T): dot products of x with W's rows, four at a time. False (for
+/// Eigen) when neither of B's strides is 1.
+inline bool gemv_row(const matrix_ref<const float>& a, const matrix_ref<const float>& b, const matrix_ref<float>& c, float alpha,
+                     float beta) {
+  if (b.col_stride != 1 && b.row_stride != 1) return false;
+  const index_t k = a.cols, n = c.cols;
+  thread_local std::vector<float> x_copy, y_copy;
+  const float* x = a.data;
+  if (a.col_stride != 1) {
+    x_copy.resize(static_cast<std::size_t>(k));
+    for (index_t p = 0; p < k; ++p) x_copy[static_cast<std::size_t>(p)] = a(0, p);
+    x = x_copy.data();
+  }
+  float* y = c.data;
+  if (c.col_stride != 1) {
+    y_copy.resize(static_cast<std::size_t>(n));
+    for (index_t j = 0; j < n; ++j) y_copy[static_cast<std::size_t>(j)] = c(0, j);
+    y = y_copy.data();
+  }
+  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+  if (b.col_stride == 1) {
+    for (index_t j0 = 0; j0 < n; j0 += 128) {
+      __m512 acc[8];
+      __mmask16 mask[8];
+      for (int v = 0; v < 8; ++v) {
+        acc[v] = _mm512_setzero_ps();
+        mask[v] = first_lanes(n - j0 - 16 * v);
+      }
+      const index_t vecs = std::min<index_t>(8, (n - j0 + 15) / 16);
+      if (vecs == 8 && mask[7] == 0xffff) {
+        for (index_t p = 0; p < k; ++p) {
+          const __m512 xp = _mm512_set1_ps(x[p]);
+          const float* row = b.data + p * b.row_stride + j0;
+#pragma GCC unroll 8
+          for (int v = 0; v < 8; ++v) acc[v] = _mm512_fmadd_ps(xp, _mm512_loadu_ps(row + 16 * v), acc[v]);
+        }
+      } else {
+        for (index_t p = 0; p < k; ++p) {
+          const __m512 xp = _mm512_set1_ps(x[p]);
+          const float* row = b.data + p * b.row_stride + j0;
+          for (index_t v = 0; v < vecs; ++v) acc[v] = _mm512_fmadd_ps(xp, _mm512_maskz_loadu_ps(mask[v], row + 16 * v), acc[v]);
+        }
+      }
+      for (index_t v = 0; v < vecs; ++v) {
+        float* yv = y + j0 + 16 * v;
+        __m512 r = _mm512_mul_ps(va, acc[v]);
+        if (beta != 0.0f) r = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mask[v], yv), r);
+        _mm512_mask_storeu_ps(yv, mask[v], r);
+      }
+    }
+  } else {
+    const index_t k16 = k / 16 * 16;
+    const __mmask16 tail = first_lanes(k - k16);
+    auto finish = [&](index_t j, float dot) { y[j] = alpha * dot + (beta == 0.0f ? 0.0f : beta * y[j]); };
+    index_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+      const float* w0 = b.data + j * b.col_stride;
+      const float* w1 = w0 + b.col_stride;
+      const float* w2 = w1 + b.col_stride;
+      const float* w3 = w2 + b.col_stride;
+      __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+      for (index_t p = 0; p < k16; p += 16) {
+        const __m512 xv = _mm512_loadu_ps(x + p);
+        s0 = _mm512_fmadd_ps(xv, _mm512_loadu_ps(w0 + p), s0);
+        s1 = _mm512_fmadd_ps(xv, _mm512_loadu_ps(w1 + p), s1);
+        s2 = _mm512_fmadd_ps(xv, _mm512_loadu_ps(w2 + p), s2);
+        s3 = _mm512_fmadd_ps(xv, _mm512_loadu_ps(w3 + p), s3);
+      }
+      if (tail) {
+        const __m512 xv = _mm512_maskz_loadu_ps(tail, x + k16);
+        s0 = _mm512_fmadd_ps(xv, _mm512_maskz_loadu_ps(tail, w0 + k16), s0);
+        s1 = _mm512_fmadd_ps(xv, _mm512_maskz_loadu_ps(tail, w1 + k16), s1);
+        s2 = _mm512_fmadd_ps(xv, _mm512_maskz_loadu_ps(tail, w2 + k16), s2);
+        s3 = _mm512_fmadd_ps(xv, _mm512_maskz_loadu_ps(tail, w3 + k16), s3);
+      }
+      finish(j, _mm512_reduce_add_ps(s0));
+      finish(j + 1, _mm512_reduce_add_ps(s1));
+      finish(j + 2, _mm512_reduce_add_ps(s2));
+      finish(j + 3, _mm512_reduce_add_ps(s3));
+    }
+    for (; j < n; ++j) {
+      const float* w0 = b.data + j * b.col_stride;
+      __m512 s0 = _mm512_setzero_ps();
+      for (index_t p = 0; p < k16; p += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + p), _mm512_loadu_ps(w0 + p), s0);
+      if (tail) s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, x + k16), _mm512_maskz_loadu_ps(tail, w0 + k16), s0);
+      finish(j, _mm512_reduce_add_ps(s0));
+    }
+  }
+  if (c.col_stride != 1) {
+    for (index_t j = 0; j < n; ++j) c(0, j) = y[j];
+  }
+  return true;
 }
 
 }  // namespace avx512
@@ -427,10 +581,24 @@ void gemm(matrix_ref<const Scalar> a, matrix_ref<const Scalar> b, matrix_ref<Sca
   }
 #if SLIMNET_GEMM_AVX512
   if constexpr (std::is_same_v<Scalar, float>) {
-    // Matrix-vector shapes (a batch of 1-3) are memory-bound: Eigen's GEMV streams the matrix once,
-    // where the blocked kernel would pack all of it for a handful of rows.
+    // Matrix-vector shapes (a batch of 1-3) are memory-bound: a GEMV streams the matrix once, where
+    // the blocked kernel would pack all of it for a handful of rows.
     // The tile stores along C's rows: C must be row-major; a column-major C is computed as C^T = B^T A^T.
+    // A single row (or column) of C, a batch of 1, has its own matrix-vector kernel; 2-3 rows go to
+    // Eigen. Depth <= 4 (outer products) streams C once.
+    if (c.rows == 1 && detail::avx512::gemv_row(a, b, c, alpha, beta)) return;
+    if (c.cols == 1 && detail::avx512::gemv_row(b.transposed(), a.transposed(), c.transposed(), alpha, beta)) return;
     const bool matrix_vector = std::min(c.rows, c.cols) < 4;
+    if (!matrix_vector && a.cols <= 4) {
+      if (c.col_stride == 1) {
+        detail::avx512::gemm_shallow(a, b, c, alpha, beta);
+        return;
+      }
+      if (c.row_stride == 1) {
+        detail::avx512::gemm_shallow(b.transposed(), a.transposed(), c.transposed(), alpha, beta);
+        return;
+      }
+    }
     if (!matrix_vector && c.col_stride == 1) {
       detail::avx512::gemm(a, b, c, alpha, beta);
       return;
