@@ -18,6 +18,8 @@
 // With --schedule agp, step 2 is automated gradual pruning instead (Zhu & Gupta): the same epoch
 // budget (rounds x retrain-epochs + final-epochs), sparsity rising along the cubic AGP curve every
 // quarter epoch during the first two thirds of it, learning rate in one cosine from --retrain-lr.
+// With --distill alpha, retraining also distils the dense baseline's outputs (Hinton et al. 2015;
+// loss (1 - alpha) CE + alpha T^2 KL at temperature --temperature), beyond Han et al.'s recipe.
 // With --control, the dense baseline is also retrained with the same schedule and no pruning, so
 // that the pruned accuracy can be compared with a model that had the same extra epochs.
 #include <fmt/format.h>
@@ -91,7 +93,7 @@ int main(int argc, char** argv) {
                            {"epochs", "20"},         {"batch", "64"},
                            {"lr", "0.05"},           {"momentum", "0.9"},
                            {"weight-decay", "5e-4"}, {"seed", "1"},
-                           {"baseline", ""}, {"out", ""},         {"targets", ""},
+                           {"baseline", ""}, {"out", ""}, {"distill", "0"}, {"temperature", "4"},         {"targets", ""},
                            {"global", "0"},          {"rounds", "4"},
                            {"retrain-epochs", "3"},  {"retrain-lr", "0.01"},
                            {"final-epochs", "0"},    {"schedule", "iterative"},
@@ -174,6 +176,14 @@ int main(int argc, char** argv) {
     ro.progress = !quiet;
     ro.learning_rate = retrain_schedule;
     nn::sequential<float> control_model(model);  // copied before any mask is attached
+    // With --distill alpha > 0 the retraining loss also pulls the pruned network's outputs towards
+    // the dense baseline's (knowledge distillation, temperature --temperature).
+    nn::sequential<float> teacher(model);
+    const double distill = a.real("distill");
+    const train::distillation<float> retrain_loss(teacher, distill, a.real("temperature"));
+    if (distill > 0) {
+      fmt::print("retraining distils the dense baseline: alpha {}, temperature {}\n", distill, a.real("temperature"));
+    }
 
     auto params = prune::prunable_parameters(model);
     const double global_sparsity = a.real("global");
@@ -206,7 +216,7 @@ int main(int argc, char** argv) {
       prune::agp<float> schedule(*pruner, ao);
       printer.epochs_per_round = std::max(1, budget / 4);
       printer.rounds = 4;
-      train::fit(model, ropt, loss, data.train, ro, {&schedule, &printer}, &data.test);
+      train::fit(model, ropt, retrain_loss, data.train, ro, {&schedule, &printer}, &data.test);
     } else {
       fmt::print(" in {} rounds of {} retraining epochs (lr {} cosine per round), then {} epochs\n",
                  rounds, per_round, retrain_lr, final_epochs);
@@ -216,7 +226,7 @@ int main(int argc, char** argv) {
       prune::iterative<float> schedule(*pruner, io);
       printer.epochs_per_round = per_round;
       printer.rounds = rounds;
-      train::fit(model, ropt, loss, data.train, ro, {&schedule, &printer}, &data.test);
+      train::fit(model, ropt, retrain_loss, data.train, ro, {&schedule, &printer}, &data.test);
     }
     prune::remove_all(model);  // bake W * T: the model is now an ordinary, sparse one
 

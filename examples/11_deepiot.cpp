@@ -90,15 +90,10 @@ int main(int argc, char** argv) {
 
     // 1. Baseline.
     const std::string baseline_path = a.str("baseline");
+    auto metadata = cli::baseline_metadata(model_name, a.str("data"));
     if (!baseline_path.empty() && std::filesystem::exists(baseline_path)) {
-      const auto meta = io::read_safetensors<float>(baseline_path).metadata;
-      io::load_parameters(model, baseline_path);
+      metadata = cli::load_baseline(model, baseline_path, model_name, a.str("data"), data, "deepiot");
       fmt::print("baseline loaded from {}\n", baseline_path);
-      const auto m = meta.find("input_mean"), s = meta.find("input_std");
-      if (m != meta.end() && s != meta.end()) {  // trained on standardised inputs (train_lenet)
-        data::standardize(data.train, std::stod(m->second), std::stod(s->second));
-        data::standardize(data.test, std::stod(m->second), std::stod(s->second));
-      }
     } else {
       const int epochs = static_cast<int>(a.integer("epochs"));
       train::sgd<float> opt({0.05, 0.9, 0.0, 5e-4, false});
@@ -109,7 +104,7 @@ int main(int argc, char** argv) {
       o.learning_rate = train::cosine_lr(0.05, epochs);
       train::fit(model, opt, loss, data.train, o);
       if (!baseline_path.empty()) {
-        io::save_parameters(model, baseline_path, {{"model", model_name}, {"data", a.str("data")}});
+        io::save_parameters(model, baseline_path, metadata);
         fmt::print("baseline saved to {}\n", baseline_path);
       }
     }
@@ -184,7 +179,8 @@ int main(int argc, char** argv) {
     }
     const double final_acc = train::evaluate(thinned, data.test, loss).accuracy;
     if (!a.str("save").empty()) {
-      io::save_parameters(thinned, a.str("save"), {{"model", model_name + "-deepiot"}, {"data", a.str("data")}});
+      metadata["model"] = model_name + "-deepiot";  // a thinned model has other shapes than the baseline
+      io::save_parameters(thinned, a.str("save"), metadata);
       fmt::print("thinned model saved to {}\n", a.str("save"));
     }
 

@@ -141,3 +141,41 @@ TEST_CASE("fit calls callbacks in order, applies the schedule, and stops on requ
   bad.batch_size = 0;
   CHECK_THROWS_AS(train::fit(model, opt, train::cross_entropy<float>(), train_set, bad), config_error);
 }
+
+TEST_CASE("distillation: gradient matches finite differences, alpha 0 is cross-entropy", "[train][loss]") {
+  rng gen(3);
+  nn::linear<double> teacher(3, 4);
+  teacher.reset_parameters(gen);
+  data::batch<double> b;
+  b.inputs = tensor<double>({2, 3});
+  b.inputs.flat() << 0.5, -1.0, 2.0, 1.5, 0.25, -0.75;
+  b.labels = {2, 0};
+  tensor<double> z({2, 4});
+  z.flat() << 0.3, -1.2, 2.0, 0.1, 1.1, 0.4, -0.6, 0.9;
+
+  const train::distillation<double> kd(teacher, 0.7, 3.0);
+  tensor<double> g, scratch;
+  kd.compute(z, b, g);
+  const double h = 1e-6;
+  for (index_t k = 0; k < z.size(); ++k) {
+    tensor<double> zp = z, zm = z;
+    zp.flat()(k) += h;
+    zm.flat()(k) -= h;
+    const double numeric = (kd.compute(zp, b, scratch) - kd.compute(zm, b, scratch)) / (2 * h);
+    CHECK(g.flat()(k) == Approx(numeric).margin(1e-8));
+  }
+
+  tensor<double> g_ce, g0;
+  const double ce = train::cross_entropy<double>().compute(z, b, g_ce);
+  CHECK(train::distillation<double>(teacher, 0.0, 2.0).compute(z, b, g0) == ce);
+  CHECK(g0.flat() == g_ce.flat());
+
+  // A student that already computes the teacher's logits has nothing left to learn from it.
+  tensor<double> same;
+  teacher.forward(b.inputs, same, nn::forward_context{});
+  CHECK(train::distillation<double>(teacher, 1.0, 4.0).compute(same, b, g) == Approx(0.0).margin(1e-12));
+  CHECK(g.flat().cwiseAbs().maxCoeff() < 1e-12);
+
+  CHECK_THROWS_AS(train::distillation<double>(teacher, 1.5, 2.0), config_error);
+  CHECK_THROWS_AS(train::distillation<double>(teacher, 0.5, 0.0), config_error);
+}

@@ -1,4 +1,5 @@
-// Losses: softmax cross-entropy (log-sum-exp stabilised) and mean squared error.
+// Losses: softmax cross-entropy (log-sum-exp stabilised), mean squared error, and knowledge
+// distillation from a fixed teacher network.
 // Each returns the mean loss over the batch and writes dL/d(output) for that mean.
 #pragma once
 
@@ -9,6 +10,7 @@
 #include "slimnet/core/error.hpp"
 #include "slimnet/core/tensor.hpp"
 #include "slimnet/data/dataset.hpp"
+#include "slimnet/nn/layer.hpp"
 
 namespace slimnet::train {
 
@@ -83,6 +85,66 @@ class mse : public loss_function<Scalar> {
     grad.flat() *= Scalar(2) / static_cast<Scalar>(output.size());
     return loss;
   }
+};
+
+/// Knowledge distillation (Hinton, Vinyals & Dean 2015): the logits z are trained against the
+/// labels and against a fixed teacher's logits t on the same inputs, at temperature T:
+///   L     = (1 - alpha) CE(z, y) + alpha T^2 KL(softmax(t/T) || softmax(z/T))
+///   dL/dz = (1 - alpha) dCE/dz   + alpha T (softmax(z/T) - softmax(t/T)) / N
+/// (T^2 keeps the soft term's gradient on the hard term's scale). Retraining a pruned network
+/// against its own dense original keeps it closer to the function the original computed. The
+/// teacher runs in evaluation mode and is never updated; the caller keeps it alive.
+template <class Scalar>
+class distillation : public loss_function<Scalar> {
+ public:
+  distillation(nn::layer<Scalar>& teacher, double alpha, double temperature) : teacher_(&teacher), alpha_(alpha), t_(temperature) {
+    constexpr const char* fn = "slimnet::train::distillation";
+    if (!(alpha >= 0 && alpha <= 1)) slimnet::detail::raise<config_error>(fn, "alpha {} is outside [0, 1]", alpha);
+    if (!(temperature > 0) || !std::isfinite(temperature)) {
+      slimnet::detail::raise<config_error>(fn, "temperature {} is not a positive number", temperature);
+    }
+  }
+  std::string name() const override { return "distillation"; }
+
+  double compute(const tensor<Scalar>& output, const data::batch<Scalar>& b, tensor<Scalar>& grad) const override {
+    constexpr const char* fn = "slimnet::train::distillation";
+    const double hard = cross_entropy<Scalar>().compute(output, b, grad);  // checks shapes and labels
+    if (alpha_ == 0) return hard;
+    nn::forward_context eval;  // training = false: no dropout, BatchNorm's running statistics
+    teacher_->forward(b.inputs, teacher_logits_, eval);
+    if (!teacher_logits_.same_shape(output)) {
+      slimnet::detail::raise<shape_error>(fn, "the teacher's logits have shape {}, the student's {}", shape_string(teacher_logits_.shape()),
+                                          shape_string(output.shape()));
+    }
+    const index_t n = output.dim(0);
+    const auto z = output.matrix();
+    const auto t = teacher_logits_.matrix();
+    auto g = grad.matrix();
+    g *= static_cast<Scalar>(1 - alpha_);
+    double soft = 0;
+    Eigen::Matrix<double, 1, Eigen::Dynamic> ps, pt;
+    for (index_t i = 0; i < n; ++i) {
+      // log-softmax at temperature T, shifted by the row maximum for stability
+      const auto log_softmax = [&](const auto& row) {
+        Eigen::Matrix<double, 1, Eigen::Dynamic> r = row.template cast<double>() / t_;
+        r.array() -= r.maxCoeff();
+        r.array() -= std::log(r.array().exp().sum());
+        return r;
+      };
+      const auto log_ps = log_softmax(z.row(i));
+      const auto log_pt = log_softmax(t.row(i));
+      ps = log_ps.array().exp();
+      pt = log_pt.array().exp();
+      soft += (pt.array() * (log_pt - log_ps).array()).sum();
+      g.row(i) += (alpha_ * t_ / static_cast<double>(n) * (ps - pt)).template cast<Scalar>();
+    }
+    return (1 - alpha_) * hard + alpha_ * t_ * t_ * soft / static_cast<double>(n);
+  }
+
+ private:
+  nn::layer<Scalar>* teacher_;
+  double alpha_, t_;
+  mutable tensor<Scalar> teacher_logits_;
 };
 
 }  // namespace slimnet::train
