@@ -92,27 +92,10 @@ int main(int argc, char** argv) {
                data.train.size(), data.test.size());
 
     // 1. Baseline.
-    const std::string baseline_path = a.str("baseline");
-    auto metadata = cli::baseline_metadata(model_name, a.str("data"));
-    if (!baseline_path.empty() && std::filesystem::exists(baseline_path)) {
-      metadata = cli::load_baseline(model, baseline_path, model_name, a.str("data"), data, "dns");
-      fmt::print("baseline loaded from {}\n", baseline_path);
-    } else {
-      const int epochs = static_cast<int>(a.integer("epochs"));
-      train::sgd<float> opt(
-          {a.real("base-lr"), a.real("momentum"), 0.0, a.real("weight-decay"), false});
-      train::fit_options o;
-      o.epochs = epochs;
-      o.batch_size = batch;
-      o.seed = seed;
-      o.progress = !quiet;
-      o.learning_rate = train::cosine_lr(a.real("base-lr"), epochs);
-      train::fit(model, opt, loss, data.train, o);
-      if (!baseline_path.empty()) {
-        io::save_parameters(model, baseline_path, metadata);
-        fmt::print("baseline saved to {}\n", baseline_path);
-      }
-    }
+    auto metadata = cli::load_or_train_baseline(
+        model, a.str("baseline"), model_name, a.str("data"), data,
+        {static_cast<int>(a.integer("epochs")), a.real("base-lr"), a.real("momentum"), a.real("weight-decay"), batch, seed, !quiet},
+        "dns");
     const double baseline = train::evaluate(model, data.test, loss).accuracy;
     const index_t total = [&] {
       index_t n = 0;

@@ -53,23 +53,11 @@ int main(int argc, char** argv) {
           fmt::format("sensitivity: unknown model '{}' (lenet5 or lenet300)", model_name));
     }
     const train::cross_entropy<float> loss;
-    const std::string baseline_path = a.str("baseline");
-    if (!baseline_path.empty() && std::filesystem::exists(baseline_path)) {
-      cli::load_baseline(model, baseline_path, model_name, a.str("data"), data, "sensitivity");
-      fmt::print("{} loaded from {}\n", model_name, baseline_path);
-    } else {
-      const int epochs = static_cast<int>(a.integer("epochs"));
-      train::sgd<float> opt({a.real("lr"), a.real("momentum"), 0.0, a.real("weight-decay"), false});
-      train::fit_options o;
-      o.epochs = epochs;
-      o.batch_size = a.integer("batch");
-      o.seed = seed;
-      o.progress = !a.flag("quiet");
-      o.learning_rate = train::cosine_lr(a.real("lr"), epochs);
-      train::fit(model, opt, loss, data.train, o);
-      if (!baseline_path.empty())
-        io::save_parameters(model, baseline_path, cli::baseline_metadata(model_name, a.str("data")));
-    }
+    cli::load_or_train_baseline(
+        model, a.str("baseline"), model_name, a.str("data"), data,
+        {static_cast<int>(a.integer("epochs")), a.real("lr"), a.real("momentum"), a.real("weight-decay"), a.integer("batch"), seed,
+         !a.flag("quiet")},
+        "sensitivity");
     fmt::print("{} on {}: test accuracy {:.2f}% on {} images\n\n", model_name, a.str("data"),
                100 * train::evaluate(model, data.test, loss).accuracy, data.test.size());
 

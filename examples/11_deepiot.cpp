@@ -89,25 +89,11 @@ int main(int argc, char** argv) {
     const train::cross_entropy<float> loss;
 
     // 1. Baseline.
-    const std::string baseline_path = a.str("baseline");
-    auto metadata = cli::baseline_metadata(model_name, a.str("data"));
-    if (!baseline_path.empty() && std::filesystem::exists(baseline_path)) {
-      metadata = cli::load_baseline(model, baseline_path, model_name, a.str("data"), data, "deepiot");
-      fmt::print("baseline loaded from {}\n", baseline_path);
-    } else {
-      const int epochs = static_cast<int>(a.integer("epochs"));
-      train::sgd<float> opt({0.05, 0.9, 0.0, 5e-4, false});
-      train::fit_options o;
-      o.epochs = epochs;
-      o.seed = seed;
-      o.progress = !quiet;
-      o.learning_rate = train::cosine_lr(0.05, epochs);
-      train::fit(model, opt, loss, data.train, o);
-      if (!baseline_path.empty()) {
-        io::save_parameters(model, baseline_path, metadata);
-        fmt::print("baseline saved to {}\n", baseline_path);
-      }
-    }
+    cli::baseline_recipe recipe;
+    recipe.epochs = static_cast<int>(a.integer("epochs"));
+    recipe.seed = seed;
+    recipe.progress = !quiet;
+    auto metadata = cli::load_or_train_baseline(model, a.str("baseline"), model_name, a.str("data"), data, recipe, "deepiot");
     // The stop rule's held-out set comes from the training set; the test set is only reported.
     data::dataset<float> train_part = data.train, heldout;
     if (a.integer("heldout") > 0 && a.integer("heldout") < data.train.size()) {

@@ -16,6 +16,7 @@
 #include "slimnet/data.hpp"
 #include "slimnet/io.hpp"
 #include "slimnet/nn/models.hpp"
+#include "slimnet/train.hpp"
 
 #ifndef SLIMNET_DEFAULT_DATA_DIR
 #define SLIMNET_DEFAULT_DATA_DIR ".cache/data"
@@ -134,6 +135,44 @@ inline std::map<std::string, std::string> load_baseline(nn::layer<float>& model,
     data::standardize(data.train, m, s);
     data::standardize(data.test, m, s);
     fmt::print("inputs standardised as the baseline was trained: mean {:.4f}, stddev {:.4f}\n", m, s);
+  }
+  return meta;
+}
+
+/// How an example trains its dense baseline when none is given: SGD with momentum, cosine
+/// learning rate from `lr`, fixed seed (example 1's recipe without input standardisation).
+struct baseline_recipe {
+  int epochs = 20;
+  double lr = 0.05, momentum = 0.9, weight_decay = 5e-4;
+  index_t batch = 64;
+  std::uint64_t seed = 1;
+  bool progress = true;
+};
+
+/// The compression examples' step 1: load the baseline from `path` if that file exists (see
+/// load_baseline), else train one with `recipe` and write it to `path` (unless empty).
+/// Returns the baseline's metadata, to be passed on when the compressed model is saved.
+inline std::map<std::string, std::string> load_or_train_baseline(nn::layer<float>& model, const std::string& path,
+                                                                 const std::string& model_name, const std::string& data_name,
+                                                                 data::split<float>& data, const baseline_recipe& recipe,
+                                                                 const char* program) {
+  if (!path.empty() && std::filesystem::exists(path)) {
+    auto meta = load_baseline(model, path, model_name, data_name, data, program);
+    fmt::print("baseline loaded from {}\n", path);
+    return meta;
+  }
+  train::sgd<float> opt({recipe.lr, recipe.momentum, 0.0, recipe.weight_decay, false});
+  train::fit_options o;
+  o.epochs = recipe.epochs;
+  o.batch_size = recipe.batch;
+  o.seed = recipe.seed;
+  o.progress = recipe.progress;
+  o.learning_rate = train::cosine_lr(recipe.lr, recipe.epochs);
+  train::fit(model, opt, train::cross_entropy<float>(), data.train, o);
+  auto meta = baseline_metadata(model_name, data_name);
+  if (!path.empty()) {
+    io::save_parameters(model, path, meta);
+    fmt::print("baseline saved to {}\n", path);
   }
   return meta;
 }

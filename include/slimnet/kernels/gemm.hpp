@@ -448,7 +448,7 @@ inline void shallow_rows(const matrix_ref<const float>& a, const float* bp, inde
 /// rows of C (row-major), no packing; the work is C's memory traffic.
 inline void gemm_shallow(const matrix_ref<const float>& a, const matrix_ref<const float>& b, const matrix_ref<float>& c, float alpha,
                          float beta) {
-  const index_t m = c.rows, n = c.cols, k = a.cols;
+  const index_t n = c.cols, k = a.cols;
   thread_local std::vector<float> b_copy;
   const float* bp = b.data;
   index_t ldb = b.row_stride;
