@@ -205,8 +205,9 @@ int main(int argc, char** argv) {
     fmt::print("compression {:.1f}x (weights; biases not counted, as the paper); with biases {} -> {} parameters\n",
                total_orig / total_thin, orig.parameter_count(), thinned.parameter_count());
     fmt::print("test accuracy: baseline {:.2f}%, hard-masked before fine-tuning {:.2f}%, thinned + fine-tuned {:.2f}% "
-               "({:+.2f} pp; error {:.2f}%, paper's LeNet-5 error 0.85%)\n",
-               100 * base_test, 100 * thin_acc, 100 * final_acc, 100 * (final_acc - base_test), 100 * (1 - final_acc));
+               "({:+.2f} pp; error {:.2f}%{})\n",
+               100 * base_test, 100 * thin_acc, 100 * final_acc, 100 * (final_acc - base_test), 100 * (1 - final_acc),
+               paper.empty() ? "" : ", paper's LeNet-5 error 0.85%");
     fmt::print("\ninference, one thread, median forward time:\n{:<7} {:>12} {:>12} {:>8}\n", "batch", "original ms", "thinned ms",
                "speed-up");
     for (const index_t b : {index_t{1}, index_t{64}}) {
