@@ -11,6 +11,7 @@
 //    t; surgery with probability (1 + gamma iter)^(-power) until --iter-stop; all weights (pruned
 //    ones too) trained with dL/d(W * T). The learning rate is constant (--lr) while surgery runs,
 //    then decays with a cosine over the remaining epochs, masks fixed.
+// With --distill alpha, the loss also distils the dense baseline (as in example 2).
 // 3. Bake W * T (prune::remove_all) and print the table, the compression rate and the accuracy;
 //    with --out, save the pruned model.
 #include <fmt/format.h>
@@ -63,7 +64,7 @@ int main(int argc, char** argv) {
        {"momentum", "0.9"},
        {"weight-decay", "5e-4"},
        {"seed", "1"},
-       {"baseline", ""}, {"out", ""},
+       {"baseline", ""}, {"out", ""}, {"distill", "0"}, {"temperature", "4"},
        {"c-rate", ""},
        {"gamma", "1e-4"},
        {"power", "1"},
@@ -97,6 +98,13 @@ int main(int argc, char** argv) {
         {static_cast<int>(a.integer("epochs")), a.real("base-lr"), a.real("momentum"), a.real("weight-decay"), batch, seed, !quiet},
         "dns");
     const double baseline = train::evaluate(model, data.test, loss).accuracy;
+    // With --distill alpha > 0, training under DNS also pulls the outputs towards the dense
+    // baseline's (knowledge distillation at temperature --temperature).
+    nn::sequential<float> teacher(model);
+    const train::distillation<float> dns_loss(teacher, a.real("distill"), a.real("temperature"));
+    if (a.real("distill") > 0) {
+      fmt::print("training distils the dense baseline: alpha {}, temperature {}\n", a.real("distill"), a.real("temperature"));
+    }
     const index_t total = [&] {
       index_t n = 0;
       for (auto* p : prune::prunable_parameters(model)) n += p->size();
@@ -165,7 +173,7 @@ int main(int argc, char** argv) {
       return lr * 0.5 * (1.0 + std::cos(M_PI * (epoch - surgery_epochs) / std::max(left, 1)));
     };
     train::sgd<float> opt({lr, a.real("momentum"), 0.0, a.real("weight-decay"), false});
-    train::fit(model, opt, loss, data.train, o, {&printer}, &data.test);
+    train::fit(model, opt, dns_loss, data.train, o, {&printer}, &data.test);
     for (const auto& g : groups) {
       fmt::print("  {:<6} surgeries {:5}  pruned {:8}  spliced {:8}\n", g->name(), g->surgeries(),
                  g->totals().pruned, g->totals().spliced);
