@@ -16,6 +16,7 @@
 #include <fmt/format.h>
 
 #include "common/cli.hpp"
+#include "common/shapes.hpp"
 #include "common/timing.hpp"
 #include "slimnet/core/random.hpp"
 #include "slimnet/kernels/binary_gemm.hpp"
@@ -28,17 +29,6 @@
 using namespace slimnet;
 using namespace slimnet::bench;
 using row_matrix_f = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-
-namespace {
-
-
-struct shape {
-  std::string name;
-  index_t m, k, n;
-};
-
-
-}  // namespace
 
 int main(int argc, char** argv) {
   cli::args args(argc, argv, {{"rounds", "5"}, {"csv", "binary_vs_dense.csv"}, {"quick", "false"}},
@@ -58,15 +48,7 @@ int main(int argc, char** argv) {
   fmt::print("C (M x N) = A (M x K) W^T with W (N x K) as a layer stores it. fp32 best = fastest of Eigen, OpenBLAS, slimnet gemm.\n");
   fmt::print("xnor = gemm_xnor on packed A and prepacked W (int32 out); +pack adds packing A's signs from floats.\n\n");
 
-  std::vector<shape> shapes = {{"square 1024^3", 1024, 1024, 1024},
-                               {"LeNet-5 conv2 (b64)", 64 * 8 * 8, 20 * 25, 50},
-                               {"LeNet-5 fc1 (b64)", 64, 800, 500},
-                               {"LeNet-300 fc1 (b64)", 64, 784, 300},
-                               {"VGG-16 conv3_2 (b1)", 56 * 56, 256 * 9, 256},
-                               {"VGG-16 conv4_2 (b1)", 28 * 28, 512 * 9, 512},
-                               {"VGG-16 conv5_2 (b1)", 14 * 14, 512 * 9, 512},
-                               {"VGG-16 fc7 (b64)", 64, 4096, 4096}};
-  if (args.flag("quick")) shapes.resize(3);
+  const auto shapes = layer_gemm_shapes(args.flag("quick"));
 
   std::ofstream csv(args.str("csv"));
   csv << "shape,m,k,n,variant,microseconds,speedup_vs_best_fp32\n";
