@@ -89,16 +89,15 @@ struct round_printer : train::callback<float> {
 }  // namespace
 
 int main(int argc, char** argv) {
-  cli::args a(argc, argv, {{"model", "lenet300"},    {"data", "mnist"},
-                           {"epochs", "20"},         {"batch", "64"},
-                           {"lr", "0.05"},           {"momentum", "0.9"},
-                           {"weight-decay", "5e-4"}, {"seed", "1"},
-                           {"baseline", ""}, {"out", ""}, {"distill", "0"}, {"temperature", "4"},         {"targets", ""},
-                           {"global", "0"},          {"rounds", "4"},
-                           {"retrain-epochs", "3"},  {"retrain-lr", "0.01"},
-                           {"final-epochs", "0"},    {"schedule", "iterative"},
-                           {"control", "false"},     {"csv", ""},
-                           {"limit", "0"},           {"quiet", "false"}},
+  cli::args a(argc, argv,
+              {{"model", "lenet300"},    {"data", "mnist"},         {"epochs", "20"},
+               {"batch", "64"},          {"lr", "0.05"},            {"momentum", "0.9"},
+               {"weight-decay", "5e-4"}, {"seed", "1"},             {"baseline", ""},
+               {"out", ""},              {"distill", "0"},          {"temperature", "4"},
+               {"targets", ""},          {"global", "0"},           {"rounds", "4"},
+               {"retrain-epochs", "3"},  {"retrain-lr", "0.01"},    {"final-epochs", "0"},
+               {"schedule", "iterative"}, {"control", "false"},     {"csv", ""},
+               {"limit", "0"},           {"quiet", "false"}},
               "prune_magnitude: iterative magnitude pruning + retraining of LeNet-300-100 "
               "(lenet300) or LeNet-5 (lenet5)\n"
               "  --targets conv1=0.34,fc1=0.925,...  per-layer final sparsities (default: Han et "

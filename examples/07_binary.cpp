@@ -22,7 +22,9 @@
 // (--rescale): invisible to the forward pass behind BatchNorm, it puts the stochastic form's
 // probabilities hard_sigmoid(w) away from 1/2 and gives every layer's real weights the same range,
 // as the paper's U(-H, H) initialisation with per-layer learning rates 1/H does. They then train
-// with one rate for all binarized methods (--lr-binary), the float network with its own (--lr).
+// with one rate for all binarized methods (--lr-binary), the float network with its own (--lr);
+// --lr-shift gives bnn-shift its own: AdaMax divides by the running maximum of |g| rather than by
+// Adam's root mean square, so its steps are smaller at the same rate.
 // Optimizer: Adam (shift-based AdaMax for bnn-shift), cosine schedule down to 1/100 of the rate,
 // batch 64, standardised inputs. After training, each BNN is converted to its packed-bit inference
 // form (quant::to_packed_inference: XNOR/popcount layers on 64-bit words) and the program checks
@@ -167,6 +169,7 @@ int main(int argc, char** argv) {
                {"batch", "64"},
                {"lr", "3e-3"},
                {"lr-binary", "0.1"},
+               {"lr-shift", "0"},
                {"seed", "1"},
                {"hidden", "1024"},
                {"channels", "20,50,500"},
@@ -230,7 +233,8 @@ int main(int argc, char** argv) {
             bc.rescale = a.flag("rescale");
             quant::binary_connect(model, bc);
           }
-          const double lr = method == "float" ? a.real("lr") : a.real("lr-binary");
+          double lr = method == "float" ? a.real("lr") : a.real("lr-binary");
+          if (shift && a.real("lr-shift") > 0) lr = a.real("lr-shift");
           std::unique_ptr<train::optimizer<float>> opt;
           if (shift) {
             opt = std::make_unique<quant::shift_adamax<float>>(
