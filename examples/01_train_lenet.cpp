@@ -33,7 +33,7 @@ int main(int argc, char** argv) {
     }
     rng gen(static_cast<std::uint64_t>(a.integer("seed")));
     const std::string name = a.str("model");
-    auto model = cli::make_lenet(name, gen, "train_lenet");
+    auto model = cli::make_model(name, gen, "train_lenet");
     fmt::print("{} on {}: {} train / {} test images, {} parameters\n", name, a.str("data"), data.train.size(),
                data.test.size(), model.parameter_count());
 

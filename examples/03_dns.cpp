@@ -41,7 +41,9 @@ report::reference_column seed_column(const std::string& model) {
 
 /// c_rate per layer, chosen on the MNIST subset so that each layer ends near the paper's density.
 std::string default_c_rates(const std::string& model) {
-  return model == "lenet300" ? "fc1=4.3,fc2=3.5,fc3=1.5" : "conv1=1.0,conv2=2.3,fc1=3.9,fc2=2.0";
+  if (model == "lenet300") return "fc1=4.3,fc2=3.5,fc3=1.5";
+  if (model == "lenet5") return "conv1=1.0,conv2=2.3,fc1=3.9,fc2=2.0";
+  throw config_error(fmt::format("dns: no default --c-rate for '{}'; give one per layer", model));
 }
 
 index_t kept(nn::layer<float>& model) {
@@ -89,7 +91,7 @@ int main(int argc, char** argv) {
     cli::limit(data.test, a.integer("limit") > 0 ? std::max(a.integer("limit") / 4, 1L) : 0,
                   seed + 1);
     rng gen(seed);
-    auto model = cli::make_lenet(model_name, gen, "dns");
+    auto model = cli::make_model(model_name, gen, "dns");
     const train::cross_entropy<float> loss;
     const index_t batch = a.integer("batch");
     fmt::print("{} on {}: {} train / {} test images\n", model_name, a.str("data"),

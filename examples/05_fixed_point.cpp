@@ -49,7 +49,7 @@ std::vector<std::string> split(const std::string& s) {
 
 nn::sequential<float> make_model(const std::string& name, std::uint64_t seed) {
   rng gen(seed);
-  return cli::make_lenet(name, gen, "fixed_point");
+  return cli::make_model(name, gen, "fixed_point");
 }
 
 quant::rounding parse_mode(const std::string& s) {

@@ -85,7 +85,7 @@ int main(int argc, char** argv) {
     cli::limit(data.train, a.integer("limit"), seed);
     cli::limit(data.test, a.integer("limit") > 0 ? std::max(a.integer("limit") / 4, 1L) : 0, seed + 1);
     rng gen(seed);
-    auto model = cli::make_lenet(model_name, gen, "deepiot");
+    auto model = cli::make_model(model_name, gen, "deepiot");
     const train::cross_entropy<float> loss;
 
     // 1. Baseline.

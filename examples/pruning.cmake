@@ -5,6 +5,8 @@ slimnet_example_smoke(prune_magnitude_lenet300 prune_magnitude --model lenet300 
                       --retrain-epochs 1 --final-epochs 1 --limit 512 --quiet)
 slimnet_example_smoke(prune_magnitude_lenet5_global prune_magnitude --model lenet5 --data mnist --epochs 1 --rounds 1
                       --retrain-epochs 1 --global 0.9 --limit 256 --quiet --control)
+slimnet_example_smoke(prune_magnitude_vgg prune_magnitude --model vgg --data fashion --epochs 1 --rounds 1
+                      --retrain-epochs 1 --limit 256 --quiet)
 slimnet_example_smoke(prune_magnitude_agp_fashion prune_magnitude --model lenet300 --data fashion --epochs 1 --rounds 1
                       --retrain-epochs 2 --schedule agp --limit 512 --quiet)
 

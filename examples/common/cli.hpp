@@ -93,11 +93,13 @@ inline void limit(data::dataset<float>& d, long n, std::uint64_t seed = 7) {
   d = d.subset(idx);
 }
 
-/// "lenet5" (LeNet-5) or "lenet300" (LeNet-300-100), initialised from `gen`.
-inline nn::sequential<float> make_lenet(const std::string& name, rng& gen, const char* program) {
+/// "lenet5" (LeNet-5), "lenet300" (LeNet-300-100) or "vgg" (nn::models::vgg_small: a VGG-style
+/// network at a quarter of VGG's widths), initialised from `gen`.
+inline nn::sequential<float> make_model(const std::string& name, rng& gen, const char* program) {
   if (name == "lenet5") return nn::models::lenet5<float>(gen);
   if (name == "lenet300") return nn::models::lenet_300_100<float>(gen);
-  throw config_error(fmt::format("{}: unknown model '{}' (lenet5 or lenet300)", program, name));
+  if (name == "vgg") return nn::models::vgg_small<float>(gen);
+  throw config_error(fmt::format("{}: unknown model '{}' (lenet5, lenet300 or vgg)", program, name));
 }
 
 /// Metadata an example writes next to a trained baseline: which model, which data set, and the

@@ -18,6 +18,34 @@ TEST_CASE("LeNet models have the paper's parameter counts and PyTorch names", "[
   CHECK(lenet5.output_shape({7, 1, 28, 28}) == shape_t{7, 10});
 }
 
+TEST_CASE("the VGG-style model has VGG's 3x3 blocks at a quarter width and maps 28x28 to 10", "[nn]") {
+  rng gen(1);
+  auto vgg = nn::models::vgg_small<float>(gen);
+  CHECK(vgg.output_shape({3, 1, 28, 28}) == shape_t{3, 10});
+  index_t weights = 0;
+  std::vector<std::string> weighted;
+  vgg.visit_parameters([&](nn::parameter<float>& p) {
+    const auto& n = p.name();
+    if (n.size() > 7 && n.compare(n.size() - 7, 7, ".weight") == 0 && n.rfind("bn", 0) != 0) {
+      weights += p.size();
+      weighted.push_back(n);
+    }
+  });
+  // 1-16-32-64-64-128-128 channels of 3x3 kernels, then 128-256-10.
+  CHECK(weights == 9 * (16 + 16 * 32 + 32 * 64 + 64 * 64 + 64 * 128 + 128 * 128) + 128 * 256 + 256 * 10);
+  CHECK(weights == 316560);
+  CHECK(weighted == std::vector<std::string>{"conv1.weight", "conv2.weight", "conv3.weight", "conv4.weight",
+                                             "conv5.weight", "conv6.weight", "fc1.weight", "fc2.weight"});
+  tensor<float> x({2, 1, 28, 28}), y;
+  for (index_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(gen.normal());
+  vgg.forward(x, y, {true, &gen});
+  CHECK(y.shape() == shape_t{2, 10});
+  CHECK(y.flat().allFinite());
+  CHECK(nn::models::vgg_small<float>(gen, 2).output_shape({1, 1, 28, 28}) == shape_t{1, 10});
+  CHECK_THROWS_AS(nn::models::vgg_small<float>(gen, 3), config_error);
+  CHECK_THROWS_AS(nn::models::vgg_small<float>(gen, 0), config_error);
+}
+
 TEST_CASE("nested sequential containers prefix names; duplicate names are refused", "[nn]") {
   nn::sequential<float> inner;
   inner.add("fc", nn::linear<float>(3, 2));
