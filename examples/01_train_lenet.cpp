@@ -20,7 +20,8 @@ int main(int argc, char** argv) {
               {{"model", "lenet5"}, {"data", "mnist"}, {"epochs", "20"}, {"batch", "64"}, {"lr", "0.05"},
                {"momentum", "0.9"}, {"weight-decay", "1e-3"}, {"schedule", "cosine"}, {"seed", "1"},
                {"limit", "0"}, {"out", ""}, {"quiet", "false"}, {"normalize", "true"}},
-              "train_lenet: train LeNet-300-100 (lenet300) or LeNet-5 (lenet5) on mnist (the 10k subset) or fashion");
+              "train_lenet: train LeNet-300-100 (lenet300), LeNet-5 (lenet5) or the VGG-style net (vgg) on mnist "
+              "(the 10k subset) or fashion");
   try {
     auto data = cli::load_dataset(a.str("data"));
     cli::limit(data.train, a.integer("limit"));

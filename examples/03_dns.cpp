@@ -86,6 +86,9 @@ int main(int argc, char** argv) {
     const std::string model_name = a.str("model");
     const bool quiet = a.flag("quiet");
     const auto seed = static_cast<std::uint64_t>(a.integer("seed"));
+    // Thresholds first: a model without default c_rates fails here, not after its baseline trained.
+    const auto c_rates = cli::parse_layer_values(
+        a.str("c-rate").empty() ? default_c_rates(model_name) : a.str("c-rate"), "dns", "c-rate");
     auto data = cli::load_dataset(a.str("data"));
     cli::limit(data.train, a.integer("limit"), seed);
     cli::limit(data.test, a.integer("limit") > 0 ? std::max(a.integer("limit") / 4, 1L) : 0,
@@ -126,8 +129,6 @@ int main(int argc, char** argv) {
                       surgery_epochs, dns_epochs));
     }
     const index_t steps_per_epoch = (data.train.size() + batch - 1) / batch;
-    const auto c_rates = cli::parse_layer_values(
-        a.str("c-rate").empty() ? default_c_rates(model_name) : a.str("c-rate"), "dns", "c-rate");
     std::map<std::string, prune::dns_options> per_layer;
     for (const auto& [layer, c] : c_rates) {
       prune::dns_options o;

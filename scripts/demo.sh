@@ -2,8 +2,8 @@
 # Installs what is missing, builds, and runs the main job (README, Quick start): LeNet-5 on the real
 # MNIST subset trained (or loaded from out/), then compressed twice from the same baseline:
 # iterative magnitude pruning with retraining (Han et al., 12.6x) and Dynamic Network Surgery
-# (~120x, past the paper's 108x), both retraining with knowledge distillation from the dense baseline; each prints the
-# seed's per-layer table and saves the pruned model under out/.
+# (~120x, past the paper's 108x), both retraining with knowledge distillation from the dense
+# baseline; each prints the seed's per-layer table and saves the pruned model under out/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SLIMNET_CMAKE_ARGS="-DSLIMNET_BUILD_TESTS=OFF -DSLIMNET_BUILD_EXAMPLES=ON -DSLIMNET_BUILD_BENCHMARKS=OFF" scripts/setup.sh

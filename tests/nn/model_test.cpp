@@ -24,12 +24,13 @@ TEST_CASE("the VGG-style model has VGG's 3x3 blocks at a quarter width and maps 
   CHECK(vgg.output_shape({3, 1, 28, 28}) == shape_t{3, 10});
   index_t weights = 0;
   std::vector<std::string> weighted;
-  vgg.visit_parameters([&](nn::parameter<float>& p) {
-    const auto& n = p.name();
-    if (n.size() > 7 && n.compare(n.size() - 7, 7, ".weight") == 0 && n.rfind("bn", 0) != 0) {
-      weights += p.size();
-      weighted.push_back(n);
-    }
+  vgg.visit_layers([&](nn::layer<float>& l) {
+    nn::parameter<float>* w = nullptr;
+    if (auto* conv = dynamic_cast<nn::conv2d<float>*>(&l)) w = &conv->weight();
+    if (auto* lin = dynamic_cast<nn::linear<float>*>(&l)) w = &lin->weight();
+    if (w == nullptr) return;
+    weights += w->size();
+    weighted.push_back(w->name());
   });
   // 1-16-32-64-64-128-128 channels of 3x3 kernels, then 128-256-10.
   CHECK(weights == 9 * (16 + 16 * 32 + 32 * 64 + 64 * 64 + 64 * 128 + 128 * 128) + 128 * 256 + 256 * 10);

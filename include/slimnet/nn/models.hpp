@@ -69,7 +69,7 @@ sequential<Scalar> vgg_small(rng& gen, index_t width_divisor = 4) {
     m.add("conv" + n, conv2d<Scalar>(in, widths[i], 3, {1, 1, true}));
     m.add("bn" + n, batch_norm<Scalar>(widths[i], 2, {}));
     m.add("relu" + n, relu<Scalar>());
-    if (pool_after[i]) m.add("pool" + std::to_string(i + 1), max_pool2d<Scalar>(2));
+    if (pool_after[i]) m.add("pool" + n, max_pool2d<Scalar>(2));
     in = widths[i];
   }
   m.add("flatten", flatten<Scalar>());
