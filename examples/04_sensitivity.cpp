@@ -33,8 +33,8 @@ int main(int argc, char** argv) {
                {"csv", ""},
                {"limit", "0"},
                {"quiet", "false"}},
-              "sensitivity: accuracy of LeNet-5 (lenet5) or LeNet-300-100 (lenet300) with one "
-              "layer pruned at a time");
+              "sensitivity: accuracy of LeNet-5 (lenet5), LeNet-300-100 (lenet300) or the VGG-style net "
+              "(vgg) with one layer pruned at a time");
   try {
     const std::string model_name = a.str("model");
     const auto seed = static_cast<std::uint64_t>(a.integer("seed"));
@@ -43,15 +43,7 @@ int main(int argc, char** argv) {
     cli::limit(data.test, a.integer("limit") > 0 ? std::max(a.integer("limit") / 4, 1L) : 0,
                   seed + 1);
     rng gen(seed);
-    nn::sequential<float> model;
-    if (model_name == "lenet5") {
-      model = nn::models::lenet5<float>(gen);
-    } else if (model_name == "lenet300") {
-      model = nn::models::lenet_300_100<float>(gen);
-    } else {
-      throw config_error(
-          fmt::format("sensitivity: unknown model '{}' (lenet5 or lenet300)", model_name));
-    }
+    auto model = cli::make_model(model_name, gen, "sensitivity");
     const train::cross_entropy<float> loss;
     cli::load_or_train_baseline(
         model, a.str("baseline"), model_name, a.str("data"), data,

@@ -89,7 +89,7 @@ int main(int argc, char** argv) {
                {"csv", "fixed_point.csv"},
                {"quiet", "false"},
                {"normalize", "true"}},
-              "fixed_point: train LeNet-300-100 / LeNet-5 in <IL,FL> fixed point with nearest and "
+              "fixed_point: train LeNet-300-100 / LeNet-5 / the VGG-style net in <IL,FL> fixed point with nearest and "
               "stochastic rounding");
   try {
     auto data = cli::load_dataset(a.str("data"));

@@ -71,8 +71,8 @@ int main(int argc, char** argv) {
                {"fc-keep", "0.5"},         {"weight-decay", "5e-4"},   {"fold", "true"},
                {"finetune-epochs", "20"},  {"finetune-lr", "1e-3"},    {"save", ""},
                {"quiet", "false"}},
-              "deepiot: DeepIoT compressor-critic structure pruning and thinning of LeNet-5 (lenet5) or "
-              "LeNet-300-100 (lenet300)\n"
+              "deepiot: DeepIoT compressor-critic structure pruning and thinning of LeNet-5 (lenet5), "
+              "LeNet-300-100 (lenet300) or the VGG-style net (vgg)\n"
               "  --alpha 0.02 --min-accuracy 0.98   stop once < 2% of the weights remain at >= 98% held-out "
               "accuracy\n"
               "  (--min-accuracy -1: the baseline's test accuracy minus 1 point)");
