@@ -46,6 +46,37 @@ TEMPLATE_TEST_CASE("deterministic and stochastic binarization", "[quant][binary]
                   config_error);
 }
 
+TEST_CASE("stochastic binarization of a tensor: P(+scale) = hard_sigmoid(w / scale), same draws as "
+          "the matrix path",
+          "[quant][binary]") {
+  // The training path (a contiguous tensor) and the Eigen path must consume the generator in the
+  // same order, so one seed gives the same binary weights through either.
+  const double scale = 0.25;
+  const index_t rows = 101, cols = 199;  // odd sizes: an odd count leaves half a draw unused
+  tensor<float> w({rows, cols});
+  rng init(5);
+  for (index_t i = 0; i < w.size(); ++i) w.data()[i] = static_cast<float>(init.uniform(-0.4, 0.4));
+  Eigen::MatrixXf m = w.matrix();
+  rng a(9), b(9);
+  quant::binarize_in_place(w, binarization::stochastic, &a, scale);
+  quant::binarize_in_place(m, binarization::stochastic, &b, scale);
+  CHECK(w.matrix() == m);
+  CHECK((m.array().abs() == 0.25f).all());
+
+  // Frequencies at fixed values, within 5 standard errors; values beyond +-scale are certain.
+  const index_t n = 40001;
+  rng gen(11);
+  for (double v : {-0.3, -0.25, -0.1, 0.0, 0.05, 0.2, 0.25, 1.0}) {
+    tensor<float> t({n});
+    t.flat().setConstant(static_cast<float>(v));
+    quant::binarize_in_place(t, binarization::stochastic, &gen, scale);
+    const double p = quant::hard_sigmoid(v / scale);
+    const double freq = static_cast<double>((t.flat().array() > 0).count()) / static_cast<double>(n);
+    INFO("v = " << v);
+    CHECK(std::abs(freq - p) <= 5 * std::sqrt(p * (1 - p) / static_cast<double>(n)) + 1e-12);
+  }
+}
+
 TEST_CASE(
     "BinaryConnect transform: binary forward, straight-through backward, clipped real weights",
     "[quant][binary]") {

@@ -37,9 +37,37 @@ inline const char* to_string(binarization b) {
 /// clip((x + 1) / 2, 0, 1).
 inline double hard_sigmoid(double x) { return std::clamp((x + 1.0) * 0.5, 0.0, 1.0); }
 
+namespace detail {
+/// Uniform numbers in [0, 1) with 24 random bits (exact in float), two per 64-bit draw of the
+/// generator. Stochastic binarization draws one per weight per training step, millions per step,
+/// so the draw must cost a few cycles; 24 bits bias P(+1) by less than 2^-24.
+class uniform24_stream {
+ public:
+  explicit uniform24_stream(rng& gen) : gen_(gen) {}
+  float next() {
+    if (have_low_) {
+      have_low_ = false;
+      return static_cast<float>(static_cast<std::uint32_t>(bits_) >> 8) * 0x1.0p-24f;
+    }
+    bits_ = gen_();
+    have_low_ = true;
+    return static_cast<float>(bits_ >> 40) * 0x1.0p-24f;
+  }
+
+ private:
+  rng& gen_;
+  std::uint64_t bits_ = 0;
+  bool have_low_ = false;
+};
+
+/// +1 with probability hard_sigmoid(v) = clip((v + 1) / 2, 0, 1), given u ~ U[0, 1): the clip is
+/// implicit, since u < p always holds for p >= 1 and never for p <= 0.
+inline bool stochastic_up(float v, float u) { return u < (v + 1.0f) * 0.5f; }
+}  // namespace detail
+
 /// Replaces every element of `x` by +scale or -scale: by its sign (0 counts as +), or
-/// stochastically with P(+scale) = hard_sigmoid(x / scale), drawing one uniform number per element
-/// in row-major order of the out_units x rest view.
+/// stochastically with P(+scale) = hard_sigmoid(x / scale), drawing one 24-bit uniform number per
+/// element (two per generator output) in row-major order of the out_units x rest view.
 template <class T>
 void binarize_in_place(T&& x, binarization mode = binarization::deterministic, rng* gen = nullptr,
                        double scale = 1.0) {
@@ -50,6 +78,7 @@ void binarize_in_place(T&& x, binarization mode = binarization::deterministic, r
   }
   if (!(scale > 0) || !std::isfinite(scale))
     slimnet::detail::raise<config_error>(fn, "scale = {} must be positive and finite", scale);
+  const auto inv_scale = static_cast<float>(1.0 / scale);
   if constexpr (slimnet::detail::is_slimnet_tensor<std::decay_t<T>>::value) {
     auto* p = x.data();  // contiguous: one flat loop (the training path)
     using scalar = std::remove_reference_t<decltype(*p)>;
@@ -57,19 +86,35 @@ void binarize_in_place(T&& x, binarization mode = binarization::deterministic, r
     if (mode == binarization::deterministic) {
       for (index_t i = 0; i < x.size(); ++i) p[i] = p[i] >= scalar(0) ? plus : minus;
     } else {
-      for (index_t i = 0; i < x.size(); ++i)
-        p[i] = gen->uniform() < hard_sigmoid(static_cast<double>(p[i]) / scale) ? plus : minus;
+      // Two elements per generator output, high 24 bits first: the same draws as
+      // uniform24_stream, without its per-element branch.
+      const index_t n = x.size();
+      const auto decide = [&](index_t i, std::uint32_t bits24) {
+        const float u = static_cast<float>(bits24) * 0x1.0p-24f;
+        p[i] = detail::stochastic_up(static_cast<float>(p[i]) * inv_scale, u) ? plus : minus;
+      };
+      index_t i = 0;
+      for (; i + 1 < n; i += 2) {
+        const std::uint64_t r = (*gen)();
+        decide(i, static_cast<std::uint32_t>(r >> 40));
+        decide(i + 1, static_cast<std::uint32_t>(r) >> 8);
+      }
+      if (i < n) decide(i, static_cast<std::uint32_t>((*gen)() >> 40));
     }
     return;
   }
   auto&& m = as_matrix(x);
   using scalar = std::remove_cv_t<std::remove_reference_t<decltype(m(0, 0))>>;
   const auto plus = static_cast<scalar>(scale), minus = static_cast<scalar>(-scale);
+  if (mode == binarization::deterministic) {
+    for (index_t i = 0; i < m.rows(); ++i)
+      for (index_t j = 0; j < m.cols(); ++j) m(i, j) = m(i, j) >= scalar(0) ? plus : minus;
+    return;
+  }
+  detail::uniform24_stream u(*gen);
   for (index_t i = 0; i < m.rows(); ++i) {
     for (index_t j = 0; j < m.cols(); ++j) {
-      const double v = static_cast<double>(m(i, j));
-      const bool up =
-          mode == binarization::deterministic ? v >= 0.0 : gen->uniform() < hard_sigmoid(v / scale);
+      const bool up = detail::stochastic_up(static_cast<float>(m(i, j)) * inv_scale, u.next());
       m(i, j) = up ? plus : minus;
     }
   }
@@ -116,10 +161,13 @@ class binary_connect_transform : public nn::parameter_transform<Scalar> {
   /// Switches between the deterministic and the stochastic form (e.g. to re-estimate BatchNorm
   /// statistics in training mode with the weights used at test time).
   void set_mode(binarization mode) { opt_.mode = mode; }
+  /// While set, the forward pass uses the real-valued W in training mode too (e.g. to re-estimate
+  /// BatchNorm statistics for a network that is evaluated with real weights).
+  void set_passthrough(bool on) { passthrough_ = on; }
 
   void forward(const tensor<Scalar>& w, tensor<Scalar>& w_eff, bool training, rng& gen) override {
     w_eff.flat() = w.flat();
-    if (!training && opt_.real_weights_at_test) return;
+    if (passthrough_ || (!training && opt_.real_weights_at_test)) return;
     binarize_in_place(w_eff, training ? opt_.mode : binarization::deterministic, &gen, opt_.scale);
   }
 
@@ -131,6 +179,7 @@ class binary_connect_transform : public nn::parameter_transform<Scalar> {
 
  private:
   binary_connect_options opt_;
+  bool passthrough_ = false;
 };
 
 /// Attaches a binary_connect_transform to `p` (after rescaling, if asked, and clipping its value)
