@@ -20,9 +20,11 @@
 // budget (rounds x retrain-epochs + final-epochs), sparsity rising along the cubic AGP curve every
 // quarter epoch during the first two thirds of it, learning rate in one cosine from --retrain-lr.
 // With --distill alpha, retraining also distils the dense baseline's outputs (Hinton et al. 2015;
-// loss (1 - alpha) CE + alpha T^2 KL at temperature --temperature), beyond Han et al.'s recipe.
-// With --control, the dense baseline is also retrained with the same schedule and no pruning, so
-// that the pruned accuracy can be compared with a model that had the same extra epochs.
+// loss (1 - alpha) CE + alpha T^2 KL at temperature --temperature), beyond Han et al.'s recipe;
+// --teacher PATH (--teacher-model NAME) distils another trained network instead, e.g. the
+// VGG-style net into LeNet-5.
+// With --control, the dense baseline is also retrained with the same schedule and loss and no
+// pruning, so that the pruned accuracy can be compared with a model that had the same extra epochs.
 #include <fmt/format.h>
 
 #include <cmath>
@@ -104,6 +106,7 @@ int main(int argc, char** argv) {
                {"batch", "64"},          {"lr", "0.05"},            {"momentum", "0.9"},
                {"weight-decay", "5e-4"}, {"seed", "1"},             {"baseline", ""},
                {"out", ""},              {"distill", "0"},          {"temperature", "4"},
+               {"teacher", ""},          {"teacher-model", ""},
                {"targets", ""},          {"global", "0"},           {"rounds", "4"},
                {"retrain-epochs", "3"},  {"retrain-lr", "0.01"},    {"final-epochs", "0"},
                {"schedule", "iterative"}, {"control", "false"},     {"csv", ""},
@@ -173,9 +176,23 @@ int main(int argc, char** argv) {
     // the dense baseline's (knowledge distillation, temperature --temperature).
     nn::sequential<float> teacher(model);
     const double distill = a.real("distill");
+    if (!a.str("teacher").empty()) {
+      if (!(distill > 0))
+        throw config_error("prune_magnitude: --teacher needs --distill alpha > 0");
+      const std::string teacher_model =
+          a.str("teacher-model").empty() ? model_name : a.str("teacher-model");
+      rng teacher_gen(seed + 7);
+      teacher = cli::make_model(teacher_model, teacher_gen, "prune_magnitude");
+      cli::load_teacher(teacher, a.str("teacher"), teacher_model, a.str("data"), metadata,
+                        "prune_magnitude");
+      fmt::print("teacher {} from {}: test accuracy {:.2f}%\n", teacher_model, a.str("teacher"),
+                 100 * train::evaluate(teacher, data.test, loss).accuracy);
+    }
     const train::distillation<float> retrain_loss(teacher, distill, a.real("temperature"));
     if (distill > 0) {
-      fmt::print("retraining distils the dense baseline: alpha {}, temperature {}\n", distill, a.real("temperature"));
+      fmt::print("retraining distils {}: alpha {}, temperature {}\n",
+                 a.str("teacher").empty() ? "the dense baseline" : "the teacher", distill,
+                 a.real("temperature"));
     }
 
     auto params = prune::prunable_parameters(model);
@@ -243,7 +260,7 @@ int main(int argc, char** argv) {
     }
     if (a.flag("control")) {
       train::sgd<float> copt({retrain_lr, a.real("momentum"), 0.0, a.real("weight-decay"), false});
-      train::fit(control_model, copt, loss, data.train, ro);
+      train::fit(control_model, copt, retrain_loss, data.train, ro);
       fmt::print("control: the dense baseline retrained with the same schedule reaches {:.2f}%\n",
                  100 * train::evaluate(control_model, data.test, loss).accuracy);
     }

@@ -141,6 +141,35 @@ inline std::map<std::string, std::string> load_baseline(nn::layer<float>& model,
   return meta;
 }
 
+/// Loads a trained network to serve as a distillation teacher for a student whose baseline has the
+/// metadata `student`: both must have been trained on `data_name` in the same input space (the same
+/// standardisation, or none), since the teacher sees the student's inputs unchanged.
+inline void load_teacher(nn::layer<float>& teacher, const std::string& path, const std::string& teacher_model,
+                         const std::string& data_name, const std::map<std::string, std::string>& student,
+                         const char* program) {
+  const auto meta = io::read_safetensors<float>(path).metadata;
+  const auto value = [](const std::map<std::string, std::string>& m, const char* key) {
+    const auto it = m.find(key);
+    return it == m.end() ? std::string("(none)") : it->second;
+  };
+  if (meta.count("model") > 0 && meta.at("model") != teacher_model) {
+    throw config_error(fmt::format("{}: teacher '{}' was saved for model '{}', not '{}'", program, path,
+                                   meta.at("model"), teacher_model));
+  }
+  if (meta.count("data") > 0 && meta.at("data") != data_name) {
+    throw config_error(fmt::format("{}: teacher '{}' was trained on '{}', not '{}'", program, path,
+                                   meta.at("data"), data_name));
+  }
+  for (const char* key : {"input_mean", "input_std"}) {
+    if (value(meta, key) != value(student, key)) {
+      throw config_error(fmt::format("{}: teacher '{}' has {} {}, the student's baseline {}: they must see the "
+                                     "same inputs",
+                                     program, path, key, value(meta, key), value(student, key)));
+    }
+  }
+  io::load_parameters(teacher, path);
+}
+
 /// How an example trains its dense baseline when none is given: SGD with momentum, cosine
 /// learning rate from `lr`, fixed seed (example 1's recipe without input standardisation).
 struct baseline_recipe {
