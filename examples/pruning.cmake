@@ -6,7 +6,15 @@ slimnet_example_smoke(prune_magnitude_lenet300 prune_magnitude --model lenet300 
 slimnet_example_smoke(prune_magnitude_lenet5_global prune_magnitude --model lenet5 --data mnist --epochs 1 --rounds 1
                       --retrain-epochs 1 --global 0.9 --limit 256 --quiet --control)
 slimnet_example_smoke(prune_magnitude_vgg prune_magnitude --model vgg --data fashion --epochs 1 --rounds 1
-                      --retrain-epochs 1 --limit 256 --quiet)
+                      --retrain-epochs 1 --limit 256 --quiet --baseline smoke-vgg-fashion.safetensors)
+# The VGG baseline written above teaches a LeNet-5 (--teacher).
+slimnet_example_smoke(prune_magnitude_teacher prune_magnitude --model lenet5 --data fashion --epochs 1 --rounds 1
+                      --retrain-epochs 1 --limit 256 --quiet --distill 0.9 --teacher smoke-vgg-fashion.safetensors
+                      --teacher-model vgg)
+if(SLIMNET_BUILD_TESTS)
+  set_tests_properties(example_prune_magnitude_vgg PROPERTIES FIXTURES_SETUP smoke_vgg_teacher)
+  set_tests_properties(example_prune_magnitude_teacher PROPERTIES FIXTURES_REQUIRED smoke_vgg_teacher)
+endif()
 slimnet_example_smoke(prune_magnitude_agp_fashion prune_magnitude --model lenet300 --data fashion --epochs 1 --rounds 1
                       --retrain-epochs 2 --schedule agp --limit 512 --quiet)
 
