@@ -114,6 +114,21 @@ inline std::map<std::string, std::string> baseline_metadata(const std::string& m
   return m;
 }
 
+/// A saved network's metadata must name `model_name` and `data_name` where it records them, so
+/// that a file for another model or data set is an error rather than a silently wrong accuracy.
+/// `role` ("baseline", "teacher") names the file in the message.
+inline void require_model_and_data(const std::map<std::string, std::string>& meta, const char* role,
+                                   const std::string& path, const std::string& model_name,
+                                   const std::string& data_name, const char* program) {
+  for (const auto& [key, wanted] : {std::pair{"model", model_name}, std::pair{"data", data_name}}) {
+    const auto it = meta.find(key);
+    if (it != meta.end() && it->second != wanted) {
+      throw config_error(fmt::format("{}: {} '{}' was saved for {} '{}', not '{}'", program, role, path, key,
+                                     it->second, wanted));
+    }
+  }
+}
+
 /// Loads a baseline written by an example into `model` and puts `data` in the input space the
 /// model was trained in: a model trained on standardised inputs (train_lenet's default) records the
 /// training set's mean and stddev, and the same standardisation is applied here. A file recorded
@@ -122,13 +137,7 @@ inline std::map<std::string, std::string> baseline_metadata(const std::string& m
 inline std::map<std::string, std::string> load_baseline(nn::layer<float>& model, const std::string& path, const std::string& model_name,
                           const std::string& data_name, data::split<float>& data, const char* program) {
   const auto meta = io::read_safetensors<float>(path).metadata;  // checked before the shapes are
-  for (const auto& [key, wanted] : {std::pair{"model", model_name}, std::pair{"data", data_name}}) {
-    const auto it = meta.find(key);
-    if (it != meta.end() && it->second != wanted) {
-      throw config_error(fmt::format("{}: baseline '{}' was saved for {} '{}', not '{}'", program, path, key,
-                                     it->second, wanted));
-    }
-  }
+  require_model_and_data(meta, "baseline", path, model_name, data_name, program);
   io::load_parameters(model, path);
   const auto mean = meta.find("input_mean");
   const auto stddev = meta.find("input_std");
@@ -152,14 +161,7 @@ inline void load_teacher(nn::layer<float>& teacher, const std::string& path, con
     const auto it = m.find(key);
     return it == m.end() ? std::string("(none)") : it->second;
   };
-  if (meta.count("model") > 0 && meta.at("model") != teacher_model) {
-    throw config_error(fmt::format("{}: teacher '{}' was saved for model '{}', not '{}'", program, path,
-                                   meta.at("model"), teacher_model));
-  }
-  if (meta.count("data") > 0 && meta.at("data") != data_name) {
-    throw config_error(fmt::format("{}: teacher '{}' was trained on '{}', not '{}'", program, path,
-                                   meta.at("data"), data_name));
-  }
+  require_model_and_data(meta, "teacher", path, teacher_model, data_name, program);
   for (const char* key : {"input_mean", "input_std"}) {
     if (value(meta, key) != value(student, key)) {
       throw config_error(fmt::format("{}: teacher '{}' has {} {}, the student's baseline {}: they must see the "
