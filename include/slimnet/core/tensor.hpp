@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "slimnet/core/checked.hpp"
 #include "slimnet/core/error.hpp"
 
 namespace slimnet {
@@ -24,9 +25,11 @@ using row_matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::
 template <class Scalar>
 using vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
 
-/// Number of elements of a shape (1 for rank 0).
-inline index_t shape_size(const shape_t& shape) {
-  return std::accumulate(shape.begin(), shape.end(), index_t{1}, std::multiplies<index_t>());
+/// Number of elements of a shape (1 for rank 0). Throws shape_error, naming `function` and the
+/// shape as written, when a dimension is negative or the product does not fit index_t (a wrapped
+/// product would let a huge shape pass a size check and then index past its buffer).
+inline index_t shape_size(const shape_t& shape, const char* function = "slimnet::shape_size") {
+  return checked_product<shape_error, index_t>(shape, function, "shape");
 }
 
 inline std::string shape_string(const shape_t& shape) { return fmt::format("({})", fmt::join(shape, ", ")); }
@@ -47,10 +50,7 @@ class tensor {
 
   /// Changes the shape; keeps the storage (and its values) when the size is unchanged.
   void resize(shape_t shape) {
-    for (index_t d : shape) {
-      if (d < 0) slimnet::detail::raise<shape_error>("slimnet::tensor::resize", "negative dimension in {}", shape_string(shape));
-    }
-    const index_t n = shape_size(shape);
+    const index_t n = shape_size(shape, "slimnet::tensor::resize");
     if (n != data_.size()) data_.resize(n);
     shape_ = std::move(shape);
   }
@@ -58,7 +58,7 @@ class tensor {
 
   /// Same as resize, named for the case where only the view changes (size must match).
   void reshape(shape_t shape) {
-    if (shape_size(shape) != size()) {
+    if (shape_size(shape, "slimnet::tensor::reshape") != size()) {
       slimnet::detail::raise<shape_error>("slimnet::tensor::reshape", "cannot view {} elements of shape {} as {}", size(),
                                  shape_string(shape_), shape_string(shape));
     }
@@ -112,7 +112,8 @@ class tensor {
   index_t rows() const { return shape_.empty() ? 1 : shape_[0]; }
   index_t cols() const { return rows() == 0 ? 0 : size() / rows(); }
   void check_view(index_t r, index_t c) const {
-    if (r * c != size() || r < 0 || c < 0) {
+    index_t n = 0;
+    if (r < 0 || c < 0 || mul_overflows(r, c, n) || n != size()) {
       slimnet::detail::raise<shape_error>("slimnet::tensor::matrix", "cannot view {} elements of shape {} as {} x {}", size(),
                                  shape_string(shape_), r, c);
     }
