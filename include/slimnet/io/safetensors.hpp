@@ -1,22 +1,21 @@
-// safetensors files (https://huggingface.co/docs/safetensors): 8-byte little-endian header length
-// N, an N-byte JSON header {"name": {"dtype", "shape", "data_offsets": [begin, end]}, ...,
-// "__metadata__": {str: str}}, then the byte buffer; tensors are little-endian, row-major.
-// This header covers F32 and F64; files are written to a temporary name and renamed, so an
-// existing file is never left half-overwritten.
+// Typed safetensors files: tensors of any stored dtype (F64, F32, F16, BF16, I64, I32, I16, I8,
+// U8, BOOL) converted to and from tensor<Scalar>, and model parameters saved and loaded by their
+// dotted names. The bytes are read and written by safetensors_raw.hpp (one parser, one writer).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "slimnet/core/error.hpp"
 #include "slimnet/core/tensor.hpp"
+#include "slimnet/io/half.hpp"
+#include "slimnet/io/safetensors_raw.hpp"
 #include "slimnet/nn/layer.hpp"
 
 namespace slimnet::io {
@@ -30,167 +29,138 @@ struct tensor_file {
   std::map<std::string, std::string> metadata;
 };
 
-enum class dtype { f32, f64 };
-
 namespace detail {
 
-inline bool host_is_little_endian() {
-  const std::uint16_t probe = 1;
-  std::uint8_t first;
-  std::memcpy(&first, &probe, 1);
-  return first == 1;
+template <class T>
+T load_le(const std::uint8_t* p) {
+  T v;
+  std::memcpy(&v, p, sizeof(T));  // the host is little-endian (checked by the raw reader/writer)
+  return v;
 }
 
-template <class To, class From>
-void append_as(std::vector<char>& out, const tensor<From>& t) {
-  const std::size_t start = out.size();
-  out.resize(start + static_cast<std::size_t>(t.size()) * sizeof(To));
+template <class T>
+void store_le(std::uint8_t* p, T v) {
+  std::memcpy(p, &v, sizeof(T));
+}
+
+template <class Int, class Scalar>
+void encode_integers(const tensor<Scalar>& t, raw_tensor& out, const std::string& name, const char* fn) {
   for (index_t i = 0; i < t.size(); ++i) {
-    const To v = static_cast<To>(t[i]);
-    std::memcpy(out.data() + start + static_cast<std::size_t>(i) * sizeof(To), &v, sizeof(To));
+    const double v = static_cast<double>(t[i]);
+    // Exact integers in range only: an integer dtype must not silently round or wrap a value.
+    // The upper bound is exclusive at 2^(bits-1) (or 2^bits), exactly representable as a double.
+    const double hi = std::ldexp(1.0, std::numeric_limits<Int>::digits);
+    const double lo = std::numeric_limits<Int>::is_signed ? -hi : 0.0;
+    if (!(v >= lo && v < hi) || v != std::floor(v)) {
+      slimnet::detail::raise<config_error>(fn, "tensor '{}' cannot be stored as {}: value {} at index {} is not an integer in range",
+                                           name, dtype_name(out.type), v, i);
+    }
+    store_le<Int>(out.bytes.data() + static_cast<std::size_t>(i) * sizeof(Int), static_cast<Int>(v));
   }
+}
+
+/// tensor<Scalar> -> bytes of `type`. Floats round to nearest even (F16/BF16/F32 from double);
+/// integer and BOOL dtypes take only exact integers in range (config_error otherwise).
+template <class Scalar>
+raw_tensor encode_tensor(const tensor<Scalar>& t, dtype type, const std::string& name, const char* fn) {
+  raw_tensor out;
+  out.type = type;
+  out.shape = t.shape();
+  out.bytes.resize(static_cast<std::size_t>(t.size()) * dtype_size(type));
+  std::uint8_t* p = out.bytes.data();
+  switch (type) {
+    case dtype::f64:
+      for (index_t i = 0; i < t.size(); ++i) store_le<double>(p + 8 * i, static_cast<double>(t[i]));
+      break;
+    case dtype::f32:
+      for (index_t i = 0; i < t.size(); ++i) store_le<float>(p + 4 * i, static_cast<float>(t[i]));
+      break;
+    case dtype::f16:
+      for (index_t i = 0; i < t.size(); ++i) store_le<std::uint16_t>(p + 2 * i, double_to_f16(static_cast<double>(t[i])));
+      break;
+    case dtype::bf16:
+      for (index_t i = 0; i < t.size(); ++i) store_le<std::uint16_t>(p + 2 * i, double_to_bf16(static_cast<double>(t[i])));
+      break;
+    case dtype::i64: encode_integers<std::int64_t>(t, out, name, fn); break;
+    case dtype::i32: encode_integers<std::int32_t>(t, out, name, fn); break;
+    case dtype::i16: encode_integers<std::int16_t>(t, out, name, fn); break;
+    case dtype::i8: encode_integers<std::int8_t>(t, out, name, fn); break;
+    case dtype::u8: encode_integers<std::uint8_t>(t, out, name, fn); break;
+    case dtype::boolean:
+      for (index_t i = 0; i < t.size(); ++i) {
+        if (t[i] != Scalar(0) && t[i] != Scalar(1)) {
+          slimnet::detail::raise<config_error>(fn, "tensor '{}' cannot be stored as BOOL: value {} at index {} is not 0 or 1", name,
+                                               static_cast<double>(t[i]), i);
+        }
+        p[i] = t[i] == Scalar(1) ? 1 : 0;
+      }
+      break;
+  }
+  return out;
+}
+
+/// Bytes of any dtype -> tensor<Scalar>. Exact for every value Scalar can hold (F16/BF16 widen
+/// exactly; integers beyond 2^24 (float) or 2^53 (double) round to nearest); BOOL gives 0 and 1.
+template <class Scalar>
+tensor<Scalar> decode_tensor(const raw_tensor& raw, const std::string& name, const char* fn) {
+  std::uint64_t count = 0, nbytes = 0;
+  if (!checked_tensor_bytes(raw.shape, raw.type, count, nbytes) || nbytes != raw.bytes.size()) {
+    slimnet::detail::raise<shape_error>(fn, "tensor '{}' of shape {} and dtype {} has {} bytes", name, shape_string(raw.shape),
+                                        dtype_name(raw.type), raw.bytes.size());
+  }
+  tensor<Scalar> t(raw.shape);
+  const std::uint8_t* p = raw.bytes.data();
+  auto fill = [&](auto element) {
+    for (index_t i = 0; i < t.size(); ++i) t[i] = static_cast<Scalar>(element(i));
+  };
+  switch (raw.type) {
+    case dtype::f64: fill([&](index_t i) { return load_le<double>(p + 8 * i); }); break;
+    case dtype::f32: fill([&](index_t i) { return load_le<float>(p + 4 * i); }); break;
+    case dtype::f16: fill([&](index_t i) { return f16_to_float(load_le<std::uint16_t>(p + 2 * i)); }); break;
+    case dtype::bf16: fill([&](index_t i) { return bf16_to_float(load_le<std::uint16_t>(p + 2 * i)); }); break;
+    case dtype::i64: fill([&](index_t i) { return load_le<std::int64_t>(p + 8 * i); }); break;
+    case dtype::i32: fill([&](index_t i) { return load_le<std::int32_t>(p + 4 * i); }); break;
+    case dtype::i16: fill([&](index_t i) { return load_le<std::int16_t>(p + 2 * i); }); break;
+    case dtype::i8: fill([&](index_t i) { return load_le<std::int8_t>(p + i); }); break;
+    case dtype::u8: fill([&](index_t i) { return p[i]; }); break;
+    case dtype::boolean: fill([&](index_t i) { return p[i] != 0 ? 1 : 0; }); break;
+  }
+  return t;
 }
 
 }  // namespace detail
 
-/// Writes `file` to `path` (tensors stored as `type`, F32 by default).
+/// Writes `file` to `path` atomically, every tensor stored as `type` (F32 by default; F16 and BF16
+/// round to nearest even; integer dtypes accept exact integers in range only).
 template <class Scalar>
 void write_safetensors(const std::filesystem::path& path, const tensor_file<Scalar>& file, dtype type = dtype::f32) {
   constexpr const char* fn = "slimnet::io::write_safetensors";
-  if (!detail::host_is_little_endian()) slimnet::detail::raise<io_error>(fn, "big-endian hosts are not supported");
-  nlohmann::json header = nlohmann::json::object();
-  if (!file.metadata.empty()) header["__metadata__"] = file.metadata;
-  std::vector<char> buffer;
+  raw_file raw;
+  raw.metadata = file.metadata;
   for (const auto& [name, t] : file.tensors) {
     if (name.empty() || name == "__metadata__") slimnet::detail::raise<config_error>(fn, "invalid tensor name '{}'", name);
-    const std::size_t begin = buffer.size();
-    if (type == dtype::f32) {
-      detail::append_as<float>(buffer, t);
-    } else {
-      detail::append_as<double>(buffer, t);
-    }
-    header[name] = {{"dtype", type == dtype::f32 ? "F32" : "F64"},
-                    {"shape", t.shape()},
-                    {"data_offsets", {begin, buffer.size()}}};
+    raw.tensors.emplace(name, detail::encode_tensor(t, type, name, fn));
   }
-  std::string json = header.dump();
-  json.append((8 - json.size() % 8) % 8, ' ');  // keeps the buffer 8-byte aligned
-  const std::filesystem::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) slimnet::detail::raise<io_error>(fn, "cannot create '{}'", tmp.string());
-    std::uint8_t len[8];
-    for (int i = 0; i < 8; ++i) len[i] = static_cast<std::uint8_t>(static_cast<std::uint64_t>(json.size()) >> (8 * i));
-    out.write(reinterpret_cast<const char*>(len), 8);
-    out.write(json.data(), static_cast<std::streamsize>(json.size()));
-    out.write(buffer.data(), static_cast<std::streamsize>(buffer.size()));
-    out.close();
-    if (!out) {
-      std::filesystem::remove(tmp);
-      slimnet::detail::raise<io_error>(fn, "failed writing '{}'", tmp.string());
-    }
-  }
-  std::filesystem::rename(tmp, path);
+  detail::write_raw(path, raw, fn);
 }
 
-/// Reads a safetensors file with F32 or F64 tensors, converting them to Scalar. Throws io_error
-/// on anything malformed: short file, oversized or invalid JSON header, unknown dtype, shapes that
-/// disagree with offsets, offsets outside the buffer, overlapping tensors or unindexed bytes.
+/// Reads a safetensors file of any supported dtype, converting every tensor to Scalar. Throws
+/// io_error on anything malformed (see read_safetensors_raw for the complete list of checks).
 template <class Scalar>
 tensor_file<Scalar> read_safetensors(const std::filesystem::path& path) {
   constexpr const char* fn = "slimnet::io::read_safetensors";
-  std::ifstream in(path, std::ios::binary);
-  if (!in) slimnet::detail::raise<io_error>(fn, "cannot open '{}'", path.string());
-  std::vector<char> raw((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (raw.size() < 8) slimnet::detail::raise<io_error>(fn, "'{}' has {} bytes, too short for a header", path.string(), raw.size());
-  std::uint64_t header_len = 0;
-  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | static_cast<std::uint8_t>(raw[static_cast<std::size_t>(i)]);
-  if (header_len > raw.size() - 8 || header_len > (100u << 20)) {
-    slimnet::detail::raise<io_error>(fn, "'{}' declares a {}-byte header but has {} bytes after the length", path.string(),
-                                     header_len, raw.size() - 8);
-  }
-  nlohmann::json header;
+  raw_file raw = detail::read_raw(path, fn);
   try {
-    header = nlohmann::json::parse(raw.begin() + 8, raw.begin() + 8 + static_cast<std::ptrdiff_t>(header_len));
-  } catch (const nlohmann::json::exception& e) {
-    slimnet::detail::raise<io_error>(fn, "'{}' has an invalid JSON header: {}", path.string(), e.what());
+    tensor_file<Scalar> file;
+    file.metadata = std::move(raw.metadata);
+    for (auto& [name, t] : raw.tensors) {
+      file.tensors.emplace(name, detail::decode_tensor<Scalar>(t, name, fn));
+      t.bytes = {};  // release as we go: peak memory is one file plus one tensor, not two files
+    }
+    return file;
+  } catch (const std::bad_alloc&) {
+    slimnet::detail::raise<io_error>(fn, "'{}': out of memory while converting its tensors", path.string());
   }
-  if (!header.is_object()) slimnet::detail::raise<io_error>(fn, "'{}': header is not a JSON object", path.string());
-  const char* buffer = raw.data() + 8 + header_len;
-  const std::size_t buffer_len = raw.size() - 8 - header_len;
-
-  tensor_file<Scalar> file;
-  std::vector<std::pair<std::size_t, std::size_t>> ranges;
-  for (const auto& item : header.items()) {
-    const std::string name = item.key();
-    const nlohmann::json& entry = item.value();
-    if (name == "__metadata__") {
-      if (!entry.is_object()) slimnet::detail::raise<io_error>(fn, "'{}': __metadata__ is not an object", path.string());
-      for (const auto& meta : entry.items()) {
-        if (!meta.value().is_string()) {
-          slimnet::detail::raise<io_error>(fn, "'{}': metadata '{}' is not a string", path.string(), meta.key());
-        }
-        file.metadata[meta.key()] = meta.value().get<std::string>();
-      }
-      continue;
-    }
-    if (!entry.is_object() || !entry.contains("dtype") || !entry.contains("shape") || !entry.contains("data_offsets") ||
-        !entry["dtype"].is_string() || !entry["shape"].is_array() || !entry["data_offsets"].is_array() ||
-        entry["data_offsets"].size() != 2) {
-      slimnet::detail::raise<io_error>(fn, "'{}': entry '{}' lacks dtype, shape or data_offsets", path.string(), name);
-    }
-    const std::string type = entry["dtype"].get<std::string>();
-    std::size_t elem = 0;
-    if (type == "F32") elem = 4;
-    if (type == "F64") elem = 8;
-    if (elem == 0) slimnet::detail::raise<io_error>(fn, "'{}': tensor '{}' has dtype {}, supported: F32, F64", path.string(), name, type);
-    shape_t shape;
-    for (const auto& d : entry["shape"]) {
-      if (!d.is_number_unsigned()) slimnet::detail::raise<io_error>(fn, "'{}': tensor '{}' has an invalid shape", path.string(), name);
-      shape.push_back(d.get<index_t>());
-    }
-    const auto& off = entry["data_offsets"];
-    if (!off[0].is_number_unsigned() || !off[1].is_number_unsigned()) {
-      slimnet::detail::raise<io_error>(fn, "'{}': tensor '{}' has invalid data_offsets", path.string(), name);
-    }
-    const auto begin = off[0].get<std::size_t>(), end = off[1].get<std::size_t>();
-    if (begin > end || end > buffer_len) {
-      slimnet::detail::raise<io_error>(fn, "'{}': tensor '{}' has offsets [{}, {}) outside the {}-byte buffer", path.string(),
-                                       name, begin, end, buffer_len);
-    }
-    if (static_cast<std::size_t>(shape_size(shape)) * elem != end - begin) {
-      slimnet::detail::raise<io_error>(fn, "'{}': tensor '{}' of shape {} and dtype {} needs {} bytes, offsets give {}",
-                                       path.string(), name, shape_string(shape), type, shape_size(shape) * static_cast<index_t>(elem), end - begin);
-    }
-    ranges.emplace_back(begin, end);
-    tensor<Scalar> t(shape);
-    for (index_t i = 0; i < t.size(); ++i) {
-      const char* p = buffer + begin + static_cast<std::size_t>(i) * elem;
-      if (elem == 4) {
-        float v;
-        std::memcpy(&v, p, 4);
-        t[i] = static_cast<Scalar>(v);
-      } else {
-        double v;
-        std::memcpy(&v, p, 8);
-        t[i] = static_cast<Scalar>(v);
-      }
-    }
-    file.tensors.emplace(name, std::move(t));
-  }
-  std::sort(ranges.begin(), ranges.end());
-  std::size_t covered = 0;
-  for (const auto& [b, e] : ranges) {
-    if (b != covered) {
-      slimnet::detail::raise<io_error>(fn, "'{}': tensor data {} at byte {} (overlap or hole in the buffer)", path.string(),
-                                       b < covered ? "overlaps" : "leaves a hole", b);
-    }
-    covered = e;
-  }
-  if (covered != buffer_len) {
-    slimnet::detail::raise<io_error>(fn, "'{}': {} trailing bytes are not indexed by any tensor", path.string(), buffer_len - covered);
-  }
-  return file;
 }
 
 /// Saves every parameter and buffer of `model` under its dotted name.
