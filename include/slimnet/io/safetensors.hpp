@@ -163,44 +163,163 @@ tensor_file<Scalar> read_safetensors(const std::filesystem::path& path) {
   }
 }
 
-/// Saves every parameter and buffer of `model` under its dotted name.
+/// Reads only the `__metadata__` of a safetensors file (the header is validated in full, the
+/// tensor bytes are not read).
+inline std::map<std::string, std::string> read_safetensors_metadata(const std::filesystem::path& path) {
+  constexpr const char* fn = "slimnet::io::read_safetensors_metadata";
+  if (!detail::host_is_little_endian()) slimnet::detail::raise<io_error>(fn, "big-endian hosts are not supported");
+  try {
+    const regular_file file(path, fn);
+    std::uint64_t data_start = 0;
+    std::map<std::string, std::string> metadata;
+    detail::parse_header(file, fn, data_start, metadata);
+    return metadata;
+  } catch (const std::bad_alloc&) {
+    slimnet::detail::raise<io_error>(fn, "'{}': out of memory while reading", path.string());
+  }
+}
+
+/// Saves every parameter and buffer of `model` under its dotted name, stored as `type`: F32 (the
+/// default), F64, or F16 / BF16 (rounded to nearest even, half the bytes; values beyond the format's
+/// range become +-Inf, which load_parameters then refuses unless allow_non_finite).
 template <class Scalar>
 void save_parameters(nn::layer<Scalar>& model, const std::filesystem::path& path,
                      const std::map<std::string, std::string>& metadata = {}, dtype type = dtype::f32) {
-  tensor_file<Scalar> file;
+  constexpr const char* fn = "slimnet::io::save_parameters";
+  if (!is_floating(type)) {
+    slimnet::detail::raise<config_error>(fn, "parameters are stored as F64, F32, F16 or BF16, not {}", dtype_name(type));
+  }
+  raw_file file;
   file.metadata = metadata;
   model.visit_parameters([&](nn::parameter<Scalar>& p) {
-    if (!file.tensors.emplace(p.name(), p.value()).second) {
-      slimnet::detail::raise<config_error>("slimnet::io::save_parameters", "two parameters are named '{}'", p.name());
-    }
+    if (p.name().empty() || p.name() == "__metadata__") slimnet::detail::raise<config_error>(fn, "invalid parameter name '{}'", p.name());
+    if (file.tensors.count(p.name()) != 0) slimnet::detail::raise<config_error>(fn, "two parameters are named '{}'", p.name());
+    file.tensors.emplace(p.name(), detail::encode_tensor(p.value(), type, p.name(), fn));
   });
-  write_safetensors(path, file, type);
+  detail::write_raw(path, file, fn);
 }
 
-/// Loads parameters saved by save_parameters (or by PyTorch's safetensors with the same names).
-/// Every parameter of the model must be in the file with the same shape; with `strict`, the file
-/// may hold nothing else. The model is left unchanged if anything does not match.
+/// How load_parameters matches a file to a model.
+struct load_options {
+  /// The file holds exactly the model's tensors: anything else is reported as unexpected. When
+  /// false, extra tensors (PyTorch's I64 `num_batches_tracked`, an optimizer's state...) are ignored.
+  bool strict = true;
+  /// Stripped from the file's keys that start with it ("module." of a DataParallel checkpoint);
+  /// keys without it are matched as they are.
+  std::string key_prefix;
+  /// Accept NaN and Inf in loaded values. Off by default: a model cannot do anything useful with a
+  /// non-finite weight, and a file holding one is corrupted or was saved after training diverged.
+  bool allow_non_finite = false;
+
+  void validate() const {}
+};
+
+namespace detail {
+
+inline std::string list_names(const std::vector<std::string>& names) {
+  return fmt::format("{}", fmt::join(names, ", "));
+}
+
+}  // namespace detail
+
+/// Loads parameters saved by save_parameters or by PyTorch (safetensors.torch.save_file of a
+/// state_dict with the same names), of any stored dtype. Like PyTorch's load_state_dict, every
+/// problem is reported at once: every parameter the file lacks (missing), with `strict` every file
+/// tensor the model has no parameter for (unexpected), every shape mismatch, and (unless
+/// allow_non_finite) every tensor holding NaN/Inf with its first such index. Throws io_error
+/// naming them all (shape_error when shape mismatches are the only problem); the model is left
+/// unchanged on any error. Returns the file's metadata.
+template <class Scalar>
+std::map<std::string, std::string> load_parameters(nn::layer<Scalar>& model, const std::filesystem::path& path,
+                                                   const load_options& opt) {
+  constexpr const char* fn = "slimnet::io::load_parameters";
+  opt.validate();
+  raw_file file = detail::read_raw(path, fn);
+
+  // File keys as the model names them.
+  std::map<std::string, std::string> key_of;  // model-side name -> file key
+  for (const auto& item : file.tensors) {
+    const std::string& key = item.first;
+    const bool prefixed = !opt.key_prefix.empty() && key.size() > opt.key_prefix.size() &&
+                          key.compare(0, opt.key_prefix.size(), opt.key_prefix) == 0;
+    const std::string name = prefixed ? key.substr(opt.key_prefix.size()) : key;
+    const auto [it, fresh] = key_of.emplace(name, key);
+    if (!fresh) {
+      slimnet::detail::raise<io_error>(fn, "'{}': tensors '{}' and '{}' both become '{}' once the key prefix '{}' is stripped",
+                                       path.string(), it->second, key, name, opt.key_prefix);
+    }
+  }
+
+  std::vector<std::string> missing, mismatched, non_finite;
+  std::map<std::string, tensor<Scalar>> values;  // parameter name -> its new value
+  std::map<std::string, bool> used;
+  try {
+  model.visit_parameters([&](nn::parameter<Scalar>& p) {
+    if (used.count(p.name()) != 0) slimnet::detail::raise<config_error>(fn, "two parameters are named '{}'", p.name());
+    used[p.name()] = true;
+    const auto k = key_of.find(p.name());
+    if (k == key_of.end()) {
+      missing.push_back(p.name());
+      return;
+    }
+    const raw_tensor& raw = file.tensors.at(k->second);
+    if (raw.shape != p.shape()) {
+      mismatched.push_back(fmt::format("'{}' is {} {} in the file, {} in the model", k->second, dtype_name(raw.type),
+                                       shape_string(raw.shape), shape_string(p.shape())));
+      return;
+    }
+    tensor<Scalar> v = detail::decode_tensor<Scalar>(raw, k->second, fn);
+    if (!opt.allow_non_finite) {
+      for (index_t i = 0; i < v.size(); ++i) {
+        if (!std::isfinite(v[i])) {
+          non_finite.push_back(fmt::format("'{}' holds {} at index {}{}", k->second, static_cast<double>(v[i]), i,
+                                           std::isfinite(detail::decode_tensor<double>(raw, k->second, fn)[i])
+                                               ? " (after conversion: the value overflows the model's scalar type)"
+                                               : ""));
+          break;
+        }
+      }
+    }
+    values.emplace(p.name(), std::move(v));
+  });
+  } catch (const std::bad_alloc&) {
+    slimnet::detail::raise<io_error>(fn, "'{}': out of memory while converting its tensors", path.string());
+  }
+  std::vector<std::string> unexpected;
+  if (opt.strict) {
+    for (const auto& [name, key] : key_of) {
+      if (used.count(name) == 0) unexpected.push_back(fmt::format("{} ({})", key, dtype_name(file.tensors.at(key).type)));
+    }
+  }
+  if (!missing.empty() || !unexpected.empty() || !mismatched.empty() || !non_finite.empty()) {
+    std::vector<std::string> problems;
+    if (!missing.empty()) problems.push_back(fmt::format("missing {} tensor(s): {}", missing.size(), detail::list_names(missing)));
+    if (!unexpected.empty()) {
+      problems.push_back(fmt::format("unexpected {} tensor(s) (strict load): {}", unexpected.size(), detail::list_names(unexpected)));
+    }
+    if (!mismatched.empty()) {
+      problems.push_back(fmt::format("{} shape mismatch(es): {}", mismatched.size(), detail::list_names(mismatched)));
+    }
+    if (!non_finite.empty()) {
+      problems.push_back(fmt::format("{} tensor(s) with non-finite values (load_options::allow_non_finite accepts them): {}",
+                                     non_finite.size(), detail::list_names(non_finite)));
+    }
+    const std::string message = fmt::format("'{}' does not fit the model: {}", path.string(), fmt::join(problems, "; "));
+    if (missing.empty() && unexpected.empty() && non_finite.empty()) slimnet::detail::raise<shape_error>(fn, "{}", message);
+    slimnet::detail::raise<io_error>(fn, "{}", message);
+  }
+  // Every check passed: nothing below can fail on input, so the model changes all at once.
+  model.visit_parameters([&](nn::parameter<Scalar>& p) { p.value() = std::move(values.at(p.name())); });
+  return file.metadata;
+}
+
+/// load_parameters with only `strict` set (the other options at their defaults).
 template <class Scalar>
 std::map<std::string, std::string> load_parameters(nn::layer<Scalar>& model, const std::filesystem::path& path,
                                                    bool strict = true) {
-  constexpr const char* fn = "slimnet::io::load_parameters";
-  tensor_file<Scalar> file = read_safetensors<Scalar>(path);
-  std::size_t used = 0;
-  model.visit_parameters([&](nn::parameter<Scalar>& p) {
-    auto it = file.tensors.find(p.name());
-    if (it == file.tensors.end()) slimnet::detail::raise<io_error>(fn, "'{}' has no tensor '{}'", path.string(), p.name());
-    if (it->second.shape() != p.shape()) {
-      slimnet::detail::raise<shape_error>(fn, "'{}': tensor '{}' has shape {}, the model expects {}", path.string(), p.name(),
-                                          shape_string(it->second.shape()), shape_string(p.shape()));
-    }
-    ++used;
-  });
-  if (strict && used != file.tensors.size()) {
-    slimnet::detail::raise<io_error>(fn, "'{}' holds {} tensors, the model has {} parameters (strict load)", path.string(),
-                                     file.tensors.size(), used);
-  }
-  model.visit_parameters([&](nn::parameter<Scalar>& p) { p.value() = file.tensors.at(p.name()); });
-  return file.metadata;
+  load_options opt;
+  opt.strict = strict;
+  return load_parameters(model, path, opt);
 }
 
 }  // namespace slimnet::io
