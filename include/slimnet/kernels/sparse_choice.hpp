@@ -56,6 +56,20 @@ inline sparse_choice choose_sparse(index_t rows, index_t cols, index_t nnz, inde
   return c;
 }
 
+/// Break-even density of the direct sparse convolution (sparse_conv.hpp) against im2col plus the
+/// dense GEMM, at batch 1 and 64 alike: the direct kernel issues one FMA per nonzero and output
+/// vector with no im2col, the GEMM path copies K x P columns and multiplies at near peak.
+inline double sparse_conv_break_even(index_t /*out_channels*/, index_t /*taps*/) { return 0.5; }
+
+/// The choice for a convolution's out_channels x taps filters with nnz nonzeros.
+inline sparse_choice choose_sparse_conv(index_t out_channels, index_t taps, index_t nnz) {
+  sparse_choice c;
+  c.density = out_channels * taps == 0 ? 0.0 : static_cast<double>(nnz) / (static_cast<double>(out_channels) * static_cast<double>(taps));
+  c.break_even = sparse_conv_break_even(out_channels, taps);
+  c.sparse = c.density < 0.9 * c.break_even;
+  return c;
+}
+
 /// The choice from timing both kernels on `w` itself (dense GEMM/GEMV vs SELL or column-blocked
 /// CSR at `batch` columns, best of `rounds`): exact for this machine and matrix, but it depends on
 /// timing, so two runs may choose differently near break-even (both give the same outputs within

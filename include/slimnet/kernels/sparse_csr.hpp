@@ -392,6 +392,34 @@ void spmv_csr(const csr_ref<Value, Index>& a, const Value* x, Value* y, const sp
   });
 }
 
+/// y = A x + bias (batch 1) for matrices with short rows (a few nonzeros each, e.g. a layer pruned
+/// to 0.5%), where spmv_csr's horizontal sum per row costs more than the row's products: first the
+/// products p_q = values[q] x[col[q]] of all nonzeros, 16 per step (one gather, one multiply, no
+/// row boundaries), into `products` (a.nnz() entries, the caller's scratch), then each row's sum
+/// y[i] = bias[i] + sum_{q in row i} p_q in stored order. One thread.
+template <class Value, class Index>
+void spmv_csr_products(const csr_ref<Value, Index>& a, const Value* x, Value* y, Value* products, const sparse_params<Value>& params = {}) {
+  detail::check_spmv("slimnet::kernels::spmv_csr_products", a, x, y);
+  const index_t nnz = a.nnz();
+  index_t q = 0;
+#if defined(SLIMNET_KERNELS_AVX512)
+  if constexpr (std::is_same_v<Value, float>) {
+    if (params.path != kernel_path::portable) {
+      for (; q + 16 <= nnz; q += 16) {
+        const __m512 xv = _mm512_i32gather_ps(detail::avx512::load_index16(a.col_indices + q), x, 4);
+        _mm512_storeu_ps(products + q, _mm512_mul_ps(_mm512_loadu_ps(a.values + q), xv));
+      }
+    }
+  }
+#endif
+  for (; q < nnz; ++q) products[q] = a.values[q] * x[a.col_indices[q]];
+  for (index_t i = 0; i < a.rows; ++i) {
+    Value sum = params.bias ? params.bias[i] : Value(0);
+    for (sparse_offset_t p = a.row_offsets[i]; p < a.row_offsets[i + 1]; ++p) sum += products[p];
+    y[i] = sum;
+  }
+}
+
 /// Y = A X + bias with X (a.cols x n) and Y (a.rows x n). Fast when X and Y are batch-contiguous
 /// (col_stride 1): each nonzero is broadcast over a 64-wide strip of X's row, accumulated in
 /// registers for the whole row. Any strides work (a scalar loop then).

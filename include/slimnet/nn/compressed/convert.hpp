@@ -9,6 +9,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cstdio>
 #include <memory>
 #include <optional>
 #include <string>
@@ -16,6 +17,7 @@
 
 #include "slimnet/kernels/sparse_choice.hpp"
 #include "slimnet/nn/compressed/codebook_engine.hpp"
+#include "slimnet/nn/compressed/csr16_engine.hpp"
 #include "slimnet/nn/compressed/engine.hpp"
 #include "slimnet/nn/compressed/int8_engine.hpp"
 #include "slimnet/nn/compressed/layers.hpp"
@@ -34,6 +36,10 @@ struct sparse_options {
   bool force_sparse = false;  ///< skip the dense-or-sparse choice
   bool measure = false;       ///< time dense and sparse on the layer's weights instead of the measured model
   int threads = 1;
+  /// The compact forms: at batch 1 a Linear whose SELL-16 form would take more than 12 bytes per
+  /// nonzero becomes CSR with 16-bit indices (6 bytes per nonzero + 4 per row); a stride-1 Conv2d
+  /// runs the direct sparse convolution. false: SELL-16 / column-blocked CSR and im2col, as before.
+  bool compact = true;
 };
 
 struct xnor_options {
@@ -77,7 +83,33 @@ std::unique_ptr<engine<Scalar>> make_sparse_engine(const row_matrix<Scalar>& w, 
   if (o.force_sparse) c.sparse = true;
   if (choice) *choice = c;
   if (!c.sparse) return std::make_unique<dense_engine<Scalar>>(w, std::move(bias));
-  return std::make_unique<sparse_engine<Scalar>>(w, std::move(bias), batch, o.threads);
+  auto s = std::make_unique<sparse_engine<Scalar>>(w, bias, batch, o.threads);
+  // SELL-16 is the fastest batch-1 form but pads each slice to its longest row; when that costs
+  // more than 1.5 x nnz x 8 bytes (rows of very different lengths, e.g. 0.5% density), the compact
+  // CSR (6 bytes per nonzero + 4 per row) takes its place.
+  if (o.compact && batch <= 1 && o.threads == 1 && w.cols() <= 65536 &&
+      static_cast<double>(s->bytes()) > 12.0 * static_cast<double>(std::max<index_t>(nnz, 1))) {
+    return std::make_unique<csr16_engine<Scalar>>(w, std::move(bias));
+  }
+  return s;
+}
+
+/// A convolution's engine: the direct-convolution CSR (csr16_engine) when sparse pays and a filter
+/// has at most 65536 taps, else what make_sparse_engine picks for its im2col product.
+template <class Scalar>
+std::unique_ptr<engine<Scalar>> make_conv_engine(conv2d<Scalar>& conv, const sparse_options& o, kernels::sparse_choice* choice) {
+  const row_matrix<Scalar> w = effective_weight(conv.weight());
+  const window2d& win = conv.window();
+  if (!o.compact || win.stride_h != 1 || win.stride_w != 1 || w.cols() > 65536 || o.threads != 1) {
+    return make_sparse_engine(w, effective_bias(conv.bias()), index_t{64}, o, choice);
+  }
+  index_t nnz = 0;
+  for (index_t i = 0; i < w.size(); ++i) nnz += w.data()[i] != Scalar(0);
+  kernels::sparse_choice c = kernels::choose_sparse_conv(w.rows(), w.cols(), nnz);
+  if (o.force_sparse) c.sparse = true;
+  if (choice) *choice = c;
+  if (!c.sparse) return std::make_unique<dense_engine<Scalar>>(w, effective_bias(conv.bias()));
+  return std::make_unique<csr16_engine<Scalar>>(w, effective_bias(conv.bias()), conv.in_channels(), win.kernel_h, win.kernel_w);
 }
 
 }  // namespace detail
@@ -114,12 +146,12 @@ compressed_linear<Scalar> to_codebook(linear<Scalar>& l, const codebook_options&
 
 // --- Conv2d --------------------------------------------------------------------------------------
 
-/// The sparse form of a pruned Conv2d: column-blocked CSR times the im2col matrix (whose N * P
-/// columns are the batch), or dense when sparse would be slower.
+/// The sparse form of a pruned Conv2d: the direct sparse convolution (csr16_engine, stride 1), or
+/// column-blocked CSR times the im2col matrix (whose N * P columns are the batch) when o.compact is
+/// off or the stride is not 1; dense when sparse would be slower.
 template <class Scalar>
 compressed_conv2d<Scalar> to_sparse(conv2d<Scalar>& c, const sparse_options& o = {}, kernels::sparse_choice* choice = nullptr) {
-  return compressed_conv2d<Scalar>(detail::make_sparse_engine(effective_weight(c.weight()), effective_bias(c.bias()), index_t{64}, o, choice),
-                                   c.in_channels(), c.window());
+  return compressed_conv2d<Scalar>(detail::make_conv_engine(c, o, choice), c.in_channels(), c.window());
 }
 
 template <class Scalar>
@@ -154,22 +186,42 @@ struct compress_options {
   /// Names (local or full) of Linear / Conv2d layers to leave as they are, e.g. the first and last
   /// layers of a binarized network.
   std::vector<std::string> keep;
+  /// Fold the ReLU and MaxPool2d (no padding) layers that directly follow a compressed Conv2d into
+  /// it (compressed_conv2d::fuse): the layers disappear from the Sequential, the outputs stay the
+  /// same, and the direct sparse convolution never writes its unpooled output.
+  bool fuse = true;
 };
 
-/// Replaces every Linear and Conv2d directly in `model` (not in nested containers) by its
-/// compressed form; returns one line per layer: "fc1: SparseLinear(...)" or "fc1: kept".
+namespace detail {
+
+/// kernel and stride of a MaxPool2d without padding, from its description; false for other layers.
 template <class Scalar>
-std::vector<std::string> compress(sequential<Scalar>& model, format f, const compress_options& o = {}) {
-  std::vector<std::string> report;
+bool max_pool_window(const layer<Scalar>& l, index_t& kernel, index_t& stride) {
+  if (l.kind() != "MaxPool2d") return false;
+  long k = 0, s = 0, p = -1;
+  if (std::sscanf(l.describe().c_str(), "MaxPool2d(kernel_size=%ld, stride=%ld, padding=%ld)", &k, &s, &p) != 3 || p != 0) return false;
+  kernel = k;
+  stride = s;
+  return k > 0 && s > 0;
+}
+
+template <class Scalar>
+void compress_sequential(sequential<Scalar>& model, format f, const compress_options& o, const std::string& prefix,
+                         std::vector<std::string>& report) {
   for (std::size_t i = 0; i < model.size(); ++i) {
     layer<Scalar>& l = model[i];
+    if (auto* inner = dynamic_cast<sequential<Scalar>*>(&l)) {
+      compress_sequential(*inner, f, o, prefix + model.local_name(i) + ".", report);
+      continue;
+    }
     auto* lin = dynamic_cast<linear<Scalar>*>(&l);
     auto* conv = dynamic_cast<conv2d<Scalar>*>(&l);
     if (!lin && !conv) continue;
+    const std::string name = prefix + model.local_name(i);
     const bool keep = std::find(o.keep.begin(), o.keep.end(), model.local_name(i)) != o.keep.end() ||
                       std::find(o.keep.begin(), o.keep.end(), l.name()) != o.keep.end();
     if (keep) {
-      report.push_back(model.local_name(i) + ": kept");
+      report.push_back(name + ": kept");
       continue;
     }
     std::unique_ptr<layer<Scalar>> c;
@@ -192,11 +244,60 @@ std::vector<std::string> compress(sequential<Scalar>& model, format f, const com
                 : std::make_unique<compressed_conv2d<Scalar>>(to_codebook(*conv, o.codebook));
         break;
     }
-    std::string line = model.local_name(i) + ": " + c->describe();
+    std::string line = name + ": " + c->describe();
     if (f == format::sparse) line += " [" + choice.describe() + "]";
     report.push_back(line);
     model.replace(i, std::move(c));
   }
+  if (!o.fuse) return;
+  // Fold [ReLU] [MaxPool2d] [ReLU] after each compressed convolution (ReLU and max commute).
+  std::vector<bool> drop(model.size(), false);
+  bool any = false;
+  for (std::size_t i = 0; i < model.size(); ++i) {
+    auto* cc = dynamic_cast<compressed_conv2d<Scalar>*>(&model[i]);
+    if (cc == nullptr || cc->fused()) continue;
+    kernels::conv_epilogue e;
+    std::size_t j = i + 1;
+    bool pooled = false;
+    for (; j < model.size(); ++j) {
+      index_t k = 0, s = 0;
+      if (model[j].kind() == "ReLU" && !e.relu) {
+        e.relu = true;
+      } else if (!pooled && max_pool_window(model[j], k, s)) {
+        e.pool_kernel = k;
+        e.pool_stride = s;
+        pooled = true;
+      } else {
+        break;
+      }
+    }
+    if (j == i + 1) continue;
+    cc->fuse(e);
+    for (std::size_t k = i + 1; k < j; ++k) {
+      drop[k] = true;
+      report.push_back(prefix + model.local_name(k) + ": fused into " + prefix + model.local_name(i));
+    }
+    any = true;
+    i = j - 1;
+  }
+  if (!any) return;
+  sequential<Scalar> rebuilt;
+  rebuilt.set_name(model.name());
+  for (std::size_t i = 0; i < model.size(); ++i)
+    if (!drop[i]) rebuilt.add_ptr(model.local_name(i), model[i].clone());
+  model = std::move(rebuilt);
+}
+
+}  // namespace detail
+
+/// Replaces every Linear and Conv2d in `model` and in the Sequentials nested in it by its compressed
+/// form and (o.fuse) folds the ReLU / MaxPool2d layers that follow a compressed convolution into it;
+/// returns one line per layer: "fc1: SparseLinear(...)", "fc1: kept", "pool1: fused into conv1"
+/// (nested layers are named "block.conv1").
+template <class Scalar>
+std::vector<std::string> compress(sequential<Scalar>& model, format f, const compress_options& o = {}) {
+  std::vector<std::string> report;
+  detail::compress_sequential(model, f, o, "", report);
   return report;
 }
 

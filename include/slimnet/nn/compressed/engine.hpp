@@ -93,7 +93,8 @@ class dense_engine : public engine<Scalar> {
   index_t out_features() const override { return w_.rows(); }
   index_t in_features() const override { return w_.cols(); }
   std::size_t bytes() const override { return static_cast<std::size_t>(w_.size()) * sizeof(Scalar); }
-  layout preferred() const override { return layout::rows; }
+  /// Columns: a convolution then runs exactly as nn::conv2d (im2col, W times the columns).
+  layout preferred() const override { return layout::cols; }
   void apply_rows(const Scalar* x, index_t n, Scalar* y) override {
     kernels::gemm<Scalar>(kernels::row_major(x, n, w_.cols()), kernels::row_major(w_.data(), w_.rows(), w_.cols()).transposed(),
                           kernels::row_major(y, n, w_.rows()));

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "slimnet/kernels/sparse_conv.hpp"
+#include "slimnet/nn/compressed/csr16_engine.hpp"
 #include "slimnet/nn/compressed/engine.hpp"
 #include "slimnet/nn/compressed/xnor_engine.hpp"
 #include "slimnet/nn/conv2d.hpp"
@@ -104,13 +106,17 @@ class compressed_conv2d : public layer<Scalar> {
     }
   }
   compressed_conv2d(const compressed_conv2d& other)
-      : layer<Scalar>(other), engine_(other.engine_->clone()), in_channels_(other.in_channels_), win_(other.win_) {}
+      : layer<Scalar>(other), engine_(other.engine_->clone()), in_channels_(other.in_channels_), win_(other.win_), epilogue_(other.epilogue_) {}
   compressed_conv2d(compressed_conv2d&&) noexcept = default;
 
   std::string kind() const override { return engine_->kind_prefix() + "Conv2d"; }
   std::string describe() const override {
-    return fmt::format("{}({}, {}, kernel_size=({}, {}), stride={}, padding={}, {}, {} bytes)", kind(), in_channels_,
-                       engine_->out_features(), win_.kernel_h, win_.kernel_w, win_.stride_h, win_.pad_h, engine_->format(), engine_->bytes());
+    std::string fused_part;
+    if (epilogue_.relu) fused_part += " + ReLU";
+    if (epilogue_.pooled()) fused_part += fmt::format(" + MaxPool2d({}, stride={})", epilogue_.pool_kernel, epilogue_.pool_stride);
+    return fmt::format("{}({}, {}, kernel_size=({}, {}), stride={}, padding={}, {}, {} bytes){}", kind(), in_channels_,
+                       engine_->out_features(), win_.kernel_h, win_.kernel_w, win_.stride_h, win_.pad_h, engine_->format(), engine_->bytes(),
+                       fused_part);
   }
   index_t in_channels() const { return in_channels_; }
   index_t out_channels() const { return engine_->out_features(); }
@@ -122,36 +128,50 @@ class compressed_conv2d : public layer<Scalar> {
       slimnet::detail::raise<shape_error>("slimnet::nn::compressed::compressed_conv2d::forward",
                                           "input of shape {} does not fit {}: expected (N, {}, H, W)", shape_string(in), describe(), in_channels_);
     }
-    return {in[0], out_channels(), win_.out_h(in[2]), win_.out_w(in[3])};
+    const index_t oh = win_.out_h(in[2]), ow = win_.out_w(in[3]);
+    if (epilogue_.pooled() && (oh < epilogue_.pool_kernel || ow < epilogue_.pool_kernel)) {
+      slimnet::detail::raise<shape_error>("slimnet::nn::compressed::compressed_conv2d::forward",
+                                          "a {}x{} output does not fit the fused {}x{} max-pool of {}", oh, ow, epilogue_.pool_kernel,
+                                          epilogue_.pool_kernel, describe());
+    }
+    return {in[0], out_channels(), epilogue_.out(oh), epilogue_.out(ow)};
   }
 
   void forward(const tensor<Scalar>& x, tensor<Scalar>& y, const forward_context&) override {
     y.resize(output_shape(x.shape()));
-    const index_t batch = x.dim(0), plane = y.dim(2) * y.dim(3), oc = out_channels(), k = engine_->in_features();
+    const index_t batch = x.dim(0);
     if (batch == 0) return;
-    buffer_.resize(static_cast<std::size_t>(k * batch * plane));
-    out_.resize(static_cast<std::size_t>(oc * batch * plane));
-    if (engine_->preferred() == layout::cols) {
-      nn::detail::im2col(x.data(), batch, in_channels_, x.dim(2), x.dim(3), win_, buffer_.data());
-      engine_->apply_cols(buffer_.data(), batch * plane, out_.data());
-      // Z (oc, N P) -> y (N, oc, P)
-      for (index_t n = 0; n < batch; ++n)
-        for (index_t o = 0; o < oc; ++o)
-          std::copy_n(out_.data() + o * batch * plane + n * plane, plane, y.data() + (n * oc + o) * plane);
-    } else {
-      detail::im2row(x.data(), batch, in_channels_, x.dim(2), x.dim(3), win_, buffer_.data());
-      auto* xnor = dynamic_cast<xnor_engine<Scalar>*>(engine_.get());
-      if (xnor != nullptr && (win_.pad_h > 0 || win_.pad_w > 0)) {
-        xnor->apply_rows_corrected(buffer_.data(), batch * plane, out_.data(), padding_correction(*xnor, x.dim(2), x.dim(3)).data(), plane);
-      } else {
-        engine_->apply_rows(buffer_.data(), batch * plane, out_.data());
-      }
-      // Y (N P, oc) -> y (N, oc, P)
-      for (index_t n = 0; n < batch; ++n)
-        for (index_t p = 0; p < plane; ++p)
-          for (index_t o = 0; o < oc; ++o) y.data()[(n * oc + o) * plane + p] = out_[static_cast<std::size_t>((n * plane + p) * oc + o)];
+    auto* direct = dynamic_cast<csr16_engine<Scalar>*>(engine_.get());
+    if (direct != nullptr && win_.stride_h == 1 && win_.stride_w == 1) {
+      // The direct sparse convolution with the epilogue fused: no im2col, no unpooled output.
+      const kernels::conv_input in{batch, in_channels_, x.dim(2), x.dim(3), win_.pad_h, win_.pad_w};
+      kernels::sparse_conv2d(direct->filters().ref(), x.data(), in, direct->bias_data(), epilogue_, y.data(), direct_ws_);
+      return;
+    }
+    if (!fused()) {
+      convolve(x, y);
+      return;
+    }
+    conv_out_.resize({batch, out_channels(), win_.out_h(x.dim(2)), win_.out_w(x.dim(3))});
+    convolve(x, conv_out_);
+    const index_t oh = conv_out_.dim(2), ow = conv_out_.dim(3), q = y.dim(2) * y.dim(3);
+    for (index_t p = 0; p < batch * out_channels(); ++p) {
+      kernels::detail::store_channel(conv_out_.data() + p * oh * ow, oh, ow, ow, 1, epilogue_, y.data() + p * q, q, pooled_,
+                                     kernels::kernel_path::automatic);
     }
   }
+
+  /// ReLU and max-pooling applied to the output inside forward (compress fuses the ReLU and
+  /// MaxPool2d layers that follow a sparse convolution); the output shape becomes the pooled one.
+  void fuse(const kernels::conv_epilogue& e) {
+    if (e.pool_kernel < 0 || (e.pool_kernel > 0 && e.pool_stride <= 0)) {
+      slimnet::detail::raise<config_error>("slimnet::nn::compressed::compressed_conv2d::fuse", "max-pool kernel {} at stride {}",
+                                           e.pool_kernel, e.pool_stride);
+    }
+    epilogue_ = e;
+  }
+  const kernels::conv_epilogue& epilogue() const { return epilogue_; }
+  bool fused() const { return epilogue_.relu || epilogue_.pooled(); }
 
   void backward(const tensor<Scalar>&, const tensor<Scalar>&, const tensor<Scalar>&, tensor<Scalar>*) override {
     slimnet::detail::raise<config_error>("slimnet::nn::compressed::compressed_conv2d::backward",
@@ -188,9 +208,48 @@ class compressed_conv2d : public layer<Scalar> {
     return corr_;
   }
 
+  /// y (N, oc, OH, OW) = the convolution through the engine: im2col (in chunks of images that keep
+  /// the columns in L2, as nn::conv2d) for engines that take columns, im2row for the others.
+  void convolve(const tensor<Scalar>& x, tensor<Scalar>& y) {
+    const index_t batch = x.dim(0), plane = y.dim(2) * y.dim(3), oc = out_channels(), k = engine_->in_features();
+    if (engine_->preferred() == layout::cols) {
+      const index_t chunk = std::max<index_t>(1, (index_t{64} << 10) / std::max<index_t>(k * plane, 1));
+      const index_t in_size = in_channels_ * x.dim(2) * x.dim(3);
+      buffer_.resize(static_cast<std::size_t>(k * std::min(chunk, batch) * plane));
+      out_.resize(static_cast<std::size_t>(oc * std::min(chunk, batch) * plane));
+      for (index_t n0 = 0; n0 < batch; n0 += chunk) {
+        const index_t images = std::min(chunk, batch - n0), columns = images * plane;
+        nn::detail::im2col(x.data() + n0 * in_size, images, in_channels_, x.dim(2), x.dim(3), win_, buffer_.data());
+        engine_->apply_cols(buffer_.data(), columns, out_.data());
+        // Z (oc, images P) -> y (images, oc, P)
+        for (index_t n = 0; n < images; ++n)
+          for (index_t o = 0; o < oc; ++o)
+            std::copy_n(out_.data() + o * columns + n * plane, plane, y.data() + ((n0 + n) * oc + o) * plane);
+      }
+      return;
+    }
+    buffer_.resize(static_cast<std::size_t>(k * batch * plane));
+    out_.resize(static_cast<std::size_t>(oc * batch * plane));
+    detail::im2row(x.data(), batch, in_channels_, x.dim(2), x.dim(3), win_, buffer_.data());
+    auto* xnor = dynamic_cast<xnor_engine<Scalar>*>(engine_.get());
+    if (xnor != nullptr && (win_.pad_h > 0 || win_.pad_w > 0)) {
+      xnor->apply_rows_corrected(buffer_.data(), batch * plane, out_.data(), padding_correction(*xnor, x.dim(2), x.dim(3)).data(), plane);
+    } else {
+      engine_->apply_rows(buffer_.data(), batch * plane, out_.data());
+    }
+    // Y (N P, oc) -> y (N, oc, P)
+    for (index_t n = 0; n < batch; ++n)
+      for (index_t p = 0; p < plane; ++p)
+        for (index_t o = 0; o < oc; ++o) y.data()[(n * oc + o) * plane + p] = out_[static_cast<std::size_t>((n * plane + p) * oc + o)];
+  }
+
   std::unique_ptr<engine<Scalar>> engine_;
   index_t in_channels_;
   window2d win_;
+  kernels::conv_epilogue epilogue_;
+  kernels::sparse_conv_workspace<Scalar> direct_ws_;  // the direct kernel's buffers (csr16 engine)
+  tensor<Scalar> conv_out_;                            // unpooled output when fused on the im2col path
+  std::vector<Scalar> pooled_;
   std::vector<Scalar> buffer_, out_;  // im2col / im2row and the product (scratch)
   std::vector<std::int32_t> corr_;  // XNOR padding correction for inputs of corr_h_ x corr_w_
   index_t corr_h_ = -1, corr_w_ = -1;

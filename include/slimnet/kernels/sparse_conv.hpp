@@ -1,0 +1,452 @@
+// Direct sparse convolution (no im2col) with the bias, ReLU and max-pooling that follow it fused.
+// The reference defines what the fast kernel computes, for stride 1 and zero padding (pad_h, pad_w):
+//   z[n, o, i, j] = bias[o] + sum_{(c, ki, kj) nonzero in filter o} w[o, c, ki, kj] * xp[n, c, i + ki, j + kj]
+//   y = maxpool_{k, s}(relu?(z))      (relu and max commute, so the pooled max is clamped instead)
+// with xp the input padded by zeros. NCHW in and out, like nn::conv2d followed by nn::relu and
+// nn::max_pool2d (floor mode, no padding).
+//
+// How the fast kernel runs: the input is copied once into a padded, batch-innermost buffer
+// xp(c, h, w, n). For a tap (c, ki, kj) the products it contributes to output row i are
+//   z(o, i, j, n) += w * xp(c, i + ki, j + kj, n),   j < OW, n < N
+// and (j, n) runs over OW * N contiguous floats on both sides: each nonzero streams one contiguous
+// strip, at a constant offset off = ((c Hp + ki) Wp + kj) N from the output's position (Hp, Wp:
+// padded sizes). That is an SpMM whose "column index" is an offset, so the strip kernel of the
+// sparse products applies: 64 outputs in four zmm registers, one broadcast and four FMAs per
+// nonzero, two accumulator sets alternating to hide the FMA latency. Small rows (batch 1, LeNet's
+// 8-wide conv2) waste most of a vector, so the plane is then computed "wide": output positions
+// (i, j) for j < Wp laid out with the input's row length, z_flat = (i Wp + j) N reads
+// xp_flat = z_flat + off, the whole plane one strip; the Wp - OW extra columns per row are
+// computed and never read. The wide strip ends exactly at the end of xp (OH + kh - 1 = Hp,
+// OW + kw - 1 = Wp), so no read goes past the buffer. The layout is chosen per call by the number
+// of vectors each needs. Each output channel's plane is computed into a small buffer, then pooled
+// (and clamped) straight into y, so the unpooled output never leaves the cache.
+//
+// Costs: nnz(o) x OH x ceil(OW N / 16) vector FMAs per filter, against im2col's K x P copies plus a
+// dense product for the im2col path; memory: values (4 bytes), 16-bit taps and the offsets of the
+// current input size (4 bytes) per nonzero.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#include "slimnet/core/error.hpp"
+#include "slimnet/kernels/dispatch.hpp"
+#include "slimnet/kernels/gemm.hpp"
+#include "slimnet/kernels/sparse_csr.hpp"
+
+namespace slimnet::kernels {
+
+/// The fused epilogue: ReLU and a max-pool of pool_kernel x pool_kernel windows at pool_stride, no
+/// padding, floor mode (pool_kernel 0: none).
+struct conv_epilogue {
+  bool relu = false;
+  index_t pool_kernel = 0;
+  index_t pool_stride = 0;
+
+  bool pooled() const { return pool_kernel > 0; }
+  index_t out(index_t size) const { return pooled() ? (size - pool_kernel) / pool_stride + 1 : size; }
+};
+
+/// Geometry of a stride-1 convolution's input.
+struct conv_input {
+  index_t batch = 0, channels = 0, height = 0, width = 0;
+  index_t pad_h = 0, pad_w = 0;
+};
+
+/// Non-owning view of pruned filters: filter o holds entries [row_offsets[o], row_offsets[o + 1]),
+/// each a tap t = (c kh + ki) kw + kj and its weight.
+template <class Value>
+struct sparse_filters_ref {
+  index_t out_channels = 0, in_channels = 0, kernel_h = 0, kernel_w = 0;
+  const sparse_offset_t* row_offsets = nullptr;
+  const std::uint16_t* taps = nullptr;
+  const Value* values = nullptr;
+
+  index_t taps_per_filter() const { return in_channels * kernel_h * kernel_w; }
+  index_t nnz() const { return out_channels == 0 ? 0 : static_cast<index_t>(row_offsets[out_channels]); }
+};
+
+/// Pruned filters (out_c x in_c kh kw, row-major as nn::conv2d's weight) in CSR over the taps, with
+/// 16-bit tap indices: in_c kh kw must not exceed 65536.
+template <class Value>
+class sparse_filters {
+ public:
+  sparse_filters() : row_offsets_(1, 0) {}
+
+  /// The nonzero weights of w (NaN kept, +-0 dropped); throws config_error when a filter has more
+  /// than 65536 taps or the shape does not match in_channels x kernel_h x kernel_w.
+  static sparse_filters from_dense(matrix_ref<const Value> w, index_t in_channels, index_t kernel_h, index_t kernel_w) {
+    constexpr const char* fn = "slimnet::kernels::sparse_filters::from_dense";
+    if (in_channels <= 0 || kernel_h <= 0 || kernel_w <= 0 || w.cols != in_channels * kernel_h * kernel_w) {
+      slimnet::detail::raise<shape_error>(fn, "{} x {} weights do not fit {} channels of {}x{} kernels", w.rows, w.cols, in_channels,
+                                          kernel_h, kernel_w);
+    }
+    if (w.cols > 65536) slimnet::detail::raise<config_error>(fn, "{} taps per filter do not fit 16-bit tap indices", w.cols);
+    sparse_filters f;
+    f.out_ = w.rows;
+    f.in_ = in_channels;
+    f.kh_ = kernel_h;
+    f.kw_ = kernel_w;
+    for (index_t o = 0; o < w.rows; ++o) {
+      for (index_t t = 0; t < w.cols; ++t) {
+        const Value v = w(o, t);
+        if (v != Value(0) || v != v) {
+          f.taps_.push_back(static_cast<std::uint16_t>(t));
+          f.values_.push_back(v);
+        }
+      }
+      if (f.values_.size() >= std::numeric_limits<sparse_offset_t>::max()) {
+        slimnet::detail::raise<shape_error>(fn, "more than {} nonzeros", std::numeric_limits<sparse_offset_t>::max() - 1);
+      }
+      f.row_offsets_.push_back(static_cast<sparse_offset_t>(f.values_.size()));
+    }
+    return f;
+  }
+
+  sparse_filters_ref<Value> ref() const { return {out_, in_, kh_, kw_, row_offsets_.data(), taps_.data(), values_.data()}; }
+  index_t out_channels() const { return out_; }
+  index_t in_channels() const { return in_; }
+  index_t kernel_h() const { return kh_; }
+  index_t kernel_w() const { return kw_; }
+  index_t nnz() const { return static_cast<index_t>(values_.size()); }
+  /// Bytes of the three arrays (the per-input-size offsets live in the workspace).
+  std::size_t bytes() const {
+    return row_offsets_.size() * sizeof(sparse_offset_t) + taps_.size() * sizeof(std::uint16_t) + values_.size() * sizeof(Value);
+  }
+
+ private:
+  index_t out_ = 0, in_ = 0, kh_ = 1, kw_ = 1;
+  std::vector<sparse_offset_t> row_offsets_;
+  std::vector<std::uint16_t> taps_;
+  std::vector<Value> values_;
+};
+
+/// Scratch of the direct kernel, kept by the caller between calls (no allocation once sized).
+template <class Value>
+struct sparse_conv_workspace {
+  std::vector<Value> input;           ///< padded batch-innermost input xp(c, h, w, n)
+  std::vector<Value> plane;           ///< one output channel before pooling
+  std::vector<Value> pooled;          ///< one pooled channel, batch innermost (batch > 1)
+  std::vector<std::int32_t> offsets;  ///< per nonzero: its strip offset for the cached geometry
+  index_t key_batch = -1, key_hp = -1, key_wp = -1;
+  const void* key_filters = nullptr;
+
+  /// Bytes held (offsets included: they scale with the nonzeros).
+  std::size_t bytes() const {
+    return (input.capacity() + plane.capacity() + pooled.capacity()) * sizeof(Value) + offsets.capacity() * sizeof(std::int32_t);
+  }
+};
+
+namespace detail {
+
+inline void check_sparse_conv(const char* fn, index_t out_channels, index_t in_channels, index_t kernel_h, index_t kernel_w,
+                              const conv_input& in, const conv_epilogue& ep) {
+  if (in.batch < 0 || in.channels != in_channels || in.pad_h < 0 || in.pad_w < 0 || in.height + 2 * in.pad_h < kernel_h ||
+      in.width + 2 * in.pad_w < kernel_w) {
+    slimnet::detail::raise<shape_error>(fn, "input (N={}, C={}, H={}, W={}) with padding ({}, {}) does not fit {} filters of {}x{}x{}",
+                                        in.batch, in.channels, in.height, in.width, in.pad_h, in.pad_w, out_channels, in_channels,
+                                        kernel_h, kernel_w);
+  }
+  const index_t oh = in.height + 2 * in.pad_h - kernel_h + 1, ow = in.width + 2 * in.pad_w - kernel_w + 1;
+  if (ep.pooled() && (ep.pool_stride <= 0 || ep.pool_kernel > oh || ep.pool_kernel > ow)) {
+    slimnet::detail::raise<shape_error>(fn, "max-pool {} at stride {} does not fit a {}x{} output", ep.pool_kernel, ep.pool_stride, oh,
+                                        ow);
+  }
+}
+
+/// y[0:len] = init + sum_{p < nnz} val[p] * x[off[p] + 0:len], portable.
+template <class Value>
+void taps_row_portable(const Value* val, const std::int32_t* off, index_t nnz, const Value* x, Value* y, index_t len, Value init) {
+  constexpr index_t strip = 64;
+  Value acc[strip];
+  for (index_t j0 = 0; j0 < len; j0 += strip) {
+    const index_t width = std::min(strip, len - j0);
+    for (index_t t = 0; t < width; ++t) acc[t] = init;
+    for (index_t p = 0; p < nnz; ++p) {
+      const Value v = val[p];
+      const Value* xr = x + off[p] + j0;
+      for (index_t t = 0; t < width; ++t) acc[t] += v * xr[t];
+    }
+    for (index_t t = 0; t < width; ++t) y[j0 + t] = acc[t];
+  }
+}
+
+#if defined(SLIMNET_KERNELS_AVX512)
+namespace avx512 {
+
+/// One strip of width <= 16 NV (the last vector masked): two accumulator sets take alternate nonzeros.
+template <int NV>
+inline void taps_strip(const float* val, const std::int32_t* off, index_t nnz, const float* x, float* y, index_t width, float init) {
+  const unsigned tail = static_cast<unsigned>(width - (NV - 1) * 16);
+  const __mmask16 last = static_cast<__mmask16>(tail >= 16 ? 0xffff : (1u << tail) - 1);
+  __m512 acc[NV], acc2[NV];
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) {
+    acc[v] = _mm512_set1_ps(init);
+    acc2[v] = _mm512_setzero_ps();
+  }
+  index_t p = 0;
+  for (; p + 2 <= nnz; p += 2) {
+    const __m512 w0 = _mm512_set1_ps(val[p]), w1 = _mm512_set1_ps(val[p + 1]);
+    const float* x0 = x + off[p];
+    const float* x1 = x + off[p + 1];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV - 1; ++v) {
+      acc[v] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x0 + 16 * v), acc[v]);
+      acc2[v] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x1 + 16 * v), acc2[v]);
+    }
+    acc[NV - 1] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(last, x0 + 16 * (NV - 1)), acc[NV - 1]);
+    acc2[NV - 1] = _mm512_fmadd_ps(w1, _mm512_maskz_loadu_ps(last, x1 + 16 * (NV - 1)), acc2[NV - 1]);
+  }
+  if (p < nnz) {
+    const __m512 w0 = _mm512_set1_ps(val[p]);
+    const float* x0 = x + off[p];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV - 1; ++v) acc[v] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x0 + 16 * v), acc[v]);
+    acc[NV - 1] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(last, x0 + 16 * (NV - 1)), acc[NV - 1]);
+  }
+#pragma GCC unroll 4
+  for (int v = 0; v < NV - 1; ++v) _mm512_storeu_ps(y + 16 * v, _mm512_add_ps(acc[v], acc2[v]));
+  _mm512_mask_storeu_ps(y + 16 * (NV - 1), last, _mm512_add_ps(acc[NV - 1], acc2[NV - 1]));
+}
+
+inline void taps_row(const float* val, const std::int32_t* off, index_t nnz, const float* x, float* y, index_t len, float init) {
+  index_t j0 = 0;
+  for (; j0 + 64 <= len; j0 += 64) taps_strip<4>(val, off, nnz, x + j0, y + j0, 64, init);
+  const index_t rest = len - j0;
+  switch ((rest + 15) / 16) {
+    case 0: break;
+    case 1: taps_strip<1>(val, off, nnz, x + j0, y + j0, rest, init); break;
+    case 2: taps_strip<2>(val, off, nnz, x + j0, y + j0, rest, init); break;
+    case 3: taps_strip<3>(val, off, nnz, x + j0, y + j0, rest, init); break;
+    default: taps_strip<4>(val, off, nnz, x + j0, y + j0, rest, init); break;
+  }
+}
+
+/// out[0:n] = max(a[2t], a[2t+1]) of the pairs of a[0:2n] (2x2 pooling along a row, batch 1).
+inline void pair_max(const float* a, float* out, index_t n) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  for (index_t t = 0; t < n; t += 16) {
+    const index_t k = std::min<index_t>(16, n - t);  // outputs in this step, from 2k inputs
+    const index_t lo = std::min<index_t>(16, 2 * k), hi = 2 * k - lo;
+    const __m512 a0 = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << lo) - 1), a + 2 * t);
+    const __m512 a1 = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << hi) - 1), a + 2 * t + 16);
+    const __m512 m = _mm512_max_ps(_mm512_permutex2var_ps(a0, even, a1), _mm512_permutex2var_ps(a0, odd, a1));
+    _mm512_mask_storeu_ps(out + t, static_cast<__mmask16>((1u << k) - 1), m);
+  }
+}
+
+}  // namespace avx512
+#endif
+
+template <class Value>
+void taps_row(const Value* val, const std::int32_t* off, index_t nnz, const Value* x, Value* y, index_t len, Value init,
+              kernel_path path) {
+#if defined(SLIMNET_KERNELS_AVX512)
+  if constexpr (std::is_same_v<Value, float>) {
+    if (path != kernel_path::portable) {
+      avx512::taps_row(val, off, nnz, x, y, len, init);
+      return;
+    }
+  }
+#endif
+  (void)path;
+  taps_row_portable(val, off, nnz, x, y, len, init);
+}
+
+template <class Value>
+inline Value max_of(Value a, Value b) {
+  return b > a ? b : a;
+}
+
+/// Pools (and clamps) one channel's plane z(i, j, n) = plane[(i rs + j) n_count + n] (oh x ow valid)
+/// into y[n * y_stride + pi * pw + pj].
+template <class Value>
+void store_channel(const Value* plane, index_t oh, index_t ow, index_t rs, index_t batch, const conv_epilogue& ep, Value* y,
+                   index_t y_stride, std::vector<Value>& pooled, kernel_path path) {
+  const Value lo = ep.relu ? Value(0) : -std::numeric_limits<Value>::infinity();
+  if (!ep.pooled()) {
+    if (batch == 1) {
+      for (index_t i = 0; i < oh; ++i) {
+        const Value* src = plane + i * rs;
+        Value* dst = y + i * ow;
+        for (index_t j = 0; j < ow; ++j) dst[j] = max_of(lo, src[j]);
+      }
+      return;
+    }
+    // Batch innermost to NCHW in tiles of 16 positions: each image's row of the tile is one cache
+    // line written whole (writing position by position would touch `batch` pages per position).
+    for (index_t i = 0; i < oh; ++i)
+      for (index_t j0 = 0; j0 < ow; j0 += 16) {
+        const index_t j1 = std::min(ow, j0 + 16);
+        for (index_t n = 0; n < batch; ++n) {
+          Value* dst = y + n * y_stride + i * ow;
+          for (index_t j = j0; j < j1; ++j) dst[j] = max_of(lo, plane[(i * rs + j) * batch + n]);
+        }
+      }
+    return;
+  }
+  const index_t k = ep.pool_kernel, s = ep.pool_stride, ph = ep.out(oh), pw = ep.out(ow);
+  if (batch == 1) {
+#if defined(SLIMNET_KERNELS_AVX512)
+    if constexpr (std::is_same_v<Value, float>) {
+      if (k == 2 && s == 2 && path != kernel_path::portable) {
+        pooled.resize(static_cast<std::size_t>(2 * pw));
+        for (index_t pi = 0; pi < ph; ++pi) {
+          const float* r0 = plane + 2 * pi * rs;
+          const float* r1 = r0 + rs;
+          for (index_t j = 0; j < 2 * pw; ++j) pooled[static_cast<std::size_t>(j)] = std::max(r0[j], r1[j]);
+          avx512::pair_max(pooled.data(), y + pi * pw, pw);
+          if (ep.relu)
+            for (index_t pj = 0; pj < pw; ++pj) y[pi * pw + pj] = std::max(0.0f, y[pi * pw + pj]);
+        }
+        return;
+      }
+    }
+#endif
+    (void)path;
+    for (index_t pi = 0; pi < ph; ++pi)
+      for (index_t pj = 0; pj < pw; ++pj) {
+        Value m = lo;
+        for (index_t a = 0; a < k; ++a)
+          for (index_t b = 0; b < k; ++b) m = max_of(m, plane[(pi * s + a) * rs + pj * s + b]);
+        y[pi * pw + pj] = m;
+      }
+    return;
+  }
+  // Batch innermost: the max of k x k contiguous batch vectors per output, then one transpose.
+  pooled.resize(static_cast<std::size_t>(ph * pw * batch));
+  for (index_t pi = 0; pi < ph; ++pi)
+    for (index_t pj = 0; pj < pw; ++pj) {
+      Value* dst = pooled.data() + (pi * pw + pj) * batch;
+      for (index_t n = 0; n < batch; ++n) dst[n] = lo;
+      for (index_t a = 0; a < k; ++a)
+        for (index_t b = 0; b < k; ++b) {
+          const Value* src = plane + ((pi * s + a) * rs + pj * s + b) * batch;
+          for (index_t n = 0; n < batch; ++n) dst[n] = max_of(dst[n], src[n]);
+        }
+    }
+  const index_t q = ph * pw;
+  for (index_t n = 0; n < batch; ++n) {
+    Value* dst = y + n * y_stride;
+    for (index_t p = 0; p < q; ++p) dst[p] = pooled[static_cast<std::size_t>(p * batch + n)];
+  }
+}
+
+}  // namespace detail
+
+/// Output shape (N, O, PH, PW) of the fused convolution.
+inline shape_t sparse_conv2d_output_shape(index_t out_channels, index_t kernel_h, index_t kernel_w, const conv_input& in,
+                                          const conv_epilogue& ep) {
+  const index_t oh = in.height + 2 * in.pad_h - kernel_h + 1, ow = in.width + 2 * in.pad_w - kernel_w + 1;
+  return {in.batch, out_channels, ep.out(oh), ep.out(ow)};
+}
+
+/// The definition: y (N, O, PH, PW) from x (N, C, H, W) as in the header comment, accumulated in
+/// double over the stored taps in order; bias may be null.
+template <class Value>
+void sparse_conv2d_reference(const sparse_filters_ref<Value>& f, const Value* x, const conv_input& in, const Value* bias,
+                             const conv_epilogue& ep, Value* y) {
+  detail::check_sparse_conv("slimnet::kernels::sparse_conv2d_reference", f.out_channels, f.in_channels, f.kernel_h, f.kernel_w, in, ep);
+  const index_t oh = in.height + 2 * in.pad_h - f.kernel_h + 1, ow = in.width + 2 * in.pad_w - f.kernel_w + 1;
+  const index_t taps = f.kernel_h * f.kernel_w;
+  std::vector<Value> z(static_cast<std::size_t>(oh * ow));
+  const index_t ph = ep.out(oh), pw = ep.out(ow);
+  for (index_t n = 0; n < in.batch; ++n) {
+    for (index_t o = 0; o < f.out_channels; ++o) {
+      for (index_t i = 0; i < oh; ++i)
+        for (index_t j = 0; j < ow; ++j) {
+          double s = bias ? static_cast<double>(bias[o]) : 0.0;
+          for (sparse_offset_t p = f.row_offsets[o]; p < f.row_offsets[o + 1]; ++p) {
+            const index_t t = f.taps[p], c = t / taps, ki = t % taps / f.kernel_w, kj = t % f.kernel_w;
+            const index_t ih = i + ki - in.pad_h, iw = j + kj - in.pad_w;
+            if (ih < 0 || ih >= in.height || iw < 0 || iw >= in.width) continue;
+            s += static_cast<double>(f.values[p]) * static_cast<double>(x[((n * in.channels + c) * in.height + ih) * in.width + iw]);
+          }
+          Value v = static_cast<Value>(s);
+          if (ep.relu && !(v >= Value(0))) v = Value(0);
+          z[static_cast<std::size_t>(i * ow + j)] = v;
+        }
+      Value* yo = y + (n * f.out_channels + o) * ph * pw;
+      if (!ep.pooled()) {
+        std::copy(z.begin(), z.end(), yo);
+        continue;
+      }
+      for (index_t pi = 0; pi < ph; ++pi)
+        for (index_t pj = 0; pj < pw; ++pj) {
+          Value m = z[static_cast<std::size_t>(pi * ep.pool_stride * ow + pj * ep.pool_stride)];
+          for (index_t a = 0; a < ep.pool_kernel; ++a)
+            for (index_t b = 0; b < ep.pool_kernel; ++b) m = std::max(m, z[static_cast<std::size_t>((pi * ep.pool_stride + a) * ow + pj * ep.pool_stride + b)]);
+          yo[pi * pw + pj] = m;
+        }
+    }
+  }
+}
+
+/// The direct kernel: same result as the reference within float rounding (products summed in
+/// another order). `ws` keeps its buffers between calls; threads are not used (one image plane per
+/// filter is too little work to split).
+template <class Value>
+void sparse_conv2d(const sparse_filters_ref<Value>& f, const Value* x, const conv_input& in, const Value* bias, const conv_epilogue& ep,
+                   Value* y, sparse_conv_workspace<Value>& ws, kernel_path path = kernel_path::automatic) {
+  detail::check_sparse_conv("slimnet::kernels::sparse_conv2d", f.out_channels, f.in_channels, f.kernel_h, f.kernel_w, in, ep);
+  const index_t batch = in.batch, c_n = in.channels, h = in.height, w = in.width;
+  if (batch == 0 || f.out_channels == 0) return;
+  const index_t hp = h + 2 * in.pad_h, wp = w + 2 * in.pad_w, oh = hp - f.kernel_h + 1, ow = wp - f.kernel_w + 1;
+  const index_t ph = ep.out(oh), pw = ep.out(ow);
+  // 1. xp(c, h, w, n): zero-padded, batch innermost.
+  const auto in_size = static_cast<std::size_t>(c_n * hp * wp * batch);
+  if (ws.input.size() != in_size) ws.input.assign(in_size, Value(0));
+  if (in.pad_h > 0 || in.pad_w > 0) std::fill(ws.input.begin(), ws.input.end(), Value(0));
+  for (index_t c = 0; c < c_n; ++c) {
+    for (index_t ih = 0; ih < h; ++ih) {
+      Value* dst = ws.input.data() + ((c * hp + ih + in.pad_h) * wp + in.pad_w) * batch;
+      const Value* src = x + (c * h + ih) * w;
+      if (batch == 1) {
+        std::copy(src, src + w, dst);
+        continue;
+      }
+      const index_t image = c_n * h * w;
+      for (index_t n = 0; n < batch; ++n)
+        for (index_t iw = 0; iw < w; ++iw) dst[iw * batch + n] = src[n * image + iw];
+    }
+  }
+  // 2. Offsets of the nonzeros for this geometry.
+  if (ws.key_batch != batch || ws.key_hp != hp || ws.key_wp != wp || ws.key_filters != static_cast<const void*>(f.values) ||
+      ws.offsets.size() != static_cast<std::size_t>(f.nnz())) {
+    ws.offsets.resize(static_cast<std::size_t>(f.nnz()));
+    const index_t taps = f.kernel_h * f.kernel_w;
+    for (index_t p = 0; p < f.nnz(); ++p) {
+      const index_t t = f.taps[p], c = t / taps, ki = t % taps / f.kernel_w, kj = t % f.kernel_w;
+      ws.offsets[static_cast<std::size_t>(p)] = static_cast<std::int32_t>(((c * hp + ki) * wp + kj) * batch);
+    }
+    ws.key_batch = batch, ws.key_hp = hp, ws.key_wp = wp, ws.key_filters = f.values;
+  }
+  // 3. Wide plane (one strip per channel) or row by row, whichever issues fewer vectors.
+  const index_t row_vectors = oh * ((ow * batch + 15) / 16), wide_len = ((oh - 1) * wp + ow) * batch;
+  const bool wide = (wide_len + 15) / 16 < row_vectors;
+  const index_t rs = wide ? wp : ow;
+  ws.plane.resize(static_cast<std::size_t>(oh * rs * batch));
+  for (index_t o = 0; o < f.out_channels; ++o) {
+    const sparse_offset_t b = f.row_offsets[o], e = f.row_offsets[o + 1];
+    const Value init = bias ? bias[o] : Value(0);
+    const Value* val = f.values + b;
+    const std::int32_t* off = ws.offsets.data() + b;
+    if (wide) {
+      detail::taps_row(val, off, static_cast<index_t>(e - b), ws.input.data(), ws.plane.data(), wide_len, init, path);
+    } else {
+      for (index_t i = 0; i < oh; ++i) {
+        detail::taps_row(val, off, static_cast<index_t>(e - b), ws.input.data() + i * wp * batch, ws.plane.data() + i * ow * batch,
+                         ow * batch, init, path);
+      }
+    }
+    detail::store_channel(ws.plane.data(), oh, ow, rs, batch, ep, y + o * ph * pw, f.out_channels * ph * pw, ws.pooled, path);
+  }
+}
+
+}  // namespace slimnet::kernels
