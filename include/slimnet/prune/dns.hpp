@@ -277,7 +277,10 @@ std::vector<std::shared_ptr<dns_group<Scalar>>> attach_dns(
   constexpr const char* fn = "slimnet::prune::attach_dns";
   std::vector<std::pair<nn::layer<Scalar>*, dns_options>> found;
   std::uint64_t k = 0;
-  for (const auto& [name, opt] : per_layer) {
+  for (const auto& entry : per_layer) {
+    // Not a structured binding: C++17 lambdas cannot capture those (Clang refuses, GCC allows).
+    const std::string& name = entry.first;
+    const dns_options& opt = entry.second;
     nn::layer<Scalar>* l = nullptr;
     model.visit_layers([&](nn::layer<Scalar>& x) {
       if (l == nullptr && x.name() == name) l = &x;
