@@ -10,3 +10,4 @@
 #include "slimnet/quant/kmeans.hpp"
 #include "slimnet/quant/packed.hpp"
 #include "slimnet/quant/shift.hpp"
+#include "slimnet/quant/support.hpp"

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -18,6 +19,21 @@ namespace slimnet::nn {
 /// turns dL/dW_eff into the gradient applied to W, and a hook after each optimizer step.
 /// Examples: masking (W*T; grad*T; W*=T after the step), BinaryConnect (sign(W); straight-through;
 /// clip to [-1,1]), fixed point (round(W); straight-through), codebooks (centroid[index]).
+///
+/// How transforms compose. They apply in the order they were added, W_eff = f_n(...f_1(W));
+/// backward() runs in reverse (the chain rule) and after_step() in order. A transform that prunes
+/// declares its support S (support(): 0/1, shaped like W): its output is 0 outside S (a magnitude
+/// mask also keeps W at 0 there; DNS keeps W to splice entries back). parameter::support(), the
+/// product of the declared supports, marks the surviving weights. A quantizer added on top of a
+/// pruning transform (codebook, fixed point, BinaryConnect) reads parameter::support() when it is
+/// attached and then
+///   - maps every pruned entry to exactly 0 (0 is not a code it may give one),
+///   - fits what it learns (centroids, ranges) on the surviving entries only,
+///   - routes no gradient of a pruned entry into a surviving one.
+/// The support must not change under a quantizer: prune first, then quantize (Deep Compression's
+/// order; prune::freeze ends DNS surgery). prune::restrict_mask refuses to prune a parameter that
+/// already carries another transform, and a codebook whose input disagrees with the support it
+/// was built on (a mask that grew back or shrank under it) throws config_error in forward().
 template <class Scalar>
 class parameter_transform {
  public:
@@ -31,6 +47,8 @@ class parameter_transform {
   virtual void backward(const tensor<Scalar>& /*w*/, tensor<Scalar>& /*grad*/) {}
   /// Called after each optimizer step, e.g. to clip W or re-apply a mask.
   virtual void after_step(tensor<Scalar>& /*w*/) {}
+  /// The entries this transform keeps (1) and holds at exactly 0 (0), or null if it prunes none.
+  virtual const tensor<Scalar>* support() const { return nullptr; }
   /// A copy for a copied parameter (a cloned model must not share a mask with the original).
   /// Null means "share this transform": right for stateless ones and for state that several
   /// parameters share on purpose (DNS surgery of a weight and its bias).
@@ -114,6 +132,22 @@ class parameter {
   void add_transform(transform_ptr t) { transforms_.push_back(std::move(t)); }
   void clear_transforms() { transforms_.clear(); }
   const std::vector<transform_ptr>& transforms() const { return transforms_; }
+
+  /// The surviving entries: the product of the transforms' supports (see parameter_transform),
+  /// or nullopt when no transform prunes this parameter.
+  std::optional<tensor<Scalar>> support() const {
+    std::optional<tensor<Scalar>> s;
+    for (const auto& t : transforms_) {
+      const tensor<Scalar>* m = t->support();
+      if (m == nullptr) continue;
+      if (!s) {
+        s = *m;
+      } else {
+        s->flat().array() *= m->flat().array();
+      }
+    }
+    return s;
+  }
 
   /// The value the forward pass uses: W itself, or f_n(...f_1(W)) when transforms are attached.
   const tensor<Scalar>& forward_value(const forward_context& ctx) {

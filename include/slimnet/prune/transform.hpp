@@ -6,6 +6,12 @@
 // (w -= lr * m, with m built before pruning). Masking the gradient before the step keeps new
 // gradient out of the buffers; masking W after the step sets what slipped through back to exactly
 // 0.
+//
+// Composition with quantizers (the rule is written once, in nn/parameter.hpp): a masking transform
+// declares its mask as the parameter's support, so a quantizer attached after it sees only the
+// surviving weights. Pruning comes first: restrict_mask refuses a parameter that already carries a
+// non-masking transform (a codebook built on all weights would keep clustering the new zeros), and
+// freeze() turns running DNS surgery into a fixed magnitude mask before quantizing.
 #pragma once
 
 #include <fmt/format.h>
@@ -33,6 +39,8 @@ class masking_transform : public nn::parameter_transform<Scalar> {
   const tensor<Scalar>& mask() const { return mask_; }
   /// Number of kept entries (ones in T).
   index_t kept() const { return count_nonzero(mask_); }
+  /// T: the entries W_eff keeps (the composition rule of nn/parameter.hpp).
+  const tensor<Scalar>* support() const override { return &mask_; }
 
   void forward(const tensor<Scalar>& w, tensor<Scalar>& w_eff, bool /*training*/,
                rng& /*gen*/) override {
@@ -122,7 +130,9 @@ tensor<Scalar> effective_weight(const nn::parameter<Scalar>& p) {
 
 /// Restricts p's magnitude mask to `new_mask` (T <- T AND new_mask), attaching a mask_transform
 /// with T = new_mask if p has none, and zeroes the pruned weights at once (W *= T).
-/// Throws config_error if p is under DNS surgery (another masking transform): remove() it first.
+/// Throws config_error if p is under DNS surgery (another masking transform: freeze() or remove()
+/// it first) or carries a quantizer or any other non-masking transform (prune before quantizing:
+/// the quantizer was fitted to weights that would now be pruned).
 template <class Scalar>
 mask_transform<Scalar>& restrict_mask(nn::parameter<Scalar>& p, const tensor<Scalar>& new_mask,
                                       const char* function = "slimnet::prune::restrict_mask") {
@@ -132,8 +142,14 @@ mask_transform<Scalar>& restrict_mask(nn::parameter<Scalar>& p, const tensor<Sca
       mt = m;
     } else if (dynamic_cast<masking_transform<Scalar>*>(t.get()) != nullptr) {
       slimnet::detail::raise<config_error>(
-          function, "parameter '{}' carries a '{}' mask; call prune::remove on it first", p.name(),
-          t->name());
+          function, "parameter '{}' carries a '{}' mask; call prune::freeze or prune::remove on it first",
+          p.name(), t->name());
+    } else {
+      slimnet::detail::raise<config_error>(
+          function,
+          "parameter '{}' already carries '{}': prune before quantizing (remove the transform, "
+          "prune, then attach it again so that it sees only the surviving weights)",
+          p.name(), t->name());
     }
   }
   if (mt == nullptr) {
@@ -161,6 +177,27 @@ void remove(nn::parameter<Scalar>& p) {
   }
   p.clear_transforms();
   for (auto& t : keep) p.add_transform(std::move(t));
+}
+
+/// Replaces p's masking transforms (DNS surgery, or several masks) by one magnitude mask T = their
+/// product and zeroes the pruned weights (W *= T): from then on the mask only shrinks, so a
+/// quantizer can be fitted to the surviving weights. Other transforms keep their order after the
+/// mask. Throws config_error if `p` has no mask.
+template <class Scalar>
+mask_transform<Scalar>& freeze(nn::parameter<Scalar>& p) {
+  if (!is_pruned(p))
+    slimnet::detail::raise<config_error>("slimnet::prune::freeze",
+                                         "parameter '{}' has no pruning mask", p.name());
+  auto frozen = std::make_shared<mask_transform<Scalar>>(mask_of(p));
+  std::vector<typename nn::parameter<Scalar>::transform_ptr> keep;
+  for (const auto& t : p.transforms()) {
+    if (dynamic_cast<masking_transform<Scalar>*>(t.get()) == nullptr) keep.push_back(t);
+  }
+  p.clear_transforms();
+  p.add_transform(frozen);
+  for (auto& t : keep) p.add_transform(std::move(t));
+  frozen->after_step(p.value());
+  return *frozen;
 }
 
 /// remove() on the parameter named `name` of `layer` (PyTorch's prune.remove(module, "weight")).

@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <memory>
+#include <optional>
 #include <string>
 #include <type_traits>
 
@@ -25,6 +26,7 @@
 #include "slimnet/nn/layer.hpp"
 #include "slimnet/nn/linear.hpp"
 #include "slimnet/nn/parameter.hpp"
+#include "slimnet/quant/support.hpp"
 
 namespace slimnet::quant {
 
@@ -148,7 +150,9 @@ struct binary_connect_options {
 
 /// BinaryConnect as a weight transform: W_eff = binarize(W) (stochastic only in training; the
 /// evaluation pass is deterministic), straight-through gradient dL/dW = dL/dW_b, W clipped to
-/// [-scale, scale] after each step.
+/// [-scale, scale] after each step. On a pruned parameter (set_support, done by
+/// attach_binary_connect) W_eff is +-scale on the surviving weights and exactly 0 on the pruned
+/// ones (sign(0) would be +scale), and their gradient is 0: a ternary {-s, 0, +s} layer.
 template <class Scalar>
 class binary_connect_transform : public nn::parameter_transform<Scalar> {
  public:
@@ -169,6 +173,11 @@ class binary_connect_transform : public nn::parameter_transform<Scalar> {
     w_eff.flat() = w.flat();
     if (passthrough_ || (!training && opt_.real_weights_at_test)) return;
     binarize_in_place(w_eff, training ? opt_.mode : binarization::deterministic, &gen, opt_.scale);
+    detail::zero_pruned(w_eff, support_);
+  }
+
+  void backward(const tensor<Scalar>&, tensor<Scalar>& grad) override {
+    detail::zero_pruned(grad, support_);
   }
 
   void after_step(tensor<Scalar>& w) override {
@@ -177,9 +186,13 @@ class binary_connect_transform : public nn::parameter_transform<Scalar> {
     w.flat() = w.flat().cwiseMax(-s).cwiseMin(s);
   }
 
+  /// The surviving entries (0/1 shaped like W; nullopt: all), normally the parameter's support().
+  void set_support(std::optional<tensor<Scalar>> support) { support_ = std::move(support); }
+
  private:
   binary_connect_options opt_;
   bool passthrough_ = false;
+  std::optional<tensor<Scalar>> support_;
 };
 
 /// Attaches a binary_connect_transform to `p` (after rescaling, if asked, and clipping its value)
@@ -188,6 +201,7 @@ template <class Scalar>
 std::shared_ptr<binary_connect_transform<Scalar>> attach_binary_connect(
     nn::parameter<Scalar>& p, const binary_connect_options& opt = {}) {
   auto t = std::make_shared<binary_connect_transform<Scalar>>(opt);
+  t->set_support(p.support());
   if (opt.rescale) {
     const auto largest = p.value().flat().cwiseAbs().maxCoeff();
     if (largest > 0)

@@ -10,12 +10,23 @@
 //   k-means  m n log2(k) + b k            PQ  m s log2(k) + b k n            RQ  m t log2(k) + b t
 //   k n
 // against b m n for the float weights.
+//
+// Pruned weights (Deep Compression: prune, then share weights). Every builder takes an optional
+// support, the 0/1 pattern of surviving weights (row-major over the m x n view, as
+// quant::support_of(parameter) returns it). Pruned weights are not clustered and are not a
+// centroid: k-means clusters the surviving values only; PQ and RQ cluster the rows with the
+// pruned coordinates unobserved (kmeans.hpp's masked Lloyd). The reconstruction is exactly 0 at
+// every pruned weight, so the k centroids are shared by the surviving weights alone and a pruned
+// layer of k-means holds at most k distinct nonzero values. k-means then needs indices for the
+// surviving weights only: weights_bits counts s log2(k) for s survivors (where they are, the
+// sparse format's business, is not counted here).
 #pragma once
 
 #include <fmt/format.h>
 
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -147,6 +158,19 @@ struct codebook {
   std::vector<index_t> block_offsets{0};
   std::vector<row_matrix<Scalar>> centroids;
   std::vector<std::vector<std::int32_t>> indices;
+  /// Surviving weights (1) of a pruned matrix, rows * cols in row-major order; empty when every
+  /// weight is represented. The index stored for a pruned weight is 0 and means nothing: the
+  /// reconstruction is 0 there and fine-tuning ignores it.
+  std::vector<std::uint8_t> support;
+
+  bool pruned() const { return !support.empty(); }
+  /// Number of represented weights: the survivors of a pruned matrix, else rows * cols.
+  index_t surviving() const {
+    if (support.empty()) return rows * cols;
+    index_t n = 0;
+    for (auto v : support) n += v;
+    return n;
+  }
 
   index_t blocks() const { return static_cast<index_t>(block_offsets.size()) - 1; }
   index_t layout_rows() const { return method == codebook_method::kmeans ? rows * cols : rows; }
@@ -194,6 +218,8 @@ struct codebook {
         for (std::size_t i = 0; ok && i < idx.size(); ++i) ok = idx[i] >= 0 && idx[i] < clusters;
       }
     }
+    ok = ok && (support.empty() || static_cast<index_t>(support.size()) == rows * cols);
+    for (std::size_t i = 0; ok && i < support.size(); ++i) ok = support[i] <= 1;
     if (!ok) {
       slimnet::detail::raise<shape_error>(
           function, "inconsistent codebook ({}, {} x {} weights, {} stages, {} blocks)", describe(),
@@ -226,14 +252,19 @@ struct codebook {
           layout.row(r).segment(off, w) += c.row(idx[static_cast<std::size_t>(r)]);
       }
     }
+    for (std::size_t i = 0; i < support.size(); ++i) {
+      if (support[i] == 0) out.data()[i] = Scalar(0);
+    }
     return out;
   }
 
   /// Bits of the indices and the centroids at `centroid_bits` per centroid value, against weights
   /// of `weight_bits`.
+  /// A pruned k-means matrix needs indices for its survivors only.
   codebook_storage storage(int centroid_bits = 32, int weight_bits = 32) const {
+    const index_t points = method == codebook_method::kmeans ? surviving() : layout_rows();
     return detail::make_storage("slimnet::quant::codebook::storage", rows * cols,
-                                layout_rows() * blocks() * stages, clusters,
+                                points * blocks() * stages, clusters,
                                 static_cast<index_t>(stages) * clusters * layout_cols(),
                                 centroid_bits, weight_bits);
   }
@@ -261,13 +292,46 @@ void store(codebook<Scalar>& cb, const kmeans_result<double>& r) {
   cb.indices.push_back(r.assignment);
 }
 
+/// Checks a support against an m x n view and returns it as the 0/1 matrix of observed entries
+/// (empty support: nullopt, every weight observed).
+inline std::optional<dmatrix> observed_from(const std::vector<std::uint8_t>& support, index_t rows,
+                                            index_t cols, const char* fn) {
+  if (support.empty()) return std::nullopt;
+  if (static_cast<index_t>(support.size()) != rows * cols) {
+    slimnet::detail::raise<shape_error>(
+        fn, "the support has {} entries but the weights are {} x {} = {}", support.size(), rows,
+        cols, rows * cols);
+  }
+  dmatrix o(rows, cols);
+  for (index_t i = 0; i < rows * cols; ++i) {
+    const auto v = support[static_cast<std::size_t>(i)];
+    if (v > 1)
+      slimnet::detail::raise<config_error>(fn, "support entry {} is {}, not 0 or 1", i, int{v});
+    o.data()[i] = v;
+  }
+  return o;
+}
+
+/// Rows x cols points that no support entry observes cannot be told apart; k must not exceed the
+/// number of points that do (surviving weights for k-means, rows with a survivor for PQ / RQ).
+inline void check_clusters_for_support(index_t clusters, index_t usable, const char* what,
+                                       const char* fn) {
+  if (clusters > usable) {
+    slimnet::detail::raise<config_error>(
+        fn, "clusters = {} exceeds the {} {} of the pruned weights", clusters, usable, what);
+  }
+}
+
 }  // namespace detail
 
-/// Scalar k-means (weight sharing): every weight becomes one of `clusters` shared values.
-/// Throws config_error unless 1 <= clusters <= number of weights.
+/// Scalar k-means (weight sharing): every weight becomes one of `clusters` shared values; with a
+/// support, every surviving weight, the pruned ones being 0 (see the header comment).
+/// Throws config_error unless 1 <= clusters <= number of (surviving) weights.
 template <class T>
 codebook<detail::view_scalar_t<const T>> kmeans(const T& w, index_t clusters,
-                                                const kmeans_options& opt = {}) {
+                                                const kmeans_options& opt = {},
+                                                const std::vector<std::uint8_t>& support = {}) {
+  constexpr const char* fn = "slimnet::quant::kmeans";
   using Scalar = detail::view_scalar_t<const T>;
   const detail::dmatrix x = detail::weights_as_double(w);
   codebook<Scalar> cb;
@@ -276,21 +340,43 @@ codebook<detail::view_scalar_t<const T>> kmeans(const T& w, index_t clusters,
   cb.cols = x.cols();
   cb.clusters = clusters;
   cb.block_offsets = {0, 1};
+  if (detail::observed_from(support, x.rows(), x.cols(), fn)) {
+    cb.support = support;
+    const index_t alive = cb.surviving();
+    detail::check_clusters_for_support(clusters, alive, "surviving weights", fn);
+    detail::dmatrix points(alive, 1);
+    index_t n = 0;
+    for (index_t i = 0; i < x.size(); ++i) {
+      if (support[static_cast<std::size_t>(i)] != 0) points(n++, 0) = x.data()[i];
+    }
+    const auto r = detail::lloyd(points, clusters, opt, fn);
+    cb.centroids.push_back(r.centroids.template cast<Scalar>());
+    std::vector<std::int32_t> idx(static_cast<std::size_t>(x.size()), 0);
+    n = 0;
+    for (index_t i = 0; i < x.size(); ++i) {
+      if (support[static_cast<std::size_t>(i)] != 0)
+        idx[static_cast<std::size_t>(i)] = r.assignment[static_cast<std::size_t>(n++)];
+    }
+    cb.indices.push_back(std::move(idx));
+    return cb;
+  }
   const detail::dmatrix points = Eigen::Map<const detail::dmatrix>(x.data(), x.size(), 1);
-  detail::store(cb, detail::lloyd(points, clusters, opt, "slimnet::quant::kmeans"));
+  detail::store(cb, detail::lloyd(points, clusters, opt, fn));
   return cb;
 }
 
 /// Product quantization: the n columns split into `blocks` contiguous blocks (widths differ by at
 /// most one, wider first), k-means with `clusters` centres on each block's m row sub-vectors.
 /// Block b uses the seed sub_seed(opt.seed, b), so block 0 runs with opt.seed itself.
+/// With a support, each block's rows are clustered on their surviving coordinates only.
 template <class T>
-codebook<detail::view_scalar_t<const T>> product_quantize(const T& w, index_t blocks,
-                                                          index_t clusters,
-                                                          const kmeans_options& opt = {}) {
+codebook<detail::view_scalar_t<const T>> product_quantize(
+    const T& w, index_t blocks, index_t clusters, const kmeans_options& opt = {},
+    const std::vector<std::uint8_t>& support = {}) {
   constexpr const char* fn = "slimnet::quant::product_quantize";
   using Scalar = detail::view_scalar_t<const T>;
   const detail::dmatrix x = detail::weights_as_double(w);
+  const auto observed = detail::observed_from(support, x.rows(), x.cols(), fn);
   if (blocks < 1 || blocks > x.cols()) {
     slimnet::detail::raise<config_error>(
         fn, "blocks = {} must be in [1, {}] (the number of columns)", blocks, x.cols());
@@ -307,23 +393,39 @@ codebook<detail::view_scalar_t<const T>> product_quantize(const T& w, index_t bl
   for (index_t b = 0; b < blocks; ++b) {
     kmeans_options o = opt;
     o.seed = detail::sub_seed(opt.seed, static_cast<std::uint64_t>(b));
-    const detail::dmatrix part =
-        x.middleCols(cb.block_offsets[static_cast<std::size_t>(b)], cb.block_width(b));
-    detail::store(cb, detail::lloyd(part, clusters, o, fn));
+    const index_t off = cb.block_offsets[static_cast<std::size_t>(b)], width = cb.block_width(b);
+    const detail::dmatrix part = x.middleCols(off, width);
+    if (observed) {
+      const detail::dmatrix seen = observed->middleCols(off, width);
+      detail::check_clusters_for_support(
+          clusters, (seen.rowwise().sum().array() > 0).count(), "rows with a surviving weight", fn);
+      detail::store(cb, detail::lloyd(part, clusters, o, fn, &seen));
+    } else {
+      detail::store(cb, detail::lloyd(part, clusters, o, fn));
+    }
   }
+  cb.support = support;
   return cb;
 }
 
 /// Residual quantization: `stages` rounds of k-means with `clusters` centres on the m rows, each on
 /// the residual the earlier stages left (computed with the centroids as stored in Scalar). Stage t
 /// uses the seed sub_seed(opt.seed, t).
+/// With a support, every stage clusters the rows on their surviving coordinates only.
 template <class T>
-codebook<detail::view_scalar_t<const T>> residual_quantize(const T& w, int stages, index_t clusters,
-                                                           const kmeans_options& opt = {}) {
+codebook<detail::view_scalar_t<const T>> residual_quantize(
+    const T& w, int stages, index_t clusters, const kmeans_options& opt = {},
+    const std::vector<std::uint8_t>& support = {}) {
   constexpr const char* fn = "slimnet::quant::residual_quantize";
   using Scalar = detail::view_scalar_t<const T>;
   if (stages < 1) slimnet::detail::raise<config_error>(fn, "stages = {} must be >= 1", stages);
   detail::dmatrix residual = detail::weights_as_double(w);
+  const auto observed = detail::observed_from(support, residual.rows(), residual.cols(), fn);
+  if (observed) {
+    detail::check_clusters_for_support(
+        clusters, (observed->rowwise().sum().array() > 0).count(), "rows with a surviving weight",
+        fn);
+  }
   codebook<Scalar> cb;
   cb.method = codebook_method::residual;
   cb.rows = residual.rows();
@@ -334,12 +436,13 @@ codebook<detail::view_scalar_t<const T>> residual_quantize(const T& w, int stage
   for (int t = 0; t < stages; ++t) {
     kmeans_options o = opt;
     o.seed = detail::sub_seed(opt.seed, static_cast<std::uint64_t>(t));
-    detail::store(cb, detail::lloyd(residual, clusters, o, fn));
+    detail::store(cb, detail::lloyd(residual, clusters, o, fn, observed ? &*observed : nullptr));
     const detail::dmatrix c = cb.centroids.back().template cast<double>();
     const auto& idx = cb.indices.back();
     for (index_t r = 0; r < residual.rows(); ++r)
       residual.row(r) -= c.row(idx[static_cast<std::size_t>(r)]);
   }
+  cb.support = support;
   return cb;
 }
 

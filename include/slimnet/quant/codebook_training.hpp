@@ -15,23 +15,33 @@
 //   - RQ (several stages): the stages share each weight, so the refit is a block coordinate
 //     descent over the stages (each centroid the mean of its rows' target given the other stages),
 //     started from the previous codebook and run until the centroids stop moving.
+//
+// A pruned weight (a codebook with a support, built on a parameter that carries a mask; the rule
+// is nn/parameter.hpp's): the sums above run over surviving weights only, g_t[j] =
+// sum_{r : idx_t[r] = j, r survives} dL/dW_eff[r] (Han et al. 2016, sec. 3.1, for the weights that
+// remain after pruning), the gradient of a pruned weight is 0, the refit averages surviving
+// weights only, and the reconstruction written back is exactly 0 at every pruned weight. So the
+// mask keeps pruned weights at 0 after every step and no centroid is pulled towards them.
 #pragma once
 
 #include <fmt/format.h>
 
 #include <cmath>
+#include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "slimnet/core/error.hpp"
 #include "slimnet/nn/parameter.hpp"
 #include "slimnet/quant/codebook.hpp"
+#include "slimnet/quant/support.hpp"
 
 namespace slimnet::quant {
 
 /// The codebook as a parameter transform: W_eff = reconstruction, per-centroid gradients, refit
-/// after each step. Meant as the parameter's only (or first) transform: forward reads the
-/// centroids, not its input.
+/// after each step. Meant as the parameter's only transform or the one after its pruning mask:
+/// forward reads the centroids, not its input (which it only checks for weights grown back).
 template <class Scalar>
 class codebook_transform : public nn::parameter_transform<Scalar> {
  public:
@@ -52,12 +62,32 @@ class codebook_transform : public nn::parameter_transform<Scalar> {
   void forward(const tensor<Scalar>& w, tensor<Scalar>& w_eff, bool, rng&) override {
     check(w, "forward");
     Eigen::Map<row_matrix<Scalar>>(w_eff.data(), book_.rows, book_.cols) = book_.reconstruct();
+    // The input is W (or W * T below a mask), which after_step set to the reconstruction. A
+    // pruned weight that is nonzero, or a weight the codebook represents by a nonzero centroid
+    // that arrives as 0, means the mask below changed after the codebook was built (DNS surgery
+    // still running, pruning after quantizing): the centroids would be shared with weights the
+    // mask no longer keeps, so this is refused rather than silently reviving or hiding them.
+    for (index_t i = 0; i < w.size(); ++i) {
+      const bool kept = book_.support.empty() || book_.support[static_cast<std::size_t>(i)] != 0;
+      if ((!kept && w.data()[i] != Scalar(0)) ||
+          (kept && w.data()[i] == Scalar(0) && w_eff.data()[i] != Scalar(0))) {
+        slimnet::detail::raise<config_error>(
+            "slimnet::quant::codebook_transform::forward",
+            "weight {} arrives as {} but the codebook {} (the mask changed after quantizing: "
+            "prune first, and prune::freeze DNS surgery before quantizing)",
+            i, static_cast<double>(w.data()[i]),
+            kept ? "represents it by a nonzero centroid" : "was built with it pruned");
+      }
+    }
   }
 
   void backward(const tensor<Scalar>& w, tensor<Scalar>& grad) override {
     check(w, "backward");
     const index_t lr = book_.layout_rows(), lc = book_.layout_cols();
     Eigen::Map<row_matrix<Scalar>> g(grad.data(), lr, lc);
+    for (std::size_t i = 0; i < book_.support.size(); ++i) {
+      if (book_.support[i] == 0) grad.data()[i] = Scalar(0);  // a pruned weight shares nothing
+    }
     detail::dmatrix out = detail::dmatrix::Zero(lr, lc);
     detail::dmatrix sums;
     for (int t = 0; t < book_.stages; ++t) {
@@ -74,6 +104,9 @@ class codebook_transform : public nn::parameter_transform<Scalar> {
       }
     }
     g = out.cast<Scalar>();
+    for (std::size_t i = 0; i < book_.support.size(); ++i) {
+      if (book_.support[i] == 0) grad.data()[i] = Scalar(0);
+    }
   }
 
   void after_step(tensor<Scalar>& w) override {
@@ -94,9 +127,12 @@ class codebook_transform : public nn::parameter_transform<Scalar> {
 
   // Least-squares refit of the centroids to w with the indices fixed. Each stage's update is the
   // exact minimiser given the other stages (cluster means of the target w - other stages), so the
-  // squared error never increases; one stage converges in one sweep.
+  // squared error never increases; one stage converges in one sweep. With a support the error and
+  // the means run over surviving weights only (per coordinate for PQ / RQ rows).
   void refit(const tensor<Scalar>& w) {
     const index_t lr = book_.layout_rows(), lc = book_.layout_cols();
+    detail::dmatrix observed = detail::dmatrix::Ones(lr, lc);
+    for (std::size_t i = 0; i < book_.support.size(); ++i) observed.data()[i] = book_.support[i];
     const detail::dmatrix target =
         Eigen::Map<const row_matrix<Scalar>>(w.data(), lr, lc).template cast<double>();
     std::vector<detail::dmatrix> recon(static_cast<std::size_t>(book_.stages),
@@ -121,17 +157,23 @@ class codebook_transform : public nn::parameter_transform<Scalar> {
                         width = book_.block_width(b);
           const detail::dmatrix old = c.template cast<double>();
           detail::dmatrix delta = detail::dmatrix::Zero(book_.clusters, width);
-          std::vector<index_t> count(static_cast<std::size_t>(book_.clusters), 0);
+          detail::dmatrix count = detail::dmatrix::Zero(book_.clusters, width);
           for (index_t r = 0; r < lr; ++r) {
             const auto j = idx[static_cast<std::size_t>(r)];
-            delta.row(j) +=
-                target.row(r).segment(off, width) - total.row(r).segment(off, width) - old.row(j);
-            ++count[static_cast<std::size_t>(j)];
+            const auto o = observed.row(r).segment(off, width);
+            delta.row(j) += (target.row(r).segment(off, width) -
+                             total.row(r).segment(off, width) - old.row(j))
+                                .cwiseProduct(o);
+            count.row(j) += o;
           }
           for (index_t j = 0; j < book_.clusters; ++j) {
-            const auto n = count[static_cast<std::size_t>(j)];
-            if (n == 0) continue;  // an unused centroid has no gradient and stays where it is
-            const Eigen::RowVectorXd updated = old.row(j) + delta.row(j) / static_cast<double>(n);
+            // A centroid (coordinate) no surviving weight uses has no gradient and stays put.
+            if (!(count.row(j).array() > 0).any()) continue;
+            const Eigen::RowVectorXd updated =
+                (count.row(j).array() > 0)
+                    .select(old.row(j).array() + delta.row(j).array() / count.row(j).array(),
+                            old.row(j).array())
+                    .matrix();
             c.row(j) = updated.cast<Scalar>();
             moved = std::max(moved,
                              (c.row(j).template cast<double>() - old.row(j)).cwiseAbs().maxCoeff());
@@ -163,15 +205,28 @@ class codebook_transform : public nn::parameter_transform<Scalar> {
 
 /// Ties `p` to `cb`: sets its value to the reconstruction and attaches a codebook_transform, so
 /// training fine-tunes the centroids with the indices fixed. Returns the transform (its book()
-/// holds the fine-tuned codebook).
+/// holds the fine-tuned codebook). A pruned `p` needs a codebook built on its surviving weights
+/// (cb.support == support_of(p)); anything else is a config_error, since clustering the pruned
+/// zeros would make 0 an ordinary centroid that fine-tuning moves.
 template <class Scalar>
 std::shared_ptr<codebook_transform<Scalar>> share_weights(nn::parameter<Scalar>& p,
                                                           codebook<Scalar> cb) {
+  constexpr const char* fn = "slimnet::quant::share_weights";
   const auto view = p.value().matrix();
   if (view.rows() != cb.rows || view.cols() != cb.cols) {
-    slimnet::detail::raise<shape_error>("slimnet::quant::share_weights",
-                                        "codebook of {} x {} weights does not fit {} of shape {}",
+    slimnet::detail::raise<shape_error>(fn, "codebook of {} x {} weights does not fit {} of shape {}",
                                         cb.rows, cb.cols, p.name(), shape_string(p.shape()));
+  }
+  const auto alive = support_of(p);
+  if (!alive.empty() && cb.support != alive) {
+    index_t kept = 0;
+    for (auto v : alive) kept += v;
+    slimnet::detail::raise<config_error>(
+        fn,
+        "'{}' is pruned ({} of {} weights survive) but the codebook was built on {}: build it with "
+        "support_of(p), e.g. quant::kmeans(p.value(), k, options, quant::support_of(p))",
+        p.name(), kept, alive.size(),
+        cb.support.empty() ? std::string("every weight") : std::string("another support"));
   }
   apply(cb, p.value());
   auto t = std::make_shared<codebook_transform<Scalar>>(std::move(cb));

@@ -21,6 +21,7 @@
 #include "slimnet/nn/parameter.hpp"
 #include "slimnet/nn/sequential.hpp"
 #include "slimnet/quant/fixed_point.hpp"
+#include "slimnet/quant/support.hpp"
 #include "slimnet/train/fit.hpp"
 
 namespace slimnet::quant {
@@ -46,6 +47,8 @@ struct fixed_point_weight_options {
 /// steps must be re-initialised. With a real copy, forward rounds W (stochastically in training
 /// when `mode` is stochastic, to nearest in evaluation) and after_step clips W to [lowest,
 /// highest].
+/// On a pruned parameter (set_support, done by attach_fixed_point) pruned entries are exactly 0 in
+/// W_eff, in W after each step and in the gradient, whatever the rounding (nn/parameter.hpp).
 template <class Scalar>
 class fixed_point_transform : public nn::parameter_transform<Scalar> {
  public:
@@ -61,12 +64,20 @@ class fixed_point_transform : public nn::parameter_transform<Scalar> {
 
   void forward(const tensor<Scalar>& w, tensor<Scalar>& w_eff, bool training, rng& gen) override {
     w_eff.flat() = w.flat();
-    if (!opt_.keep_real_copy) return;  // W is on the grid already (initialize, after_step)
+    if (!opt_.keep_real_copy) {  // W is on the grid already (initialize, after_step)
+      detail::zero_pruned(w_eff, support_);
+      return;
+    }
     if (training && opt_.mode == rounding::stochastic) {
       quantize_in_place(w_eff, opt_.format, rounding::stochastic, &gen);
     } else {
       quantize_in_place(w_eff, opt_.format, rounding::nearest);
     }
+    detail::zero_pruned(w_eff, support_);
+  }
+
+  void backward(const tensor<Scalar>&, tensor<Scalar>& grad) override {
+    detail::zero_pruned(grad, support_);
   }
 
   void after_step(tensor<Scalar>& w) override {
@@ -77,24 +88,33 @@ class fixed_point_transform : public nn::parameter_transform<Scalar> {
     } else {
       quantize_in_place(w, opt_.format, opt_.mode, &gen_);
     }
+    detail::zero_pruned(w, support_);
   }
 
   /// Puts a parameter stored in fixed point on the grid before training (rounded with `mode`);
-  /// a no-op with a real copy.
+  /// a no-op with a real copy (pruned entries are zeroed either way).
   void initialize(tensor<Scalar>& w) {
     if (!opt_.keep_real_copy) quantize_in_place(w, opt_.format, opt_.mode, &gen_);
+    detail::zero_pruned(w, support_);
   }
+
+  /// The surviving entries (0/1 shaped like W; nullopt: all), normally the parameter's support().
+  void set_support(std::optional<tensor<Scalar>> support) { support_ = std::move(support); }
+  const std::optional<tensor<Scalar>>& support_kept() const { return support_; }
 
  private:
   fixed_point_weight_options opt_;
   rng gen_;
+  std::optional<tensor<Scalar>> support_;
 };
 
-/// Attaches a fixed_point_transform to `p` and puts its value on the grid; returns the transform.
+/// Attaches a fixed_point_transform to `p` (keeping p's pruned entries at 0 if it is pruned) and
+/// puts its value on the grid; returns the transform.
 template <class Scalar>
 std::shared_ptr<fixed_point_transform<Scalar>> attach_fixed_point(
     nn::parameter<Scalar>& p, const fixed_point_weight_options& opt) {
   auto t = std::make_shared<fixed_point_transform<Scalar>>(opt);
+  t->set_support(p.support());
   t->initialize(p.value());
   p.add_transform(t);
   return t;

@@ -8,6 +8,14 @@
 //   error).
 // Arithmetic is in double. The update is computed as c_j + mean(x_i - c_j), which is exact when a
 // cluster's points are all equal (so k = number of distinct values reproduces them exactly).
+//
+// Points with missing coordinates (rows of a pruned weight matrix clustered by PQ / RQ): an
+// optional 0/1 matrix O shaped like the points marks the observed coordinates, and every distance,
+// the inertia and the update use those only:
+//   ||x_i - c||_O^2 = sum_d O_id (x_id - c_d)^2,   c_jd = sum_{i in j} O_id x_id / sum_{i in j} O_id
+// (a coordinate no member observes keeps its value). Both steps still minimise the masked inertia,
+// so the sequence stays non-increasing. The nearest centre comes from two products:
+// ||x_i - c_j||_O^2 = sum_d O_id x_id^2 - 2 (O_i * x_i) . c_j + O_i . (c_j * c_j).
 #pragma once
 
 #include <Eigen/Core>
@@ -96,10 +104,23 @@ inline double squared_distance(const double* x, const double* c, index_t d) {
   return s;
 }
 
+/// sum_j o[j] (x[j] - c[j])^2; o = null observes every coordinate.
+inline double squared_distance(const double* x, const double* c, index_t d, const double* o) {
+  if (o == nullptr) return squared_distance(x, c, d);
+  double s = 0;
+  for (index_t j = 0; j < d; ++j) {
+    const double t = x[j] - c[j];
+    s += o[j] * t * t;
+  }
+  return s;
+}
+
 /// Nearest centroid of every point (candidates; the caller confirms them with exact distances).
 class nearest_centroid {
  public:
-  explicit nearest_centroid(const dmatrix& c) : c_(c) {
+  /// `observed`: the 0/1 matrix of observed coordinates of the points (null: all).
+  explicit nearest_centroid(const dmatrix& c, const dmatrix* observed = nullptr)
+      : c_(c), observed_(observed) {
     if (c.cols() == 1) {
       order_.resize(static_cast<std::size_t>(c.rows()));
       std::iota(order_.begin(), order_.end(), index_t{0});
@@ -108,6 +129,8 @@ class nearest_centroid {
       mid_.resize(order_.size() > 0 ? order_.size() - 1 : 0);
       for (std::size_t j = 0; j + 1 < order_.size(); ++j)
         mid_[j] = 0.5 * (c(order_[j], 0) + c(order_[j + 1], 0));
+    } else if (observed_ != nullptr) {
+      squares_ = c.cwiseProduct(c);
     } else {
       norms_ = c.rowwise().squaredNorm();
     }
@@ -118,7 +141,7 @@ class nearest_centroid {
   void operator()(const dmatrix& x, std::vector<std::int32_t>& out) {
     const index_t n = x.rows();
     out.resize(static_cast<std::size_t>(n));
-    if (c_.cols() == 1) {
+    if (c_.cols() == 1) {  // an unobserved scalar point is as far from every centre: any will do
       for (index_t i = 0; i < n; ++i) {
         const auto pos = std::upper_bound(mid_.begin(), mid_.end(), x(i, 0)) - mid_.begin();
         out[static_cast<std::size_t>(i)] =
@@ -129,12 +152,19 @@ class nearest_centroid {
     constexpr index_t chunk = 2048;
     for (index_t start = 0; start < n; start += chunk) {
       const index_t len = std::min(chunk, n - start);
-      dist_.noalias() = x.middleRows(start, len) * c_.transpose();
+      if (observed_ != nullptr) {
+        const auto o = observed_->middleRows(start, len);
+        dist_.noalias() = x.middleRows(start, len).cwiseProduct(o) * c_.transpose();
+        masked_norms_.noalias() = o * squares_.transpose();
+      } else {
+        dist_.noalias() = x.middleRows(start, len) * c_.transpose();
+      }
       for (index_t i = 0; i < len; ++i) {
         index_t best = 0;
         double best_d = std::numeric_limits<double>::infinity();
         for (index_t j = 0; j < c_.rows(); ++j) {
-          const double d = norms_[j] - 2.0 * dist_(i, j);
+          const double norm = observed_ != nullptr ? masked_norms_(i, j) : norms_[j];
+          const double d = norm - 2.0 * dist_(i, j);
           if (d < best_d) {
             best_d = d;
             best = j;
@@ -147,18 +177,29 @@ class nearest_centroid {
 
  private:
   const dmatrix& c_;
+  const dmatrix* observed_;
   std::vector<index_t> order_;
   std::vector<double> mid_;
   Eigen::VectorXd norms_;
-  Eigen::MatrixXd dist_;
+  dmatrix squares_;
+  Eigen::MatrixXd dist_, masked_norms_;
 };
 
-inline dmatrix initial_centroids(const dmatrix& x, index_t k, kmeans_init init, rng& gen) {
+inline dmatrix initial_centroids(const dmatrix& x, index_t k, kmeans_init init, rng& gen,
+                                 const dmatrix* observed = nullptr) {
   const index_t n = x.rows(), d = x.cols();
+  const auto obs = [&](index_t i) { return observed ? observed->row(i).data() : nullptr; };
   dmatrix c(k, d);
   switch (init) {
     case kmeans_init::linear: {
-      const Eigen::RowVectorXd lo = x.colwise().minCoeff(), hi = x.colwise().maxCoeff();
+      Eigen::RowVectorXd lo = x.colwise().minCoeff(), hi = x.colwise().maxCoeff();
+      if (observed != nullptr) {  // the range of the observed values of each coordinate (0 if none)
+        constexpr double inf = std::numeric_limits<double>::infinity();
+        lo = (observed->array() > 0).select(x, inf).colwise().minCoeff();
+        hi = (observed->array() > 0).select(x, -inf).colwise().maxCoeff();
+        lo = (lo.array() == inf).select(0.0, lo);
+        hi = (hi.array() == -inf).select(0.0, hi);
+      }
       for (index_t j = 0; j < k; ++j) {
         const double t = k == 1 ? 0.5 : static_cast<double>(j) / static_cast<double>(k - 1);
         c.row(j) = lo + t * (hi - lo);
@@ -181,7 +222,7 @@ inline dmatrix initial_centroids(const dmatrix& x, index_t k, kmeans_init init, 
       auto take = [&](index_t j, index_t i) {
         c.row(j) = x.row(i);
         for (index_t p = 0; p < n; ++p) {
-          const double dd = squared_distance(x.row(p).data(), c.row(j).data(), d);
+          const double dd = squared_distance(x.row(p).data(), c.row(j).data(), d, obs(p));
           if (j == 0 || dd < dist[static_cast<std::size_t>(p)])
             dist[static_cast<std::size_t>(p)] = dd;
         }
@@ -217,9 +258,10 @@ inline dmatrix initial_centroids(const dmatrix& x, index_t k, kmeans_init init, 
   return c;
 }
 
-/// Lloyd's algorithm in double on the rows of x.
+/// Lloyd's algorithm in double on the rows of x; `observed` (0/1, shaped like x, or null for all)
+/// marks the coordinates that count (see the header comment).
 inline kmeans_result<double> lloyd(const dmatrix& x, index_t k, const kmeans_options& opt,
-                                   const char* fn) {
+                                   const char* fn, const dmatrix* observed = nullptr) {
   opt.validate(fn);
   const index_t n = x.rows(), d = x.cols();
   if (n < 1 || d < 1)
@@ -231,10 +273,17 @@ inline kmeans_result<double> lloyd(const dmatrix& x, index_t k, const kmeans_opt
     slimnet::detail::raise<config_error>(fn, "clusters = {} is too many", k);
   if (!x.allFinite())
     slimnet::detail::raise<config_error>(fn, "the points contain NaN or infinite values");
+  if (observed != nullptr && (observed->rows() != n || observed->cols() != d ||
+                              !(observed->array() == 0.0 || observed->array() == 1.0).all())) {
+    slimnet::detail::raise<shape_error>(
+        fn, "the observed coordinates must be a 0/1 matrix of {} x {} (the points), got {} x {}", n,
+        d, observed->rows(), observed->cols());
+  }
+  const auto obs = [&](index_t i) { return observed ? observed->row(i).data() : nullptr; };
 
   rng gen(opt.seed);
   kmeans_result<double> r;
-  dmatrix c = initial_centroids(x, k, opt.init, gen);
+  dmatrix c = initial_centroids(x, k, opt.init, gen, observed);
   std::vector<std::int32_t>& a = r.assignment;
   std::vector<std::int32_t> candidate;
   std::vector<double> dist(static_cast<std::size_t>(n));
@@ -243,7 +292,8 @@ inline kmeans_result<double> lloyd(const dmatrix& x, index_t k, const kmeans_opt
     double s = 0;
     for (index_t i = 0; i < n; ++i) {
       dist[static_cast<std::size_t>(i)] =
-          squared_distance(x.row(i).data(), centres.row(a[static_cast<std::size_t>(i)]).data(), d);
+          squared_distance(x.row(i).data(), centres.row(a[static_cast<std::size_t>(i)]).data(), d,
+                           obs(i));
       s += dist[static_cast<std::size_t>(i)];
     }
     return s;
@@ -251,7 +301,7 @@ inline kmeans_result<double> lloyd(const dmatrix& x, index_t k, const kmeans_opt
   // Assignment step. A point moves only to a strictly closer centre (measured exactly, not through
   // the GEMM expansion), so every term of the sum, hence the sum, can only go down.
   auto assign = [&](bool first) {
-    nearest_centroid nearest(c);
+    nearest_centroid nearest(c, observed);
     nearest(x, candidate);
     index_t changed = 0;
     for (index_t i = 0; i < n; ++i) {
@@ -261,8 +311,8 @@ inline kmeans_result<double> lloyd(const dmatrix& x, index_t k, const kmeans_opt
         continue;
       }
       if (candidate[iu] == a[iu]) continue;
-      const double now = squared_distance(x.row(i).data(), c.row(a[iu]).data(), d);
-      if (squared_distance(x.row(i).data(), c.row(candidate[iu]).data(), d) < now) {
+      const double now = squared_distance(x.row(i).data(), c.row(a[iu]).data(), d, obs(i));
+      if (squared_distance(x.row(i).data(), c.row(candidate[iu]).data(), d, obs(i)) < now) {
         a[iu] = candidate[iu];
         ++changed;
       }
@@ -274,20 +324,30 @@ inline kmeans_result<double> lloyd(const dmatrix& x, index_t k, const kmeans_opt
   assign(true);
   double current = inertia(c);
   r.inertia_history.push_back(current);
-  dmatrix next(k, d);
+  dmatrix next(k, d), seen;
   std::vector<index_t> count(static_cast<std::size_t>(k));
   for (int it = 1; it <= opt.max_iterations; ++it) {
-    // Update step: c_j + mean(x_i - c_j) over the cluster.
+    // Update step: c_j + mean(x_i - c_j) over the cluster (per coordinate over the members that
+    // observe it).
     next.setZero();
     std::fill(count.begin(), count.end(), 0);
+    if (observed != nullptr) seen.setZero(k, d);
     for (index_t i = 0; i < n; ++i) {
       const auto j = a[static_cast<std::size_t>(i)];
-      next.row(j) += x.row(i) - c.row(j);
+      if (observed != nullptr) {
+        next.row(j) += (x.row(i) - c.row(j)).cwiseProduct(observed->row(i));
+        seen.row(j) += observed->row(i);
+      } else {
+        next.row(j) += x.row(i) - c.row(j);
+      }
       ++count[static_cast<std::size_t>(j)];
     }
     for (index_t j = 0; j < k; ++j) {
       const auto cnt = count[static_cast<std::size_t>(j)];
-      if (cnt > 0) {
+      if (cnt > 0 && observed != nullptr) {
+        for (index_t q = 0; q < d; ++q)
+          next(j, q) = seen(j, q) > 0 ? c(j, q) + next(j, q) / seen(j, q) : c(j, q);
+      } else if (cnt > 0) {
         next.row(j) = c.row(j) + next.row(j) / static_cast<double>(cnt);
       } else {
         next.row(j) = c.row(j);
