@@ -7,7 +7,7 @@
 #include <cstring>
 #include <limits>
 
-#include "slimnet/io.hpp"
+#include "slimnet/io/safetensors.hpp"
 #include "slimnet/nn.hpp"
 #include "support/temp_dir.hpp"
 

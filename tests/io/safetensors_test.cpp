@@ -6,7 +6,7 @@
 #include <fstream>
 #include <limits>
 
-#include "slimnet/io.hpp"
+#include "slimnet/io/safetensors.hpp"
 #include "slimnet/nn.hpp"
 #include "support/temp_dir.hpp"
 

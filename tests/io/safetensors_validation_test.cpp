@@ -8,7 +8,7 @@
 #include <fstream>
 #include <new>
 
-#include "slimnet/io.hpp"
+#include "slimnet/io/safetensors.hpp"
 #include "slimnet/nn.hpp"
 #include "support/temp_dir.hpp"
 

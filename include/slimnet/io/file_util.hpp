@@ -30,12 +30,6 @@ namespace detail {
 /// The OS's text for an errno value ("No such file or directory"); thread-safe, unlike strerror.
 inline std::string os_reason(int err) { return std::system_category().message(err); }
 
-/// a * b, or false when the product does not fit in 64 bits (the caller reports the operands as
-/// written: a wrapped product must never reach a size check).
-inline bool checked_mul(std::uint64_t a, std::uint64_t b, std::uint64_t& out) {
-  return !__builtin_mul_overflow(a, b, &out);
-}
-
 }  // namespace detail
 
 /// A regular file opened read-only. Opened with O_NONBLOCK so that a FIFO cannot block the open,

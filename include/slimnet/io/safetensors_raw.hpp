@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <limits>
 #include <map>
@@ -19,6 +20,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "slimnet/core/checked.hpp"
 #include "slimnet/core/error.hpp"
 #include "slimnet/core/tensor.hpp"
 #include "slimnet/io/file_util.hpp"
@@ -104,15 +106,16 @@ inline bool parse_dtype(const std::string& name, dtype& out) {
   return false;
 }
 
-/// Element count and byte count of `shape` x `type`, overflow-checked; false if either does not
-/// fit (the count must also fit index_t, the type of tensor sizes).
+/// Element count and byte count of `shape` x `type`, overflow-checked (core/checked.hpp); false
+/// if a dimension is negative or either does not fit (the count must also fit index_t, the type
+/// of tensor sizes). A wrapped product never comes out of here.
 inline bool checked_tensor_bytes(const shape_t& shape, dtype type, std::uint64_t& count, std::uint64_t& bytes) {
   count = 1;
   for (index_t d : shape) {
-    if (d < 0 || !checked_mul(count, static_cast<std::uint64_t>(d), count)) return false;
+    if (d < 0 || mul_overflows(count, static_cast<std::uint64_t>(d), count)) return false;
   }
   if (count > static_cast<std::uint64_t>(std::numeric_limits<index_t>::max())) return false;
-  return checked_mul(count, dtype_size(type), bytes);
+  return !mul_overflows(count, static_cast<std::uint64_t>(dtype_size(type)), bytes);
 }
 
 struct entry_info {
