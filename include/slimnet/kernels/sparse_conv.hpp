@@ -143,6 +143,12 @@ struct sparse_conv_workspace {
 
 namespace detail {
 
+/// T in a non-deduced context (bias may be passed as nullptr).
+template <class T>
+struct same {
+  using type = T;
+};
+
 inline void check_sparse_conv(const char* fn, index_t out_channels, index_t in_channels, index_t kernel_h, index_t kernel_w,
                               const conv_input& in, const conv_epilogue& ep) {
   if (in.batch < 0 || in.channels != in_channels || in.pad_h < 0 || in.pad_w < 0 || in.height + 2 * in.pad_h < kernel_h ||
@@ -350,8 +356,8 @@ inline shape_t sparse_conv2d_output_shape(index_t out_channels, index_t kernel_h
 /// The definition: y (N, O, PH, PW) from x (N, C, H, W) as in the header comment, accumulated in
 /// double over the stored taps in order; bias may be null.
 template <class Value>
-void sparse_conv2d_reference(const sparse_filters_ref<Value>& f, const Value* x, const conv_input& in, const Value* bias,
-                             const conv_epilogue& ep, Value* y) {
+void sparse_conv2d_reference(const sparse_filters_ref<Value>& f, const Value* x, const conv_input& in,
+                             const typename detail::same<Value>::type* bias, const conv_epilogue& ep, Value* y) {
   detail::check_sparse_conv("slimnet::kernels::sparse_conv2d_reference", f.out_channels, f.in_channels, f.kernel_h, f.kernel_w, in, ep);
   const index_t oh = in.height + 2 * in.pad_h - f.kernel_h + 1, ow = in.width + 2 * in.pad_w - f.kernel_w + 1;
   const index_t taps = f.kernel_h * f.kernel_w;
@@ -392,8 +398,8 @@ void sparse_conv2d_reference(const sparse_filters_ref<Value>& f, const Value* x,
 /// another order). `ws` keeps its buffers between calls; threads are not used (one image plane per
 /// filter is too little work to split).
 template <class Value>
-void sparse_conv2d(const sparse_filters_ref<Value>& f, const Value* x, const conv_input& in, const Value* bias, const conv_epilogue& ep,
-                   Value* y, sparse_conv_workspace<Value>& ws, kernel_path path = kernel_path::automatic) {
+void sparse_conv2d(const sparse_filters_ref<Value>& f, const Value* x, const conv_input& in, const typename detail::same<Value>::type* bias,
+                   const conv_epilogue& ep, Value* y, sparse_conv_workspace<Value>& ws, kernel_path path = kernel_path::automatic) {
   detail::check_sparse_conv("slimnet::kernels::sparse_conv2d", f.out_channels, f.in_channels, f.kernel_h, f.kernel_w, in, ep);
   const index_t batch = in.batch, c_n = in.channels, h = in.height, w = in.width;
   if (batch == 0 || f.out_channels == 0) return;
