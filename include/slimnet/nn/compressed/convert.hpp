@@ -9,6 +9,8 @@
 #pragma once
 
 #include <algorithm>
+#include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <memory>
 #include <optional>
@@ -35,11 +37,14 @@ struct sparse_options {
   index_t batch = 1;
   bool force_sparse = false;  ///< skip the dense-or-sparse choice
   bool measure = false;       ///< time dense and sparse on the layer's weights instead of the measured model
+  /// A Conv2d's input height and width, for `measure` (compress fills them from
+  /// compress_options::input_shape); 0: unknown, the model decides.
   int threads = 1;
   /// The compact forms: at batch 1 a Linear whose SELL-16 form would take more than 12 bytes per
   /// nonzero becomes CSR with 16-bit indices (6 bytes per nonzero + 4 per row); a stride-1 Conv2d
   /// runs the direct sparse convolution. false: SELL-16 / column-blocked CSR and im2col, as before.
   bool compact = true;
+  index_t input_h = 0, input_w = 0;
 };
 
 struct xnor_options {
@@ -94,6 +99,43 @@ std::unique_ptr<engine<Scalar>> make_sparse_engine(const row_matrix<Scalar>& w, 
   return s;
 }
 
+/// The direct sparse convolution against the dense one (im2col + GEMM), both timed as the layers
+/// they would become on a random input of `batch` images of h x w (best of 5 rounds of >= 1 ms):
+/// exact for this machine, layer and batch, but it depends on timing, so two runs may choose
+/// differently near break-even (both give the same outputs within float rounding).
+template <class Scalar>
+kernels::sparse_choice measure_conv_choice(const csr16_engine<Scalar>& sparse, const row_matrix<Scalar>& w,
+                                           std::optional<vector<Scalar>> bias, index_t in_channels, const window2d& win, index_t batch,
+                                           index_t h, index_t wd) {
+  using clock = std::chrono::steady_clock;
+  kernels::sparse_choice c;
+  c.density = sparse.density();
+  c.measured = true;
+  compressed_conv2d<Scalar> direct(sparse.clone(), in_channels, win);
+  compressed_conv2d<Scalar> dense(std::make_unique<dense_engine<Scalar>>(w, std::move(bias)), in_channels, win);
+  tensor<Scalar> x({batch, in_channels, h, wd}), y;
+  rng gen(1);
+  for (index_t i = 0; i < x.size(); ++i) x[i] = static_cast<Scalar>(gen.uniform(-1, 1));
+  auto best_time = [&](layer<Scalar>& l) {
+    l.forward(x, y, {});
+    double best = INFINITY;
+    for (int r = 0; r < 5; ++r) {
+      const auto t0 = clock::now();
+      int reps = 0;
+      do {
+        l.forward(x, y, {});
+        ++reps;
+      } while (std::chrono::duration<double>(clock::now() - t0).count() < 1e-3);
+      best = std::min(best, std::chrono::duration<double>(clock::now() - t0).count() / reps);
+    }
+    return best;
+  };
+  const double t_sparse = best_time(direct), t_dense = best_time(dense);
+  c.break_even = std::min(1.0, c.density * t_dense / t_sparse);
+  c.sparse = t_sparse < t_dense;
+  return c;
+}
+
 /// A convolution's engine: the direct-convolution CSR (csr16_engine) when sparse pays and a filter
 /// has at most 65536 taps, else what make_sparse_engine picks for its im2col product.
 template <class Scalar>
@@ -106,10 +148,15 @@ std::unique_ptr<engine<Scalar>> make_conv_engine(conv2d<Scalar>& conv, const spa
   index_t nnz = 0;
   for (index_t i = 0; i < w.size(); ++i) nnz += w.data()[i] != Scalar(0);
   kernels::sparse_choice c = kernels::choose_sparse_conv(w.rows(), w.cols(), nnz);
+  auto sparse = std::make_unique<csr16_engine<Scalar>>(w, effective_bias(conv.bias()), conv.in_channels(), win.kernel_h, win.kernel_w);
+  if (o.measure && !o.force_sparse && o.input_h > 0 && o.input_w > 0 && win.fits(o.input_h, o.input_w)) {
+    c = measure_conv_choice(*sparse, w, effective_bias(conv.bias()), conv.in_channels(), win, std::max<index_t>(1, o.batch), o.input_h,
+                            o.input_w);
+  }
   if (o.force_sparse) c.sparse = true;
   if (choice) *choice = c;
   if (!c.sparse) return std::make_unique<dense_engine<Scalar>>(w, effective_bias(conv.bias()));
-  return std::make_unique<csr16_engine<Scalar>>(w, effective_bias(conv.bias()), conv.in_channels(), win.kernel_h, win.kernel_w);
+  return sparse;
 }
 
 }  // namespace detail
@@ -190,6 +237,9 @@ struct compress_options {
   /// it (compressed_conv2d::fuse): the layers disappear from the Sequential, the outputs stay the
   /// same, and the direct sparse convolution never writes its unpooled output.
   bool fuse = true;
+  /// Shape of the model's input, e.g. {1, 1, 28, 28} (batch ignored): with sparse.measure, each
+  /// Conv2d is timed at its own input size. Empty: unknown (convolutions use the model).
+  shape_t input_shape;
 };
 
 namespace detail {
@@ -205,13 +255,18 @@ bool max_pool_window(const layer<Scalar>& l, index_t& kernel, index_t& stride) {
   return k > 0 && s > 0;
 }
 
+/// Converts the layers of `model` (recursing into nested Sequentials); `shape` is the input shape
+/// when known (empty otherwise) and becomes the output shape.
 template <class Scalar>
 void compress_sequential(sequential<Scalar>& model, format f, const compress_options& o, const std::string& prefix,
-                         std::vector<std::string>& report) {
+                         std::vector<std::string>& report, shape_t& shape) {
   for (std::size_t i = 0; i < model.size(); ++i) {
     layer<Scalar>& l = model[i];
+    const shape_t in = shape;
+    if (!shape.empty()) shape = l.output_shape(shape);
     if (auto* inner = dynamic_cast<sequential<Scalar>*>(&l)) {
-      compress_sequential(*inner, f, o, prefix + model.local_name(i) + ".", report);
+      shape_t s = in;
+      compress_sequential(*inner, f, o, prefix + model.local_name(i) + ".", report, s);
       continue;
     }
     auto* lin = dynamic_cast<linear<Scalar>*>(&l);
@@ -226,10 +281,15 @@ void compress_sequential(sequential<Scalar>& model, format f, const compress_opt
     }
     std::unique_ptr<layer<Scalar>> c;
     kernels::sparse_choice choice;
+    sparse_options so = o.sparse;
+    if (conv && in.size() == 4) {
+      so.input_h = in[2];
+      so.input_w = in[3];
+    }
     switch (f) {
       case format::sparse:
-        c = lin ? std::unique_ptr<layer<Scalar>>(std::make_unique<compressed_linear<Scalar>>(to_sparse(*lin, o.sparse, &choice)))
-                : std::make_unique<compressed_conv2d<Scalar>>(to_sparse(*conv, o.sparse, &choice));
+        c = lin ? std::unique_ptr<layer<Scalar>>(std::make_unique<compressed_linear<Scalar>>(to_sparse(*lin, so, &choice)))
+                : std::make_unique<compressed_conv2d<Scalar>>(to_sparse(*conv, so, &choice));
         break;
       case format::xnor:
         c = lin ? std::unique_ptr<layer<Scalar>>(std::make_unique<compressed_linear<Scalar>>(to_xnor(*lin, o.xnor)))
@@ -297,7 +357,9 @@ void compress_sequential(sequential<Scalar>& model, format f, const compress_opt
 template <class Scalar>
 std::vector<std::string> compress(sequential<Scalar>& model, format f, const compress_options& o = {}) {
   std::vector<std::string> report;
-  detail::compress_sequential(model, f, o, "", report);
+  shape_t shape = o.input_shape;
+  if (!shape.empty()) shape[0] = std::max<index_t>(1, o.sparse.batch);
+  detail::compress_sequential(model, f, o, "", report, shape);
   return report;
 }
 
