@@ -121,6 +121,9 @@ TEST_CASE("offsets: out of range, overlapping, holes, trailing bytes, disagreein
   const auto p = dir / "bad.safetensors";
   write_file(p, R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,8]}})", "abcd");
   expect_io_error(p, {"tensor 'a'", "[0, 8) outside the 4-byte buffer"});
+  // A 4 TB tensor declared in a 12-byte buffer: refused from the header, nothing allocated.
+  write_file(p, R"({"big":{"dtype":"F32","shape":[1000000000000],"data_offsets":[0,4000000000000]}})", "abcdefghijkl");
+  expect_io_error(p, {"tensor 'big'", "[0, 4000000000000) outside the 12-byte buffer"});
   write_file(p, R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,0]}})", "abcd");
   expect_io_error(p, {"tensor 'a'", "outside"});
   write_file(p, R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[18446744073709551612,18446744073709551616]}})", "abcd");
