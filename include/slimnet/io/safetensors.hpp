@@ -251,44 +251,45 @@ std::map<std::string, std::string> load_parameters(nn::layer<Scalar>& model, con
   }
 
   std::vector<std::string> missing, mismatched, non_finite;
-  std::map<std::string, tensor<Scalar>> values;  // parameter name -> its new value
-  std::map<std::string, bool> used;
+  std::map<std::string, tensor<Scalar>> values;              // parameter name -> its new value
+  std::map<std::string, nn::parameter<Scalar>*> first_of;    // parameter name -> first parameter so named
+  std::vector<nn::parameter<Scalar>*> order;                 // every parameter visited, in order
   try {
-  model.visit_parameters([&](nn::parameter<Scalar>& p) {
-    if (used.count(p.name()) != 0) slimnet::detail::raise<config_error>(fn, "two parameters are named '{}'", p.name());
-    used[p.name()] = true;
-    const auto k = key_of.find(p.name());
-    if (k == key_of.end()) {
-      missing.push_back(p.name());
-      return;
-    }
-    const raw_tensor& raw = file.tensors.at(k->second);
-    if (raw.shape != p.shape()) {
-      mismatched.push_back(fmt::format("'{}' is {} {} in the file, {} in the model", k->second, dtype_name(raw.type),
-                                       shape_string(raw.shape), shape_string(p.shape())));
-      return;
-    }
-    tensor<Scalar> v = detail::decode_tensor<Scalar>(raw, k->second, fn);
-    if (!opt.allow_non_finite) {
-      for (index_t i = 0; i < v.size(); ++i) {
-        if (!std::isfinite(v[i])) {
-          non_finite.push_back(fmt::format("'{}' holds {} at index {}{}", k->second, static_cast<double>(v[i]), i,
-                                           std::isfinite(detail::decode_tensor<double>(raw, k->second, fn)[i])
-                                               ? " (after conversion: the value overflows the model's scalar type)"
-                                               : ""));
-          break;
+    model.visit_parameters([&](nn::parameter<Scalar>& p) {
+      order.push_back(&p);
+      if (!first_of.emplace(p.name(), &p).second) return;  // a name visited twice is loaded once
+      const auto k = key_of.find(p.name());
+      if (k == key_of.end()) {
+        missing.push_back(p.name());
+        return;
+      }
+      const raw_tensor& raw = file.tensors.at(k->second);
+      if (raw.shape != p.shape()) {
+        mismatched.push_back(fmt::format("'{}' is {} {} in the file, {} in the model", k->second, dtype_name(raw.type),
+                                         shape_string(raw.shape), shape_string(p.shape())));
+        return;
+      }
+      tensor<Scalar> v = detail::decode_tensor<Scalar>(raw, k->second, fn);
+      if (!opt.allow_non_finite) {
+        for (index_t i = 0; i < v.size(); ++i) {
+          if (!std::isfinite(v[i])) {
+            non_finite.push_back(fmt::format("'{}' holds {} at index {}{}", k->second, static_cast<double>(v[i]), i,
+                                             std::isfinite(detail::decode_tensor<double>(raw, k->second, fn)[i])
+                                                 ? " (after conversion: the value overflows the model's scalar type)"
+                                                 : ""));
+            break;
+          }
         }
       }
-    }
-    values.emplace(p.name(), std::move(v));
-  });
+      values.emplace(p.name(), std::move(v));
+    });
   } catch (const std::bad_alloc&) {
     slimnet::detail::raise<io_error>(fn, "'{}': out of memory while converting its tensors", path.string());
   }
   std::vector<std::string> unexpected;
   if (opt.strict) {
     for (const auto& [name, key] : key_of) {
-      if (used.count(name) == 0) unexpected.push_back(fmt::format("{} ({})", key, dtype_name(file.tensors.at(key).type)));
+      if (first_of.count(name) == 0) unexpected.push_back(fmt::format("{} ({})", key, dtype_name(file.tensors.at(key).type)));
     }
   }
   if (!missing.empty() || !unexpected.empty() || !mismatched.empty() || !non_finite.empty()) {
@@ -308,8 +309,17 @@ std::map<std::string, std::string> load_parameters(nn::layer<Scalar>& model, con
     if (missing.empty() && unexpected.empty() && non_finite.empty()) slimnet::detail::raise<shape_error>(fn, "{}", message);
     slimnet::detail::raise<io_error>(fn, "{}", message);
   }
-  // Every check passed: nothing below can fail on input, so the model changes all at once.
-  model.visit_parameters([&](nn::parameter<Scalar>& p) { p.value() = std::move(values.at(p.name())); });
+  // Every check passed and every value is converted: moves cannot throw, so the model changes all
+  // at once. A parameter visited twice under one name (shared) gets a copy of the first's value.
+  for (nn::parameter<Scalar>* p : order) {
+    nn::parameter<Scalar>* first = first_of.at(p->name());
+    if (first != p) {
+      p->value() = first->value();
+    } else if (const auto v = values.find(p->name()); v != values.end()) {  // absent: already moved in
+      p->value() = std::move(v->second);
+      values.erase(v);
+    }
+  }
   return file.metadata;
 }
 
