@@ -57,15 +57,22 @@ inline sparse_choice choose_sparse(index_t rows, index_t cols, index_t nnz, inde
 }
 
 /// Break-even density of the direct sparse convolution (sparse_conv.hpp) against im2col plus the
-/// dense GEMM, at batch 1 and 64 alike: the direct kernel issues one FMA per nonzero and output
-/// vector with no im2col, the GEMM path copies K x P columns and multiplies at near peak.
-inline double sparse_conv_break_even(index_t /*out_channels*/, index_t /*taps*/) { return 0.5; }
+/// dense GEMM, from benchmarks/compressed_models --sweep (LeNet-5's convolutions with the 2x2 pool
+/// fused into both forms, one thread, Zen 4, a loaded machine): with few taps per filter (conv1,
+/// 1 x 5 x 5) the GEMM's reduction is too short to run at speed and the direct kernel wins up to
+/// 80-90% density (time ratio 0.92 at 80%, 1.04-1.15 at 100%); with 500 taps (conv2) the GEMM runs
+/// near peak and the direct kernel wins below 50% at batch 1 (ratio 1.00 at 50%) and 60% at
+/// batch 64 (0.93 at 60%, 1.11 at 70%).
+inline double sparse_conv_break_even(index_t /*out_channels*/, index_t taps, index_t batch = 1) {
+  if (taps <= 64) return 0.85;
+  return batch <= 1 ? 0.5 : 0.62;
+}
 
-/// The choice for a convolution's out_channels x taps filters with nnz nonzeros.
-inline sparse_choice choose_sparse_conv(index_t out_channels, index_t taps, index_t nnz) {
+/// The choice for a convolution's out_channels x taps filters with nnz nonzeros, run at `batch` images.
+inline sparse_choice choose_sparse_conv(index_t out_channels, index_t taps, index_t nnz, index_t batch = 1) {
   sparse_choice c;
   c.density = out_channels * taps == 0 ? 0.0 : static_cast<double>(nnz) / (static_cast<double>(out_channels) * static_cast<double>(taps));
-  c.break_even = sparse_conv_break_even(out_channels, taps);
+  c.break_even = sparse_conv_break_even(out_channels, taps, batch);
   c.sparse = c.density < 0.9 * c.break_even;
   return c;
 }

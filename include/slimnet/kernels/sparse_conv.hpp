@@ -302,15 +302,18 @@ void store_channel(const Value* plane, index_t oh, index_t ow, index_t rs, index
 #if defined(SLIMNET_KERNELS_AVX512)
     if constexpr (std::is_same_v<Value, float>) {
       if (k == 2 && s == 2 && path != kernel_path::portable) {
-        pooled.resize(static_cast<std::size_t>(2 * pw));
+        // Row pairs first (ph x 2 pw, contiguous), then adjacent pairs over the whole plane at once:
+        // the pooled plane is contiguous in y, so one pass of 16 outputs per step covers all rows.
+        pooled.resize(static_cast<std::size_t>(2 * ph * pw));
         for (index_t pi = 0; pi < ph; ++pi) {
           const float* r0 = plane + 2 * pi * rs;
           const float* r1 = r0 + rs;
-          for (index_t j = 0; j < 2 * pw; ++j) pooled[static_cast<std::size_t>(j)] = std::max(r0[j], r1[j]);
-          avx512::pair_max(pooled.data(), y + pi * pw, pw);
-          if (ep.relu)
-            for (index_t pj = 0; pj < pw; ++pj) y[pi * pw + pj] = std::max(0.0f, y[pi * pw + pj]);
+          float* v = pooled.data() + 2 * pi * pw;
+          for (index_t j = 0; j < 2 * pw; ++j) v[j] = std::max(r0[j], r1[j]);
         }
+        avx512::pair_max(pooled.data(), y, ph * pw);
+        if (ep.relu)
+          for (index_t q = 0; q < ph * pw; ++q) y[q] = std::max(0.0f, y[q]);
         return;
       }
     }

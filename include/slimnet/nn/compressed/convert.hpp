@@ -32,7 +32,7 @@
 namespace slimnet::nn::compressed {
 
 struct sparse_options {
-  /// Batch the layer will run at (a Linear's; a Conv2d always multiplies many positions): SELL-16 for
+  /// Batch the layer will run at (a Linear's rows, a Conv2d's images): SELL-16 for
   /// batch 1, column-blocked CSR otherwise, and the break-even density of the choice.
   index_t batch = 1;
   bool force_sparse = false;  ///< skip the dense-or-sparse choice
@@ -147,7 +147,7 @@ std::unique_ptr<engine<Scalar>> make_conv_engine(conv2d<Scalar>& conv, const spa
   }
   index_t nnz = 0;
   for (index_t i = 0; i < w.size(); ++i) nnz += w.data()[i] != Scalar(0);
-  kernels::sparse_choice c = kernels::choose_sparse_conv(w.rows(), w.cols(), nnz);
+  kernels::sparse_choice c = kernels::choose_sparse_conv(w.rows(), w.cols(), nnz, std::max<index_t>(1, o.batch));
   auto sparse = std::make_unique<csr16_engine<Scalar>>(w, effective_bias(conv.bias()), conv.in_channels(), win.kernel_h, win.kernel_w);
   if (o.measure && !o.force_sparse && o.input_h > 0 && o.input_w > 0 && win.fits(o.input_h, o.input_w)) {
     c = measure_conv_choice(*sparse, w, effective_bias(conv.bias()), conv.in_channels(), win, std::max<index_t>(1, o.batch), o.input_h,
