@@ -2,3 +2,6 @@
 #pragma once
 
 #include "slimnet/io/safetensors.hpp"
+#include "slimnet/io/tensor_codec.hpp"
+#include "slimnet/io/architecture.hpp"
+#include "slimnet/io/model_file.hpp"

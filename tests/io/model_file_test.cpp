@@ -1,0 +1,368 @@
+// Model files: save -> load gives bitwise the outputs of the in-memory model (decoded to float, and
+// on the compressed layers the encodings call for) for LeNet-300-100, LeNet-5, a VGG-style net, a
+// Bi-LSTM, a stacked GRU and DeepSense; corrupted files are io_errors naming the tensor.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstring>
+
+#include "slimnet/io.hpp"
+#include "slimnet/nn.hpp"
+#include "slimnet/nn/models.hpp"
+#include "slimnet/nn/models_deepsense.hpp"
+#include "slimnet/prune/functional.hpp"
+#include "support/temp_dir.hpp"
+
+using namespace slimnet;
+namespace fs = std::filesystem;
+
+namespace {
+
+tensor<float> random_input(const shape_t& shape, std::uint64_t seed) {
+  rng gen(seed);
+  tensor<float> x(shape);
+  for (index_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(gen.normal());
+  return x;
+}
+
+tensor<float> run(nn::layer<float>& m, const tensor<float>& x) {
+  tensor<float> y;
+  m.forward(x, y, nn::forward_context{});
+  return y;
+}
+
+/// Equal element by element (+0 == -0; a NaN never equals).
+void require_identical(const tensor<float>& a, const tensor<float>& b) {
+  REQUIRE(a.shape() == b.shape());
+  index_t differ = 0;
+  for (index_t i = 0; i < a.size(); ++i) differ += !(a[i] == b[i]);
+  CHECK(differ == 0);
+}
+
+/// Prunes `fraction` of the weight by magnitude (a mask transform) and snaps the survivors to k
+/// values (a trained codebook's result; k = 0 leaves them free).
+void prune_and_cluster(nn::parameter<float>& w, double fraction, int k, std::uint64_t seed) {
+  prune::l1_unstructured(w, fraction);
+  if (k == 0) return;
+  rng gen(seed);
+  const double largest = w.value().flat().cwiseAbs().maxCoeff();
+  std::vector<float> centroids;
+  for (int i = 0; i < k; ++i) centroids.push_back(static_cast<float>(gen.uniform(-largest, largest)));
+  for (index_t i = 0; i < w.value().size(); ++i) {
+    float& v = w.value()[i];
+    if (v == 0.0f) continue;
+    float best = centroids[0];
+    for (float c : centroids)
+      if (std::abs(c - v) < std::abs(best - v)) best = c;
+    v = best;
+  }
+}
+
+/// Row j = +-alpha_j (a binarized layer's effective weights).
+void binarize_rows(nn::parameter<float>& w) {
+  auto m = w.value().matrix();
+  for (index_t j = 0; j < m.rows(); ++j) {
+    const float alpha = 0.05f + 0.001f * static_cast<float>(j);
+    for (index_t k = 0; k < m.cols(); ++k) m(j, k) = m(j, k) < 0 ? -alpha : alpha;
+  }
+}
+
+/// Row j = q_jk s_j with int8 codes and an arbitrary scale.
+void int8_rows(nn::parameter<float>& w) {
+  auto m = w.value().matrix();
+  for (index_t j = 0; j < m.rows(); ++j) {
+    const float s = m.row(j).cwiseAbs().maxCoeff() / 127.0f;
+    for (index_t k = 0; k < m.cols(); ++k) m(j, k) = std::nearbyint(m(j, k) / s) * s;
+  }
+}
+
+/// Weights on the <IL, FL> = <2, 6> grid (8-bit fixed point).
+void fixed_point(nn::parameter<float>& w) {
+  for (index_t i = 0; i < w.value().size(); ++i) {
+    float& v = w.value()[i];
+    v = std::clamp(std::nearbyint(v * 64.0f), -128.0f, 127.0f) / 64.0f;
+  }
+}
+
+/// The in-memory model converted as load_model converts the file (same effective weights, same calls).
+std::unique_ptr<nn::layer<float>> convert_like_loader(const nn::layer<float>& model, const std::map<std::string, std::string>& encodings) {
+  namespace c = nn::compressed;
+  auto copy = model.clone();
+  std::vector<nn::sequential<float>*> containers;
+  copy->visit_layers([&](nn::layer<float>& l) {
+    if (auto* s = dynamic_cast<nn::sequential<float>*>(&l)) containers.push_back(s);
+  });
+  for (auto* s : containers) {
+    for (std::size_t i = 0; i < s->size(); ++i) {
+      auto convert = [&](auto& l, auto tag) -> std::unique_ptr<nn::layer<float>> {
+        using compressed = decltype(tag);
+        const std::string e = encodings.at(l.weight().name());
+        if (e == "sparse" || e == "sparse_codebook") return std::make_unique<compressed>(c::to_sparse(l));
+        if (e == "codebook") return std::make_unique<compressed>(c::to_codebook(l));
+        if (e == "sign_bits") return std::make_unique<compressed>(c::to_xnor(l));
+        if (e == "int8_rows" || e == "fixed_point") return std::make_unique<compressed>(c::to_int8(l));
+        return nullptr;
+      };
+      std::unique_ptr<nn::layer<float>> r;
+      if (auto* lin = dynamic_cast<nn::linear<float>*>(&(*s)[i])) r = convert(*lin, c::compressed_linear<float>(std::make_unique<c::dense_engine<float>>(row_matrix<float>(1, 1), std::nullopt)));
+      if (auto* conv = dynamic_cast<nn::conv2d<float>*>(&(*s)[i])) {
+        r = convert(*conv, c::compressed_conv2d<float>(std::make_unique<c::dense_engine<float>>(row_matrix<float>(1, 1), std::nullopt), 1, nn::window2d{}));
+      }
+      if (r) s->replace(i, std::move(r));
+    }
+  }
+  return copy;
+}
+
+/// save -> load (decoded and compressed) -> outputs equal the in-memory model's; returns the encodings.
+/// The file is written to `path`.
+std::map<std::string, std::string> check_round_trip(nn::layer<float>& model, const tensor<float>& x, const std::string& file,
+                                                    const io::save_model_options& options = {}, fs::path* written = nullptr) {
+  const fs::path path = slimnet::testing::temp_dir("model_file_" + file) / (file + ".safetensors");
+  io::save_model(model, path, options);
+  auto decoded = io::read_model<float>(path, {true});
+  INFO(file);
+  require_identical(run(*decoded.model, x), run(model, x));
+  auto compressed = io::read_model<float>(path);
+  auto reference = convert_like_loader(model, compressed.encodings);
+  require_identical(run(*compressed.model, x), run(*reference, x));
+  CHECK(compressed.model->describe() == reference->describe());
+  if (written) *written = path;
+  return compressed.encodings;
+}
+
+/// Bytes of the tensors in a model file against the same parameters as dense float32.
+double compression_ratio(const fs::path& path) {
+  const auto s = io::describe_model_file(path);
+  return static_cast<double>(s.dense_f32_bytes) / static_cast<double>(s.tensor_bytes_total);
+}
+
+}  // namespace
+
+TEST_CASE("LeNet-300-100 pruned + clustered, with a binarized layer, round trips bitwise", "[io][model_file]") {
+  rng gen(11);
+  auto m = nn::models::lenet_300_100<float>(gen);
+  auto& fc1 = static_cast<nn::linear<float>&>(m.find("fc1"));
+  auto& fc2 = static_cast<nn::linear<float>&>(m.find("fc2"));
+  auto& fc3 = static_cast<nn::linear<float>&>(m.find("fc3"));
+  prune_and_cluster(fc1.weight(), 0.92, 16, 1);
+  prune_and_cluster(fc2.weight(), 0.91, 32, 2);
+  binarize_rows(fc3.weight());
+  fs::path path;
+  const auto enc = check_round_trip(m, random_input({5, 1, 28, 28}, 3), "lenet300", io::save_model_options{}, &path);
+  CHECK(enc.at("fc1.weight") == "sparse_codebook");
+  CHECK(enc.at("fc2.weight") == "sparse_codebook");
+  CHECK(enc.at("fc3.weight") == "sign_bits");
+  CHECK(enc.at("fc1.bias") == "dense_f32");
+  const auto loaded = io::load_model<float>(path);
+  auto& seq = static_cast<nn::sequential<float>&>(*loaded);
+  CHECK(seq[5].kind() == "XnorLinear");
+  // ~8% of 266k weights at 4-bit indices and 4-5 bit codes, biases dense: well over 20x.
+  CHECK(compression_ratio(path) > 20);
+}
+
+TEST_CASE("LeNet-5 with sparse, codebook and int8 layers round trips bitwise, with metadata and standardisation", "[io][model_file]") {
+  rng gen(12);
+  auto m = nn::models::lenet5<float>(gen);
+  prune_and_cluster(static_cast<nn::conv2d<float>&>(m.find("conv2")).weight(), 0.8, 16, 4);
+  prune_and_cluster(static_cast<nn::linear<float>&>(m.find("fc1")).weight(), 0.95, 0, 0);
+  int8_rows(static_cast<nn::linear<float>&>(m.find("fc2")).weight());
+  io::save_model_options o;
+  o.metadata = {{"model", "lenet5"}, {"data", "mnist"}, {"input_mean", "0.1307"}, {"input_std", "0.3081"}};
+  o.overrides["fc2"].encoding = io::tensor_encoding::int8_rows;
+  o.overrides["fc2.bias"].encoding = io::tensor_encoding::dense_f32;
+  fs::path path;
+  const auto enc = check_round_trip(m, random_input({3, 1, 28, 28}, 5), "lenet5", o, &path);
+  CHECK(enc.at("conv1.weight") == "dense_f32");
+  CHECK(enc.at("conv2.weight") == "sparse_codebook");
+  CHECK(enc.at("fc1.weight") == "sparse");
+  CHECK(enc.at("fc2.weight") == "int8_rows");
+  const auto loaded = io::read_model<float>(path);
+  CHECK(loaded.metadata.at("model") == "lenet5");
+  REQUIRE(loaded.input);
+  CHECK(loaded.input->mean == Approx(0.1307));
+  CHECK(loaded.input->std == Approx(0.3081));
+  auto& seq = static_cast<nn::sequential<float>&>(*loaded.model);
+  CHECK(seq[0].kind() == "Conv2d");
+  CHECK(seq[7].kind() == "Int8Linear");
+  // The inspector's numbers add up to the file.
+  const auto s = io::describe_model_file(path);
+  std::uint64_t total = 0;
+  for (const auto& r : s.rows) total += r.bytes.total();
+  CHECK(total == s.tensor_bytes_total);
+  CHECK(s.tensor_bytes_total < s.file_bytes);
+  CHECK(s.dense_f32_bytes == 4u * 431080u);
+}
+
+TEST_CASE("a VGG-style net with BatchNorm statistics and a fixed-point layer round trips bitwise", "[io][model_file]") {
+  rng gen(13);
+  auto m = nn::models::vgg_small<float>(gen, 16);
+  m.visit_layers([&](nn::layer<float>& l) {
+    if (auto* bn = dynamic_cast<nn::batch_norm<float>*>(&l)) {
+      for (index_t i = 0; i < bn->features(); ++i) {
+        bn->running_mean().value()[i] = static_cast<float>(gen.normal(0, 0.1));
+        bn->running_var().value()[i] = static_cast<float>(gen.uniform(0.5, 2.0));
+        bn->weight().value()[i] = static_cast<float>(gen.uniform(0.5, 1.5));
+      }
+    }
+  });
+  fixed_point(static_cast<nn::conv2d<float>&>(m.find("conv3")).weight());
+  prune_and_cluster(static_cast<nn::conv2d<float>&>(m.find("conv5")).weight(), 0.7, 8, 6);
+  const auto enc = check_round_trip(m, random_input({2, 1, 28, 28}, 7), "vgg");
+  CHECK(enc.at("conv3.weight") == "fixed_point");
+  CHECK(enc.at("bn1.running_var") == "dense_f32");
+}
+
+TEST_CASE("a Bi-LSTM with a unit mask and a thinned stacked GRU round trip bitwise", "[io][model_file]") {
+  rng gen(14);
+  nn::sequential<float> bi;
+  nn::lstm<float> fwd(12, 9);
+  fwd.reset_parameters(gen);
+  auto& b = bi.add("bilstm", nn::bidirectional<float>(std::move(fwd), 3));
+  tensor<float> mask({9});
+  for (index_t i = 0; i < 9; ++i) mask[i] = i % 3 == 0 ? 0.0f : 0.75f;
+  b.forward_as<nn::lstm<float>>().set_unit_mask(0, mask);
+  bi.add("mean", nn::sequence_mean<float>());
+  bi.add("fc", nn::linear<float>(18, 5));
+  prune_and_cluster(b.forward_as<nn::lstm<float>>().weight_ih(0), 0.6, 4, 8);
+  check_round_trip(bi, random_input({3, 7, 12}, 9), "bilstm");
+
+  nn::sequential<float> g;
+  nn::recurrent_options o;
+  o.output = nn::sequence_output::last_step;
+  g.add("gru", nn::gru<float>(6, std::vector<index_t>{10, 4}, o));
+  g.add("drop", nn::dropout<float>(0.3));
+  g.add("fc", nn::linear<float>(4, 3));
+  g.add("act", nn::tanh<float>());
+  g.reset_parameters(gen);
+  binarize_rows(static_cast<nn::linear<float>&>(g.find("fc")).weight());
+  const auto enc = check_round_trip(g, random_input({4, 5, 6}, 10), "gru");
+  CHECK(enc.at("fc.weight") == "sign_bits");
+}
+
+TEST_CASE("the DeepSense model round trips bitwise", "[io][model_file]") {
+  rng gen(15);
+  nn::models::deepsense_options o;
+  o.intervals = 4;
+  o.channels = 8;
+  o.hidden = 10;
+  auto m = nn::models::deepsense<float>(gen, o);
+  prune_and_cluster(static_cast<nn::linear<float>&>(m.find("fc")).weight(), 0.5, 4, 9);
+  check_round_trip(m, random_input({2, 4, o.features()}, 11), "deepsense");
+}
+
+TEST_CASE("corrupted model files are io_errors naming the tensor and the problem", "[io][model_file]") {
+  rng gen(16);
+  auto m = nn::models::lenet5<float>(gen);
+  prune_and_cluster(static_cast<nn::conv2d<float>&>(m.find("conv2")).weight(), 0.8, 16, 4);
+  prune_and_cluster(static_cast<nn::linear<float>&>(m.find("fc1")).weight(), 0.95, 8, 5);
+  const fs::path dir = slimnet::testing::temp_dir("model_file_corrupt");
+  const fs::path good = dir / "good.safetensors", bad = dir / "bad.safetensors";
+  io::save_model_options so;
+  so.defaults.huffman = io::huffman_mode::always;
+  io::save_model(m, good, so);
+  const io::raw_file original = io::read_safetensors_raw(good);
+  REQUIRE_NOTHROW(io::load_model<float>(good));
+  REQUIRE(original.tensors.count("conv2.weight.codes.huffman") == 1);
+
+  SECTION("truncating any tensor") {
+    for (const auto& [name, t] : original.tensors) {
+      io::raw_file f = original;
+      auto& part = f.tensors[name];
+      const std::size_t elem = io::dtype_size(part.type);
+      if (part.bytes.size() < elem || part.shape.size() != 1) {
+        part.shape[0] -= 1;  // a 4-d dense tensor: drop one filter
+        part.bytes.resize(static_cast<std::size_t>(shape_size(part.shape)) * elem);
+      } else {
+        part.bytes.resize(part.bytes.size() - elem);
+        part.shape = {part.shape[0] - 1};
+      }
+      io::write_safetensors_raw(bad, f);
+      const std::string owner = name.substr(0, name.find('.', name.find('.') + 1));
+      CAPTURE(name);
+      CHECK_THROWS_WITH(io::load_model<float>(bad), Catch::Contains(owner) && Catch::StartsWith("slimnet::io::load_model"));
+    }
+  }
+  SECTION("flipped index bytes") {
+    io::raw_file f = original;
+    for (auto& byte : f.tensors.at("fc1.weight.indices").bytes) byte = static_cast<std::uint8_t>(byte ^ 0x24);
+    io::write_safetensors_raw(bad, f);
+    CHECK_THROWS_WITH(io::load_model<float>(bad), Catch::Contains("'fc1.weight'"));
+  }
+  SECTION("a Huffman table that is not a prefix code") {
+    io::raw_file f = original;
+    auto& table = f.tensors.at("conv2.weight.codes.huffman").bytes;
+    std::fill(table.begin(), table.end(), 1);
+    io::write_safetensors_raw(bad, f);
+    CHECK_THROWS_WITH(io::load_model<float>(bad), Catch::Contains("'conv2.weight'") && Catch::Contains("not a prefix code"));
+  }
+  SECTION("an architecture whose shapes do not fit the tensors") {
+    io::raw_file f = original;
+    auto arch = nlohmann::json::parse(f.metadata.at("slimnet.architecture"));
+    arch["layers"][5]["out_features"] = 400;  // fc1
+    arch["layers"][7]["in_features"] = 400;   // fc2
+    f.metadata["slimnet.architecture"] = arch.dump();
+    io::write_safetensors_raw(bad, f);
+    CHECK_THROWS_WITH(io::load_model<float>(bad), Catch::Contains("does not fit") && Catch::Contains("'fc1.weight' is (500, 800) in the file") &&
+                                                      Catch::Contains("'fc2.weight'") && Catch::Contains("'fc1.bias'"));
+  }
+  SECTION("missing and unexpected tensors are all named at once") {
+    io::raw_file f = original;
+    auto d = nlohmann::json::parse(f.metadata.at("slimnet.tensors"));
+    d["extra.weight"] = d["fc2.bias"];
+    d.erase("fc2.bias");
+    d.erase("conv1.bias");
+    f.metadata["slimnet.tensors"] = d.dump();
+    io::write_safetensors_raw(bad, f);
+    CHECK_THROWS_WITH(io::load_model<float>(bad), Catch::Contains("missing tensors: conv1.bias, fc2.bias") &&
+                                                      Catch::Contains("unexpected tensors: extra.weight"));
+  }
+  SECTION("an unknown layer kind and a malformed field") {
+    io::raw_file f = original;
+    auto arch = nlohmann::json::parse(f.metadata.at("slimnet.architecture"));
+    arch["layers"][1]["kind"] = "FancyPool";
+    f.metadata["slimnet.architecture"] = arch.dump();
+    io::write_safetensors_raw(bad, f);
+    CHECK_THROWS_WITH(io::load_model<float>(bad), Catch::Contains("layer 'pool1'") && Catch::Contains("unknown layer kind 'FancyPool'"));
+    arch["layers"][1]["kind"] = "MaxPool2d";
+    arch["layers"][1]["kernel"] = -2;
+    f.metadata["slimnet.architecture"] = arch.dump();
+    io::write_safetensors_raw(bad, f);
+    CHECK_THROWS_WITH(io::load_model<float>(bad), Catch::Contains("layer 'pool1'") && Catch::Contains("'kernel' = -2"));
+    f.metadata["slimnet.architecture"] = "{not json";
+    io::write_safetensors_raw(bad, f);
+    CHECK_THROWS_WITH(io::load_model<float>(bad), Catch::Contains("not valid JSON"));
+  }
+  SECTION("a plain safetensors file is not a model file") {
+    io::raw_file f = original;
+    f.metadata.clear();
+    io::write_safetensors_raw(bad, f);
+    CHECK_THROWS_WITH(io::load_model<float>(bad), Catch::Contains("not a slimnet model file"));
+  }
+}
+
+namespace {
+struct custom_layer : nn::cloneable<custom_layer, float> {
+  std::string kind() const override { return "Custom"; }
+  shape_t output_shape(const shape_t& in) const override { return in; }
+  void forward(const tensor<float>& x, tensor<float>& y, const nn::forward_context&) override { y = x; }
+  void backward(const tensor<float>&, const tensor<float>&, const tensor<float>&, tensor<float>*) override {}
+};
+}  // namespace
+
+TEST_CASE("save_model refuses what it cannot store exactly", "[io][model_file]") {
+  const fs::path dir = slimnet::testing::temp_dir("model_file_refuse");
+  nn::sequential<float> m;
+  m.add("fc", nn::linear<float>(4, 3));
+  m.add("odd", custom_layer());
+  CHECK_THROWS_WITH(io::save_model(m, dir / "m.safetensors"), Catch::Contains("'odd'") && Catch::Contains("Custom"));
+  nn::sequential<float> ok;
+  ok.add("fc", nn::linear<float>(4, 3));
+  io::save_model_options o;
+  o.overrides["fc.weight"].encoding = io::tensor_encoding::sign_bits;
+  CHECK_THROWS_WITH(io::save_model(ok, dir / "m.safetensors", o), Catch::Contains("'fc.weight'") && Catch::Contains("sign_bits"));
+  o.overrides.clear();
+  o.overrides["fc9"].encoding = io::tensor_encoding::sparse;
+  CHECK_THROWS_WITH(io::save_model(ok, dir / "m.safetensors", o), Catch::Contains("'fc9'"));
+  CHECK_FALSE(fs::exists(dir / "m.safetensors"));
+}
