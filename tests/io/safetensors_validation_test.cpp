@@ -114,6 +114,17 @@ TEST_CASE("shapes: negative, non-integer and overflowing dimensions", "[io][erro
   expect_io_error(p, {"tensor 'd'", "overflows"});
   write_file(p, R"({"e":{"dtype":"F32","shape":[1e30],"data_offsets":[0,4]}})", "abcd");
   expect_io_error(p, {"tensor 'e'", "non-negative integers"});
+  // JSON nested a million levels deep: parsed and reported without recursion (no stack overflow).
+  const std::string deep = std::string(1000000, '[') + std::string(1000000, ']');
+  write_file(p, R"({"f":{"dtype":"F32","shape":[)" + deep + R"(],"data_offsets":[0,4]}})", "abcd");
+  expect_io_error(p, {"tensor 'f' has an invalid shape (a nested array)"});
+  write_file(p, R"({"g":{"dtype":"F32","shape":[1],"data_offsets":[)" + deep + R"(,4]}})", "abcd");
+  expect_io_error(p, {"tensor 'g' has invalid data_offsets (a nested array)"});
+  // A long shape is quoted, cut to 200 characters.
+  std::string many = "[1";
+  for (int i = 0; i < 10000; ++i) many += ",1";
+  write_file(p, R"({"h":{"dtype":"F32","shape":)" + many + R"(,-1],"data_offsets":[0,4]}})", "abcd");
+  expect_io_error(p, {"tensor 'h' has an invalid shape [1,1,1", "...: negative dimension -1"});
 }
 
 TEST_CASE("offsets: out of range, overlapping, holes, trailing bytes, disagreeing with the shape", "[io][errors]") {

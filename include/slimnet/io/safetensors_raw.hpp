@@ -118,6 +118,21 @@ inline bool checked_tensor_bytes(const shape_t& shape, dtype type, std::uint64_t
   return !mul_overflows(count, static_cast<std::uint64_t>(dtype_size(type)), bytes);
 }
 
+/// The JSON text of a value for an error message. Only flat values are printed: dump() recurses,
+/// and a crafted header nested a million levels deep must not overflow the stack.
+/// Long texts are cut to 200 characters.
+inline std::string quote_json(const nlohmann::json& j) {
+  std::string text;
+  if (j.is_primitive() ||
+      (j.is_array() && std::all_of(j.begin(), j.end(), [](const nlohmann::json& e) { return e.is_primitive(); }))) {
+    text = j.dump();
+  } else {
+    text = j.is_array() ? "(a nested array)" : "(an object)";
+  }
+  if (text.size() > 200) text = text.substr(0, 200) + "...";
+  return text;
+}
+
 struct entry_info {
   std::string name;
   dtype type;
@@ -186,7 +201,7 @@ inline std::vector<entry_info> parse_header(const regular_file& file, const char
       slimnet::detail::raise<io_error>(fn, "'{}': tensor '{}' has dtype {}, supported: F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL",
                                        where, name, type_name);
     }
-    const std::string shape_text = entry["shape"].dump();
+    const std::string shape_text = quote_json(entry["shape"]);
     for (const auto& d : entry["shape"]) {
       if (d.is_number_integer() && !d.is_number_unsigned()) {
         slimnet::detail::raise<io_error>(fn, "'{}': tensor '{}' has an invalid shape {}: negative dimension {}", where, name,
@@ -210,7 +225,7 @@ inline std::vector<entry_info> parse_header(const regular_file& file, const char
     }
     const auto& off = entry["data_offsets"];
     if (!off[0].is_number_unsigned() || !off[1].is_number_unsigned()) {
-      slimnet::detail::raise<io_error>(fn, "'{}': tensor '{}' has invalid data_offsets {}", where, name, off.dump());
+      slimnet::detail::raise<io_error>(fn, "'{}': tensor '{}' has invalid data_offsets {}", where, name, quote_json(off));
     }
     info.begin = off[0].get<std::uint64_t>();
     info.end = off[1].get<std::uint64_t>();
