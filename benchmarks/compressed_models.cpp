@@ -4,7 +4,9 @@
 // models are timed side by side in one run, interleaved round by round, and the median of the
 // rounds is reported (CPU time of the thread: other programs on the shared machine only add time).
 //
-//   compressed_models [--rounds 21] [--csv compressed_models.csv] [--profile] [--dir out]
+//   compressed_models [--rounds 21] [--csv compressed_models.csv] [--profile] [--dir out] [--only NAME]
+//                     [--measure (time dense vs sparse per layer when converting)] [--verbose (conversion report)]
+//                     [--sweep (direct sparse vs dense convolution over densities)] [--batch 1|64 (only this batch)]
 //
 // With --dir holding lenet5-mnist-magnitude.safetensors / lenet5-mnist-dns.safetensors (written by
 // scripts/demo.sh) those real pruned models are used; otherwise random weights are magnitude-pruned
@@ -65,21 +67,23 @@ void magnitude_prune(nn::sequential<float>& m, const std::map<std::string, doubl
 struct weight_stats {
   double bytes = 0, sparse_bytes = 0, sparse_nnz = 0, nnz = 0, weights = 0;
 };
+void add_engine(weight_stats& s, const nc::engine<float>& e) {
+  s.bytes += static_cast<double>(e.bytes());
+  if (auto* se = dynamic_cast<const nc::sparse_engine<float>*>(&e)) {
+    s.sparse_bytes += static_cast<double>(se->bytes());
+    s.sparse_nnz += static_cast<double>(se->nnz());
+  } else if (auto* ce = dynamic_cast<const nc::csr16_engine<float>*>(&e)) {
+    s.sparse_bytes += static_cast<double>(ce->bytes());
+    s.sparse_nnz += static_cast<double>(ce->nnz());
+  }
+}
 weight_stats stats_of(nn::sequential<float>& m) {
   weight_stats s;
   m.visit_layers([&](nn::layer<float>& l) {
     if (auto* cl = dynamic_cast<nc::compressed_linear<float>*>(&l)) {
-      s.bytes += static_cast<double>(cl->weights().bytes());
-      if (auto* se = dynamic_cast<const nc::sparse_engine<float>*>(&cl->weights())) {
-        s.sparse_bytes += static_cast<double>(se->bytes());
-        s.sparse_nnz += static_cast<double>(se->nnz());
-      }
+      add_engine(s, cl->weights());
     } else if (auto* cc = dynamic_cast<nc::compressed_conv2d<float>*>(&l)) {
-      s.bytes += static_cast<double>(cc->weights().bytes());
-      if (auto* se = dynamic_cast<const nc::sparse_engine<float>*>(&cc->weights())) {
-        s.sparse_bytes += static_cast<double>(se->bytes());
-        s.sparse_nnz += static_cast<double>(se->nnz());
-      }
+      add_engine(s, cc->weights());
     } else if (l.kind() == "Linear" || l.kind() == "Conv2d") {
       l.visit_parameters([&](nn::parameter<float>& p) {
         if (p.name().size() >= 7 && p.name().compare(p.name().size() - 7, 7, ".weight") == 0) {
@@ -151,10 +155,48 @@ std::vector<std::pair<std::string, double>> profile_layers(nn::sequential<float>
   return r;
 }
 
+/// Direct sparse convolution against the dense compressed form (im2col + GEMM) for LeNet-5's two
+/// convolutions at batch 1 and 64 over densities: where the dense-or-sparse choice should switch.
+void conv_sweep(int rounds) {
+  struct geometry {
+    const char* name;
+    index_t in, out, h;
+  };
+  fmt::print("\ndirect sparse convolution / dense im2col convolution (time ratio < 1: sparse faster)\n{:<6} {:>5}", "conv", "batch");
+  const double densities[] = {0.03, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0};
+  for (double d : densities) fmt::print(" {:>6.0f}%", 100 * d);
+  fmt::print("\n");
+  for (const geometry g : {geometry{"conv1", 1, 20, 28}, geometry{"conv2", 20, 50, 12}}) {
+    for (index_t batch : {index_t{1}, index_t{64}}) {
+      fmt::print("{:<6} {:>5}", g.name, batch);
+      for (double d : densities) {
+        nn::conv2d<float> conv(g.in, g.out, 5);
+        rng gen(3);
+        conv.reset_parameters(gen);
+        auto& w = conv.weight().value();
+        for (index_t i = 0; i < w.size(); ++i)
+          if (!(gen.uniform() < d)) w[i] = 0;
+        nc::sparse_options so;
+        so.force_sparse = true;
+        auto sparse = nc::to_sparse(conv, so);
+        nc::compressed_conv2d<float> dense(std::make_unique<nc::dense_engine<float>>(w.matrix(), conv.bias()->value().flat()), g.in,
+                                           conv.window());
+        sparse.fuse({false, 2, 2});
+        dense.fuse({false, 2, 2});
+        tensor<float> x({batch, g.in, g.h, g.h}), y1, y2;
+        for (index_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(gen.uniform(-1, 1));
+        const auto t = median_side_by_side({[&] { sparse.forward(x, y1, {}); }, [&] { dense.forward(x, y2, {}); }}, rounds, 1e-3);
+        fmt::print(" {:>7.2f}", t[0] / t[1]);
+      }
+      fmt::print("\n");
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  cli::args args(argc, argv, {{"rounds", "21"}, {"csv", "compressed_models.csv"}, {"profile", "false"}, {"dir", "out"}, {"only", ""}},
+  cli::args args(argc, argv, {{"rounds", "21"}, {"csv", "compressed_models.csv"}, {"profile", "false"}, {"dir", "out"}, {"only", ""}, {"measure", "false"}, {"verbose", "false"}, {"sweep", "false"}, {"batch", "0"}},
                  "compressed_models: whole compressed models against their float models, one thread");
   const int rounds = static_cast<int>(args.integer("rounds"));
   const std::filesystem::path dir = args.str("dir");
@@ -185,11 +227,16 @@ int main(int argc, char** argv) {
     if (c.density.empty() && c.file.empty()) source = "random, dense";
     const weight_stats fs = stats_of(float_model);
     for (index_t batch : {index_t{1}, index_t{64}}) {
+      if (args.integer("batch") > 0 && batch != args.integer("batch")) continue;
       nn::sequential<float> compressed = float_model;
       nc::compress_options o;
       o.sparse.batch = batch;
-      nc::compress(compressed, c.int8 ? nc::format::int8 : nc::format::sparse, o);
+      o.sparse.measure = args.flag("measure");
+      o.input_shape = {batch, 1, 28, 28};
+      const auto report = nc::compress(compressed, c.int8 ? nc::format::int8 : nc::format::sparse, o);
       const weight_stats cs = stats_of(compressed);
+      if (args.flag("verbose"))
+        for (const auto& line : report) fmt::print("  {}\n", line);
       rng xg(7);
       const tensor<float> x = random_input(c.model, batch, xg);
       tensor<float> yf, yc;
@@ -213,6 +260,7 @@ int main(int argc, char** argv) {
       }
     }
   }
+  if (args.flag("sweep")) conv_sweep(std::max(3, rounds / 3));
   fmt::print("CSV: {}\n", args.str("csv"));
   return 0;
 }
