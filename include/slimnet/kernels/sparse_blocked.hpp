@@ -155,9 +155,9 @@ void spmm_blocked_csr(const blocked_csr_ref<Value, Index>& a, matrix_ref<const V
   detail::check_spmm("slimnet::kernels::spmm_blocked_csr", a.rows, a.cols, x, y);
   if (y.rows == 0 || y.cols == 0) return;
   const int threads = std::min<index_t>(detail::resolve_threads(params.threads), std::max<index_t>(1, a.rows / 16));
-  const auto bounds = detail::balanced_split(a.row_prefix, a.rows, threads);
+  const detail::row_split bounds(a.row_prefix, a.rows, threads);
   detail::run_threads(threads, [&](int t, int) {
-    const index_t r0 = bounds[static_cast<std::size_t>(t)], r1 = bounds[static_cast<std::size_t>(t) + 1];
+    const index_t r0 = bounds.begin(t), r1 = bounds.end(t);
     for (index_t j0 = 0; j0 < y.cols; j0 += detail::spmm_strip) {
       const index_t width = std::min(detail::spmm_strip, y.cols - j0);
       for (index_t b = 0; b < a.blocks(); ++b) {

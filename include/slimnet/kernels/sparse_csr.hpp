@@ -192,6 +192,19 @@ void spmm_csr_reference(const csr_ref<Value, Index>& a, matrix_ref<const Value> 
 
 namespace detail {
 
+/// The threads' row ranges, balanced by nonzeros; one thread gets [0, rows) without allocating
+/// (an empty vector holds no memory), so single-thread products allocate nothing per call.
+struct row_split {
+  std::vector<index_t> bounds;
+  index_t rows = 0;
+  template <class Prefix>
+  row_split(const Prefix* prefix, index_t n, int threads) : rows(n) {
+    if (threads > 1) bounds = balanced_split(prefix, n, threads);
+  }
+  index_t begin(int t) const { return bounds.empty() ? 0 : bounds[static_cast<std::size_t>(t)]; }
+  index_t end(int t) const { return bounds.empty() ? rows : bounds[static_cast<std::size_t>(t) + 1]; }
+};
+
 /// Width of the batch strip the SpMM kernels hold in registers: 64 floats = 4 zmm registers.
 constexpr index_t spmm_strip = 64;
 
@@ -377,9 +390,9 @@ template <class Value, class Index>
 void spmv_csr(const csr_ref<Value, Index>& a, const Value* x, Value* y, const sparse_params<Value>& params = {}) {
   detail::check_spmv("slimnet::kernels::spmv_csr", a, x, y);
   const int threads = std::min<index_t>(detail::resolve_threads(params.threads), std::max<index_t>(1, a.rows / 64));
-  const auto bounds = detail::balanced_split(a.row_offsets, a.rows, threads);
+  const detail::row_split bounds(a.row_offsets, a.rows, threads);
   detail::run_threads(threads, [&](int t, int) {
-    const index_t r0 = bounds[static_cast<std::size_t>(t)], r1 = bounds[static_cast<std::size_t>(t) + 1];
+    const index_t r0 = bounds.begin(t), r1 = bounds.end(t);
 #if defined(SLIMNET_KERNELS_AVX512)
     if constexpr (std::is_same_v<Value, float>) {
       if (params.path != kernel_path::portable) {
@@ -428,9 +441,9 @@ void spmm_csr(const csr_ref<Value, Index>& a, matrix_ref<const Value> x, matrix_
   detail::check_spmm("slimnet::kernels::spmm_csr", a.rows, a.cols, x, y);
   if (y.rows == 0 || y.cols == 0) return;
   const int threads = std::min<index_t>(detail::resolve_threads(params.threads), std::max<index_t>(1, a.rows / 16));
-  const auto bounds = detail::balanced_split(a.row_offsets, a.rows, threads);
+  const detail::row_split bounds(a.row_offsets, a.rows, threads);
   detail::run_threads(threads, [&](int t, int) {
-    const index_t r0 = bounds[static_cast<std::size_t>(t)], r1 = bounds[static_cast<std::size_t>(t) + 1];
+    const index_t r0 = bounds.begin(t), r1 = bounds.end(t);
     for (index_t j0 = 0; j0 < y.cols; j0 += detail::spmm_strip) {
       detail::spmm_strip_any(a, r0, r1, x.data + j0 * x.col_stride, x.row_stride, x.col_stride, y.data + j0 * y.col_stride,
                              y.row_stride, y.col_stride, std::min(detail::spmm_strip, y.cols - j0), true, params.bias, params.path);
