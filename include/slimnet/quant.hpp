@@ -7,6 +7,7 @@
 #include "slimnet/quant/codebook_training.hpp"
 #include "slimnet/quant/fixed_point.hpp"
 #include "slimnet/quant/fixed_point_training.hpp"
+#include "slimnet/quant/int8_training.hpp"
 #include "slimnet/quant/kmeans.hpp"
 #include "slimnet/quant/packed.hpp"
 #include "slimnet/quant/shift.hpp"

@@ -5,6 +5,7 @@
 
 #include "slimnet/nn.hpp"
 #include "slimnet/prune.hpp"
+#include "slimnet/quant.hpp"
 #include "slimnet/train.hpp"
 
 using namespace slimnet;
@@ -348,4 +349,70 @@ TEST_CASE("a cloned pruned model owns its masks", "[prune]") {
   prune::l1_unstructured(fc1_copy, "weight", 0.5);  // prunes the copy further
   CHECK(prune::sparsity(prune::mask_of(fc1.weight())) == Approx(0.5).margin(1e-6));
   CHECK(prune::sparsity(prune::mask_of(fc1_copy.weight())) == Approx(0.75).margin(1e-6));
+}
+
+TEST_CASE("prune first, then quantize: the reversed order is refused", "[prune][transform][compose]") {
+  nn::linear<float> fc(8, 6);
+  quant::share_weights(fc.weight(), quant::kmeans(fc.weight().value(), 4));
+  CHECK_THROWS_WITH(prune::l1_unstructured(fc.weight(), 0.5),
+                    Contains("slimnet::prune::l1_unstructured") && Contains("'weight'") &&
+                        Contains("codebook(k-means k=4)") && Contains("prune before quantizing"));
+  nn::linear<float> bc(8, 6);
+  quant::attach_binary_connect(bc.weight());
+  CHECK_THROWS_WITH(prune::global_unstructured(prune::prunable_parameters(bc),
+                                               prune::amount::sparsity(0.5)),
+                    Contains("binary_connect") && Contains("prune before quantizing"));
+  // The refused prune changed nothing: no mask, W still on the codebook.
+  CHECK_FALSE(prune::is_pruned(fc.weight()));
+  CHECK(!fc.weight().support());
+}
+
+TEST_CASE("a mask is the parameter's support; freeze turns DNS surgery into a fixed mask",
+          "[prune][transform][compose]") {
+  rng gen(2);
+  nn::linear<double> fc(10, 8);
+  fc.reset_parameters(gen);
+  CHECK(!fc.weight().support());
+  prune::l1_unstructured(fc.weight(), 0.5);
+  REQUIRE(fc.weight().support());
+  CHECK(fc.weight().support()->flat() == prune::mask_of(fc.weight()).flat());
+
+  nn::linear<double> d(10, 8);
+  d.reset_parameters(gen);
+  prune::dns_options o;
+  o.c_rate = 0.0;  // t = mean |w|: prunes a good part of the weights at once
+  prune::attach_dns(d.weight(), nullptr, o);
+  REQUIRE(prune::count_nonzero(prune::mask_of(d.weight())) < d.weight().size());
+  // A codebook on the running DNS mask: the mask changes (a surgery pruning one more weight),
+  // and the forward pass refuses to share centroids with it.
+  {
+    nn::linear<double> running(d);
+    auto cb = quant::kmeans(running.weight().value(), 4, {}, quant::support_of(running.weight()));
+    quant::share_weights(running.weight(), cb);
+    auto* dns = dynamic_cast<prune::dns_transform<double>*>(running.weight().transforms()[0].get());
+    REQUIRE(dns != nullptr);
+    index_t survivor = 0;
+    while (dns->mask()[survivor] == 0 ||
+           running.weight().value()[survivor] == 0.0)
+      ++survivor;
+    dns->mutable_mask()[survivor] = 0;
+    tensor<double> x({2, 10}, 1.0), y;
+    CHECK_THROWS_WITH(running.forward(x, y, {}),
+                      Contains("codebook_transform::forward") && Contains("prune::freeze"));
+  }
+  // freeze: one magnitude mask with DNS's T, W zeroed where T = 0; then quantizing works. (The
+  // copy above shares its DNS transform with `d`, so T here includes the weight it pruned.)
+  const tensor<double> dns_mask = prune::mask_of(d.weight());
+  REQUIRE(prune::count_nonzero(dns_mask) > 0);
+  prune::freeze(d.weight());
+  REQUIRE(d.weight().transforms().size() == 1);
+  CHECK(dynamic_cast<prune::mask_transform<double>*>(d.weight().transforms()[0].get()) != nullptr);
+  CHECK(prune::mask_of(d.weight()).flat() == dns_mask.flat());
+  for (index_t i = 0; i < d.weight().size(); ++i)
+    if (dns_mask[i] == 0) CHECK(d.weight().value()[i] == 0.0);
+  quant::share_weights(d.weight(),
+                       quant::kmeans(d.weight().value(), 4, {}, quant::support_of(d.weight())));
+  tensor<double> x({2, 10}, 1.0), y;
+  CHECK_NOTHROW(d.forward(x, y, {}));
+  CHECK_THROWS_WITH(prune::freeze(*fc.bias()), Contains("has no pruning mask"));
 }

@@ -318,10 +318,10 @@ TEST_CASE("prune + 3-bit k-means fine-tuned by fit(): masks hold through SGD mom
   }
 }
 
-TEMPLATE_TEST_CASE("fixed point and BinaryConnect of a pruned weight: zero stays zero",
+TEMPLATE_TEST_CASE("fixed point, BinaryConnect and int8 of a pruned weight: zero stays zero",
                    "[quant][compose]", float, double) {
   for (const bool conv : {false, true}) {
-    for (int kind = 0; kind < 4; ++kind) {
+    for (int kind = 0; kind < 5; ++kind) {
       INFO((conv ? "Conv2d" : "Linear") << ", quantizer " << kind);
       auto layer = small_layer<TestType>(conv, 9);
       auto& p = weight_of(*layer);
@@ -336,6 +336,8 @@ TEMPLATE_TEST_CASE("fixed point and BinaryConnect of a pruned weight: zero stays
         fp.mode = quant::rounding::stochastic;
         fp.keep_real_copy = true;
         quant::attach_fixed_point(p, fp);
+      } else if (kind == 4) {
+        quant::attach_int8(p);
       } else {
         quant::binary_connect_options bc;
         bc.mode = kind == 2 ? quant::binarization::deterministic : quant::binarization::stochastic;
@@ -355,14 +357,24 @@ TEMPLATE_TEST_CASE("fixed point and BinaryConnect of a pruned weight: zero stays
               continue;
             }
             if (eff[i] != TestType(0)) ++nonzero;
-            if (kind >= 2) {
+            if (kind == 4) {
+              // s_r * code with |code| <= 127, s_r = max |surviving W of row r| / 127.
+              const index_t row = i / (p.size() / p.shape()[0]);
+              double largest = 0;
+              for (index_t c = row * (p.size() / p.shape()[0]);
+                   c < (row + 1) * (p.size() / p.shape()[0]); ++c)
+                largest = std::max(largest, std::abs(static_cast<double>(p.value()[c])));
+              const double code = static_cast<double>(eff[i]) / (largest / 127.0);
+              CHECK(code == Approx(std::round(code)).margin(1e-3));
+              CHECK(std::abs(code) <= 127.0 + 1e-3);
+            } else if (kind >= 2) {
               CHECK(std::abs(static_cast<double>(eff[i])) == 0.25);
             } else {
               const double scaled = static_cast<double>(eff[i]) * 64.0;  // FL = 6: multiples of 2^-6
               CHECK(scaled == std::round(scaled));
             }
           }
-          if (kind >= 2) CHECK(nonzero == static_cast<index_t>(std::count(support.begin(), support.end(), 1)));
+          if (kind == 2 || kind == 3) CHECK(nonzero == static_cast<index_t>(std::count(support.begin(), support.end(), 1)));
         }
       }
     }
