@@ -1,6 +1,7 @@
 // slimnet::data: datasets and batching, IDX (MNIST, Fashion-MNIST), CIFAR-10, the MNIST subset.
 #pragma once
 
+#include "slimnet/data/byte_source.hpp"
 #include "slimnet/data/cifar.hpp"
 #include "slimnet/data/dataset.hpp"
 #include "slimnet/data/idx.hpp"

@@ -72,11 +72,11 @@ T checked_product(const Range& dims, const char* function, const char* what = "d
   T product = 1;
   for (const auto& d : dims) {
     if constexpr (std::is_signed_v<std::decay_t<decltype(d)>>) {
-      if (d < 0) slimnet::detail::raise<Error>(function, "{} ({}) hold the negative dimension {}", what, fmt::join(dims, ", "), d);
+      if (d < 0) slimnet::detail::raise<Error>(function, "{} ({}): negative dimension {}", what, fmt::join(dims, ", "), d);
     }
     if (static_cast<std::make_unsigned_t<std::decay_t<decltype(d)>>>(d) > static_cast<std::make_unsigned_t<T>>(std::numeric_limits<T>::max()) ||
         mul_overflows(product, static_cast<T>(d), product)) {
-      slimnet::detail::raise<Error>(function, "{} ({}) have more elements than a {}-bit integer holds", what, fmt::join(dims, ", "),
+      slimnet::detail::raise<Error>(function, "{} ({}): more elements than a {}-bit integer holds", what, fmt::join(dims, ", "),
                                     std::numeric_limits<T>::digits + (std::is_signed_v<T> ? 1 : 0));
     }
   }

@@ -2,10 +2,12 @@
 #pragma once
 
 #include <filesystem>
+#include <new>
 #include <string>
 #include <vector>
 
 #include "slimnet/core/error.hpp"
+#include "slimnet/data/byte_source.hpp"
 #include "slimnet/data/dataset.hpp"
 #include "slimnet/data/idx.hpp"
 
@@ -14,20 +16,34 @@ namespace slimnet::data {
 inline constexpr index_t cifar10_record_bytes = 1 + 3 * 32 * 32;
 
 /// Reads one or more CIFAR-10 binary batch files (data_batch_1.bin ... , test_batch.bin; plain or
-/// .gz) into inputs (N, 3, 32, 32) scaled to [0, 1] and labels in [0, 10).
+/// .gz) into inputs (N, 3, 32, 32) scaled to [0, 1] and labels in [0, 10). Throws config_error for
+/// an empty file list and io_error for a file that is not a regular file, is not a positive
+/// multiple of the record size, holds a label outside [0, 10), or is a corrupt gzip stream.
 template <class Scalar = float>
 dataset<Scalar> load_cifar10_bin(const std::vector<std::filesystem::path>& files) {
   constexpr const char* fn = "slimnet::data::load_cifar10_bin";
+  if (files.empty()) slimnet::detail::raise<config_error>(fn, "no files given: a CIFAR-10 dataset needs at least one batch file");
   std::vector<std::vector<std::uint8_t>> contents;
   index_t total = 0;
-  for (const auto& path : files) {
-    contents.push_back(detail::read_maybe_gz(path, fn));
-    const auto bytes = static_cast<index_t>(contents.back().size());
-    if (bytes == 0 || bytes % cifar10_record_bytes != 0) {
-      slimnet::detail::raise<io_error>(fn, "'{}' has {} bytes, not a positive multiple of the {}-byte record",
-                                       path.string(), bytes, cifar10_record_bytes);
+  try {
+    for (const auto& path : files) {
+      detail::byte_source src(path, fn);
+      // A plain file's size is known: refuse a wrong one before reading it. A gzip stream may
+      // expand up to the deflate bound only; the buffer grows with what it really holds.
+      if (!src.gzip() && (src.file_size() == 0 || src.file_size() % cifar10_record_bytes != 0)) {
+        slimnet::detail::raise<io_error>(fn, "'{}' has {} bytes, not a positive multiple of the {}-byte record",
+                                         path.string(), src.file_size(), cifar10_record_bytes);
+      }
+      contents.push_back(src.read_rest(src.max_bytes()));
+      const auto bytes = static_cast<index_t>(contents.back().size());
+      if (bytes == 0 || bytes % cifar10_record_bytes != 0) {
+        slimnet::detail::raise<io_error>(fn, "'{}' has {} bytes, not a positive multiple of the {}-byte record",
+                                         path.string(), bytes, cifar10_record_bytes);
+      }
+      total += bytes / cifar10_record_bytes;
     }
-    total += bytes / cifar10_record_bytes;
+  } catch (const std::bad_alloc&) {
+    slimnet::detail::raise<io_error>(fn, "not enough memory to read {} CIFAR-10 file(s) ({} records read)", files.size(), total);
   }
   dataset<Scalar> d;
   d.num_classes = 10;

@@ -30,6 +30,8 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <new>
+#include <limits>
 #include <map>
 #include <string>
 #include <string_view>
@@ -37,9 +39,11 @@
 #include <utility>
 #include <vector>
 
+#include "slimnet/core/checked.hpp"
 #include "slimnet/core/error.hpp"
 #include "slimnet/core/random.hpp"
 #include "slimnet/core/tensor.hpp"
+#include "slimnet/data/byte_source.hpp"
 #include "slimnet/data/dataset.hpp"
 #include "slimnet/data/idx.hpp"
 
@@ -118,6 +122,10 @@ struct preprocess_options {
       slimnet::detail::raise<config_error>(function, "invalid windows: window={} stride={} min_window={} augment_copies={}",
                                            window, stride, min_window, augment_copies);
     }
+    // Each window holds window x features() values: checked, so a huge option is an error, not a
+    // wrapped buffer size.
+    checked_mul<config_error>(window, checked_mul<config_error>(index_t{12}, points, function, "features 12 x points"), function,
+                              "window values");
     if (!(acc_noise >= 0) || !(gyro_noise >= 0) || !(time_noise >= 0)) {
       slimnet::detail::raise<config_error>(function, "noise levels must be >= 0, got acc={} gyro={} time={}", acc_noise,
                                            gyro_noise, time_noise);
@@ -156,6 +164,64 @@ T parse_number(std::string_view field, const char* function, const std::string& 
     slimnet::detail::raise<io_error>(function, "{}: column {} holds '{}', not a number", where, column, field);
   }
   return value;
+}
+
+/// Lines of a text file (plain or gzip), read in chunks; a line longer than `max_line` bytes is an
+/// io_error, so a file without line breaks cannot make one line eat all memory.
+class line_reader {
+ public:
+  line_reader(const std::filesystem::path& path, const char* function, std::size_t max_line = std::size_t{1} << 16)
+      : src_(path, function), function_(function), max_line_(max_line) {}
+
+  /// The next line without its "\n" (and "\r"); false at the end of the file.
+  bool next(std::string& line) {
+    for (;;) {
+      const std::size_t nl = buffer_.find('\n', pos_);
+      if (nl != std::string::npos) {
+        line.assign(buffer_, pos_, nl - pos_);
+        pos_ = nl + 1;
+        break;
+      }
+      if (buffer_.size() - pos_ > max_line_) {
+        slimnet::detail::raise<io_error>(function_, "'{}' line {} is longer than {} bytes", src_.path().string(), number_ + 1, max_line_);
+      }
+      buffer_.erase(0, pos_);
+      pos_ = 0;
+      const std::size_t old = buffer_.size();
+      buffer_.resize(old + chunk);
+      const std::size_t got = src_.read(reinterpret_cast<std::uint8_t*>(buffer_.data()) + old, chunk);
+      buffer_.resize(old + got);
+      if (got == 0) {
+        if (buffer_.empty()) return false;
+        line.swap(buffer_);  // the last line, without a final line break
+        buffer_.clear();
+        break;
+      }
+    }
+    ++number_;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    return true;
+  }
+  /// 1-based number of the line `next` returned last.
+  std::size_t number() const { return number_; }
+
+ private:
+  static constexpr std::size_t chunk = std::size_t{1} << 16;
+  data::detail::byte_source src_;
+  const char* function_;
+  std::size_t max_line_;
+  std::string buffer_;
+  std::size_t pos_ = 0;
+  std::size_t number_ = 0;
+};
+
+/// An axis value: a finite number that fits a float ("nan", "inf" and 1e39 are io_errors).
+inline float parse_axis(std::string_view field, const char* function, const std::string& where, const char* column) {
+  const double v = parse_number<double>(field, function, where, column);
+  if (!(std::abs(v) <= static_cast<double>(std::numeric_limits<float>::max()))) {  // also false for NaN
+    slimnet::detail::raise<io_error>(function, "{}: column {} holds '{}', not a finite float", where, column, field);
+  }
+  return static_cast<float>(v);
 }
 
 /// x(t) linearly interpolated at `at` (times sorted; at within [times.front(), times.back()]).
@@ -210,50 +276,53 @@ void interval_features(const std::vector<double>& times, const std::vector<std::
 /// unknown activity.
 inline std::vector<sensor_stream> read_sensor_csv(const std::filesystem::path& path) {
   constexpr const char* fn = "slimnet::data::hhar::read_sensor_csv";
-  std::ifstream in(path, std::ios::binary);
-  if (!in) slimnet::detail::raise<io_error>(fn, "cannot open '{}'", path.string());
-  std::string line;
-  if (!std::getline(in, line)) slimnet::detail::raise<io_error>(fn, "'{}' is empty: expected a header line", path.string());
-  if (!line.empty() && line.back() == '\r') line.pop_back();
-  const auto header = detail::split_csv_line(line);
-  const char* required[] = {"Creation_Time", "x", "y", "z", "User", "Model", "Device", "gt"};
-  std::array<std::size_t, 8> col{};
-  for (std::size_t r = 0; r < 8; ++r) {
-    const auto it = std::find(header.begin(), header.end(), std::string_view(required[r]));
-    if (it == header.end()) {
-      slimnet::detail::raise<io_error>(fn, "'{}': the header '{}' lacks column '{}'", path.string(), line, required[r]);
+  try {
+    detail::line_reader in(path, fn);
+    std::string line;
+    if (!in.next(line)) slimnet::detail::raise<io_error>(fn, "'{}' is empty: expected a header line", path.string());
+    const auto header = detail::split_csv_line(line);
+    const char* required[] = {"Creation_Time", "x", "y", "z", "User", "Model", "Device", "gt"};
+    std::array<std::size_t, 8> col{};
+    for (std::size_t r = 0; r < 8; ++r) {
+      const auto it = std::find(header.begin(), header.end(), std::string_view(required[r]));
+      if (it == header.end()) {
+        slimnet::detail::raise<io_error>(fn, "'{}': the header '{}' lacks column '{}'", path.string(), line, required[r]);
+      }
+      col[r] = static_cast<std::size_t>(it - header.begin());
     }
-    col[r] = static_cast<std::size_t>(it - header.begin());
+    const std::size_t fields = header.size();  // `header` views `line`: not used past here
+    std::vector<sensor_stream> streams;
+    std::map<std::tuple<std::string, std::string, std::int32_t>, std::size_t> index;
+    const std::string name = path.filename().string();
+    while (in.next(line)) {
+      if (line.empty()) continue;
+      const auto f = detail::split_csv_line(line);
+      const std::string where = fmt::format("{} line {}", name, in.number());
+      if (f.size() != fields) {
+        slimnet::detail::raise<io_error>(fn, "{}: {} fields, the header has {}", where, f.size(), fields);
+      }
+      const std::int32_t activity = activity_index(f[col[7]], fn);
+      sample s;
+      s.time = detail::parse_number<std::int64_t>(f[col[0]], fn, where, "Creation_Time");
+      // A negative time stamp would make every interval start "before" the recording (0 windows,
+      // silently); NaN or Inf in an axis would reach the FFT and every feature of its interval.
+      if (s.time < 0) slimnet::detail::raise<io_error>(fn, "{}: column Creation_Time holds {}, a negative time", where, s.time);
+      s.x = detail::parse_axis(f[col[1]], fn, where, "x");
+      s.y = detail::parse_axis(f[col[2]], fn, where, "y");
+      s.z = detail::parse_axis(f[col[3]], fn, where, "z");
+      if (activity < 0) continue;
+      auto key = std::make_tuple(std::string(f[col[4]]), std::string(f[col[6]]), activity);
+      auto it = index.find(key);
+      if (it == index.end()) {
+        it = index.emplace(key, streams.size()).first;
+        streams.push_back({std::string(f[col[4]]), std::string(f[col[5]]), std::string(f[col[6]]), activity, {}});
+      }
+      streams[it->second].samples.push_back(s);
+    }
+    return streams;
+  } catch (const std::bad_alloc&) {
+    slimnet::detail::raise<io_error>(fn, "not enough memory to read '{}'", path.string());
   }
-  std::vector<sensor_stream> streams;
-  std::map<std::tuple<std::string, std::string, std::int32_t>, std::size_t> index;
-  std::size_t line_no = 1;
-  const std::string name = path.filename().string();
-  while (std::getline(in, line)) {
-    ++line_no;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.empty()) continue;
-    const auto f = detail::split_csv_line(line);
-    const std::string where = fmt::format("{} line {}", name, line_no);
-    if (f.size() != header.size()) {
-      slimnet::detail::raise<io_error>(fn, "{}: {} fields, the header has {}", where, f.size(), header.size());
-    }
-    const std::int32_t activity = activity_index(f[col[7]], fn);
-    sample s;
-    s.time = detail::parse_number<std::int64_t>(f[col[0]], fn, where, "Creation_Time");
-    s.x = static_cast<float>(detail::parse_number<double>(f[col[1]], fn, where, "x"));
-    s.y = static_cast<float>(detail::parse_number<double>(f[col[2]], fn, where, "y"));
-    s.z = static_cast<float>(detail::parse_number<double>(f[col[3]], fn, where, "z"));
-    if (activity < 0) continue;
-    auto key = std::make_tuple(std::string(f[col[4]]), std::string(f[col[6]]), activity);
-    auto it = index.find(key);
-    if (it == index.end()) {
-      it = index.emplace(key, streams.size()).first;
-      streams.push_back({std::string(f[col[4]]), std::string(f[col[5]]), std::string(f[col[6]]), activity, {}});
-    }
-    streams[it->second].samples.push_back(s);
-  }
-  return streams;
 }
 
 /// Writes streams in HHAR's column order (Index,Arrival_Time,Creation_Time,x,y,z,User,Model,Device,gt);

@@ -3,15 +3,19 @@
 #pragma once
 
 #include <cstdint>
-#include <cstdio>
+#include <cstring>
 #include <filesystem>
+#include <new>
 #include <string>
 #include <vector>
 
 #include <zlib.h>
 
+#include "slimnet/core/checked.hpp"
 #include "slimnet/core/error.hpp"
+#include "slimnet/core/file.hpp"
 #include "slimnet/core/tensor.hpp"
+#include "slimnet/data/byte_source.hpp"
 #include "slimnet/data/dataset.hpp"
 
 namespace slimnet::data {
@@ -69,87 +73,97 @@ struct idx_array {
   }
 };
 
-namespace detail {
-
-/// Reads a whole file through zlib (gzread passes plain files through unchanged).
-inline std::vector<std::uint8_t> read_maybe_gz(const std::filesystem::path& path, const char* function) {
-  if (!std::filesystem::is_regular_file(path)) slimnet::detail::raise<io_error>(function, "no such file: '{}'", path.string());
-  gzFile f = gzopen(path.string().c_str(), "rb");
-  if (f == nullptr) slimnet::detail::raise<io_error>(function, "cannot open '{}'", path.string());
-  std::vector<std::uint8_t> out;
-  std::uint8_t buf[1 << 16];
-  for (;;) {
-    const int n = gzread(f, buf, sizeof(buf));
-    if (n < 0) {
-      int code = 0;
-      const std::string msg = gzerror(f, &code);
-      gzclose(f);
-      slimnet::detail::raise<io_error>(function, "'{}' is corrupt: {}", path.string(), msg);
-    }
-    if (n == 0) break;
-    out.insert(out.end(), buf, buf + n);
-  }
-  // A truncated .gz stream ends without error from gzread but with Z_BUF_ERROR pending.
-  int code = Z_OK;
-  gzerror(f, &code);
-  gzclose(f);
-  if (code != Z_OK && code != Z_STREAM_END) {
-    slimnet::detail::raise<io_error>(function, "'{}' is a truncated or corrupt gzip stream (zlib error {})", path.string(), code);
-  }
-  return out;
-}
-
-}  // namespace detail
-
-/// Reads an IDX file (plain or .gz). Throws io_error on a wrong magic number, an unknown type,
-/// or a payload whose length differs from the product of the dimensions.
+/// Reads an IDX file (plain or .gz). Throws io_error, naming the file, when it is not a regular
+/// file, on a wrong magic number, an unknown type, dimensions whose byte count overflows, a
+/// payload shorter or longer than the product of the dimensions (trailing data included), or a
+/// corrupt gzip stream. The declared size is checked against what the file can hold before any
+/// allocation, and a gzip stream is inflated only up to the declared size plus one byte.
 inline idx_array read_idx(const std::filesystem::path& path) {
   constexpr const char* fn = "slimnet::data::read_idx";
-  std::vector<std::uint8_t> raw = detail::read_maybe_gz(path, fn);
-  if (raw.size() < 4) slimnet::detail::raise<io_error>(fn, "'{}' has {} bytes, too short for an IDX header", path.string(), raw.size());
-  if (raw[0] != 0 || raw[1] != 0) {
-    slimnet::detail::raise<io_error>(fn, "'{}' has magic bytes 0x{:02x} 0x{:02x}, expected 0x00 0x00", path.string(), raw[0], raw[1]);
+  detail::byte_source src(path, fn);
+  std::uint8_t head[4 + 4 * 255];
+  const std::size_t got = src.read(head, 4);
+  if (got < 4) slimnet::detail::raise<io_error>(fn, "'{}' has {} bytes, too short for an IDX header", path.string(), got);
+  if (head[0] != 0 || head[1] != 0) {
+    slimnet::detail::raise<io_error>(fn, "'{}' has magic bytes 0x{:02x} 0x{:02x}, expected 0x00 0x00", path.string(), head[0], head[1]);
   }
   idx_array a;
-  a.type = static_cast<idx_type>(raw[2]);
-  if (idx_type_size(a.type) == 0) slimnet::detail::raise<io_error>(fn, "'{}' has unknown element type 0x{:02x}", path.string(), raw[2]);
-  const std::size_t rank = raw[3];
+  a.type = static_cast<idx_type>(head[2]);
+  if (idx_type_size(a.type) == 0) slimnet::detail::raise<io_error>(fn, "'{}' has unknown element type 0x{:02x}", path.string(), head[2]);
+  const std::size_t rank = head[3];
   const std::size_t header = 4 + 4 * rank;
-  if (rank == 0 || raw.size() < header) {
-    slimnet::detail::raise<io_error>(fn, "'{}' is truncated in its header (rank {}, {} bytes)", path.string(), rank, raw.size());
+  const std::size_t dims_read = rank == 0 ? 0 : src.read(head + 4, 4 * rank);
+  if (rank == 0 || dims_read < 4 * rank) {
+    slimnet::detail::raise<io_error>(fn, "'{}' is truncated in its header (rank {}, {} bytes)", path.string(), rank, 4 + dims_read);
   }
+  std::vector<std::uint32_t> written(rank);
   for (std::size_t d = 0; d < rank; ++d) {
-    const std::uint8_t* p = raw.data() + 4 + 4 * d;
-    a.dims.push_back(static_cast<index_t>((std::uint32_t(p[0]) << 24) | (std::uint32_t(p[1]) << 16) |
-                                        (std::uint32_t(p[2]) << 8) | std::uint32_t(p[3])));
+    const std::uint8_t* p = head + 4 + 4 * d;
+    written[d] = (std::uint32_t(p[0]) << 24) | (std::uint32_t(p[1]) << 16) | (std::uint32_t(p[2]) << 8) | std::uint32_t(p[3]);
   }
-  const auto expected = static_cast<std::size_t>(a.count()) * idx_type_size(a.type);
-  if (raw.size() - header != expected) {
+  // Up to 255 dimensions of up to 2^32 - 1 each: the element and byte counts are checked
+  // products, so a header whose product wraps to a small number is refused here.
+  const std::string what = fmt::format("'{}' declares dimensions", path.string());
+  const index_t count = checked_product<io_error, index_t>(written, fn, what.c_str());
+  const index_t expected = checked_mul<io_error>(count, static_cast<index_t>(idx_type_size(a.type)), fn, "payload bytes");
+  a.dims.assign(written.begin(), written.end());
+  const auto need = static_cast<std::uint64_t>(expected);
+  if (!src.gzip() && src.file_size() != header + need) {
     slimnet::detail::raise<io_error>(fn, "'{}' holds {} data bytes but its dimensions {} need {}", path.string(),
-                                     raw.size() - header, shape_string(a.dims), expected);
+                                     src.file_size() - std::min<std::uint64_t>(src.file_size(), header), shape_string(a.dims), need);
   }
-  a.bytes.assign(raw.begin() + static_cast<std::ptrdiff_t>(header), raw.end());
+  if (src.gzip() && need > src.max_bytes()) {
+    slimnet::detail::raise<io_error>(fn, "'{}' declares dimensions {} ({} data bytes), more than its {} compressed bytes can hold",
+                                     path.string(), shape_string(a.dims), need, src.file_size());
+  }
+  try {
+    // Grows with the data actually read: a gzip stream that ends early costs what it held.
+    const std::size_t chunk = std::size_t{1} << 20;
+    std::size_t have = 0;
+    while (have < need) {
+      const std::size_t step = static_cast<std::size_t>(std::min<std::uint64_t>(chunk, need - have));
+      a.bytes.resize(have + step);
+      const std::size_t n = src.read(a.bytes.data() + have, step);
+      have += n;
+      if (n < step) {
+        slimnet::detail::raise<io_error>(fn, "'{}' holds {} data bytes but its dimensions {} need {}", path.string(), have,
+                                         shape_string(a.dims), need);
+      }
+    }
+  } catch (const std::bad_alloc&) {
+    slimnet::detail::raise<io_error>(fn, "not enough memory for the {} data bytes of '{}'", need, path.string());
+  }
+  if (!src.at_end()) {
+    slimnet::detail::raise<io_error>(fn, "'{}' holds more than the {} data bytes its dimensions {} need (trailing data)",
+                                     path.string(), need, shape_string(a.dims));
+  }
   return a;
 }
 
-/// Writes unsigned-byte data as an IDX file (uncompressed).
+/// Writes unsigned-byte data as an IDX file (uncompressed), atomically: a unique temporary file,
+/// fsynced and renamed over `path`, removed on failure (see slimnet::detail::write_file_atomically).
 inline void write_idx_u8(const std::filesystem::path& path, const std::vector<index_t>& dims, const std::vector<std::uint8_t>& data) {
   constexpr const char* fn = "slimnet::data::write_idx_u8";
-  if (static_cast<std::size_t>(shape_size(dims)) != data.size() || dims.empty() || dims.size() > 255) {
+  if (dims.empty() || dims.size() > 255) {
+    slimnet::detail::raise<shape_error>(fn, "IDX files hold 1 to 255 dimensions, got {}", shape_string(dims));
+  }
+  for (index_t d : dims) {
+    if (d < 0 || d > index_t{0xFFFFFFFF}) {
+      slimnet::detail::raise<shape_error>(fn, "dimension {} of {} does not fit IDX's unsigned 32 bits", d, shape_string(dims));
+    }
+  }
+  if (static_cast<std::size_t>(shape_size(dims, fn)) != data.size()) {
     slimnet::detail::raise<shape_error>(fn, "{} bytes do not match dimensions {}", data.size(), shape_string(dims));
   }
-  const std::filesystem::path tmp = path.string() + ".part";
-  std::FILE* f = std::fopen(tmp.string().c_str(), "wb");
-  if (!f) slimnet::detail::raise<io_error>(fn, "cannot create '{}'", tmp.string());
   std::vector<std::uint8_t> header = {0, 0, static_cast<std::uint8_t>(idx_type::u8), static_cast<std::uint8_t>(dims.size())};
   for (index_t d : dims) {
     const auto v = static_cast<std::uint32_t>(d);
     header.insert(header.end(), {std::uint8_t(v >> 24), std::uint8_t(v >> 16), std::uint8_t(v >> 8), std::uint8_t(v)});
   }
-  const bool ok = std::fwrite(header.data(), 1, header.size(), f) == header.size() &&
-                  std::fwrite(data.data(), 1, data.size(), f) == data.size();
-  if (std::fclose(f) != 0 || !ok) slimnet::detail::raise<io_error>(fn, "failed writing '{}'", tmp.string());
-  std::filesystem::rename(tmp, path);  // never leaves a half-written file under the real name
+  slimnet::detail::write_file_atomically(path, fn, [&](slimnet::detail::file_sink& out) {
+    out.write(header.data(), header.size());
+    out.write(data.data(), data.size());
+  });
 }
 
 /// Loads an image/label IDX pair as a classification dataset: inputs (N, 1, rows, cols) scaled
@@ -203,7 +217,8 @@ template <class Scalar = float>
 split<Scalar> load_mnist_dir(const std::filesystem::path& dir) {
   auto find = [&](const std::string& stem) {
     for (const auto& candidate : {dir / stem, dir / (stem + ".gz")}) {
-      if (std::filesystem::exists(candidate)) return candidate;
+      std::error_code ec;  // the non-throwing overload: an unreadable folder is reported below
+      if (std::filesystem::exists(candidate, ec)) return candidate;
     }
     slimnet::detail::raise<io_error>("slimnet::data::load_mnist_dir", "'{}' has no {} or {}.gz", dir.string(), stem, stem);
   };

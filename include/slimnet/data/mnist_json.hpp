@@ -6,13 +6,14 @@
 
 #include <cmath>
 #include <filesystem>
-#include <fstream>
+#include <new>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "slimnet/core/error.hpp"
+#include "slimnet/data/byte_source.hpp"
 #include "slimnet/data/dataset.hpp"
 #include "slimnet/data/idx.hpp"
 
@@ -33,13 +34,15 @@ inline mnist_subset_counts convert_mnist_json(const std::filesystem::path& digit
   std::vector<std::int32_t> labels;
   for (int digit = 0; digit < 10; ++digit) {
     const auto path = digits_dir / (std::to_string(digit) + ".json");
-    std::ifstream in(path);
-    if (!in) slimnet::detail::raise<io_error>(fn, "cannot open '{}'", path.string());
     nlohmann::json doc;
     try {
-      in >> doc;
+      detail::byte_source src(path, fn);  // regular files only: a FIFO or /dev/zero is refused
+      const std::vector<std::uint8_t> text = src.read_rest(src.max_bytes());
+      doc = nlohmann::json::parse(text.begin(), text.end());
     } catch (const nlohmann::json::exception& e) {
       slimnet::detail::raise<io_error>(fn, "'{}' is not valid JSON: {}", path.string(), e.what());
+    } catch (const std::bad_alloc&) {
+      slimnet::detail::raise<io_error>(fn, "not enough memory to read '{}'", path.string());
     }
     if (!doc.is_object() || !doc.contains("data") || !doc["data"].is_array()) {
       slimnet::detail::raise<io_error>(fn, "'{}' has no \"data\" array", path.string());
@@ -60,7 +63,9 @@ inline mnist_subset_counts convert_mnist_json(const std::filesystem::path& digit
     labels.insert(labels.end(), values.size() / pixels, digit);
   }
   const auto [train, test] = stratified_split(labels, 10, test_fraction, seed);
-  std::filesystem::create_directories(out_dir);
+  std::error_code ec;
+  std::filesystem::create_directories(out_dir, ec);
+  if (ec) slimnet::detail::raise<io_error>(fn, "cannot create the folder '{}': {}", out_dir.string(), ec.message());
   auto write = [&](const std::vector<index_t>& which, const std::string& prefix) {
     std::vector<std::uint8_t> img, lab;
     img.reserve(which.size() * pixels);
