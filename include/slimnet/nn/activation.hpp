@@ -51,6 +51,7 @@ class activation : public cloneable<activation<Scalar, Policy>, Scalar> {
   }
   void backward(const tensor<Scalar>& x, const tensor<Scalar>& y, const tensor<Scalar>& dy,
                 tensor<Scalar>* dx) override {
+    this->check_backward_shapes(x, y, dy);
     if (dx == nullptr) return;
     dx->resize(x.shape());
     dx->flat() = Policy::df(y.flat(), dy.flat()).matrix();

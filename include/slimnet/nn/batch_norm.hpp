@@ -113,7 +113,8 @@ class batch_norm : public cloneable<batch_norm<Scalar>, Scalar> {
   //   dgamma = sum dy*xh,  dbeta = sum dy,
   //   dx = gamma * inv_std / M * (M dy - sum dy - xh * sum dy*xh).
   // Evaluation mode: dx = gamma * inv_std * dy.
-  void backward(const tensor<Scalar>& x, const tensor<Scalar>&, const tensor<Scalar>& dy, tensor<Scalar>* dx) override {
+  void backward(const tensor<Scalar>& x, const tensor<Scalar>& y, const tensor<Scalar>& dy, tensor<Scalar>* dx) override {
+    this->check_backward_shapes(x, y, dy);
     const index_t n = x.dim(0), c = features(), l = x.size() / std::max<index_t>(n * c, 1);
     const double count = static_cast<double>(n * l);
     if (dx != nullptr) dx->resize(x.shape());

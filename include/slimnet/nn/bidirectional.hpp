@@ -73,7 +73,8 @@ class bidirectional : public layer<Scalar> {
     Y.rightCols(hb) = y_backward_.matrix(rows, hb);
   }
 
-  void backward(const tensor<Scalar>& x, const tensor<Scalar>& /*y*/, const tensor<Scalar>& dy, tensor<Scalar>* dx) override {
+  void backward(const tensor<Scalar>& x, const tensor<Scalar>& y, const tensor<Scalar>& dy, tensor<Scalar>* dx) override {
+    this->check_backward_shapes(x, y, dy);
     const index_t hf = forward_->output_size(), hb = backward_->output_size(), rows = dy.size() / (hf + hb);
     require_shape(dy, output_shape(x.shape()), "slimnet::nn::bidirectional::backward", "dy");
     d_forward_.resize(y_forward_.shape());

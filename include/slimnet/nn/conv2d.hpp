@@ -216,8 +216,9 @@ class conv2d : public cloneable<conv2d<Scalar>, Scalar> {
     }
   }
 
-  void backward(const tensor<Scalar>& x, const tensor<Scalar>& /*y*/, const tensor<Scalar>& dy,
+  void backward(const tensor<Scalar>& x, const tensor<Scalar>& y, const tensor<Scalar>& dy,
                 tensor<Scalar>* dx) override {
+    this->check_backward_shapes(x, y, dy);
     const index_t batch = dy.dim(0), plane = dy.dim(2) * dy.dim(3), oc = out_channels(), k = weight_.size() / oc;
     const index_t in_size = in_channels() * x.dim(2) * x.dim(3), chunk = images_per_chunk(k, plane);
     const auto w = kernels::row_major(weight_.used_value().data(), oc, k);

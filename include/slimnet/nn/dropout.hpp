@@ -32,7 +32,8 @@ class dropout : public cloneable<dropout<Scalar>, Scalar> {
     y.flat() = x.flat().cwiseProduct(mask_.flat());
   }
 
-  void backward(const tensor<Scalar>& x, const tensor<Scalar>&, const tensor<Scalar>& dy, tensor<Scalar>* dx) override {
+  void backward(const tensor<Scalar>& x, const tensor<Scalar>& y, const tensor<Scalar>& dy, tensor<Scalar>* dx) override {
+    this->check_backward_shapes(x, y, dy);
     if (dx == nullptr) return;
     dx->resize(x.shape());
     if (active_) {

@@ -18,7 +18,8 @@ class flatten : public cloneable<flatten<Scalar>, Scalar> {
     y.resize(output_shape(x.shape()));
     y.flat() = x.flat();
   }
-  void backward(const tensor<Scalar>& x, const tensor<Scalar>&, const tensor<Scalar>& dy, tensor<Scalar>* dx) override {
+  void backward(const tensor<Scalar>& x, const tensor<Scalar>& y, const tensor<Scalar>& dy, tensor<Scalar>* dx) override {
+    this->check_backward_shapes(x, y, dy);
     if (dx == nullptr) return;
     dx->resize(x.shape());
     dx->flat() = dy.flat();

@@ -34,6 +34,7 @@ class layer {
 
   /// Given x and y of the last forward pass and dL/dy, accumulates dL/dW_eff into the parameters'
   /// grad() and writes dL/dx into *dx unless dx is null (first layer: input gradient not needed).
+  /// Throws shape_error unless y == output_shape(x) and dy has y's shape (check_backward_shapes).
   virtual void backward(const tensor<Scalar>& x, const tensor<Scalar>& y, const tensor<Scalar>& dy,
                         tensor<Scalar>* dx) = 0;
 
@@ -63,6 +64,31 @@ class layer {
   }
 
  protected:
+  /// Every backward starts here: throws shape_error unless y has the shape forward makes from x
+  /// and dy has y's shape. backward indexes x, y and dy with the sizes of the forward pass, so a
+  /// mismatch (a dy of the wrong batch size, say) would read or write past a buffer. Costs one
+  /// output_shape per call. The message names the layer and both shapes.
+  void check_backward_shapes(const tensor<Scalar>& x, const tensor<Scalar>& y, const tensor<Scalar>& dy) const {
+    constexpr const char* fn = "slimnet::nn::layer::backward";
+    std::string who = describe();
+    if (who.find('\n') != std::string::npos) who = kind();
+    if (!name_.empty()) who += " '" + name_ + "'";
+    shape_t expected;
+    try {
+      expected = output_shape(x.shape());
+    } catch (const shape_error& e) {
+      slimnet::detail::raise<shape_error>(fn, "{}: x of shape {} does not fit the layer ({})", who, shape_string(x.shape()), e.what());
+    }
+    if (y.shape() != expected) {
+      slimnet::detail::raise<shape_error>(fn, "{}: y has shape {}, but forward of x {} gives {}", who, shape_string(y.shape()),
+                                          shape_string(x.shape()), shape_string(expected));
+    }
+    if (dy.shape() != y.shape()) {
+      slimnet::detail::raise<shape_error>(fn, "{}: dy has shape {}, expected y's shape {}", who, shape_string(dy.shape()),
+                                          shape_string(y.shape()));
+    }
+  }
+
   /// Parameters of this layer itself (not of children); containers override.
   virtual void visit_own_parameters(const parameter_visitor& visit) { visit_parameters(visit); }
 

@@ -55,8 +55,9 @@ class linear : public cloneable<linear<Scalar>, Scalar> {
     }
   }
 
-  void backward(const tensor<Scalar>& x, const tensor<Scalar>& /*y*/, const tensor<Scalar>& dy,
+  void backward(const tensor<Scalar>& x, const tensor<Scalar>& y, const tensor<Scalar>& dy,
                 tensor<Scalar>* dx) override {
+    this->check_backward_shapes(x, y, dy);
     const index_t n = x.dim(0), in = in_features(), out = out_features();
     const auto dY = kernels::row_major(dy.data(), n, out);
     kernels::gemm<Scalar>(dY.transposed(), kernels::row_major(x.data(), n, in), kernels::row_major(weight_.grad().data(), out, in),

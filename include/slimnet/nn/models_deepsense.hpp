@@ -86,7 +86,8 @@ class time_distributed : public layer<Scalar> {
     y.flat() = out_.flat();
   }
 
-  void backward(const tensor<Scalar>& x, const tensor<Scalar>& /*y*/, const tensor<Scalar>& dy, tensor<Scalar>* dx) override {
+  void backward(const tensor<Scalar>& x, const tensor<Scalar>& y, const tensor<Scalar>& dy, tensor<Scalar>* dx) override {
+    this->check_backward_shapes(x, y, dy);
     d_out_ = dy;
     d_out_.reshape(out_.shape());
     inner_->backward(folded_, out_, d_out_, dx ? &d_folded_ : nullptr);
@@ -194,7 +195,8 @@ class sensor_stack : public layer<Scalar> {
     }
   }
 
-  void backward(const tensor<Scalar>& x, const tensor<Scalar>& /*y*/, const tensor<Scalar>& dy, tensor<Scalar>* dx) override {
+  void backward(const tensor<Scalar>& x, const tensor<Scalar>& y, const tensor<Scalar>& dy, tensor<Scalar>* dx) override {
+    this->check_backward_shapes(x, y, dy);
     const std::size_t k = branches_.size();
     d_outs_.resize(k);
     d_slices_.resize(k);
@@ -283,7 +285,8 @@ class zero_pad2d : public cloneable<zero_pad2d<Scalar>, Scalar> {
     y.set_zero();
     for_each_row(x.shape(), [&](index_t small, index_t big, index_t w) { std::copy_n(x.data() + small, w, y.data() + big); });
   }
-  void backward(const tensor<Scalar>& x, const tensor<Scalar>&, const tensor<Scalar>& dy, tensor<Scalar>* dx) override {
+  void backward(const tensor<Scalar>& x, const tensor<Scalar>& y, const tensor<Scalar>& dy, tensor<Scalar>* dx) override {
+    this->check_backward_shapes(x, y, dy);
     if (dx == nullptr) return;
     dx->resize(x.shape());
     for_each_row(x.shape(), [&](index_t small, index_t big, index_t w) { std::copy_n(dy.data() + big, w, dx->data() + small); });

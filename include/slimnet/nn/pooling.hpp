@@ -56,6 +56,7 @@ class max_pool2d : public cloneable<max_pool2d<Scalar>, Scalar> {
     y.resize(output_shape(x.shape()));
     const index_t planes = x.dim(0) * x.dim(1), h = x.dim(2), w = x.dim(3), oh_n = y.dim(2), ow_n = y.dim(3);
     argmax_.resize(static_cast<std::size_t>(y.size()));
+    argmax_input_ = x.shape();
     if (win_.kernel_h == 2 && win_.stride_h == 2 && win_.pad_h == 0) {
       forward_2x2(x, y);
       return;
@@ -89,6 +90,13 @@ class max_pool2d : public cloneable<max_pool2d<Scalar>, Scalar> {
 
   void backward(const tensor<Scalar>& x, const tensor<Scalar>& y, const tensor<Scalar>& dy,
                 tensor<Scalar>* dx) override {
+    this->check_backward_shapes(x, y, dy);
+    // The argmax indices address the input planes of the last forward pass: an x of another width
+    // with the same output shape (7 vs 6 columns for a 2x2 window) would scatter to wrong cells.
+    if (x.shape() != argmax_input_) {
+      slimnet::detail::raise<shape_error>("slimnet::nn::max_pool2d::backward", "{}: x has shape {}, the last forward pass had {}",
+                                          describe(), shape_string(x.shape()), shape_string(argmax_input_));
+    }
     if (dx == nullptr) return;
     dx->resize(x.shape());
     dx->set_zero();
@@ -120,13 +128,15 @@ class max_pool2d : public cloneable<max_pool2d<Scalar>, Scalar> {
         const Scalar* r1 = r0 + w;
         const auto base = static_cast<std::int32_t>(2 * oh * w);
         for (index_t ow = 0; ow < ow_n; ++ow) {
-          // Scan order (0,0) (0,1) (1,0) (1,1); a later cell wins only if strictly greater (or NaN).
+          // Scan order (0,0) (0,1) (1,0) (1,1); a later cell wins only if strictly greater or NaN,
+          // the general path's rule, so a NaN anywhere in the window is the output (max(NaN, x) =
+          // NaN): "!(cand <= best)" would also let any number replace a NaN already held.
           Scalar best = r0[2 * ow];
           std::int32_t at = base + static_cast<std::int32_t>(2 * ow);
           const Scalar cand[3] = {r0[2 * ow + 1], r1[2 * ow], r1[2 * ow + 1]};
           const std::int32_t where[3] = {at + 1, at + static_cast<std::int32_t>(w), at + static_cast<std::int32_t>(w) + 1};
           for (int c = 0; c < 3; ++c) {  // branch-free: random data would mispredict every compare
-            const bool wins = !(cand[c] <= best);  // strictly greater, or NaN
+            const bool wins = (cand[c] > best) | (cand[c] != cand[c]);
             at = wins ? where[c] : at;
             best = wins ? cand[c] : best;
           }
@@ -163,7 +173,9 @@ class max_pool2d : public cloneable<max_pool2d<Scalar>, Scalar> {
         for (int c = 0; c < 3; ++c) {
           const __m512i cell = _mm512_add_epi32(idx, step[c]);
           const __m512 cand = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, cell, xp, 4);
-          const __mmask16 wins = _mm512_cmp_ps_mask(cand, best, _CMP_NLE_UQ);
+          // cand > best (ordered: false when best is NaN) or cand is NaN, as the scalar code.
+          const __mmask16 wins =
+              _mm512_cmp_ps_mask(cand, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(cand, cand, _CMP_UNORD_Q);
           best = _mm512_mask_blend_ps(wins, best, cand);
           at = _mm512_mask_blend_epi32(wins, at, cell);
         }
@@ -177,6 +189,7 @@ class max_pool2d : public cloneable<max_pool2d<Scalar>, Scalar> {
 
   window2d win_;
   std::vector<std::int32_t> argmax_;  // flat index within the input plane of each output's maximum
+  shape_t argmax_input_;              // the input shape argmax_ refers to
 };
 
 template <class Scalar>
@@ -202,6 +215,7 @@ class avg_pool2d : public cloneable<avg_pool2d<Scalar>, Scalar> {
 
   void backward(const tensor<Scalar>& x, const tensor<Scalar>& y, const tensor<Scalar>& dy,
                 tensor<Scalar>* dx) override {
+    this->check_backward_shapes(x, y, dy);
     if (dx == nullptr) return;
     dx->resize(x.shape());
     dx->set_zero();

@@ -484,7 +484,8 @@ class recurrent : public recurrent_layer<Scalar> {
     detail::rnn::columns_to_rows(pairs, h, top.state.data(), sld);
   }
 
-  void backward(const tensor<Scalar>& x, const tensor<Scalar>& /*y*/, const tensor<Scalar>& dy, tensor<Scalar>* dx) override {
+  void backward(const tensor<Scalar>& x, const tensor<Scalar>& y, const tensor<Scalar>& dy, tensor<Scalar>* dx) override {
+    this->check_backward_shapes(x, y, dy);
     const std::string fn = where("backward");
     const index_t n = plan_.batch, t_len = plan_.steps, cols = plan_.columns(), h = output_size_();
     if (x.rank() != 3 || x.dim(0) != n || x.dim(1) != t_len) {

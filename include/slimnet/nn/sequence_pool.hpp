@@ -49,7 +49,8 @@ class sequence_mean : public cloneable<sequence_mean<Scalar>, Scalar> {
     }
   }
 
-  void backward(const tensor<Scalar>& x, const tensor<Scalar>& /*y*/, const tensor<Scalar>& dy, tensor<Scalar>* dx) override {
+  void backward(const tensor<Scalar>& x, const tensor<Scalar>& y, const tensor<Scalar>& dy, tensor<Scalar>* dx) override {
+    this->check_backward_shapes(x, y, dy);
     if (dx == nullptr) return;
     const index_t n = x.dim(0), t_len = x.dim(1), f = x.dim(2);
     dx->resize(x.shape());

@@ -101,6 +101,7 @@ class sequential : public layer<Scalar> {
 
   void backward(const tensor<Scalar>& x, const tensor<Scalar>& y, const tensor<Scalar>& dy,
                 tensor<Scalar>* dx) override {
+    this->check_backward_shapes(x, y, dy);
     if (layers_.empty()) {
       if (dx) *dx = dy;
       return;

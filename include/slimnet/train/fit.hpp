@@ -56,7 +56,8 @@ index_t count_correct(const tensor<Scalar>& output, const std::vector<std::int32
   return correct;
 }
 
-/// Mean loss and accuracy of `model` in evaluation mode.
+/// Mean loss and accuracy of `model` in evaluation mode. Throws slimnet::error naming the batch
+/// (counted from 0, in data order) whose loss is not finite.
 template <class Scalar>
 metrics evaluate(nn::layer<Scalar>& model, const data::dataset<Scalar>& data, const loss_function<Scalar>& loss,
                  index_t batch_size = 256) {
@@ -69,10 +70,18 @@ metrics evaluate(nn::layer<Scalar>& model, const data::dataset<Scalar>& data, co
   double loss_sum = 0;
   index_t correct = 0;
   metrics m;
+  index_t batch_index = 0;
   while (batches.next(b)) {
     ctx.lengths = b.lengths.empty() ? nullptr : &b.lengths;
     model.forward(b.inputs, out, ctx);
-    loss_sum += loss.compute(out, b, grad) * static_cast<double>(b.size());
+    const double batch_loss = loss.compute(out, b, grad);
+    // A NaN or Inf here would turn the mean into NaN (or hide in a finite accuracy): say where.
+    if (!std::isfinite(batch_loss)) {
+      slimnet::detail::raise<error>("slimnet::train::evaluate", "loss is {} on batch {} (examples {} to {} of {})", batch_loss,
+                                    batch_index, m.samples, m.samples + b.size() - 1, data.size());
+    }
+    ++batch_index;
+    loss_sum += batch_loss * static_cast<double>(b.size());
     if (!b.labels.empty()) correct += count_correct(out, b.labels);
     m.samples += b.size();
   }
