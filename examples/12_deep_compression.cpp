@@ -17,10 +17,14 @@
 //    storage estimate (relative indices of --index-bits with filler zeros for longer gaps, the
 //    survivors' cluster indices, 32-bit centroids), then check that the mask held: every pruned
 //    weight is exactly 0 and no layer has more than 2^bits distinct nonzero values.
+// 6. Save the model as one compressed file (io::save_model: relative indices, codebook indices of
+//    the survivors, Huffman where it pays) to --out, next to the dense baseline saved the same way
+//    (--out with ".dense" before the extension), reload it and evaluate the reloaded model.
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <set>
 #include <string>
 #include <vector>
@@ -88,6 +92,7 @@ int main(int argc, char** argv) {
                {"finetune-epochs", "3"},
                {"finetune-lr", "1e-4"},
                {"limit", "0"},
+               {"out", "deep-compression.safetensors"},
                {"quiet", "false"}},
               "deep_compression: prune, retrain, cluster the surviving weights with k-means and "
               "fine-tune the centroids (Han et al. 2016) for LeNet-300-100 (lenet300) or LeNet-5 "
@@ -112,6 +117,10 @@ int main(int argc, char** argv) {
                                  seed, !quiet},
                                 "deep_compression");
     const double baseline = train::evaluate(model, data.test, loss).accuracy;
+    const std::filesystem::path out = a.str("out");
+    std::filesystem::path dense_out = out;
+    dense_out.replace_extension(".dense" + out.extension().string());
+    io::save_model(model, dense_out);
     fmt::print("{} on {}: dense baseline {:.2f}% ({} train / {} test images)\n", model_name,
                a.str("data"), 100 * baseline, data.train.size(), data.test.size());
 
@@ -228,8 +237,16 @@ int main(int argc, char** argv) {
                "({:+.2f} pp against dense)\n",
                100 * baseline, 100 * pruned, 100 * clustered, 100 * finetuned,
                100 * (finetuned - baseline));
-    // SAVE_MODEL: once io::save_model (the compressed model file of issue #12) exists, save the
-    // model here, print its bytes against the dense file's and the accuracy after reloading it.
+    // 6. The whole compressed model in one file, reloaded with no user code.
+    io::save_model(model, out);
+    const auto reloaded = io::load_model<float>(out);
+    const double reloaded_accuracy = train::evaluate(*reloaded, data.test, loss).accuracy;
+    const auto bytes = std::filesystem::file_size(out), dense_bytes = std::filesystem::file_size(dense_out);
+    fmt::print("file {}: {} bytes against {} bytes for the dense model ({}): {:.1f}x; accuracy "
+               "after reloading {:.2f}%\n",
+               out.string(), bytes, dense_bytes, dense_out.string(),
+               static_cast<double>(dense_bytes) / static_cast<double>(bytes),
+               100 * reloaded_accuracy);
     fmt::print("mask kept: {}\n",
                mask_kept ? "yes (every pruned weight is exactly 0, at most 2^bits distinct values "
                            "per layer)"
