@@ -69,6 +69,18 @@ TEST_CASE("every layer kind rebuilds: pools, activations, BatchNorm, dropout, th
   m.add("bn1", nn::batch_norm1d<float>(5));
   m.add("tanh", nn::tanh<float>());
   check_rebuilds(m);
+
+  // A BNN block (example 07): shift-based BatchNorm and the sign activation.
+  nn::sequential<float> bnn;
+  bnn.add("fc", nn::linear<float>(10, 6));
+  bnn.add("bn", quant::shift_batch_norm<float>(6, {2e-4, 0.3, false}));
+  bnn.add("sign", quant::sign_activation<float>(quant::binarization::stochastic));
+  check_rebuilds(bnn);
+  io::extra_tensors<float> extras;
+  const auto j = io::architecture_of(bnn, extras);
+  CHECK(j["layers"][1]["eps"] == 2e-4);
+  CHECK(j["layers"][1]["affine"] == false);
+  CHECK(j["layers"][2]["mode"] == "stochastic");
 }
 
 TEST_CASE("recurrent layers rebuild: stacked, thinned, reversed, bidirectional, with unit masks", "[io][architecture]") {

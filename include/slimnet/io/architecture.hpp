@@ -9,7 +9,7 @@
 // Every layer kind of nn/ is covered: Sequential (nested), Linear, Conv2d, MaxPool2d, AvgPool2d,
 // ReLU, Tanh, Sigmoid, Dropout, Flatten, BatchNorm1d/2d, LSTM, GRU (stacked, reversed, DeepIoT unit
 // masks as tensors), Bidirectional, SequenceMean, and DeepSense's TimeDistributed, SensorStack and
-// ZeroPad2d. Parameters and buffers are not in the JSON: they are the file's tensors, named as
+// ZeroPad2d, and the BNN layers of quant/ (SignActivation, ShiftBatchNorm). Parameters and buffers are not in the JSON: they are the file's tensors, named as
 // the rebuilt model names them. The concrete layer types are told apart here and nowhere else.
 #pragma once
 
@@ -36,6 +36,8 @@
 #include "slimnet/nn/pooling.hpp"
 #include "slimnet/nn/sequence_pool.hpp"
 #include "slimnet/nn/sequential.hpp"
+#include "slimnet/quant/binary.hpp"
+#include "slimnet/quant/shift.hpp"
 
 namespace slimnet::io {
 
@@ -154,6 +156,15 @@ nlohmann::json layer_json(nn::layer<Scalar>& l, extra_tensors<Scalar>& extras) {
       branches.push_back(named((*s)[k], local_part((*s)[k].name(), l.name()), extras));
     }
     return {{"kind", kind}, {"branches", branches}};
+  }
+  if (auto* a = dynamic_cast<quant::sign_activation<Scalar>*>(&l)) return {{"kind", kind}, {"mode", quant::to_string(a->mode())}};
+  if (auto* b = dynamic_cast<quant::shift_batch_norm<Scalar>*>(&l)) {
+    double eps = 0, momentum = 0;
+    if (std::sscanf(l.describe().c_str(), "ShiftBatchNorm(%*ld, eps=%lf, momentum=%lf", &eps, &momentum) != 2) {
+      slimnet::detail::raise<config_error>("slimnet::io::architecture_of", "cannot read the hyper-parameters of {} from '{}'", kind, l.describe());
+    }
+    return {{"kind", kind}, {"features", b->features()}, {"eps", eps}, {"momentum", momentum},
+            {"affine", l.describe().find("affine=false") == std::string::npos}};
   }
   if (dynamic_cast<zero_pad2d<Scalar>*>(&l)) {
     const auto v = describe_numbers(l.describe(), "ZeroPad2d((%ld, %ld, %ld, %ld))", 4, kind);
@@ -290,6 +301,18 @@ std::unique_ptr<nn::layer<Scalar>> build_layer(const nlohmann::json& j, const st
       o.momentum = r.number("momentum");
       o.affine = r.flag("affine");
       return std::make_unique<batch_norm<Scalar>>(r.count("features"), kind == "BatchNorm2d" ? 2 : 1, o);
+    }
+    if (kind == "SignActivation") {
+      const std::string mode = r.text("mode");
+      if (mode != "deterministic" && mode != "stochastic") r.fail(fmt::format("mode '{}' is neither deterministic nor stochastic", mode));
+      return std::make_unique<quant::sign_activation<Scalar>>(mode == "stochastic" ? quant::binarization::stochastic : quant::binarization::deterministic);
+    }
+    if (kind == "ShiftBatchNorm") {
+      typename quant::shift_batch_norm<Scalar>::options o;
+      o.eps = r.number("eps");
+      o.momentum = r.number("momentum");
+      o.affine = r.flag("affine");
+      return std::make_unique<quant::shift_batch_norm<Scalar>>(r.count("features"), o);
     }
     if (kind == "LSTM") return build_recurrent<Scalar, lstm_cell>(r, j, masks);
     if (kind == "GRU") return build_recurrent<Scalar, gru_cell>(r, j, masks);
