@@ -19,7 +19,11 @@ slimnet_example_smoke(prune_magnitude_agp_fashion prune_magnitude --model lenet3
                       --retrain-epochs 2 --schedule agp --limit 512 --quiet)
 
 slimnet_example(dns 03_dns.cpp)
-slimnet_example_smoke(dns_lenet5 dns --model lenet5 --data mnist --epochs 1 --dns-epochs 2 --surgery-epochs 1 --limit 256 --quiet)
+slimnet_example_smoke(dns_lenet5 dns --model lenet5 --data mnist --epochs 1 --dns-epochs 2 --surgery-epochs 1 --limit 256 --quiet
+                      --out smoke-lenet5-dns.safetensors)
+if(SLIMNET_BUILD_TESTS)
+  set_tests_properties(example_dns_lenet5 PROPERTIES FIXTURES_SETUP smoke_dns_lenet5)  # deployed in deployment.cmake
+endif()
 slimnet_example_smoke(dns_lenet300 dns --model lenet300 --data mnist --epochs 1 --dns-epochs 2 --surgery-epochs 1 --limit 512 --quiet)
 
 slimnet_example(sensitivity 04_sensitivity.cpp)

@@ -3,6 +3,7 @@
 # configures and builds in ./build (Release), and fetches + converts the real data sets.
 #   scripts/setup.sh            library, tests, examples, data
 #   scripts/setup.sh --peers    also PyTorch 1.13, OpenBLAS and gnuplot, and builds the benchmarks
+#   SLIMNET_SETUP_CLANG=1       also clang with its sanitizer and libFuzzer runtimes
 # Extra CMake options can be passed in SLIMNET_CMAKE_ARGS (the demo and test scripts use it to
 # build only what they run).
 set -euo pipefail
@@ -14,6 +15,8 @@ if [[ "${1:-}" == "--peers" ]]; then
   packages+=(python3 python3-torch libopenblas0-pthread libopenblas-dev gnuplot-nox pkg-config)
   cmake_args+=(-DSLIMNET_BUILD_BENCHMARKS=ON)
 fi
+# The sanitizer suite and the fuzzers need clang and its runtime libraries (ASan, UBSan, libFuzzer).
+if [[ "${SLIMNET_SETUP_CLANG:-0}" == 1 ]]; then packages+=(clang libclang-rt-dev); fi
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 
 missing=()

@@ -181,12 +181,12 @@ TEST_CASE("dtypes: unknown names and invalid booleans", "[io][errors]") {
 
 TEST_CASE("non-regular files are refused without reading them", "[io][errors]") {
   const auto dir = slimnet::testing::temp_dir("stv_special");
-  expect_io_error(dir, {"is not a regular file (it is a directory)"});
-  expect_io_error("/dev/zero", {"'/dev/zero' is not a regular file (it is a character device)"});
+  expect_io_error(dir, {"is a directory, not a regular file"});
+  expect_io_error("/dev/zero", {"'/dev/zero' is a character device, not a regular file"});
   expect_io_error(dir / "missing.safetensors", {"cannot open", "No such file or directory"});
   const auto fifo = dir / "fifo";
   REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
-  expect_io_error(fifo, {"(it is a FIFO)"});  // must not block waiting for a writer
+  expect_io_error(fifo, {"is a FIFO, not a regular file"});  // must not block waiting for a writer
   CHECK_THROWS_AS(io::read_safetensors_metadata("/dev/zero"), io_error);
   nn::linear<float> model(2, 2);
   CHECK_THROWS_AS(io::load_parameters(model, dir), io_error);

@@ -135,6 +135,12 @@ class file_sink {
   const char* function_;
 };
 
+/// Creates `path` for writing only if nothing (not even a dangling symlink) is there:
+/// O_CREAT | O_EXCL | O_NOFOLLOW. Returns the descriptor, or -1 with errno set (EEXIST if taken).
+inline int open_exclusive(const std::filesystem::path& path) {
+  return ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+}
+
 /// Writes `path` atomically: `write(file_sink&)` fills a new temporary file "<path>.tmp-<random>"
 /// in the same directory, created with O_CREAT | O_EXCL | O_NOFOLLOW (so a file or symlink planted
 /// under a predictable name is never followed or overwritten; a name collision draws another
@@ -151,7 +157,7 @@ void write_file_atomically(const std::filesystem::path& path, const char* functi
   for (int attempt = 0; attempt < 100 && !fd; ++attempt) {
     tmp = path;
     tmp += fmt::format(".tmp-{:016x}", names());
-    const int raw = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+    const int raw = open_exclusive(tmp);
     if (raw >= 0) {
       fd = unique_fd(raw);
     } else if (errno != EEXIST && errno != EINTR) {
@@ -160,6 +166,11 @@ void write_file_atomically(const std::filesystem::path& path, const char* functi
   }
   if (!fd) raise<io_error>(function, "cannot create a unique temporary file next to '{}'", path.string());
   try {
+    // A file being replaced keeps its permission bits (the temporary was created 0666 & ~umask).
+    struct stat existing {};
+    if (::stat(path.c_str(), &existing) == 0 && S_ISREG(existing.st_mode) && ::fchmod(fd.get(), existing.st_mode & 07777) != 0) {
+      raise<io_error>(function, "cannot set the permissions of '{}': {}", tmp.string(), os_reason(errno));
+    }
     file_sink sink(fd.get(), tmp, function);
     write(sink);
     if (::fsync(fd.get()) != 0) raise<io_error>(function, "fsync of '{}' failed: {}", tmp.string(), os_reason(errno));

@@ -159,12 +159,8 @@ nlohmann::json layer_json(nn::layer<Scalar>& l, extra_tensors<Scalar>& extras) {
   }
   if (auto* a = dynamic_cast<quant::sign_activation<Scalar>*>(&l)) return {{"kind", kind}, {"mode", quant::to_string(a->mode())}};
   if (auto* b = dynamic_cast<quant::shift_batch_norm<Scalar>*>(&l)) {
-    double eps = 0, momentum = 0;
-    if (std::sscanf(l.describe().c_str(), "ShiftBatchNorm(%*ld, eps=%lf, momentum=%lf", &eps, &momentum) != 2) {
-      slimnet::detail::raise<config_error>("slimnet::io::architecture_of", "cannot read the hyper-parameters of {} from '{}'", kind, l.describe());
-    }
-    return {{"kind", kind}, {"features", b->features()}, {"eps", eps}, {"momentum", momentum},
-            {"affine", l.describe().find("affine=false") == std::string::npos}};
+    const auto& o = b->settings();
+    return {{"kind", kind}, {"features", b->features()}, {"eps", o.eps}, {"momentum", o.momentum}, {"affine", o.affine}};
   }
   if (dynamic_cast<zero_pad2d<Scalar>*>(&l)) {
     const auto v = describe_numbers(l.describe(), "ZeroPad2d((%ld, %ld, %ld, %ld))", 4, kind);

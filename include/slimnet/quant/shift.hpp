@@ -93,6 +93,8 @@ class shift_batch_norm : public nn::cloneable<shift_batch_norm<Scalar>, Scalar> 
                        opt_.momentum, opt_.affine ? "" : ", affine=false");
   }
   index_t features() const { return weight_.size(); }
+  /// The hyper-parameters it was built with (what a model file records).
+  const options& settings() const { return opt_; }
   nn::parameter<Scalar>& weight() { return weight_; }
   nn::parameter<Scalar>& bias() { return bias_; }
   nn::parameter<Scalar>& running_mean() { return running_mean_; }
