@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cmath>
+#include <limits>
 #include <type_traits>
 
 #include "slimnet/kernels/int8_gemm.hpp"
@@ -150,12 +151,17 @@ class int8_engine : public engine<Scalar> {
         step = m > 0 ? static_cast<double>(m) / 127.0 : 1.0;
       }
       const auto inv = static_cast<Scalar>(1.0 / step);
-      row_scale_[static_cast<std::size_t>(i)] = static_cast<float>(step);
+      bool representable = std::isfinite(step);
       std::int8_t* q = xq_.data() + i * cols_;
       for (index_t k = 0; k < cols_; ++k) {
         const Scalar c = std::nearbyint(xr[k] * inv);
-        q[k] = static_cast<std::int8_t>(std::clamp(c, Scalar(-127), Scalar(127)));
+        representable = representable && !std::isnan(c);
+        // NaN has no int8 code (casting it is undefined): code 0 here, and the row's step below.
+        q[k] = std::isnan(c) ? std::int8_t{0} : static_cast<std::int8_t>(std::clamp(c, Scalar(-127), Scalar(127)));
       }
+      // A row holding NaN or Inf gets a NaN step, so its outputs are NaN as the float layer's would
+      // be (found by fuzz/model_file_fuzz.cpp under UBSan).
+      row_scale_[static_cast<std::size_t>(i)] = representable ? static_cast<float>(step) : std::numeric_limits<float>::quiet_NaN();
     }
   }
 
