@@ -90,10 +90,7 @@ int main(int argc, char** argv) {
     } else {
       print_table(path, s);
     }
-  } catch (const slimnet::error& e) {
-    fmt::print(stderr, "error: {}\n", e.what());
-    return 1;
-  } catch (const std::exception& e) {
+  } catch (const std::exception& e) {  // slimnet::error (a bad file) and anything else alike
     fmt::print(stderr, "error: {}\n", e.what());
     return 1;
   }
