@@ -10,8 +10,10 @@
 
 #include "slimnet/core/random.hpp"
 #include "slimnet/kernels/binary_gemm.hpp"
+#include "support/poison.hpp"
 
 using namespace slimnet;
+using slimnet::testing::poison;
 
 namespace {
 std::vector<float> random_values(index_t n, rng& gen) {
@@ -63,6 +65,7 @@ TEST_CASE("gemm_xnor equals the reference and the fp32 product of the signs", "[
     const auto abits = kernels::pack_signs(kernels::row_major<const float>(a.data(), s.m, s.k));
     const auto bbits = kernels::pack_signs(kernels::row_major<const float>(b.data(), s.n, s.k));
     std::vector<std::int32_t> ref(static_cast<std::size_t>(s.m * s.n)), got(ref.size());
+    poison(ref);
     kernels::gemm_xnor_reference(abits.ref(), bbits.ref(), kernels::row_major(ref.data(), s.m, s.n));
     // The reference is the fp32 product of the +-1 matrices (exact: |dot| <= K < 2^24).
     bool matches_float = true;
@@ -82,13 +85,14 @@ TEST_CASE("gemm_xnor equals the reference and the fp32 product of the signs", "[
         kernels::xnor_params p;
         p.path = path;
         p.threads = threads;
-        std::fill(got.begin(), got.end(), -12345);
+        poison(got);
         kernels::gemm_xnor(abits.ref(), packed, kernels::row_major(got.data(), s.m, s.n), p);
         CHECK(got == ref);
       }
       // Unpacked B, and a float epilogue with per-column scale and bias.
       kernels::xnor_params p;
       p.path = path;
+      poison(got);
       kernels::gemm_xnor(abits.ref(), bbits.ref(), kernels::row_major(got.data(), s.m, s.n), p);
       CHECK(got == ref);
       std::vector<float> scale(static_cast<std::size_t>(s.n)), bias(scale.size()), gotf(ref.size()), reff(ref.size());
@@ -96,6 +100,8 @@ TEST_CASE("gemm_xnor equals the reference and the fp32 product of the signs", "[
       for (auto& v : bias) v = static_cast<float>(gen.uniform(-1, 1));
       p.col_scale = scale.data();
       p.col_bias = bias.data();
+      poison(gotf);
+      poison(reff);
       kernels::gemm_xnor(abits.ref(), packed, kernels::row_major(gotf.data(), s.m, s.n), p);
       kernels::gemm_xnor_reference(abits.ref(), bbits.ref(), kernels::row_major(reff.data(), s.m, s.n), p);
       for (std::size_t e = 0; e < reff.size(); ++e) CHECK(gotf[e] == Approx(reff[e]).epsilon(1e-6).margin(1e-5));
@@ -111,10 +117,14 @@ TEST_CASE("gemm_xnor: rows with extra zero words, empty products, shape errors",
   kernels::pack_signs(kernels::row_major<const float>(b.data(), 5, 100), wide_b);
   const auto na = kernels::pack_signs(kernels::row_major<const float>(a.data(), 9, 100));
   const auto nb = kernels::pack_signs(kernels::row_major<const float>(b.data(), 5, 100));
-  std::vector<std::int32_t> c1(45), c2(45);
+  std::vector<std::int32_t> c1(45), c2(45), expected(45);
+  poison(c1);
+  poison(c2);
   kernels::gemm_xnor(wide_a.ref(), wide_b.ref(), kernels::row_major(c1.data(), 9, 5));
   kernels::gemm_xnor(na.ref(), nb.ref(), kernels::row_major(c2.data(), 9, 5));
-  CHECK(c1 == c2);
+  kernels::gemm_xnor_reference(na.ref(), nb.ref(), kernels::row_major(expected.data(), 9, 5));
+  CHECK(c1 == expected);
+  CHECK(c2 == expected);
   // K = 0: every dot product is 0.
   kernels::bit_matrix e1(3, 0), e2(4, 0);
   std::vector<std::int32_t> z(12, 7);
@@ -138,6 +148,7 @@ TEST_CASE("gemm_xnor on 1000 x 1000 x 1000 equals the product of the signs (exac
   const auto abits = kernels::pack_signs(kernels::row_major<const float>(a.data(), n, n));
   const kernels::xnor_packed_rhs packed(kernels::pack_signs(kernels::row_major<const float>(b.data(), n, n)).ref());
   std::vector<std::int32_t> got(static_cast<std::size_t>(n * n));
+  poison(got);
   kernels::xnor_params p;
   p.threads = 2;
   kernels::gemm_xnor(abits.ref(), packed, kernels::row_major(got.data(), n, n), p);

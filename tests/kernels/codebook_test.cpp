@@ -8,8 +8,10 @@
 
 #include "slimnet/core/random.hpp"
 #include "slimnet/kernels/codebook_gemm.hpp"
+#include "support/poison.hpp"
 
 using namespace slimnet;
+using slimnet::testing::poison;
 
 namespace {
 
@@ -68,18 +70,22 @@ TEMPLATE_TEST_CASE("codebook GEMV and GEMM equal the decoded product for 1..8-bi
           p.bias = bias.data();
           p.path = path;
           if (n == 1) {
+            poison(y);
             kernels::gemv_codebook(a.ref(), x.data(), y.data(), p);
             check_product(a.ref(), x, 1, bias, y.data(), 1, 1, "gemv_codebook");
           }
           p.threads = 2;
+          poison(y);
           kernels::gemm_codebook(a.ref(), kernels::row_major<const TestType>(x.data(), k, n), kernels::row_major(y.data(), m, n), p);
           check_product(a.ref(), x, n, bias, y.data(), n, 1, "gemm_codebook");
         }
         kernels::codebook_params<TestType> p;
         p.bias = bias.data();
+        poison(y);
         kernels::gemm_codebook_reference(a.ref(), kernels::row_major<const TestType>(x.data(), k, n), kernels::row_major(y.data(), m, n), p);
         check_product(a.ref(), x, n, bias, y.data(), n, 1, "gemm_codebook_reference");
         if (n == 1) {
+          poison(y);
           kernels::gemv_codebook_reference(a.ref(), x.data(), y.data(), p);
           check_product(a.ref(), x, 1, bias, y.data(), 1, 1, "gemv_codebook_reference");
         }
@@ -95,6 +101,7 @@ TEST_CASE("codebook 1000 x 1000 at 4 and 5 bits; from_dense; validation", "[kern
     const auto a = random_codebook<float>(1000, 1000, bits, gen, idx);
     std::vector<float> x(1000), y(1000), bias;
     for (auto& v : x) v = static_cast<float>(gen.uniform(-1, 1));
+    poison(y);
     kernels::gemv_codebook(a.ref(), x.data(), y.data());
     check_product(a.ref(), x, 1, bias, y.data(), 1, 1, "gemv_codebook");
     CHECK(a.bytes() == static_cast<std::size_t>(1000 * ((1000 * bits + 7) / 8)) + a.centroids().size() * sizeof(float));
