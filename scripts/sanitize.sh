@@ -7,9 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 targets=("$@")
-((${#targets[@]})) || targets=(core_tests data_tests io_tests nn_tests kernels_tests compressed_tests
-  fuzz_replay_idx fuzz_replay_cifar fuzz_replay_hhar fuzz_replay_mnist_json fuzz_replay_safetensors)
-if [[ -f fuzz/model_file_fuzz.cpp ]]; then targets+=(fuzz_replay_model_file); fi
+((${#targets[@]})) || targets=(core_tests data_tests io_tests nn_tests kernels_tests compressed_tests fuzz_replay)
 command -v clang++ >/dev/null || { echo "sanitize: clang++ is missing (SLIMNET_SETUP_CLANG=1 scripts/setup.sh installs it)" >&2; exit 1; }
 flags="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
 cmake -S . -B build-asan -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g" \
@@ -17,5 +15,6 @@ cmake -S . -B build-asan -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Debug -
   -DSLIMNET_BUILD_TESTS=ON -DSLIMNET_BUILD_EXAMPLES=OFF -DSLIMNET_BUILD_BENCHMARKS=OFF >/dev/null
 cmake --build build-asan -j "$(nproc 2>/dev/null || echo 2)" --target "${targets[@]}"
 regex=$(printf '^%s$|' "${targets[@]%_tests}")
+regex=${regex/'^fuzz_replay$'/'^fuzz_replay_'}  # fuzz_replay runs as one test per reader
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 ctest --test-dir build-asan --output-on-failure -j "$(nproc 2>/dev/null || echo 2)" -R "${regex%|}"
