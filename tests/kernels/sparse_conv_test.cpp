@@ -68,8 +68,11 @@ void dense_expected(const conv_case& c, const std::vector<Scalar>& w, const std:
     }
 }
 
+/// Runs case c through the reference and the fast kernel (both paths, twice each) and checks them
+/// against dense_expected; `shared` (optional) is a workspace kept across calls with other shapes.
 template <class Scalar>
-void run_case(const conv_case& c, std::uint64_t seed) {
+void run_case(const conv_case& c, std::uint64_t seed, kernels::sparse_conv_workspace<Scalar>* shared = nullptr,
+              const kernels::sparse_filters<Scalar>* given = nullptr) {
   rng gen(seed);
   const index_t k = c.channels * c.kernel * c.kernel;
   std::vector<Scalar> w(static_cast<std::size_t>(c.out_channels * k), Scalar(0));
@@ -81,8 +84,15 @@ void run_case(const conv_case& c, std::uint64_t seed) {
   std::vector<Scalar> x(static_cast<std::size_t>(c.batch * c.channels * c.height * c.width)), bias(static_cast<std::size_t>(c.out_channels));
   for (auto& v : x) v = static_cast<Scalar>(gen.uniform(-1, 1));
   for (auto& v : bias) v = static_cast<Scalar>(gen.uniform(-1, 1));
-  const auto filters = kernels::sparse_filters<Scalar>::from_dense(kernels::row_major<const Scalar>(w.data(), c.out_channels, k), c.channels,
-                                                                   c.kernel, c.kernel);
+  if (given != nullptr) {  // the weights of the given filters (same shape as c's)
+    std::fill(w.begin(), w.end(), Scalar(0));
+    const auto r = given->ref();
+    for (index_t o = 0; o < c.out_channels; ++o)
+      for (auto q = r.row_offsets[o]; q < r.row_offsets[o + 1]; ++q) w[static_cast<std::size_t>(o * k + r.taps[q])] = r.values[q];
+  }
+  const auto own = kernels::sparse_filters<Scalar>::from_dense(kernels::row_major<const Scalar>(w.data(), c.out_channels, k), c.channels,
+                                                              c.kernel, c.kernel);
+  const auto& filters = given != nullptr ? *given : own;
   const kernels::conv_input in{c.batch, c.channels, c.height, c.width, c.pad, c.pad};
   const shape_t shape = kernels::sparse_conv2d_output_shape(c.out_channels, c.kernel, c.kernel, in, c.ep);
   const auto size = static_cast<std::size_t>(shape_size(shape));
@@ -107,7 +117,8 @@ void run_case(const conv_case& c, std::uint64_t seed) {
   std::vector<Scalar> y(size, nan);
   kernels::sparse_conv2d_reference(filters.ref(), x.data(), in, bias.data(), c.ep, y.data());
   check(y, "reference");
-  kernels::sparse_conv_workspace<Scalar> ws;
+  kernels::sparse_conv_workspace<Scalar> local;
+  kernels::sparse_conv_workspace<Scalar>& ws = shared != nullptr ? *shared : local;
   for (auto path : {kernels::kernel_path::automatic, kernels::kernel_path::portable}) {
     for (int call = 0; call < 2; ++call) {  // the second call reuses the workspace
       std::fill(y.begin(), y.end(), nan);
@@ -133,6 +144,45 @@ TEMPLATE_TEST_CASE("direct sparse convolution equals the dense convolution over 
     run_case<TestType>({1, 1, 1, 1, 1, 1, 0, density, none}, seed++);      // 1 x 1 everything
     run_case<TestType>({64, 2, 6, 6, 4, 3, 0, density, relu_pool2}, seed++);  // rows of 4 x 64: the row-by-row layout
     run_case<TestType>({5, 1, 4, 3, 2, 3, 1, density, pool3s2}, seed++);
+  }
+}
+
+TEMPLATE_TEST_CASE("direct sparse convolution of one image: phase planes for every pooling whose kernel equals its stride",
+                   "[kernels][sparse][conv]", float, double) {
+  // Batch 1 without pooling or with pool kernel == stride runs on column-shifted phase planes
+  // (the pooled plane is the max of the phase planes); pool 3 at stride 2 keeps the plane path.
+  const kernels::conv_epilogue none{}, relu{true, 0, 0}, pool2{false, 2, 2}, relu_pool2{true, 2, 2}, pool3{false, 3, 3},
+      relu_pool3{true, 3, 3}, pool3s2{true, 3, 2};
+  std::uint64_t seed = 500;
+  for (double density : {0.0, 0.03, 0.3, 1.0}) {
+    for (const auto& ep : {none, relu, pool2, relu_pool2, pool3, relu_pool3, pool3s2}) {
+      run_case<TestType>({1, 20, 12, 12, 50, 5, 0, density, ep}, seed++);  // LeNet-5 conv2 at batch 1 (one vector per phase)
+      run_case<TestType>({1, 3, 13, 11, 5, 3, 1, density, ep}, seed++);    // odd sizes, padding 1 (odd rows per phase)
+      run_case<TestType>({1, 2, 37, 41, 3, 4, 2, density, ep}, seed++);    // rows of 45 floats: the portable fill
+      run_case<TestType>({1, 1, 9, 30, 4, 1, 0, density, ep}, seed++);     // 1 x 1 kernel, pw up to 30
+    }
+  }
+}
+
+TEST_CASE("direct sparse convolution: one workspace across batches, paddings and epilogues", "[kernels][sparse][conv]") {
+  // The cached offsets depend on the batch, the padded size and the layout (phase count): a
+  // workspace kept by a layer must recompute them whenever any of these changes.
+  rng gen(9);
+  const index_t out_c = 6, in_c = 4, k = 3;
+  std::vector<float> w(static_cast<std::size_t>(out_c * in_c * k * k), 0.0f);
+  for (auto& v : w)
+    if (gen.uniform() < 0.3) v = static_cast<float>(gen.uniform(-1, 1));
+  const auto filters = kernels::sparse_filters<float>::from_dense(kernels::row_major<const float>(w.data(), out_c, in_c * k * k), in_c, k, k);
+  kernels::sparse_conv_workspace<float> ws;
+  std::uint64_t seed = 900;
+  const kernels::conv_epilogue none{}, pool2{false, 2, 2}, pool3s2{true, 3, 2};
+  for (int round = 0; round < 2; ++round) {
+    run_case<float>({1, in_c, 10, 10, out_c, k, 0, 0.3, pool2}, seed++, &ws, &filters);
+    run_case<float>({3, in_c, 10, 10, out_c, k, 0, 0.3, pool2}, seed++, &ws, &filters);
+    run_case<float>({1, in_c, 10, 10, out_c, k, 1, 0.3, pool2}, seed++, &ws, &filters);
+    run_case<float>({1, in_c, 10, 10, out_c, k, 1, 0.3, none}, seed++, &ws, &filters);
+    run_case<float>({1, in_c, 10, 10, out_c, k, 1, 0.3, pool3s2}, seed++, &ws, &filters);
+    run_case<float>({1, in_c, 12, 9, out_c, k, 0, 0.3, pool2}, seed++, &ws, &filters);
   }
 }
 

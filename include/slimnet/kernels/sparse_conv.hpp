@@ -21,6 +21,13 @@
 // of vectors each needs. Each output channel's plane is computed into a small buffer, then pooled
 // (and clamped) straight into y, so the unpooled output never leaves the cache.
 //
+// One image (batch 1) with no pooling or a pool whose kernel p equals its stride takes another
+// layout (sparse_conv2d_single): the input as p row phases x (kw + p - 1) column shifts,
+// X(r, c, s, u, j) = xp(c, p u + r, p j + s), rows of exactly PW floats, so the conv outputs of pool
+// phase (a, b) form one contiguous PH x PW strip per tap and the pooled plane is the max of the p^2
+// phase accumulators, clamped and stored from registers. Measured on LeNet-5 (DNS, Zen 5, batch 1):
+// conv1 + pool 4.0 -> 2.1 us, conv2 + pool 4.7 -> 3.3 us (the per-filter plane / pooling passes gone).
+//
 // Costs: nnz(o) x OH x ceil(OW N / 16) vector FMAs per filter, against im2col's K x P copies plus a
 // dense product for the im2col path; memory: values (4 bytes), 16-bit taps and the offsets of the
 // current input size (4 bytes) per nonzero.
@@ -131,13 +138,16 @@ struct sparse_conv_workspace {
   std::vector<Value> input;           ///< padded batch-innermost input xp(c, h, w, n)
   std::vector<Value> plane;           ///< one output channel before pooling
   std::vector<Value> pooled;          ///< one pooled channel, batch innermost (batch > 1)
-  std::vector<std::int32_t> offsets;  ///< per nonzero: its strip offset for the cached geometry
-  index_t key_batch = -1, key_hp = -1, key_wp = -1;
+  std::vector<std::int32_t> offsets;  ///< per nonzero: its strip offset(s) for the cached geometry
+  std::vector<Value> shifted;         ///< batch 1: the input as phase / shift planes X(r, c, s, u, j)
+  std::vector<unsigned char> used;    ///< batch 1: channels some filter reads (the others are not copied)
+  index_t key_batch = -1, key_hp = -1, key_wp = -1, key_phase = -1;
   const void* key_filters = nullptr;
 
   /// Bytes held (offsets included: they scale with the nonzeros).
   std::size_t bytes() const {
-    return (input.capacity() + plane.capacity() + pooled.capacity()) * sizeof(Value) + offsets.capacity() * sizeof(std::int32_t);
+    return (input.capacity() + plane.capacity() + pooled.capacity() + shifted.capacity()) * sizeof(Value) +
+           offsets.capacity() * sizeof(std::int32_t) + used.capacity();
   }
 };
 
@@ -178,6 +188,57 @@ void taps_row_portable(const Value* val, const std::int32_t* off, index_t nnz, c
       for (index_t t = 0; t < width; ++t) acc[t] += v * xr[t];
     }
     for (index_t t = 0; t < width; ++t) y[j0 + t] = acc[t];
+  }
+}
+
+/// Geometry of the batch-1 layout: p pooling phases per axis (the pool kernel when it equals its
+/// stride, 1 without pooling), shifts = kw + p - 1 column shifts, rows = ceil(Hp / p) rows per
+/// phase, and the ph x pw output of one phase (the pooled plane when p > 1). Each (r, c, s) block
+/// of rows x pw floats is followed by 16 floats of slack, so the fill may store whole vectors.
+struct phased_geometry {
+  index_t p = 1, shifts = 1, rows = 0, ph = 0, pw = 0;
+  index_t block() const { return rows * pw + 16; }
+  index_t size(index_t channels) const { return p * channels * shifts * block(); }
+  /// Offset in X of (r, c, s, u, 0).
+  index_t at(index_t channels, index_t r, index_t c, index_t s, index_t u) const { return ((r * channels + c) * shifts + s) * block() + u * pw; }
+};
+
+/// X(r, c, s, u, j) = xp(c, p u + r, p j + s) for the used channels, xp the padded input (c, Hp, Wp).
+template <class Value>
+void fill_phased_portable(const Value* xp, index_t channels, index_t hp, index_t wp, const phased_geometry& g, const unsigned char* used,
+                          Value* x_out) {
+  for (index_t c = 0; c < channels; ++c) {
+    if (!used[c]) continue;
+    for (index_t h = 0; h < hp; ++h) {
+      const Value* row = xp + (c * hp + h) * wp;
+      for (index_t s = 0; s < g.shifts; ++s) {
+        Value* dst = x_out + g.at(channels, h % g.p, c, s, h / g.p);
+        for (index_t j = 0; j < g.pw; ++j) dst[j] = row[g.p * j + s];
+      }
+    }
+  }
+}
+
+/// y[0:len] = relu?(max over the subs phases a of (init + sum_{q < nnz} val[q] * x[off[q subs + a] + 0:len])),
+/// portable. The max propagates NaN (as nn::max_pool2d); the ReLU maps NaN to 0 (as the reference).
+template <class Value>
+void phased_plane_portable(const Value* val, const std::int32_t* off, index_t nnz, index_t subs, const Value* x, Value* y, index_t len,
+                           Value init, bool relu) {
+  constexpr index_t strip = 64;
+  Value acc[strip], best[strip];
+  for (index_t j0 = 0; j0 < len; j0 += strip) {
+    const index_t width = std::min(strip, len - j0);
+    for (index_t a = 0; a < subs; ++a) {
+      for (index_t t = 0; t < width; ++t) acc[t] = init;
+      for (index_t q = 0; q < nnz; ++q) {
+        const Value v = val[q];
+        const Value* xr = x + off[q * subs + a] + j0;
+        for (index_t t = 0; t < width; ++t) acc[t] += v * xr[t];
+      }
+      for (index_t t = 0; t < width; ++t)
+        if (a == 0 || (best[t] == best[t] && !(acc[t] <= best[t]))) best[t] = acc[t];
+    }
+    for (index_t t = 0; t < width; ++t) y[j0 + t] = relu && !(best[t] >= Value(0)) ? Value(0) : best[t];
   }
 }
 
@@ -245,6 +306,136 @@ inline void pair_max(const float* a, float* out, index_t n) {
     const __m512 m = _mm512_max_ps(_mm512_permutex2var_ps(a0, even, a1), _mm512_permutex2var_ps(a0, odd, a1));
     _mm512_mask_storeu_ps(out + t, static_cast<__mmask16>((1u << k) - 1), m);
   }
+}
+
+/// One chunk of V vectors (width floats, the last vector masked) of the batch-1 phased plane: SUBS
+/// phases of V accumulators each (two sets alternating nonzeros when SUBS V < 8, to hide the FMA
+/// latency), then the max over the phases, the ReLU and one store: the pooled output straight from
+/// registers.
+template <int SUBS, int V>
+inline void phased_chunk(const float* val, const std::int32_t* off, index_t nnz, const float* x, float* y, index_t width, float init,
+                         bool relu) {
+  constexpr int sets = SUBS * V >= 8 ? 1 : 2;
+  const unsigned tail = static_cast<unsigned>(width - (V - 1) * 16);
+  const __mmask16 last = static_cast<__mmask16>(tail >= 16 ? 0xffff : (1u << tail) - 1);
+  __m512 acc[sets][SUBS][V];
+#pragma GCC unroll 16
+  for (int a = 0; a < SUBS; ++a)
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) {
+      acc[0][a][v] = _mm512_set1_ps(init);
+      if constexpr (sets == 2) acc[1][a][v] = _mm512_setzero_ps();
+    }
+  index_t q = 0;
+  for (; q + sets <= nnz; q += sets) {
+#pragma GCC unroll 2
+    for (int st = 0; st < sets; ++st) {
+      const __m512 w = _mm512_set1_ps(val[q + st]);
+      const std::int32_t* o = off + (q + st) * SUBS;
+#pragma GCC unroll 16
+      for (int a = 0; a < SUBS; ++a) {
+        const float* xs = x + o[a];
+#pragma GCC unroll 4
+        for (int v = 0; v < V - 1; ++v) acc[st][a][v] = _mm512_fmadd_ps(w, _mm512_loadu_ps(xs + 16 * v), acc[st][a][v]);
+        acc[st][a][V - 1] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(last, xs + 16 * (V - 1)), acc[st][a][V - 1]);
+      }
+    }
+  }
+  if (q < nnz) {  // sets == 2 and an odd count
+    const __m512 w = _mm512_set1_ps(val[q]);
+#pragma GCC unroll 16
+    for (int a = 0; a < SUBS; ++a) {
+      const float* xs = x + off[q * SUBS + a];
+#pragma GCC unroll 4
+      for (int v = 0; v < V - 1; ++v) acc[0][a][v] = _mm512_fmadd_ps(w, _mm512_loadu_ps(xs + 16 * v), acc[0][a][v]);
+      acc[0][a][V - 1] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(last, xs + 16 * (V - 1)), acc[0][a][V - 1]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int v = 0; v < V; ++v) {
+    __m512 best = acc[0][0][v];
+    if constexpr (sets == 2) best = _mm512_add_ps(best, acc[1][0][v]);
+#pragma GCC unroll 16
+    for (int a = 1; a < SUBS; ++a) {
+      __m512 z = acc[0][a][v];
+      if constexpr (sets == 2) z = _mm512_add_ps(z, acc[1][a][v]);
+      // max(best, z) returns z when either is NaN; a NaN already held is put back.
+      best = _mm512_mask_mov_ps(_mm512_max_ps(best, z), _mm512_cmp_ps_mask(best, best, _CMP_UNORD_Q), best);
+    }
+    if (relu) best = _mm512_max_ps(best, _mm512_setzero_ps());  // NaN -> 0
+    if (v < V - 1) {
+      _mm512_storeu_ps(y + 16 * v, best);
+    } else {
+      _mm512_mask_storeu_ps(y + 16 * v, last, best);
+    }
+  }
+}
+
+/// The batch-1 phased plane of len floats in chunks of at most 4 vectors, balanced (9 vectors: 3 x 3).
+template <int SUBS>
+inline void phased_plane(const float* val, const std::int32_t* off, index_t nnz, const float* x, float* y, index_t len, float init,
+                         bool relu) {
+  const index_t nv = (len + 15) / 16, chunks = (nv + 3) / 4, per = (nv + chunks - 1) / chunks;
+  for (index_t v0 = 0; v0 < nv; v0 += per) {
+    const index_t n = std::min(per, nv - v0), width = std::min(16 * n, len - 16 * v0);
+    const float* xs = x + 16 * v0;
+    float* ys = y + 16 * v0;
+    switch (n) {
+      case 1: phased_chunk<SUBS, 1>(val, off, nnz, xs, ys, width, init, relu); break;
+      case 2: phased_chunk<SUBS, 2>(val, off, nnz, xs, ys, width, init, relu); break;
+      case 3: phased_chunk<SUBS, 3>(val, off, nnz, xs, ys, width, init, relu); break;
+      default: phased_chunk<SUBS, 4>(val, off, nnz, xs, ys, width, init, relu); break;
+    }
+  }
+}
+
+/// fill_phased_portable for p = 1 (shifted copies, 16 floats per step) and for p = 2 with rows of
+/// at most 32 floats and pw <= 16 (each row split into its even and odd columns by two permutes,
+/// each shift one more permute and a store); other geometries take the portable fill. Stores are
+/// whole vectors (masked stores are slow on Zen): what lands past a row's pw floats falls on the
+/// next rows of its block, written later (rows go in increasing order), or on the block's slack.
+inline bool fill_phased(const float* xp, index_t channels, index_t hp, index_t wp, const phased_geometry& g, const unsigned char* used,
+                        float* x_out) {
+  if (g.p == 1) {
+    for (index_t c = 0; c < channels; ++c) {
+      if (!used[c]) continue;
+      for (index_t h = 0; h < hp; ++h) {
+        const float* row = xp + (c * hp + h) * wp;
+        for (index_t s = 0; s < g.shifts; ++s) {
+          float* dst = x_out + g.at(channels, 0, c, s, h);
+          for (index_t j = 0; j < g.pw; j += 16) {
+            const unsigned n = static_cast<unsigned>(std::min<index_t>(16, g.pw - j));
+            const __mmask16 m = static_cast<__mmask16>(n >= 16 ? 0xffff : (1u << n) - 1);
+            _mm512_storeu_ps(dst + j, _mm512_maskz_loadu_ps(m, row + s + j));
+          }
+        }
+      }
+    }
+    return true;
+  }
+  if (g.p != 2 || wp > 32 || g.pw > 16) return false;
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const unsigned lo_n = static_cast<unsigned>(std::min<index_t>(16, wp)), hi_n = static_cast<unsigned>(wp - lo_n);
+  const __mmask16 lo_m = static_cast<__mmask16>(lo_n >= 16 ? 0xffff : (1u << lo_n) - 1), hi_m = static_cast<__mmask16>((1u << hi_n) - 1);
+  for (index_t c = 0; c < channels; ++c) {
+    if (!used[c]) continue;
+    for (index_t h = 0; h < hp; ++h) {
+      const float* row = xp + (c * hp + h) * wp;
+      const __m512 lo = _mm512_maskz_loadu_ps(lo_m, row), hi = _mm512_maskz_loadu_ps(hi_m, row + 16);
+      const __m512 parts[2] = {_mm512_permutex2var_ps(lo, even, hi), _mm512_permutex2var_ps(lo, odd, hi)};
+      float* dst = x_out + g.at(channels, h & 1, c, 0, h >> 1);
+      const index_t step = g.block();  // from shift s to s + 1
+      for (index_t s = 0; s < g.shifts; ++s) {
+        // X(., s, ., j) = xp(2 j + s) = parts[s & 1][j + s / 2]
+        const __m512 src = parts[s & 1];
+        const __m512 v = s < 2 ? src : _mm512_permutexvar_ps(_mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<int>(s >> 1))), src);
+        _mm512_storeu_ps(dst + s * step, v);
+      }
+    }
+  }
+  return true;
 }
 
 }  // namespace avx512
@@ -397,6 +588,84 @@ void sparse_conv2d_reference(const sparse_filters_ref<Value>& f, const Value* x,
   }
 }
 
+namespace detail {
+
+/// One image (batch 1), pooling absent or with its kernel equal to its stride (p phases per axis).
+/// Output (pi, pj) of phase (a, b) is the conv output (p pi + a, p pj + b), so
+///   z_ab(pi, pj) = bias + sum_taps w * xp(c, p pi + a + ki, p pj + b + kj)
+///                = bias + sum_taps w * X(r, c, s, u0 + pi, pj),
+///   r = (a + ki) mod p, u0 = (a + ki) div p, s = b + kj,   X(r, c, s, u, j) = xp(c, p u + r, p j + s)
+/// and since X's rows have exactly pw columns, the whole ph x pw phase plane is ONE contiguous strip
+/// of X at the offset of (r, c, s, u0, 0): no wasted columns (the "wide" plane computes Wp - OW
+/// extra per row), and the pooled plane is the max of the p^2 phase planes, taken in registers and
+/// stored straight into y (no unpooled plane, no pooling pass). X holds kw + p - 1 column-shifted
+/// copies of the input (built per call, channels that no filter reads skipped); the p^2 offsets of
+/// each nonzero are computed once per input size.
+template <class Value>
+void sparse_conv2d_single(const sparse_filters_ref<Value>& f, const Value* x, const conv_input& in, const Value* bias, const conv_epilogue& ep,
+                          Value* y, sparse_conv_workspace<Value>& ws, kernel_path path, const phased_geometry& g) {
+  (void)path;
+  const index_t c_n = in.channels, hp = in.height + 2 * in.pad_h, wp = in.width + 2 * in.pad_w, subs = g.p * g.p;
+  const Value* xp = x;
+  if (in.pad_h > 0 || in.pad_w > 0) {
+    const auto in_size = static_cast<std::size_t>(c_n * hp * wp);
+    if (ws.input.size() != in_size) ws.input.resize(in_size);
+    std::fill(ws.input.begin(), ws.input.end(), Value(0));
+    for (index_t c = 0; c < c_n; ++c)
+      for (index_t ih = 0; ih < in.height; ++ih) {
+        const Value* src = x + (c * in.height + ih) * in.width;
+        std::copy(src, src + in.width, ws.input.data() + (c * hp + ih + in.pad_h) * wp + in.pad_w);
+      }
+    xp = ws.input.data();
+  }
+  if (ws.key_batch != 1 || ws.key_hp != hp || ws.key_wp != wp || ws.key_filters != static_cast<const void*>(f.values) ||
+      ws.key_phase != g.p || ws.offsets.size() != static_cast<std::size_t>(f.nnz() * subs)) {
+    ws.offsets.resize(static_cast<std::size_t>(f.nnz() * subs));
+    ws.used.assign(static_cast<std::size_t>(c_n), 0);
+    const index_t taps = f.kernel_h * f.kernel_w;
+    for (index_t q = 0; q < f.nnz(); ++q) {
+      const index_t t = f.taps[q], c = t / taps, ki = t % taps / f.kernel_w, kj = t % f.kernel_w;
+      ws.used[static_cast<std::size_t>(c)] = 1;
+      for (index_t a = 0; a < g.p; ++a)
+        for (index_t b = 0; b < g.p; ++b)
+          ws.offsets[static_cast<std::size_t>(q * subs + a * g.p + b)] =
+              static_cast<std::int32_t>(g.at(c_n, (a + ki) % g.p, c, b + kj, (a + ki) / g.p));
+    }
+    ws.key_batch = 1, ws.key_hp = hp, ws.key_wp = wp, ws.key_filters = f.values, ws.key_phase = g.p;
+  }
+  if (ws.shifted.size() != static_cast<std::size_t>(g.size(c_n))) ws.shifted.resize(static_cast<std::size_t>(g.size(c_n)));
+  bool filled = false;
+#if defined(SLIMNET_KERNELS_AVX512)
+  if constexpr (std::is_same_v<Value, float>) {
+    if (path != kernel_path::portable) filled = avx512::fill_phased(xp, c_n, hp, wp, g, ws.used.data(), ws.shifted.data());
+  }
+#endif
+  if (!filled) fill_phased_portable(xp, c_n, hp, wp, g, ws.used.data(), ws.shifted.data());
+  const index_t len = g.ph * g.pw;
+  for (index_t o = 0; o < f.out_channels; ++o) {
+    const sparse_offset_t b = f.row_offsets[o], e = f.row_offsets[o + 1];
+    const Value init = bias ? bias[o] : Value(0);
+    const auto nnz = static_cast<index_t>(e - b);
+    const std::int32_t* off = ws.offsets.data() + static_cast<std::size_t>(b) * static_cast<std::size_t>(subs);
+    Value* yo = y + o * len;
+#if defined(SLIMNET_KERNELS_AVX512)
+    if constexpr (std::is_same_v<Value, float>) {
+      if (path != kernel_path::portable && (subs == 1 || subs == 4)) {
+        if (subs == 1) {
+          avx512::phased_plane<1>(f.values + b, off, nnz, ws.shifted.data(), yo, len, init, ep.relu);
+        } else {
+          avx512::phased_plane<4>(f.values + b, off, nnz, ws.shifted.data(), yo, len, init, ep.relu);
+        }
+        continue;
+      }
+    }
+#endif
+    phased_plane_portable(f.values + b, off, nnz, subs, ws.shifted.data(), yo, len, init, ep.relu);
+  }
+}
+
+}  // namespace detail
+
 /// The direct kernel: same result as the reference within float rounding (products summed in
 /// another order). `ws` keeps its buffers between calls; threads are not used (one image plane per
 /// filter is too little work to split).
@@ -408,6 +677,14 @@ void sparse_conv2d(const sparse_filters_ref<Value>& f, const Value* x, const con
   if (batch == 0 || f.out_channels == 0) return;
   const index_t hp = h + 2 * in.pad_h, wp = w + 2 * in.pad_w, oh = hp - f.kernel_h + 1, ow = wp - f.kernel_w + 1;
   const index_t ph = ep.out(oh), pw = ep.out(ow);
+  if (batch == 1 && (!ep.pooled() || ep.pool_kernel == ep.pool_stride)) {
+    const index_t p = ep.pooled() ? ep.pool_kernel : 1;
+    const detail::phased_geometry g{p, f.kernel_w + p - 1, (hp + p - 1) / p, ph, pw};
+    if (g.size(c_n) < std::numeric_limits<std::int32_t>::max()) {
+      detail::sparse_conv2d_single(f, x, in, bias, ep, y, ws, path, g);
+      return;
+    }
+  }
   // 1. xp(c, h, w, n): zero-padded, batch innermost.
   const auto in_size = static_cast<std::size_t>(c_n * hp * wp * batch);
   if (ws.input.size() != in_size) ws.input.assign(in_size, Value(0));
@@ -427,14 +704,14 @@ void sparse_conv2d(const sparse_filters_ref<Value>& f, const Value* x, const con
   }
   // 2. Offsets of the nonzeros for this geometry.
   if (ws.key_batch != batch || ws.key_hp != hp || ws.key_wp != wp || ws.key_filters != static_cast<const void*>(f.values) ||
-      ws.offsets.size() != static_cast<std::size_t>(f.nnz())) {
+      ws.key_phase != 0 || ws.offsets.size() != static_cast<std::size_t>(f.nnz())) {
     ws.offsets.resize(static_cast<std::size_t>(f.nnz()));
     const index_t taps = f.kernel_h * f.kernel_w;
     for (index_t p = 0; p < f.nnz(); ++p) {
       const index_t t = f.taps[p], c = t / taps, ki = t % taps / f.kernel_w, kj = t % f.kernel_w;
       ws.offsets[static_cast<std::size_t>(p)] = static_cast<std::int32_t>(((c * hp + ki) * wp + kj) * batch);
     }
-    ws.key_batch = batch, ws.key_hp = hp, ws.key_wp = wp, ws.key_filters = f.values;
+    ws.key_batch = batch, ws.key_hp = hp, ws.key_wp = wp, ws.key_filters = f.values, ws.key_phase = 0;
   }
   // 3. Wide plane (one strip per channel) or row by row, whichever issues fewer vectors.
   const index_t row_vectors = oh * ((ow * batch + 15) / 16), wide_len = ((oh - 1) * wp + ow) * batch;
