@@ -163,7 +163,24 @@ TEMPLATE_TEST_CASE("XNOR Linear equals the binarized float Linear on sign inputs
   CHECK_THROWS_WITH(nc::to_xnor(real), Catch::Contains("not a binarized layer"));
   nc::xnor_options approx;
   approx.require_exact = false;
-  CHECK_NOTHROW(nc::to_xnor(real, approx));
+  // XNOR-Net's approximation: row j becomes alpha_j sign(w_j) with alpha_j = mean |w_j| (a zero
+  // weight's sign is +1), so on sign inputs the XNOR layer equals that float layer.
+  auto approximated = nc::to_xnor(real, approx);
+  nn::linear<TestType> expected_fc(20, 4);
+  expected_fc.bias()->value() = real.bias()->value();
+  const auto& wr = real.weight().value();
+  auto& we = expected_fc.weight().value();
+  for (index_t j = 0; j < 4; ++j) {
+    double alpha = 0;
+    for (index_t k = 0; k < 20; ++k) alpha += std::abs(double(wr[j * 20 + k])) / 20;
+    for (index_t k = 0; k < 20; ++k) we[j * 20 + k] = static_cast<TestType>(wr[j * 20 + k] < 0 ? -alpha : alpha);
+  }
+  const auto x = random_tensor<TestType>({5, 20}, gen);
+  tensor<TestType> y_expected, y_approx({5, 4}, std::numeric_limits<TestType>::quiet_NaN());
+  expected_fc.forward(sign_of(x), y_expected, {});
+  approximated.forward(x, y_approx, {});
+  REQUIRE(y_approx.size() == y_expected.size());
+  for (index_t i = 0; i < y_expected.size(); ++i) CHECK(y_approx[i] == Approx(y_expected[i]).epsilon(1e-5).margin(1e-5));
 }
 
 TEMPLATE_TEST_CASE("XNOR Conv2d with zero padding equals the float Conv2d on sign inputs, exactly", "[compressed][xnor]", float, double) {
