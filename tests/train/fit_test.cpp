@@ -1,6 +1,8 @@
 // Losses, the training loop, callbacks and determinism.
 #include <catch2/catch.hpp>
 
+#include <limits>
+
 #include "slimnet/nn.hpp"
 #include "slimnet/train.hpp"
 
@@ -140,6 +142,54 @@ TEST_CASE("fit calls callbacks in order, applies the schedule, and stops on requ
   train::fit_options bad;
   bad.batch_size = 0;
   CHECK_THROWS_AS(train::fit(model, opt, train::cross_entropy<float>(), train_set, bad), config_error);
+}
+
+namespace {
+/// Cross-entropy whose gradient gets one NaN at the given call: a finite loss with a broken gradient.
+struct nan_gradient_at : train::loss_function<float> {
+  int poison_call;
+  mutable int calls = 0;
+  explicit nan_gradient_at(int call) : poison_call(call) {}
+  std::string name() const override { return "nan_gradient_at"; }
+  double compute(const tensor<float>& out, const data::batch<float>& b, tensor<float>& grad) const override {
+    const double l = train::cross_entropy<float>().compute(out, b, grad);
+    if (calls++ == poison_call) grad[1] = std::numeric_limits<float>::quiet_NaN();
+    return l;
+  }
+};
+}  // namespace
+
+TEST_CASE("fit stops at the step where a gradient or a weight stops being finite, naming it", "[train][nan]") {
+  const auto train_set = separable(40, 8);
+  train::fit_options o;
+  o.epochs = 2;
+  o.batch_size = 8;
+  o.progress = false;
+  o.shuffle = false;
+  {
+    auto model = small_mlp(9);
+    train::sgd<float> opt({0.1});
+    CHECK_THROWS_WITH(train::fit(model, opt, nan_gradient_at(3), train_set, o),
+                      Catch::Contains("slimnet::train::fit") && Catch::Contains("the gradient of fc1.weight became nan") &&
+                          Catch::Contains("epoch 1 step 3"));
+    // Nothing was stepped with the NaN: every weight is still finite.
+    model.visit_parameters([](nn::parameter<float>& p) { CHECK(p.value().flat().allFinite()); });
+  }
+  {
+    auto model = small_mlp(9);
+    train::sgd<float> opt({1e39});  // finite in double, infinite once a float step is taken
+    CHECK_THROWS_WITH(train::fit(model, opt, train::cross_entropy<float>(), train_set, o),
+                      Catch::Contains("the value of fc1.weight became") && Catch::Contains("epoch 1 step 0"));
+  }
+  {
+    // The check can be switched off: the same NaN gradient then reaches the weights silently
+    // (until the loss turns NaN).
+    auto model = small_mlp(9);
+    train::sgd<float> opt({0.1});
+    o.check_finite = false;
+    o.epochs = 1;
+    CHECK_THROWS_WITH(train::fit(model, opt, nan_gradient_at(3), train_set, o), Catch::Contains("loss became nan"));
+  }
 }
 
 TEST_CASE("distillation: gradient matches finite differences, alpha 0 is cross-entropy", "[train][loss]") {

@@ -137,6 +137,10 @@ struct fit_options {
   bool shuffle = true;
   bool progress = true;    ///< progress line on stderr
   lr_schedule learning_rate;  ///< when set, called at every epoch start to set the optimizer's rate
+  /// Stop with an error naming the step and the parameter as soon as a gradient or a weight is NaN
+  /// or Inf (one pass over the parameters after backward and one after the step: O(parameters),
+  /// small against a batch's O(parameters x batch) forward and backward).
+  bool check_finite = true;
 
   void validate() const {
     if (epochs < 0 || batch_size <= 0) {
@@ -179,6 +183,25 @@ class progress_printer : public callback<Scalar> {
   }
   clock::time_point last_print_;
 };
+
+namespace detail {
+
+/// Throws slimnet::error from `fn` naming the first parameter whose gradient (`gradients`) or value
+/// holds a NaN or Inf, and where training was (`where()`, called only then): a fault is found at the
+/// step that made it, not epochs later as a NaN loss.
+template <class Scalar, class Where>
+void check_parameters_finite(nn::layer<Scalar>& model, bool gradients, const char* fn, const Where& where) {
+  model.visit_parameters([&](nn::parameter<Scalar>& p) {
+    const auto& t = gradients ? p.grad() : p.value();
+    if (t.flat().allFinite()) return;
+    index_t at = 0;
+    while (at < t.size() && std::isfinite(static_cast<double>(t[at]))) ++at;
+    slimnet::detail::raise<error>(fn, "{} of {} became {} (element {}) {}", gradients ? "the gradient" : "the value", p.name(),
+                                  static_cast<double>(t[at]), at, where());
+  });
+}
+
+}  // namespace detail
 
 /// Trains `model` on `train_data`; evaluates on `validation` (if given) after every epoch.
 template <class Scalar>
@@ -224,9 +247,12 @@ history fit(nn::layer<Scalar>& model, optimizer<Scalar>& opt, const loss_functio
       }
       model.backward(b.inputs, out, grad, nullptr);
       model.visit_parameters([](nn::parameter<Scalar>& p) { p.transform_gradient(); });
+      const auto where = [&] { return fmt::format("at epoch {} step {} (learning rate {})", epoch + 1, s.step, opt.learning_rate()); };
+      if (options.check_finite) detail::check_parameters_finite(model, true, "slimnet::train::fit", where);
       for (auto* c : all) c->after_backward(s);
       opt.step(model);
       model.visit_parameters([](nn::parameter<Scalar>& p) { p.after_step(); });
+      if (options.check_finite) detail::check_parameters_finite(model, false, "slimnet::train::fit", where);
       s.batch_size = b.size();
       s.batch_correct = b.labels.empty() ? 0 : count_correct(out, b.labels);
       loss_sum += s.batch_loss * static_cast<double>(b.size());
