@@ -196,6 +196,7 @@ int main(int argc, char** argv) {
     if (arch.channels.size() != 3)
       throw config_error("binary: --channels needs three numbers C1,C2,F");
     const auto methods = split(a.str("methods"));
+    bool packed_all_exact = true;  // an internal check: a failure is a bug, and the exit code says so
     for (const auto& m : methods) {
       if (std::find(all_methods.begin(), all_methods.end(), m) == all_methods.end()) {
         throw config_error(fmt::format(
@@ -293,6 +294,7 @@ int main(int argc, char** argv) {
               model_floats += static_cast<std::size_t>(p.size()) * sizeof(float);
             });
             exact = same ? "yes" : "NO";
+            packed_all_exact &= same;
             packed_bytes = std::to_string(bits + floats);
             float_bytes = std::to_string(model_floats);
             fmt::print(
@@ -352,6 +354,10 @@ int main(int argc, char** argv) {
                verdict(bc_compared, bc_ok));
     fmt::print("BNN within {} pp of float everywhere: {}\n", a.real("bnn-tolerance"),
                verdict(bnn_compared, bnn_ok));
+    if (!packed_all_exact) {
+      fmt::print(stderr, "binary: the packed inference form differs from the float model (see above)\n");
+      return 2;
+    }
   } catch (const slimnet::error& e) {
     fmt::print(stderr, "error: {}\n", e.what());
     return 1;

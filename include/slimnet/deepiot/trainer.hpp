@@ -208,8 +208,11 @@ compress_result<Scalar> compress(gated_model<Scalar>& g, const data::dataset<Sca
     ++loss_count;
     g.net.backward(ba.inputs, out, grad, nullptr);
     g.net.visit_parameters([](nn::parameter<Scalar>& q) { q.transform_gradient(); });
+    const auto where = [&] { return fmt::format("at iteration {} (critic step)", it); };
+    train::detail::check_parameters_finite(g.net, true, fn, where);
     critic.step(g.net);
     g.net.visit_parameters([](nn::parameter<Scalar>& q) { q.after_step(); });
+    train::detail::check_parameters_finite(g.net, false, fn, where);
 
     // (b) compressor step
     next(batches_b, bb);
@@ -233,6 +236,10 @@ compress_result<Scalar> compress(gated_model<Scalar>& g, const data::dataset<Sca
     // (c) recompute p
     auto [w2, b2] = g.live_weights();
     p = comp.forward(w2, b2);
+    for (std::size_t k = 0; k < nl; ++k) {
+      // The compressor's dropout probabilities: a NaN here would silently keep or drop whole units.
+      if (!p[k].allFinite()) slimnet::detail::raise<error>(fn, "the compressor's probabilities of layer {} became non-finite at iteration {}", k, it);
+    }
     result.iterations = it + 1;
     result.tau = tau;
 
