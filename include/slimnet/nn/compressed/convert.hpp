@@ -89,9 +89,9 @@ std::unique_ptr<engine<Scalar>> make_sparse_engine(const row_matrix<Scalar>& w, 
   if (choice) *choice = c;
   if (!c.sparse) return std::make_unique<dense_engine<Scalar>>(w, std::move(bias));
   auto s = std::make_unique<sparse_engine<Scalar>>(w, bias, batch, o.threads);
-  // SELL-16 is the fastest batch-1 form but pads each slice to its longest row; when that costs
-  // more than 1.5 x nnz x 8 bytes (rows of very different lengths, e.g. 0.5% density), the compact
-  // CSR (6 bytes per nonzero + 4 per row) takes its place.
+  // SELL-16 (rows sorted by length) is the fastest batch-1 form but pads each step to its busiest
+  // lane; when that still costs more than 1.5 x nnz x 8 bytes, the compact CSR (6 bytes per
+  // nonzero + 4 per row) takes its place.
   if (o.compact && batch <= 1 && o.threads == 1 && w.cols() <= 65536 &&
       static_cast<double>(s->bytes()) > 12.0 * static_cast<double>(std::max<index_t>(nnz, 1))) {
     return std::make_unique<csr16_engine<Scalar>>(w, std::move(bias));

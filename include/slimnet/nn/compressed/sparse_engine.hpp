@@ -1,4 +1,4 @@
-// The sparse engine of pruned layers: SELL-16 when the layer runs one sample at a time (each input
+// The sparse engine of pruned layers: SELL-16 with rows sorted by length when the layer runs one sample at a time (each input
 // row is a contiguous vector: no transposes), column-blocked CSR for batches (the batch-contiguous
 // layout SpMM wants: a Linear's input is transposed, a convolution's im2col matrix already has it).
 // Results equal the masked dense layer within float rounding: each output is the sum of the same
@@ -25,7 +25,11 @@ class sparse_engine : public engine<Scalar> {
     detail::check_bias("slimnet::nn::compressed::sparse_engine", bias_, rows_);
     const auto wv = kernels::row_major<const Scalar>(w.data(), w.rows(), w.cols());
     if (batch_hint <= 1) {
-      format_ = sell_type::from_csr(kernels::csr_matrix<Scalar, std::uint32_t>::from_dense(wv));
+      // Rows sorted by length: a slice's 16 lanes then hold rows of similar length, so its steps
+      // are padded far less. Measured on the demo's LeNet-5 fc1 (800 x 500, Zen 5): magnitude
+      // (7.5%) 15.2 -> 9.1 bytes per nonzero and 7.6 -> 4.9 us; DNS (0.52%) 62 -> 10.8 bytes per
+      // nonzero and 2.2 -> 0.63 us (CSR with 16-bit indices: 13.7 and 1.6 us).
+      format_ = sell_type::from_csr(kernels::csr_matrix<Scalar, std::uint32_t>::from_dense(wv), 0, /*sort_rows=*/true);
     } else {
       const index_t nnz = (w.array() != Scalar(0)).count();
       const index_t width = kernels::blocked_csr_block_cols(rows_, cols_, nnz);
