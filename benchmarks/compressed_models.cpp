@@ -7,6 +7,12 @@
 //   compressed_models [--rounds 21] [--csv compressed_models.csv] [--profile] [--dir out] [--only NAME]
 //                     [--measure (time dense vs sparse per layer when converting)] [--verbose (conversion report)]
 //                     [--sweep (direct sparse vs dense convolution over densities)] [--batch 1|64 (only this batch)]
+//                     [--pytorch true|false] [--python /usr/bin/python3]
+//
+// The "vs PyTorch" column: PyTorch 1.13 running the DENSE float model of the row (one thread, same
+// timing rule), measured by pytorch_dense_models.py, run before the C++ rounds with
+// OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE removed from its environment only (this machine sets
+// OPENBLAS_CORETYPE=Haswell, holding OpenBLAS to AVX2); the script prints the BLAS kernel chosen.
 //
 // With --dir holding lenet5-mnist-magnitude.safetensors / lenet5-mnist-dns.safetensors (written by
 // scripts/demo.sh) those real pruned models are used; otherwise random weights are magnitude-pruned
@@ -14,6 +20,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <sstream>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -193,10 +201,51 @@ void conv_sweep(int rounds) {
   }
 }
 
+/// PyTorch's dense latency per (model, batch) from pytorch_dense_models.py (empty when it cannot
+/// run); its "#" lines (version, BLAS library, OpenBLAS core) are printed as they come.
+std::map<std::pair<std::string, index_t>, double> pytorch_latencies(const std::string& python, int rounds) {
+  std::map<std::pair<std::string, index_t>, double> out;
+#if defined(SLIMNET_BENCH_SOURCE_DIR)
+  const std::string script = std::string(SLIMNET_BENCH_SOURCE_DIR) + "/pytorch_dense_models.py";
+  if (!std::filesystem::exists(script) || !std::filesystem::exists(python)) {
+    fmt::print("PyTorch column skipped: {} or {} not found\n", python, script);
+    return out;
+  }
+  // `env -u` removes the two variables for the peer's command only; this process keeps them.
+  const std::string cmd = fmt::format("env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_NUM_THREADS=1 '{}' '{}' --rounds {} 2>&1", python,
+                                      script, rounds);
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (pipe == nullptr) {
+    fmt::print("PyTorch column skipped: could not run {}\n", cmd);
+    return out;
+  }
+  char buffer[4096];
+  while (std::fgets(buffer, sizeof buffer, pipe) != nullptr) {
+    std::string line(buffer);
+    if (!line.empty() && line.back() == '\n') line.pop_back();
+    std::istringstream in(line);
+    std::string tag, model;
+    index_t batch = 0;
+    double seconds = 0;
+    if (in >> tag >> model >> batch >> seconds && tag == "latency") {
+      out[{model, batch}] = seconds;
+    } else {
+      fmt::print("  pytorch: {}\n", line);
+    }
+  }
+  const int status = pclose(pipe);
+  if (status != 0) fmt::print("  pytorch: {} exited with status {}\n", script, status);
+#else
+  (void)python;
+  (void)rounds;
+#endif
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  cli::args args(argc, argv, {{"rounds", "21"}, {"csv", "compressed_models.csv"}, {"profile", "false"}, {"dir", "out"}, {"only", ""}, {"measure", "false"}, {"verbose", "false"}, {"sweep", "false"}, {"batch", "0"}},
+  cli::args args(argc, argv, {{"rounds", "21"}, {"csv", "compressed_models.csv"}, {"profile", "false"}, {"dir", "out"}, {"only", ""}, {"measure", "false"}, {"verbose", "false"}, {"sweep", "false"}, {"batch", "0"}, {"pytorch", "true"}, {"python", "/usr/bin/python3"}},
                  "compressed_models: whole compressed models against their float models, one thread");
   const int rounds = static_cast<int>(args.integer("rounds"));
   const std::filesystem::path dir = args.str("dir");
@@ -208,11 +257,13 @@ int main(int argc, char** argv) {
       {"lenet5-int8", "lenet5", {}, "", true},
   };
   fmt::print("compressed_models: one thread, {} rounds, median per call (thread CPU time), load average {}\n", rounds, load_average());
-  fmt::print("{:<20} {:>5} {:>8} {:>11} {:>11} {:>8} {:>11} {:>11} {:>8} {:>10}  {}\n", "model", "batch", "weights%", "float us",
-             "compr. us", "speedup", "float B", "compr. B", "B/nnz", "max|diff|", "weights from");
+  std::map<std::pair<std::string, index_t>, double> pytorch;
+  if (args.flag("pytorch")) pytorch = pytorch_latencies(args.str("python"), rounds);
+  fmt::print("{:<20} {:>5} {:>8} {:>11} {:>11} {:>8} {:>11} {:>8} {:>11} {:>11} {:>8} {:>10}  {}\n", "model", "batch", "weights%",
+             "float us", "compr. us", "speedup", "PyTorch us", "vs PyT.", "float B", "compr. B", "B/nnz", "max|diff|", "weights from");
   std::ofstream csv(args.str("csv"));
-  csv << "model,batch,weights_kept,float_seconds,compressed_seconds,speedup,float_weight_bytes,compressed_weight_bytes,"
-         "sparse_bytes_per_nonzero,max_abs_diff,source\n";
+  csv << "model,batch,weights_kept,float_seconds,compressed_seconds,speedup,pytorch_dense_seconds,speedup_vs_pytorch_dense,"
+         "float_weight_bytes,compressed_weight_bytes,sparse_bytes_per_nonzero,max_abs_diff,source\n";
   for (const auto& c : cases) {
     if (!args.str("only").empty() && c.name.find(args.str("only")) == std::string::npos) continue;
     rng gen(42);
@@ -246,10 +297,13 @@ int main(int argc, char** argv) {
       for (index_t i = 0; i < yf.size(); ++i) diff = std::max(diff, static_cast<double>(std::abs(yf[i] - yc[i])));
       const auto t = median_side_by_side({[&] { float_model.forward(x, yf, {}); }, [&] { compressed.forward(x, yc, {}); }}, rounds);
       const double bpn = cs.sparse_nnz > 0 ? cs.sparse_bytes / cs.sparse_nnz : NAN;
-      fmt::print("{:<20} {:>5} {:>7.2f}% {:>11.1f} {:>11.1f} {:>7.2f}x {:>11.0f} {:>11.0f} {:>8.2f} {:>10.2e}  {}\n", c.name, batch,
-                 100 * fs.nnz / fs.weights, 1e6 * t[0], 1e6 * t[1], t[0] / t[1], fs.bytes, cs.bytes, bpn, diff, source);
-      csv << fmt::format("{},{},{:.5f},{:.4e},{:.4e},{:.3f},{:.0f},{:.0f},{:.3f},{:.3e},{}\n", c.name, batch, fs.nnz / fs.weights, t[0], t[1],
-                         t[0] / t[1], fs.bytes, cs.bytes, bpn, diff, source);
+      const auto pt = pytorch.find({c.model, batch});
+      const double pt_s = pt == pytorch.end() ? NAN : pt->second;
+      fmt::print("{:<20} {:>5} {:>7.2f}% {:>11.1f} {:>11.1f} {:>7.2f}x {:>11.1f} {:>7.2f}x {:>11.0f} {:>11.0f} {:>8.2f} {:>10.2e}  {}\n",
+                 c.name, batch, 100 * fs.nnz / fs.weights, 1e6 * t[0], 1e6 * t[1], t[0] / t[1], 1e6 * pt_s, pt_s / t[1], fs.bytes,
+                 cs.bytes, bpn, diff, source);
+      csv << fmt::format("{},{},{:.5f},{:.4e},{:.4e},{:.3f},{:.4e},{:.3f},{:.0f},{:.0f},{:.3f},{:.3e},{}\n", c.name, batch,
+                         fs.nnz / fs.weights, t[0], t[1], t[0] / t[1], pt_s, pt_s / t[1], fs.bytes, cs.bytes, bpn, diff, source);
       if (args.flag("profile")) {
         for (auto* m : {&float_model, &compressed}) {
           const auto p = profile_layers(*m, x, std::max(5, rounds / 3));

@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""PyTorch side of benchmarks/compressed_models (issue 15): one-thread inference latency of the DENSE
+float LeNet-5 and LeNet-300-100 (the architectures of nn::models, Caffe-style LeNet-5 without an
+activation after the convolutions) at the given batch sizes, what each compressed model is compared
+with in the "vs PyTorch dense" column.
+
+Timing matches the C++ side: thread CPU time, `--rounds` rounds of at least `--min-sample` seconds
+each, the median per call. The weights are PyTorch's random initialisation: a dense forward pass does
+the same work whatever the values (the pruned models' zeros are multiplied like any other weight).
+
+The caller runs this with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (this machine's environment
+sets OPENBLAS_CORETYPE=Haswell, which holds OpenBLAS - and PyTorch's BLAS with it - to AVX2): the
+script prints which BLAS library PyTorch loaded and which kernel (core) OpenBLAS chose.
+
+Output, one line each:  "# <information>"  and  "latency <model> <batch> <seconds per call>".
+Needs Debian's python3-torch (PyTorch 1.13); run with /usr/bin/python3.
+"""
+import argparse
+import ctypes
+import os
+import statistics
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+
+
+def model_for(name):
+    if name == "lenet5":
+        return nn.Sequential(nn.Conv2d(1, 20, 5), nn.MaxPool2d(2), nn.Conv2d(20, 50, 5), nn.MaxPool2d(2),
+                             nn.Flatten(), nn.Linear(800, 500), nn.ReLU(), nn.Linear(500, 10))
+    if name == "lenet300":
+        return nn.Sequential(nn.Flatten(), nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(),
+                             nn.Linear(100, 10))
+    raise SystemExit(f"pytorch_dense_models.py: unknown model {name!r} (lenet5, lenet300)")
+
+
+def blas_report():
+    """The BLAS shared objects mapped into this process, and OpenBLAS's chosen core when reachable."""
+    lines = []
+    libs = set()
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                path = line.split()[-1] if len(line.split()) >= 6 else ""
+                base = os.path.basename(path)
+                if any(k in base for k in ("blas", "mkl", "lapack", "dnnl")):
+                    libs.add(path)
+    except OSError as e:
+        lines.append(f"# could not read /proc/self/maps: {e}")
+    for path in sorted(libs):
+        lines.append(f"# loaded: {path}")
+    cores = set()
+    for path in sorted(libs):
+        try:
+            lib = ctypes.CDLL(path)
+            core = lib.openblas_get_corename
+            core.restype = ctypes.c_char_p
+            config = lib.openblas_get_config
+            config.restype = ctypes.c_char_p
+            found = f"# OpenBLAS core chosen: {core().decode()} ({config().decode()})"
+            if found not in cores:  # libblas, liblapack and libopenblas are one library
+                cores.add(found)
+                lines.append(f"{found} via {path}")
+        except (OSError, AttributeError):
+            continue
+    if not any("OpenBLAS core" in line for line in lines):
+        lines.append("# OpenBLAS core: openblas_get_corename not reachable in the loaded libraries")
+    lines.append("# OPENBLAS_CORETYPE=%s OPENBLAS_L2_SIZE=%s" % (os.environ.get("OPENBLAS_CORETYPE", "(unset)"),
+                                                                os.environ.get("OPENBLAS_L2_SIZE", "(unset)")))
+    return lines
+
+
+def median_latency(fn, rounds, min_sample):
+    fn()
+    reps = 1
+    while True:
+        t0 = time.thread_time()
+        for _ in range(reps):
+            fn()
+        s = time.thread_time() - t0
+        if s >= min_sample:
+            break
+        reps = max(reps * 2, int(reps * min_sample / max(s, 1e-9) * 1.2))
+    samples = []
+    for _ in range(rounds):
+        t0 = time.thread_time()
+        for _ in range(reps):
+            fn()
+        samples.append((time.thread_time() - t0) / reps)
+    return statistics.median(samples)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default="lenet5,lenet300")
+    p.add_argument("--batches", default="1,64")
+    p.add_argument("--rounds", type=int, default=21)
+    p.add_argument("--min-sample", type=float, default=2e-3)
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(1)
+    capability = torch._C._get_cpu_capability() if hasattr(torch._C, "_get_cpu_capability") else "unknown"
+    print(f"# pytorch {torch.__version__}, {torch.get_num_threads()} thread(s), ATen CPU capability {capability}, "
+          f"mkldnn {torch.backends.mkldnn.is_available()}")
+    for name in a.models.split(","):
+        model = model_for(name).eval()
+        for batch in (int(b) for b in a.batches.split(",")):
+            x = torch.rand(batch, 1, 28, 28)
+            with torch.no_grad():
+                t = median_latency(lambda: model(x), a.rounds, a.min_sample)
+            print(f"latency {name} {batch} {t:.6e}", flush=True)
+    for line in blas_report():  # after the runs: the BLAS library is loaded lazily
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
