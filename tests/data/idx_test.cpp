@@ -6,24 +6,19 @@
 #include <zlib.h>
 
 #include "slimnet/data.hpp"
+#include "support/files.hpp"
 #include "support/temp_dir.hpp"
 
 using namespace slimnet;
 namespace fs = std::filesystem;
 
 namespace {
-void write_bytes(const fs::path& p, const std::vector<std::uint8_t>& bytes) {
-  std::ofstream out(p, std::ios::binary);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-}
+using slimnet::testing::write_bytes;
+using slimnet::testing::read_bytes;
 void write_gz(const fs::path& p, const std::vector<std::uint8_t>& bytes) {
   gzFile f = gzopen(p.string().c_str(), "wb");
   gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size()));
   gzclose(f);
-}
-std::vector<std::uint8_t> read_bytes(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 // 5 images of 2x3 with pixel (i, r, c) = 10 i + 3 r + c, labels i % 3.
 void write_pair(const fs::path& dir, index_t n = 5) {

@@ -13,6 +13,7 @@
 #include <zlib.h>
 
 #include "slimnet/data.hpp"
+#include "support/files.hpp"
 #include "support/temp_dir.hpp"
 
 using namespace slimnet;
@@ -22,10 +23,7 @@ namespace hhar = slimnet::data::hhar;
 
 namespace {
 
-void write_bytes(const fs::path& p, const std::vector<std::uint8_t>& bytes) {
-  std::ofstream out(p, std::ios::binary);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-}
+using slimnet::testing::write_bytes;
 
 std::vector<std::uint8_t> gzip(const std::vector<std::uint8_t>& bytes) {
   // A one-member gzip stream (windowBits 15 + 16 asks deflate for the gzip wrapper).
