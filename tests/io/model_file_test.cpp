@@ -131,6 +131,24 @@ std::map<std::string, std::string> check_round_trip(nn::layer<float>& model, con
   return compressed.encodings;
 }
 
+/// Where part `suffix` of tensor `name` lies in its layer's U8 tensor (format version 2).
+std::pair<std::size_t, std::size_t> part_range(const io::raw_file& f, const std::string& name, const std::string& suffix) {
+  const auto all = nlohmann::json::parse(f.metadata.at("slimnet.tensors"));
+  std::size_t at = 0;
+  for (const auto& item : all.items()) {
+    const auto d = io::expand_descriptor(item.value());
+    if (!d.contains("parts") || io::model_packer::blob_name(item.key()) != io::model_packer::blob_name(name)) continue;
+    const auto layout = io::part_layout(d);
+    for (std::size_t k = 0; k < layout.size(); ++k) {
+      const auto len = d["parts"][k].get<std::size_t>();
+      if (item.key() == name && layout[k].suffix == suffix) return {at, len};
+      at += len;
+    }
+  }
+  FAIL("no part " << suffix << " of " << name);
+  return {0, 0};
+}
+
 /// Bytes of the tensors in a model file against the same parameters as dense float32.
 double compression_ratio(const fs::path& path) {
   const auto s = io::describe_model_file(path);
@@ -263,7 +281,9 @@ TEST_CASE("corrupted model files are io_errors naming the tensor and the problem
   io::save_model(m, good, so);
   const io::raw_file original = io::read_safetensors_raw(good);
   REQUIRE_NOTHROW(io::load_model<float>(good));
-  REQUIRE(original.tensors.count("conv2.weight.codes.huffman") == 1);
+  // Version 2: one U8 tensor per layer holds the parts of its compressed tensors.
+  REQUIRE(original.tensors.count("conv2") == 1);
+  REQUIRE(original.tensors.count("conv2.weight.codes.huffman") == 0);
 
   SECTION("truncating any tensor") {
     for (const auto& [name, t] : original.tensors) {
@@ -285,14 +305,18 @@ TEST_CASE("corrupted model files are io_errors naming the tensor and the problem
   }
   SECTION("flipped index bytes") {
     io::raw_file f = original;
-    for (auto& byte : f.tensors.at("fc1.weight.indices").bytes) byte = static_cast<std::uint8_t>(byte ^ 0x24);
+    const auto [at, len] = part_range(f, "fc1.weight", "indices");
+    REQUIRE(len > 100);
+    for (std::size_t i = at; i < at + len; ++i) f.tensors.at("fc1").bytes[i] ^= 0x24;
     io::write_safetensors_raw(bad, f);
     CHECK_THROWS_WITH(io::load_model<float>(bad), Catch::Contains("'fc1.weight'"));
   }
   SECTION("a Huffman table that is not a prefix code") {
     io::raw_file f = original;
-    auto& table = f.tensors.at("conv2.weight.codes.huffman").bytes;
-    std::fill(table.begin(), table.end(), 1);
+    const auto [at, len] = part_range(f, "conv2.weight", "indices.huffman");
+    REQUIRE(len >= 2);  // at least 3 symbols of length 1
+    auto& blob = f.tensors.at("conv2").bytes;
+    std::fill(blob.begin() + static_cast<std::ptrdiff_t>(at), blob.begin() + static_cast<std::ptrdiff_t>(at + len), 0x11);  // every length 1
     io::write_safetensors_raw(bad, f);
     CHECK_THROWS_WITH(io::load_model<float>(bad), Catch::Contains("'conv2.weight'") && Catch::Contains("not a prefix code"));
   }
@@ -333,6 +357,19 @@ TEST_CASE("corrupted model files are io_errors naming the tensor and the problem
     io::write_safetensors_raw(bad, f);
     CHECK_THROWS_WITH(io::load_model<float>(bad), Catch::Contains("not valid JSON"));
   }
+  SECTION("part lengths that do not tile the layer's tensor") {
+    io::raw_file f = original;
+    auto d = nlohmann::json::parse(f.metadata.at("slimnet.tensors"));
+    d["fc1.weight"]["p"].back() = d["fc1.weight"]["p"].back().get<int>() + 1;  // a U8 part
+    f.metadata["slimnet.tensors"] = d.dump();
+    io::write_safetensors_raw(bad, f);
+    CHECK_THROWS_WITH(io::load_model<float>(bad), Catch::Contains("'fc1'") && Catch::Contains("fc1.weight"));
+    CHECK_THROWS_WITH(io::describe_model_file(bad), Catch::Contains("'fc1'"));
+    d["fc1.weight"]["p"] = {1, 2};
+    f.metadata["slimnet.tensors"] = d.dump();
+    io::write_safetensors_raw(bad, f);
+    CHECK_THROWS_WITH(io::load_model<float>(bad), Catch::Contains("'fc1.weight'") && Catch::Contains("part lengths"));
+  }
   SECTION("a plain safetensors file is not a model file") {
     io::raw_file f = original;
     f.metadata.clear();
@@ -365,4 +402,90 @@ TEST_CASE("save_model refuses what it cannot store exactly", "[io][model_file]")
   o.overrides["fc9"].encoding = io::tensor_encoding::sparse;
   CHECK_THROWS_WITH(io::save_model(ok, dir / "m.safetensors", o), Catch::Contains("'fc9'"));
   CHECK_FALSE(fs::exists(dir / "m.safetensors"));
+}
+
+TEST_CASE("version 2 packs each layer's compressed tensors into one U8 tensor and still reads version-1 files", "[io][model_file]") {
+  rng gen(17);
+  auto m = nn::models::lenet5<float>(gen);
+  prune_and_cluster(static_cast<nn::conv2d<float>&>(m.find("conv2")).weight(), 0.9, 16, 4);
+  prune_and_cluster(static_cast<nn::linear<float>&>(m.find("fc1")).weight(), 0.99, 8, 5);
+  prune_and_cluster(static_cast<nn::linear<float>&>(m.find("fc2")).weight(), 0.8, 0, 0);
+  fs::path path;
+  check_round_trip(m, random_input({2, 1, 28, 28}, 18), "packed", io::save_model_options{}, &path);
+  const io::raw_file f = io::read_safetensors_raw(path);
+  CHECK(f.metadata.at("slimnet.format_version") == "2");
+  // Every tensor is a dense parameter of its own or a layer's U8 tensor.
+  std::set<std::string> names;
+  for (const auto& [name, t] : f.tensors) names.insert(name);
+  CHECK(names == std::set<std::string>{"conv1.bias", "conv1.weight", "conv2", "conv2.bias", "fc1", "fc1.bias", "fc2", "fc2.bias"});
+  CHECK(f.tensors.at("fc1").type == io::dtype::u8);
+  CHECK(f.tensors.at("conv1.weight").type == io::dtype::f32);
+  CHECK(f.tensors.at("conv1.weight").shape == shape_t{20, 1, 5, 5});
+  // Defaults are left out of the architecture and put back on reading.
+  const auto arch = nlohmann::json::parse(f.metadata.at("slimnet.architecture"));
+  CHECK_FALSE(arch["layers"][0].contains("stride"));
+  CHECK_FALSE(arch.contains("name"));
+  CHECK(io::expand_architecture(arch)["layers"][1]["stride"] == 2);
+
+  // The same file in the version-1 layout (a tensor per part, long keys, byte Huffman tables, the
+  // whole architecture) loads to the same outputs and is larger.
+  const auto view = io::detail::view_of(f, "2", path.string(), "test");
+  io::raw_file v1;
+  v1.tensors = view.file.tensors;
+  nlohmann::json d = view.descriptors;
+  for (auto& item : d.items()) {
+    item.value().erase("parts");
+    for (const char* k : {"indices", "codes"})
+      if (item.value().contains(k)) item.value()[k].erase("huffman_table");
+  }
+  v1.metadata = {{"slimnet.format_version", "1"}, {"slimnet.architecture", view.architecture.dump()}, {"slimnet.tensors", d.dump()}};
+  CHECK(v1.tensors.count("fc1.weight.indices") == 1);
+  const fs::path old = path.parent_path() / "v1.safetensors";
+  io::write_safetensors_raw(old, v1);
+  const auto x = random_input({2, 1, 28, 28}, 19);
+  for (const bool decode : {false, true}) {
+    io::load_model_options o;
+    o.decode = decode;
+    require_identical(run(*io::load_model<float>(old, o), x), run(*io::load_model<float>(path, o), x));
+  }
+  CHECK(fs::file_size(old) > fs::file_size(path) + 1000);
+  // The inspector counts what is stored: the nibble tables at their stored size.
+  const auto s2 = io::describe_model_file(path), s1 = io::describe_model_file(old);
+  std::uint64_t h1 = 0, h2 = 0;
+  for (const auto& r : s1.rows) h1 += r.bytes.huffman;
+  for (const auto& r : s2.rows) h2 += r.bytes.huffman;
+  CHECK(h2 < h1);
+  CHECK(s2.tensor_bytes_total + (h1 - h2) == s1.tensor_bytes_total);
+  CHECK(s2.rows.size() == s1.rows.size());
+}
+
+TEST_CASE("biases take the encoding save_model_options::biases asks for", "[io][model_file]") {
+  rng gen(20);
+  auto m = nn::models::lenet_300_100<float>(gen);
+  prune_and_cluster(static_cast<nn::linear<float>&>(m.find("fc1")).weight(), 0.92, 16, 1);
+  // Biases rounded to half precision in the model: dense_f16 then stores them exactly.
+  m.visit_parameters([](nn::parameter<float>& p) {
+    if (p.name().find(".bias") == std::string::npos) return;
+    for (index_t i = 0; i < p.value().size(); ++i) p.value()[i] = io::f16_to_float(io::float_to_f16(p.value()[i] + 0.01f));
+  });
+  io::save_model_options o;
+  o.biases = io::tensor_encode_options{};
+  o.biases->encoding = io::tensor_encoding::dense_f16;
+  o.overrides["fc3.bias"].encoding = io::tensor_encoding::dense_f32;  // an override still wins
+  fs::path path;
+  const auto enc = check_round_trip(m, random_input({3, 1, 28, 28}, 21), "biases", o, &path);
+  CHECK(enc.at("fc1.bias") == "dense_f16");
+  CHECK(enc.at("fc2.bias") == "dense_f16");
+  CHECK(enc.at("fc3.bias") == "dense_f32");
+  CHECK(enc.at("fc1.weight") == "sparse_codebook");
+  // A codebook of the biases: exact when they share few values.
+  m.visit_parameters([](nn::parameter<float>& p) {
+    if (p.name().find(".bias") == std::string::npos) return;
+    for (index_t i = 0; i < p.value().size(); ++i) p.value()[i] = 0.125f * static_cast<float>(i % 4 + 1);
+  });
+  o.biases->encoding = io::tensor_encoding::codebook;
+  o.overrides.clear();
+  const auto enc2 = check_round_trip(m, random_input({3, 1, 28, 28}, 22), "biases_codebook", o);
+  CHECK(enc2.at("fc1.bias") == "codebook");
+  CHECK(enc2.at("fc3.bias") == "codebook");
 }

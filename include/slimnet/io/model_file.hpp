@@ -7,9 +7,12 @@
 //   io::save_model(model, "lenet5.safetensors");                  // automatic encodings
 //   auto m = io::load_model<float>("lenet5.safetensors");         // Linear / Conv2d on the kernel
 //                                                                 // their encoding calls for
-// Metadata keys: "slimnet.format_version" ("1"), "slimnet.architecture" (architecture.hpp JSON plus
+// Metadata keys: "slimnet.format_version" ("2"), "slimnet.architecture" (architecture.hpp JSON plus
 // "input_standardisation": {"mean", "std"} when known), "slimnet.tensors" ({tensor name:
-// descriptor}), and the caller's own keys.
+// descriptor}), and the caller's own keys. Version 2 (packed_layout.hpp) stores the same encodings
+// with a small fixed cost: the multi-part tensors of a layer in one U8 tensor named after the
+// layer ("fc1"), short descriptor keys, 4-bit Huffman tables, architecture defaults left out;
+// version-1 files (one safetensors tensor per part, "fc1.weight.indices") are still read.
 //
 // Encoding -> layer at load (unless options.decode): sparse and sparse_codebook -> nn::compressed::
 // to_sparse (pruning decides the kernel), codebook -> to_codebook, sign_bits -> to_xnor, int8_rows
@@ -30,13 +33,14 @@
 
 #include "slimnet/core/error.hpp"
 #include "slimnet/io/architecture.hpp"
+#include "slimnet/io/packed_layout.hpp"
 #include "slimnet/io/safetensors.hpp"
 #include "slimnet/io/tensor_codec.hpp"
 #include "slimnet/nn/compressed/convert.hpp"
 
 namespace slimnet::io {
 
-inline constexpr const char* model_format_version = "1";
+inline constexpr const char* model_format_version = "2";
 
 /// x -> (x - mean) / std, applied to inputs before the model (examples/common's input_mean / input_std).
 struct input_standardisation {
@@ -49,6 +53,10 @@ struct save_model_options {
   tensor_encode_options defaults;
   /// Per-tensor ("fc1.weight") or per-layer ("fc1": all its tensors) overrides; the tensor name wins.
   std::map<std::string, tensor_encode_options> overrides;
+  /// Encoding of every bias ("<layer>.bias") that no override names; the defaults when absent.
+  /// E.g. dense_f16, which rounds (round the model's biases to half precision first, half.hpp, for
+  /// a file that loads bitwise as the model), or codebook (exact when the biases share few values).
+  std::optional<tensor_encode_options> biases;
   /// Stored as the file's metadata (keys starting with "slimnet." are reserved).
   std::map<std::string, std::string> metadata;
   /// Recorded in the architecture; when absent, taken from metadata "input_mean" / "input_std".
@@ -90,6 +98,8 @@ inline nlohmann::json parse_metadata_json(const raw_file& f, const std::string& 
 inline const tensor_encode_options& options_for(const save_model_options& o, const std::string& tensor_name, const std::string& layer_name) {
   if (auto it = o.overrides.find(tensor_name); it != o.overrides.end()) return it->second;
   if (auto it = o.overrides.find(layer_name); it != o.overrides.end()) return it->second;
+  const std::string bias = ".bias";
+  if (o.biases && tensor_name.size() >= bias.size() && tensor_name.compare(tensor_name.size() - bias.size(), bias.size(), bias) == 0) return *o.biases;
   return o.defaults;
 }
 
@@ -106,6 +116,7 @@ inline std::string layer_of(const std::string& tensor_name) {
 inline void save_model(const nn::layer<float>& model, const std::filesystem::path& path, const save_model_options& options = {}) {
   constexpr const char* fn = "slimnet::io::save_model";
   options.defaults.validate();
+  if (options.biases) options.biases->validate();
   auto copy = model.clone();  // forward_value caches stages in the parameter: keep the caller's model untouched
   extra_tensors<float> extras;
   nlohmann::json arch = architecture_of(*copy, extras);
@@ -125,18 +136,16 @@ inline void save_model(const nn::layer<float>& model, const std::filesystem::pat
   raw_file file;
   nlohmann::json descriptors = nlohmann::json::object();
   std::set<std::string> layers_seen;
+  model_packer packer;
   auto store = [&](const std::string& name, const tensor<float>& value) {
     if (descriptors.contains(name)) slimnet::detail::raise<config_error>(fn, "two tensors are named '{}'", name);
     encoded_tensor e = encode_tensor(name, value.shape(), value.data(), detail::options_for(options, name, detail::layer_of(name)));
-    for (auto& [part, t] : e.parts) {
-      if (file.tensors.count(part)) slimnet::detail::raise<config_error>(fn, "tensor part '{}' is written twice", part);
-      file.tensors.emplace(part, std::move(t));
-    }
-    descriptors[name] = std::move(e.descriptor);
+    descriptors[name] = packer.add(name, std::move(e), file);
     layers_seen.insert(detail::layer_of(name));
   };
   copy->visit_parameters([&](nn::parameter<float>& p) { store(p.name(), p.forward_value(nn::forward_context{})); });
   for (const auto& [name, t] : extras) store(name, t);
+  packer.finish_packing(file);
   for (const auto& [name, o] : options.overrides) {
     if (!descriptors.contains(name) && !layers_seen.count(name)) {
       slimnet::detail::raise<config_error>(fn, "the encoding override '{}' names no tensor or layer of the model", name);
@@ -147,12 +156,37 @@ inline void save_model(const nn::layer<float>& model, const std::filesystem::pat
     file.metadata[k] = v;
   }
   file.metadata["slimnet.format_version"] = model_format_version;
-  file.metadata["slimnet.architecture"] = arch.dump();
+  file.metadata["slimnet.architecture"] = compact_architecture(arch).dump();
   file.metadata["slimnet.tensors"] = descriptors.dump();
   write_safetensors_raw(path, file);
 }
 
 namespace detail {
+
+/// A model file as the decoder reads it: version-1 layout, long descriptor keys, full architecture.
+struct model_file_view {
+  raw_file file;
+  nlohmann::json architecture;
+  nlohmann::json descriptors;
+  std::map<std::string, std::uint64_t> stored_bytes;  ///< parts widened on reading: their size in the file
+};
+
+inline model_file_view view_of(const raw_file& file, const std::string& version, const std::string& where, const char* fn) {
+  model_file_view v;
+  v.architecture = parse_metadata_json(file, "slimnet.architecture", where);
+  v.descriptors = parse_metadata_json(file, "slimnet.tensors", where);
+  if (!v.descriptors.is_object()) slimnet::detail::raise<io_error>(fn, "'{}': slimnet.tensors is not a JSON object", where);
+  if (version != "1") {
+    v.architecture = expand_architecture(v.architecture);
+    for (auto& item : v.descriptors.items()) item.value() = expand_descriptor(item.value());
+  }
+  try {
+    v.file = unpack_model_file(file, v.descriptors, "slimnet::io::unpack_model_file", &v.stored_bytes);
+  } catch (const io_error& e) {
+    slimnet::detail::raise<io_error>(fn, "'{}': {}", where, e.what());
+  }
+  return v;
+}
 
 /// The compressed form of a Linear / Conv2d for `encoding`, or null to keep the float layer.
 template <class Scalar, class Layer>
@@ -186,12 +220,13 @@ loaded_model<Scalar> read_model(const std::filesystem::path& path, const load_mo
   if (version == file.metadata.end()) {
     slimnet::detail::raise<io_error>(fn, "'{}' is not a slimnet model file: no slimnet.format_version in its metadata", where);
   }
-  if (version->second != model_format_version) {
-    slimnet::detail::raise<io_error>(fn, "'{}' has model format version '{}', this slimnet reads '{}'", where, version->second, model_format_version);
+  if (version->second != "1" && version->second != model_format_version) {
+    slimnet::detail::raise<io_error>(fn, "'{}' has model format version '{}', this slimnet reads '1' and '{}'", where, version->second,
+                                     model_format_version);
   }
-  const nlohmann::json arch = detail::parse_metadata_json(file, "slimnet.architecture", where);
-  const nlohmann::json descriptors = detail::parse_metadata_json(file, "slimnet.tensors", where);
-  if (!descriptors.is_object()) slimnet::detail::raise<io_error>(fn, "'{}': slimnet.tensors is not a JSON object", where);
+  const detail::model_file_view view = detail::view_of(file, version->second, where, fn);
+  const nlohmann::json& arch = view.architecture;
+  const nlohmann::json& descriptors = view.descriptors;
 
   loaded_model<Scalar> out;
   tensor_setters<Scalar> setters;
@@ -218,7 +253,7 @@ loaded_model<Scalar> read_model(const std::filesystem::path& path, const load_mo
       return std::nullopt;
     }
     try {
-      return decode_tensor(name, descriptors[name], file, &parts_used, options.limits);
+      return decode_tensor(name, descriptors[name], view.file, &parts_used, options.limits);
     } catch (const io_error& e) {
       slimnet::detail::raise<io_error>(fn, "'{}': {}", where, e.what());
     }
@@ -244,7 +279,7 @@ loaded_model<Scalar> read_model(const std::filesystem::path& path, const load_mo
   std::vector<std::string> unexpected;
   for (const auto& item : descriptors.items())
     if (!expected.count(item.key())) unexpected.push_back(item.key());
-  for (const auto& [name, t] : file.tensors)
+  for (const auto& [name, t] : view.file.tensors)
     if (!parts_used.count(name) && !descriptors.contains(name)) unexpected.push_back(name);
   if (!missing.empty() || !unexpected.empty() || !misfit.empty()) {
     std::string msg;
@@ -312,18 +347,20 @@ struct model_file_summary {
 /// Per-tensor encodings and bytes of a model file (it is read and its header checked, not decoded).
 inline model_file_summary describe_model_file(const std::filesystem::path& path) {
   constexpr const char* fn = "slimnet::io::describe_model_file";
-  const raw_file file = read_safetensors_raw(path);
+  const raw_file raw = read_safetensors_raw(path);
   model_file_summary s;
   s.file_bytes = std::filesystem::file_size(path);
-  s.architecture = detail::parse_metadata_json(file, "slimnet.architecture", path.string());
-  const nlohmann::json descriptors = detail::parse_metadata_json(file, "slimnet.tensors", path.string());
-  if (!descriptors.is_object()) slimnet::detail::raise<io_error>(fn, "'{}': slimnet.tensors is not a JSON object", path.string());
+  const auto version = raw.metadata.find("slimnet.format_version");
+  const detail::model_file_view view = detail::view_of(raw, version == raw.metadata.end() ? std::string("1") : version->second, path.string(), fn);
+  const raw_file& file = view.file;
+  s.architecture = view.architecture;
+  const nlohmann::json& descriptors = view.descriptors;
   for (const auto& item : descriptors.items()) {
     const nlohmann::json& d = item.value();
     model_file_row r;
     r.tensor = item.key();
     r.layer = detail::layer_of(r.tensor);
-    r.encoding = d.is_object() ? d.value("encoding", "?") : "?";
+    r.encoding = d.is_object() && d.contains("encoding") && d["encoding"].is_string() ? d["encoding"].get<std::string>() : "?";
     std::uint64_t n = 1;
     if (d.is_object() && d.contains("shape") && d["shape"].is_array()) {
       for (const auto& dim : d["shape"]) {
@@ -333,7 +370,7 @@ inline model_file_summary describe_model_file(const std::filesystem::path& path)
       }
     }
     r.nonzeros = d.is_object() && d.contains("nonzeros") && detail::is_count(d["nonzeros"]) ? d["nonzeros"].get<std::uint64_t>() : 0;
-    r.bytes = encoded_bytes(r.tensor, file);
+    r.bytes = encoded_bytes(r.tensor, file, &view.stored_bytes);
     r.dense_f32_bytes = 4 * n;
     r.descriptor = d;
     s.tensor_bytes_total += r.bytes.total();

@@ -518,10 +518,15 @@ inline tensor<float> decode_tensor(const std::string& name, const nlohmann::json
   return out;
 }
 
-/// Bytes of an encoded tensor by role, from its descriptor and the file's parts.
-inline tensor_bytes encoded_bytes(const std::string& name, const raw_file& file) {
+/// Bytes of an encoded tensor by role, from its descriptor and the file's parts; `stored` gives the
+/// size in the file of parts the reader widened (packed_layout.hpp's nibble tables).
+inline tensor_bytes encoded_bytes(const std::string& name, const raw_file& file, const std::map<std::string, std::uint64_t>* stored = nullptr) {
   tensor_bytes b;
   auto size_of = [&](const std::string& n) -> std::uint64_t {
+    if (stored) {
+      const auto s = stored->find(n);
+      if (s != stored->end()) return s->second;
+    }
     const auto it = file.tensors.find(n);
     return it == file.tensors.end() ? 0 : it->second.bytes.size();
   };
