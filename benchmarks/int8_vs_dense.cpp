@@ -4,6 +4,10 @@
 // run, interleaved round by round.
 //
 //   int8_vs_dense [--rounds 5] [--csv int8_vs_dense.csv] [--quick]
+//   int8_vs_dense --accuracy out/lenet5-mnist.safetensors [--data mnist]
+//     accuracy of a trained LeNet-5 and of its int8 form (nn::compressed::compress, format::int8:
+//     one activation step per image in the convolutions, per sample in the Linear layers) on the
+//     test set; exit status 1 when they differ by more than 0.3 percentage points.
 #include <algorithm>
 #include <chrono>
 #include <ctime>
@@ -22,6 +26,7 @@
 #include "slimnet/core/random.hpp"
 #include "slimnet/kernels/gemm.hpp"
 #include "slimnet/kernels/int8_gemm.hpp"
+#include "slimnet/nn/compressed/convert.hpp"
 
 #if defined(SLIMNET_BENCH_OPENBLAS)
 #include <cblas.h>
@@ -31,9 +36,47 @@ using namespace slimnet;
 using namespace slimnet::bench;
 using row_matrix_f = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
+namespace {
+
+/// Test-set accuracy of the float LeNet-5 in `file` and of its int8 form; 0 when within 0.3 pp.
+int int8_accuracy(const std::string& file, const std::string& data_name) {
+  auto data = cli::load_dataset(data_name);
+  rng gen(1);
+  nn::sequential<float> model = cli::make_model("lenet5", gen, "int8_vs_dense");
+  cli::load_baseline(model, file, "lenet5", data_name, data, "int8_vs_dense");
+  auto int8 = model;
+  for (const auto& line : nn::compressed::compress(int8, nn::compressed::format::int8)) fmt::print("  {}\n", line);
+  const train::cross_entropy<float> loss;
+  const double af = train::evaluate(model, data.test, loss).accuracy;
+  const double ai = train::evaluate(int8, data.test, loss).accuracy;
+  // How often the two agree on the class, and how far the logits move.
+  tensor<float> yf, yi;
+  model.forward(data.test.inputs, yf, {});
+  int8.forward(data.test.inputs, yi, {});
+  index_t agree = 0;
+  double worst = 0;
+  const index_t classes = yf.dim(1);
+  for (index_t n = 0; n < yf.dim(0); ++n) {
+    index_t bf = 0, bi = 0;
+    for (index_t j = 0; j < classes; ++j) {
+      if (yf[n * classes + j] > yf[n * classes + bf]) bf = j;
+      if (yi[n * classes + j] > yi[n * classes + bi]) bi = j;
+      worst = std::max(worst, static_cast<double>(std::abs(yf[n * classes + j] - yi[n * classes + j])));
+    }
+    agree += bf == bi;
+  }
+  fmt::print("{} test images: float {:.2f}%, int8 {:.2f}% ({:+.2f} pp); same class on {} images ({:.2f}%); max |logit difference| {:.3g}\n",
+             data.test.size(), 100 * af, 100 * ai, 100 * (ai - af), agree, 100.0 * static_cast<double>(agree) / static_cast<double>(yf.dim(0)),
+             worst);
+  return std::abs(ai - af) <= 0.003 + 1e-12 ? 0 : 1;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
-  cli::args args(argc, argv, {{"rounds", "5"}, {"csv", "int8_vs_dense.csv"}, {"quick", "false"}},
+  cli::args args(argc, argv, {{"rounds", "5"}, {"csv", "int8_vs_dense.csv"}, {"quick", "false"}, {"accuracy", ""}, {"data", "mnist"}},
                  "int8_vs_dense: int8 / int16 GEMM against fp32 GEMM, one thread, ratios from one run");
+  if (!args.str("accuracy").empty()) return int8_accuracy(args.str("accuracy"), args.str("data"));
   const int rounds = static_cast<int>(args.integer("rounds"));
   Eigen::setNbThreads(1);
 #if defined(SLIMNET_BENCH_OPENBLAS)

@@ -2,6 +2,7 @@
 // K not a multiple of the lane group, int32 and dequantized float output, wrap-around.
 #include <catch2/catch.hpp>
 
+#include <limits>
 #include <vector>
 
 #include <Eigen/Core>
@@ -16,8 +17,11 @@ namespace {
 struct mkn {
   index_t m, k, n;
 };
+// M covers every height of the last register tile (M mod 6 = 0..5) and batch 1; N every column
+// mask (N mod 16, partial panels); K every remainder mod 4 and mod 64.
 const std::vector<mkn> shapes = {{1, 1, 1},    {1, 4, 1},    {2, 3, 5},     {7, 13, 17},  {6, 64, 64},  {13, 65, 63},
-                                 {17, 129, 65}, {31, 500, 50}, {64, 801, 130}, {5, 1023, 7}, {97, 2, 101}, {1, 1000, 1000}};
+                                 {17, 129, 65}, {31, 500, 50}, {64, 801, 130}, {5, 1023, 7}, {97, 2, 101}, {1, 1000, 1000},
+                                 {1, 800, 500},  {64, 500, 10}, {3, 27, 33},   {4, 66, 80},  {10, 131, 17}, {1, 25, 20}};
 
 template <class T>
 std::vector<T> random_ints(index_t n, int lo, int hi, rng& gen) {
@@ -58,6 +62,7 @@ void check_int_gemm(int a_lo, int a_hi, int b_lo, int b_hi, Fast fast, Ref refer
       p.row_scale = rs.data();
       p.col_scale = cs.data();
       p.col_bias = bias.data();
+      std::fill(gotf.begin(), gotf.end(), std::numeric_limits<float>::quiet_NaN());  // a missed store stays NaN
       fast(av, packed, kernels::row_major(gotf.data(), s.m, s.n), p);
       reference(av, bv, kernels::row_major(reff.data(), s.m, s.n), p);
       for (std::size_t e = 0; e < reff.size(); ++e) CHECK(gotf[e] == Approx(reff[e]).epsilon(1e-5).margin(1e-5));

@@ -10,7 +10,8 @@
 // groups of 4 products into 16 int32 lanes (64 multiply-adds per instruction, 4x an fp32 FMA).
 // B is packed in panels of 64 columns as [k/4][64 columns][4 consecutive k], so one register holds
 // 16 columns x 4 k; 4 bytes of each of 6 rows of A are broadcast; the 6 x 64 tile of int32
-// accumulators lives in 24 registers. vpdpbusd wants A unsigned: a signed A is shifted,
+// accumulators lives in 24 registers (the last rows of C, fewer than 6, get a tile of their own
+// height: batch 1 computes one row, not six). vpdpbusd wants A unsigned: a signed A is shifted,
 //   sum_k (a + 128) b = sum_k a b + 128 * sum_k b   =>   C = dpbusd(a XOR 0x80, b) - 128 colsum(B),
 // with colsum(B) computed when B is packed. int16 uses vpdpwssd (signed x signed, pairs of k,
 // 32 multiply-adds per instruction) with the same tile and no correction.
@@ -154,50 +155,39 @@ inline void int_dot(__m512i& acc, __m512i a, __m512i b) {
 #endif
 }
 
-/// One 6 x 64 tile of C over all `groups` lane groups of K: the accumulators stay in 24 registers,
-/// each 64-byte load of the panel feeds 6 multiply-add instructions. Rows past `rows` repeat the
-/// last one (not stored). Every row of A holds groups * G readable elements (zero past K).
-template <class A, class B, class Out>
-inline void int_tile(const A* a, index_t lda, index_t rows, const B* bp, index_t groups, Out* c, index_t ldc, const __mmask16 mask[4],
+/// One MR x 64 tile of C (MR <= 6) over all `groups` lane groups of K: the accumulators stay in
+/// 4 MR registers, each 64-byte load of the panel feeds MR multiply-add instructions. MR is a
+/// template parameter so that the last rows of C (and batch 1: MR = 1) compute only the rows they
+/// store. Every row of A holds groups * G readable elements (zero past K).
+template <int MR, class A, class B, class Out>
+inline void int_tile(const A* a, index_t lda, const B* bp, index_t groups, Out* c, index_t ldc, const __mmask16 mask[4],
                      const __m512i correction[4], index_t row0, index_t col0, const int_gemm_params& params) {
+  static_assert(MR >= 1 && MR <= int_mr, "A tile has 1 to 6 rows.");
   constexpr index_t g = int_packed_rhs<B>::group;
   constexpr bool shift = std::is_same_v<A, std::int8_t> && std::is_same_v<B, std::int8_t>;
-  const A* a0 = a;
-  const A* a1 = a + std::min<index_t>(1, rows - 1) * lda;
-  const A* a2 = a + std::min<index_t>(2, rows - 1) * lda;
-  const A* a3 = a + std::min<index_t>(3, rows - 1) * lda;
-  const A* a4 = a + std::min<index_t>(4, rows - 1) * lda;
-  const A* a5 = a + std::min<index_t>(5, rows - 1) * lda;
-  __m512i c00 = _mm512_setzero_si512(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
-  __m512i c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00, c33 = c00;
-  __m512i c40 = c00, c41 = c00, c42 = c00, c43 = c00, c50 = c00, c51 = c00, c52 = c00, c53 = c00;
+  __m512i acc[MR][4];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < 4; ++v) acc[r][v] = _mm512_setzero_si512();
   const __m512i flip = _mm512_set1_epi32(static_cast<int>(0x80808080u));
-  auto broadcast = [&](const A* row, index_t q) {
-    std::int32_t word;
-    std::memcpy(&word, row + q * g, 4);
-    const __m512i v = _mm512_set1_epi32(word);
-    return shift ? _mm512_xor_si512(v, flip) : v;  // a signed A: a + 128 as unsigned
-  };
   for (index_t q = 0; q < groups; ++q) {
     const B* bq = bp + q * 64 * g;
     const __m512i b0 = _mm512_loadu_si512(bq), b1 = _mm512_loadu_si512(bq + 16 * g);
     const __m512i b2 = _mm512_loadu_si512(bq + 32 * g), b3 = _mm512_loadu_si512(bq + 48 * g);
-    __m512i av = broadcast(a0, q);
-    int_dot<B>(c00, av, b0); int_dot<B>(c01, av, b1); int_dot<B>(c02, av, b2); int_dot<B>(c03, av, b3);
-    av = broadcast(a1, q);
-    int_dot<B>(c10, av, b0); int_dot<B>(c11, av, b1); int_dot<B>(c12, av, b2); int_dot<B>(c13, av, b3);
-    av = broadcast(a2, q);
-    int_dot<B>(c20, av, b0); int_dot<B>(c21, av, b1); int_dot<B>(c22, av, b2); int_dot<B>(c23, av, b3);
-    av = broadcast(a3, q);
-    int_dot<B>(c30, av, b0); int_dot<B>(c31, av, b1); int_dot<B>(c32, av, b2); int_dot<B>(c33, av, b3);
-    av = broadcast(a4, q);
-    int_dot<B>(c40, av, b0); int_dot<B>(c41, av, b1); int_dot<B>(c42, av, b2); int_dot<B>(c43, av, b3);
-    av = broadcast(a5, q);
-    int_dot<B>(c50, av, b0); int_dot<B>(c51, av, b1); int_dot<B>(c52, av, b2); int_dot<B>(c53, av, b3);
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      std::int32_t word;
+      std::memcpy(&word, a + r * lda + q * g, 4);
+      __m512i av = _mm512_set1_epi32(word);
+      if constexpr (shift) av = _mm512_xor_si512(av, flip);  // a signed A: a + 128 as unsigned
+      int_dot<B>(acc[r][0], av, b0);
+      int_dot<B>(acc[r][1], av, b1);
+      int_dot<B>(acc[r][2], av, b2);
+      int_dot<B>(acc[r][3], av, b3);
+    }
   }
-  const __m512i acc[int_mr][4] = {{c00, c01, c02, c03}, {c10, c11, c12, c13}, {c20, c21, c22, c23},
-                                  {c30, c31, c32, c33}, {c40, c41, c42, c43}, {c50, c51, c52, c53}};
-  for (index_t r = 0; r < rows; ++r) {
+  for (int r = 0; r < MR; ++r) {
     Out* cr = c + r * ldc;
     for (int v = 0; v < 4; ++v) {
       if (!mask[v]) continue;
@@ -243,9 +233,20 @@ void int_gemm(const matrix_ref<const A>& a, const int_packed_rhs<B>& b, const ma
       // 128 * colsum(B): the signed-A shift taken back out.
       correction[v] = shift ? _mm512_slli_epi32(_mm512_maskz_loadu_epi32(mask[v], b.colsum() + col0 + 16 * v), 7) : _mm512_setzero_si512();
     }
-    for (index_t i = 0; i < a.rows; i += mr) {
-      int_tile<A, B, Out>(adata + i * lda, lda, std::min(mr, a.rows - i), b.panel(p), b.groups(), c.data + i * c.row_stride + col0,
-                          c.row_stride, mask, correction, i, col0, params);
+    const B* bp = b.panel(p);
+    index_t i = 0;
+    for (; i + mr <= a.rows; i += mr)
+      int_tile<int_mr, A, B, Out>(adata + i * lda, lda, bp, b.groups(), c.data + i * c.row_stride + col0, c.row_stride, mask, correction, i,
+                                  col0, params);
+    const A* ai = adata + i * lda;
+    Out* ci = c.data + i * c.row_stride + col0;
+    switch (a.rows - i) {
+      case 5: int_tile<5, A, B, Out>(ai, lda, bp, b.groups(), ci, c.row_stride, mask, correction, i, col0, params); break;
+      case 4: int_tile<4, A, B, Out>(ai, lda, bp, b.groups(), ci, c.row_stride, mask, correction, i, col0, params); break;
+      case 3: int_tile<3, A, B, Out>(ai, lda, bp, b.groups(), ci, c.row_stride, mask, correction, i, col0, params); break;
+      case 2: int_tile<2, A, B, Out>(ai, lda, bp, b.groups(), ci, c.row_stride, mask, correction, i, col0, params); break;
+      case 1: int_tile<1, A, B, Out>(ai, lda, bp, b.groups(), ci, c.row_stride, mask, correction, i, col0, params); break;
+      default: break;
     }
   }
 }

@@ -9,12 +9,18 @@
 // point activations). Per output the difference from the float layer on the same weights is at most
 //   sum_k |w_jk| t_n / 2 + sum_k |x_nk| (s_j / 2 if the weights were not exact) + float rounding,
 // and only float rounding when both weights and activations are exact.
+// In a Conv2d (convolve: the direct int8 convolution of kernels/int8_conv.hpp) the sample is the
+// image: one step t_n = max |x[n, ...]| / 127 for the whole input image, so the bound above holds
+// per output with that t_n. Measured on the trained LeNet-5 (MNIST, 2,000 test images) per-image
+// steps keep the float model's accuracy (see README "Whole-model speed"); they let the input be
+// quantized once instead of once per output position (25 times per pixel for a 5x5 kernel).
 #pragma once
 
 #include <cmath>
 #include <limits>
 #include <type_traits>
 
+#include "slimnet/kernels/int8_conv.hpp"
 #include "slimnet/kernels/int8_gemm.hpp"
 #include "slimnet/nn/compressed/engine.hpp"
 
@@ -69,7 +75,7 @@ class int8_engine : public engine<Scalar> {
 
   std::string format() const override {
     return fmt::format("int8 codes ({} weights), {} activations", exact_ ? "exact" : "rounded",
-                       opt_.activation_step > 0 ? fmt::format("fixed-step {}", opt_.activation_step) : std::string("dynamic per-sample"));
+                       opt_.activation_step > 0 ? fmt::format("fixed-step {}", opt_.activation_step) : std::string("dynamic per-sample (per-image in convolutions)"));
   }
   std::string kind_prefix() const override { return "Int8"; }
   index_t out_features() const override { return rows_; }
@@ -84,6 +90,7 @@ class int8_engine : public engine<Scalar> {
     quantize(x, n);
     kernels::int_gemm_params p;
     p.threads = opt_.threads;
+    p.path = path_;
     p.row_scale = row_scale_.data();
     p.col_scale = scale_.data();
     p.col_bias = bias_float_.empty() ? nullptr : bias_float_.data();
@@ -107,6 +114,46 @@ class int8_engine : public engine<Scalar> {
     apply_rows(xt_.data(), n, yt_.data());
     detail::transpose(yt_.data(), n, rows_, z);
   }
+
+  /// The direct int8 convolution (kernels/int8_conv.hpp) of a stride-1 Conv2d whose weights are
+  /// these rows (out_c x in_c kh kw): y (N, out_c, PH, PW) with the epilogue fused. Activations
+  /// get one step per image (not per output position as apply_rows would give an im2row matrix):
+  /// the input is quantized once, 25x fewer values than its im2row for a 5x5 kernel. The
+  /// filters are packed for the kernel on the first call with this geometry (no allocation
+  /// after the first call at a given input size).
+  void convolve(const Scalar* x, const kernels::conv_input& in, index_t kernel_h, index_t kernel_w, const kernels::conv_epilogue& ep,
+                Scalar* y) {
+    if (in.channels * kernel_h * kernel_w != cols_) {
+      slimnet::detail::raise<shape_error>("slimnet::nn::compressed::int8_engine::convolve",
+                                          "{} channels of {}x{} kernels do not fit weights of {} inputs", in.channels, kernel_h, kernel_w, cols_);
+    }
+    if (filters_.in_channels() != in.channels || filters_.kernel_h() != kernel_h || filters_.kernel_w() != kernel_w) {
+      std::vector<std::int8_t> q(static_cast<std::size_t>(rows_ * cols_));
+      for (index_t j = 0; j < rows_; ++j)
+        for (index_t k = 0; k < cols_; ++k) q[static_cast<std::size_t>(j * cols_ + k)] = packed_.at(k, j);
+      filters_ = kernels::int8_conv_filters(q.data(), rows_, in.channels, kernel_h, kernel_w);
+    }
+    const Scalar* bias = bias_ ? bias_->data() : nullptr;
+    const int threads = static_cast<int>(std::min<index_t>(kernels::detail::resolve_threads(opt_.threads), std::max<index_t>(in.batch, 1)));
+    conv_ws_.resize(static_cast<std::size_t>(std::max(threads, 1)));
+    if (threads <= 1) {
+      kernels::int8_conv2d(filters_, x, in, scale_.data(), bias, opt_.activation_step, ep, y, conv_ws_[0], path_);
+      return;
+    }
+    // Images split evenly; each thread its own buffers, so the outputs do not depend on the count.
+    const index_t in_size = in.channels * in.height * in.width;
+    const index_t out_size = rows_ * ep.out(in.height + 2 * in.pad_h - kernel_h + 1) * ep.out(in.width + 2 * in.pad_w - kernel_w + 1);
+    const auto bounds = kernels::detail::even_split(in.batch, threads);
+    kernels::detail::run_threads(threads, [&](int t, int) {
+      kernels::conv_input part = in;
+      const index_t n0 = bounds[static_cast<std::size_t>(t)];
+      part.batch = bounds[static_cast<std::size_t>(t) + 1] - n0;
+      kernels::int8_conv2d(filters_, x + n0 * in_size, part, scale_.data(), bias, opt_.activation_step, ep, y + n0 * out_size,
+                           conv_ws_[static_cast<std::size_t>(t)], path_);
+    });
+  }
+  /// Forces the portable kernels (tests compare them with the dispatched ones).
+  void set_path(kernels::kernel_path p) { path_ = p; }
 
   row_matrix<Scalar> effective_weights() const override {
     row_matrix<Scalar> w(rows_, cols_);
@@ -138,30 +185,16 @@ class int8_engine : public engine<Scalar> {
     return 0.0;
   }
 
-  /// xq_ = codes of x (n x in), row_scale_ = their steps.
+  /// xq_ = codes of x (n x in), row_scale_ = their steps (kernels/int8_conv.hpp: the same rule
+  /// as a convolution's images). A row holding NaN or Inf gets a NaN step, so its outputs are NaN
+  /// as the float layer's would be (found by fuzz/model_file_fuzz.cpp under UBSan).
   void quantize(const Scalar* x, index_t n) {
     xq_.resize(static_cast<std::size_t>(n * cols_));
     row_scale_.resize(static_cast<std::size_t>(n));
     for (index_t i = 0; i < n; ++i) {
-      const Scalar* xr = x + i * cols_;
-      double step = opt_.activation_step;
-      if (step <= 0) {
-        Scalar m = 0;
-        for (index_t k = 0; k < cols_; ++k) m = std::max(m, std::abs(xr[k]));
-        step = m > 0 ? static_cast<double>(m) / 127.0 : 1.0;
-      }
-      const auto inv = static_cast<Scalar>(1.0 / step);
-      bool representable = std::isfinite(step);
-      std::int8_t* q = xq_.data() + i * cols_;
-      for (index_t k = 0; k < cols_; ++k) {
-        const Scalar c = std::nearbyint(xr[k] * inv);
-        representable = representable && !std::isnan(c);
-        // NaN has no int8 code (casting it is undefined): code 0 here, and the row's step below.
-        q[k] = std::isnan(c) ? std::int8_t{0} : static_cast<std::int8_t>(std::clamp(c, Scalar(-127), Scalar(127)));
-      }
-      // A row holding NaN or Inf gets a NaN step, so its outputs are NaN as the float layer's would
-      // be (found by fuzz/model_file_fuzz.cpp under UBSan).
-      row_scale_[static_cast<std::size_t>(i)] = representable ? static_cast<float>(step) : std::numeric_limits<float>::quiet_NaN();
+      const float step = kernels::detail::int8_image_step(x + i * cols_, cols_, opt_.activation_step);
+      row_scale_[static_cast<std::size_t>(i)] = step;
+      kernels::detail::int8_codes(x + i * cols_, cols_, step, xq_.data() + i * cols_, path_);
     }
   }
 
@@ -176,6 +209,9 @@ class int8_engine : public engine<Scalar> {
   std::vector<float> row_scale_;
   std::vector<std::int32_t> sums_;
   std::vector<Scalar> xt_, yt_;
+  kernels::int8_conv_filters filters_;             // packed for convolve, on its first call
+  std::vector<kernels::int8_conv_workspace> conv_ws_;  // one per thread
+  kernels::kernel_path path_ = kernels::kernel_path::automatic;
 };
 
 }  // namespace slimnet::nn::compressed

@@ -11,6 +11,7 @@
 #include "slimnet/kernels/sparse_conv.hpp"
 #include "slimnet/nn/compressed/csr16_engine.hpp"
 #include "slimnet/nn/compressed/engine.hpp"
+#include "slimnet/nn/compressed/int8_engine.hpp"
 #include "slimnet/nn/compressed/xnor_engine.hpp"
 #include "slimnet/nn/conv2d.hpp"
 #include "slimnet/nn/layer.hpp"
@@ -146,6 +147,13 @@ class compressed_conv2d : public layer<Scalar> {
       // The direct sparse convolution with the epilogue fused: no im2col, no unpooled output.
       const kernels::conv_input in{batch, in_channels_, x.dim(2), x.dim(3), win_.pad_h, win_.pad_w};
       kernels::sparse_conv2d(direct->filters().ref(), x.data(), in, direct->bias_data(), epilogue_, y.data(), direct_ws_);
+      return;
+    }
+    auto* int8 = dynamic_cast<int8_engine<Scalar>*>(engine_.get());
+    if (int8 != nullptr && win_.stride_h == 1 && win_.stride_w == 1) {
+      // The direct int8 convolution, one activation step per image, the epilogue fused.
+      int8->convolve(x.data(), {batch, in_channels_, x.dim(2), x.dim(3), win_.pad_h, win_.pad_w}, win_.kernel_h, win_.kernel_w, epilogue_,
+                     y.data());
       return;
     }
     if (!fused()) {
