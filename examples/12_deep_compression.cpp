@@ -3,16 +3,25 @@
 //
 //   deep_compression --model lenet300 --data mnist
 //   deep_compression --model lenet5 --data mnist --baseline lenet5-mnist.safetensors
+//   deep_compression --model lenet5 --data mnist --baseline out/lenet5-mnist.safetensors
+//       --pruned out/lenet5-mnist-dns.safetensors --bits conv1=4,conv2=4,fc1=4,fc2=4
 //
 // 1. Load the dense baseline from --baseline, or train one (example 1's recipe) and save it there.
-// 2. Prune every Linear / Conv2d weight by magnitude to Han et al.'s per-layer densities in
+// 2. With --pruned FILE, start from a model pruned elsewhere instead (example 3's DNS, or example
+//    2's magnitude pruning): its parameters are loaded and its zeros become the masks of the
+//    weights AND of the biases (DNS prunes biases too), so no weight it removed comes back.
+//    Otherwise prune every Linear / Conv2d weight by magnitude to Han et al.'s per-layer densities in
 //    --rounds rounds of retraining (prune::iterative, as example 2 does), the masks held. The masks
 //    are NOT baked in: they stay on the parameters as the support the quantizers see.
 // 3. Share weights: per layer, k-means with linear initialisation (Han's best) on the SURVIVING
-//    weights only, 2^bits centroids (Han: 8 bits for conv, 5 bits for fc). Pruned weights are not
-//    clustered and 0 is not a centroid (nn/parameter.hpp: how transforms compose).
+//    weights only, 2^bits centroids (Han: 8 bits for conv, 5 bits for fc; --bits per layer).
+//    Pruned weights are not clustered and 0 is not a centroid (nn/parameter.hpp: how transforms
+//    compose).
 // 4. Fine-tune the centroids for --finetune-epochs: each centroid moves by the summed gradient of
-//    its surviving weights (quant::share_weights on top of the mask), the indices fixed.
+//    its surviving weights (quant::share_weights on top of the mask), the indices fixed. With
+//    --distill alpha, retraining and fine-tuning also pull the outputs towards the dense
+//    baseline's (as in examples 2 and 3). With --bias-f16, the biases are then rounded to half
+//    precision (a file stores them in 2 bytes each; the accuracy reported is the rounded model's).
 // 5. Report per layer: weights kept, bits, distinct nonzero values, and the Deep Compression
 //    storage estimate (relative indices of --index-bits with filler zeros for longer gaps, the
 //    survivors' cluster indices, 32-bit centroids), then check that the mask held: every pruned
@@ -92,12 +101,19 @@ int main(int argc, char** argv) {
                {"finetune-epochs", "3"},
                {"finetune-lr", "1e-4"},
                {"limit", "0"},
+               {"pruned", ""},
+               {"bits", ""},
+               {"distill", "0"},
+               {"temperature", "4"},
+               {"bias-f16", "false"},
                {"out", "deep-compression.safetensors"},
                {"quiet", "false"}},
               "deep_compression: prune, retrain, cluster the surviving weights with k-means and "
               "fine-tune the centroids (Han et al. 2016) for LeNet-300-100 (lenet300) or LeNet-5 "
               "(lenet5)\n"
-              "  --index-bits 0 uses Han's relative-index widths: 8 bits for conv, 5 for fc");
+              "  --index-bits 0 uses Han's relative-index widths: 8 bits for conv, 5 for fc\n"
+              "  --pruned FILE starts from a pruned parameters file (e.g. example 3's DNS model)\n"
+              "  --bits conv1=4,fc1=5 sets codebook bits per layer (others: --conv-bits / --fc-bits)");
   try {
     const std::string model_name = a.str("model");
     const auto seed = static_cast<std::uint64_t>(a.integer("seed"));
@@ -108,7 +124,7 @@ int main(int argc, char** argv) {
                seed + 1);
     rng gen(seed);
     auto model = cli::make_model(model_name, gen, "deep_compression");
-    const train::cross_entropy<float> loss;
+    const train::cross_entropy<float> ce;
 
     // 1. Baseline.
     cli::load_or_train_baseline(model, a.str("baseline"), model_name, a.str("data"), data,
@@ -116,7 +132,15 @@ int main(int argc, char** argv) {
                                  a.real("momentum"), a.real("weight-decay"), a.integer("batch"),
                                  seed, !quiet},
                                 "deep_compression");
-    const double baseline = train::evaluate(model, data.test, loss).accuracy;
+    const double baseline = train::evaluate(model, data.test, ce).accuracy;
+    // The dense baseline as teacher: with --distill alpha > 0 the training loss is
+    // (1 - alpha) CE + alpha T^2 KL(teacher_T || student_T) (train/loss.hpp).
+    nn::sequential<float> teacher(model);
+    const train::distillation<float> distilled(teacher, std::max(a.real("distill"), 0.0),
+                                               a.real("temperature"));
+    const train::loss_function<float>& loss =
+        a.real("distill") > 0 ? static_cast<const train::loss_function<float>&>(distilled)
+                              : static_cast<const train::loss_function<float>&>(ce);
     const std::filesystem::path out = a.str("out");
     std::filesystem::path dense_out = out;
     dense_out.replace_extension(".dense" + out.extension().string());
@@ -124,7 +148,18 @@ int main(int argc, char** argv) {
     fmt::print("{} on {}: dense baseline {:.2f}% ({} train / {} test images)\n", model_name,
                a.str("data"), 100 * baseline, data.train.size(), data.test.size());
 
-    // 2. Prune -> retrain, the masks kept on the parameters.
+    // 2. Prune -> retrain, the masks kept on the parameters; or load a model pruned elsewhere.
+    const bool from_file = !a.str("pruned").empty();
+    if (from_file) {
+      io::load_parameters(model, a.str("pruned"));
+      model.visit_parameters([](nn::parameter<float>& p) {
+        tensor<float> mask(p.shape());
+        for (index_t i = 0; i < p.size(); ++i) mask[i] = p.value()[i] != 0.0f ? 1.0f : 0.0f;
+        prune::restrict_mask(p, mask);
+      });
+      fmt::print("pruned model {}: {:.2f}%\n", a.str("pruned"),
+                 100 * train::evaluate(model, data.test, ce).accuracy);
+    }
     const auto targets = cli::parse_layer_values(
         a.str("targets").empty() ? han_targets(model_name) : a.str("targets"), "deep_compression",
         "targets");
@@ -149,11 +184,13 @@ int main(int argc, char** argv) {
       o.learning_rate = [=](int epoch) {  // cosine within each round
         return lr * 0.5 * (1.0 + std::cos(M_PI * (epoch % per_round) / std::max(per_round, 1)));
       };
-      train::fit(model, opt, loss, data.train, o, {&schedule});
+      if (!from_file) train::fit(model, opt, loss, data.train, o, {&schedule});
     }
-    const double pruned = train::evaluate(model, data.test, loss).accuracy;
-    fmt::print("pruned and retrained ({} rounds x {} epochs): {:.2f}%\n", io.rounds,
-               io.epochs_per_round, 100 * pruned);
+    const double pruned = train::evaluate(model, data.test, ce).accuracy;
+    if (!from_file) {
+      fmt::print("pruned and retrained ({} rounds x {} epochs): {:.2f}%\n", io.rounds,
+                 io.epochs_per_round, 100 * pruned);
+    }
 
     // 3. Weight sharing on the surviving weights.
     struct layer_row {
@@ -166,9 +203,15 @@ int main(int argc, char** argv) {
     quant::kmeans_options ko;
     ko.init = quant::kmeans_init::linear;
     ko.seed = seed;
+    const auto layer_bits = a.str("bits").empty()
+                                ? std::map<std::string, double>{}
+                                : cli::parse_layer_values(a.str("bits"), "deep_compression", "bits");
     for (auto* p : prune::prunable_parameters(model)) {
       const bool conv = p->value().rank() == 4;
-      const int bits = static_cast<int>(a.integer(conv ? "conv-bits" : "fc-bits"));
+      const std::string layer = p->name().substr(0, p->name().rfind('.'));
+      const int bits = layer_bits.count(layer)
+                           ? static_cast<int>(layer_bits.at(layer))
+                           : static_cast<int>(a.integer(conv ? "conv-bits" : "fc-bits"));
       auto support = quant::support_of(*p);  // the mask: pruned weights are not clustered
       index_t alive = 0;
       for (auto v : support) alive += v;
@@ -176,9 +219,10 @@ int main(int argc, char** argv) {
       quant::share_weights(*p, quant::kmeans(p->value(), k, ko, support));
       rows.push_back({p, conv, bits, std::move(support)});
     }
-    const double clustered = train::evaluate(model, data.test, loss).accuracy;
-    fmt::print("clustered ({} bits conv, {} bits fc): {:.2f}%\n", a.integer("conv-bits"),
-               a.integer("fc-bits"), 100 * clustered);
+    const double clustered = train::evaluate(model, data.test, ce).accuracy;
+    std::string bits_text;
+    for (const auto& r : rows) bits_text += fmt::format("{}{}={}", bits_text.empty() ? "" : ",", r.p->name(), r.bits);
+    fmt::print("clustered ({} bits): {:.2f}%\n", bits_text, 100 * clustered);
 
     // 4. Fine-tune the centroids (Adam: see example 6 for why).
     double finetuned = clustered;
@@ -190,7 +234,16 @@ int main(int argc, char** argv) {
       o.seed = seed + 2;
       o.progress = false;
       train::fit(model, opt, loss, data.train, o);
-      finetuned = train::evaluate(model, data.test, loss).accuracy;
+      finetuned = train::evaluate(model, data.test, ce).accuracy;
+    }
+    if (a.flag("bias-f16")) {
+      // Biases to the nearest half-precision value (zeros stay zero, so their masks hold).
+      model.visit_parameters([](nn::parameter<float>& p) {
+        if (p.value().rank() != 1 || p.name().size() < 5 || p.name().substr(p.name().size() - 5) != ".bias") return;
+        for (index_t i = 0; i < p.size(); ++i) p.value()[i] = io::f16_to_float(io::float_to_f16(p.value()[i]));
+      });
+      finetuned = train::evaluate(model, data.test, ce).accuracy;
+      fmt::print("biases rounded to half precision: {:.2f}%\n", 100 * finetuned);
     }
     fmt::print("centroids fine-tuned ({} epochs): {:.2f}%\n\n", a.integer("finetune-epochs"),
                100 * finetuned);
@@ -240,13 +293,13 @@ int main(int argc, char** argv) {
     // 6. The whole compressed model in one file, reloaded with no user code.
     io::save_model(model, out);
     const auto reloaded = io::load_model<float>(out);
-    const double reloaded_accuracy = train::evaluate(*reloaded, data.test, loss).accuracy;
+    const double reloaded_accuracy = train::evaluate(*reloaded, data.test, ce).accuracy;
     const auto bytes = std::filesystem::file_size(out), dense_bytes = std::filesystem::file_size(dense_out);
     fmt::print("file {}: {} bytes against {} bytes for the dense model ({}): {:.1f}x; accuracy "
-               "after reloading {:.2f}%\n",
+               "after reloading {:.2f}% ({:+.2f} pp against dense)\n",
                out.string(), bytes, dense_bytes, dense_out.string(),
                static_cast<double>(dense_bytes) / static_cast<double>(bytes),
-               100 * reloaded_accuracy);
+               100 * reloaded_accuracy, 100 * (reloaded_accuracy - baseline));
     fmt::print("mask kept: {}\n",
                mask_kept ? "yes (every pruned weight is exactly 0, at most 2^bits distinct values "
                            "per layer)"
