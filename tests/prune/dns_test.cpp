@@ -13,8 +13,6 @@ using namespace slimnet;
 using Catch::Matchers::Contains;
 
 namespace {
-template <class T>
-using row_major = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 template <class Scalar>
 prune::dns_transform<Scalar>& dns_of(nn::parameter<Scalar>& p) {
@@ -26,7 +24,7 @@ prune::dns_transform<Scalar>& dns_of(nn::parameter<Scalar>& p) {
 
 TEMPLATE_TEST_CASE("DNS thresholds: moments of nonzero |w| over weights and biases", "[prune][dns]",
                    float, double) {
-  row_major<TestType> w(1, 4);
+  row_matrix<TestType> w(1, 4);
   w << 0, 1, -2, 3;
   Eigen::Matrix<TestType, Eigen::Dynamic, 1> b(2);
   b << 0, -4;
@@ -47,17 +45,17 @@ TEMPLATE_TEST_CASE("DNS thresholds: moments of nonzero |w| over weights and bias
 TEMPLATE_TEST_CASE("DNS surgery: cut at or under a, splice over b, hold in between", "[prune][dns]",
                    float, double) {
   const double a = 1.0, b = 2.0;
-  row_major<TestType> w(1, 5);
+  row_matrix<TestType> w(1, 5);
   w << 0.5, 1.0, 1.5, 2.0, -2.5;
-  row_major<TestType> ones = row_major<TestType>::Ones(1, 5),
-                      zeros = row_major<TestType>::Zero(1, 5);
+  row_matrix<TestType> ones = row_matrix<TestType>::Ones(1, 5),
+                      zeros = row_matrix<TestType>::Zero(1, 5);
   auto c = prune::dns_surgery(w, ones, a, b);
-  CHECK(ones == (row_major<TestType>(1, 5) << 0, 0, 1, 1, 1).finished());  // |w| <= a is cut
+  CHECK(ones == (row_matrix<TestType>(1, 5) << 0, 0, 1, 1, 1).finished());  // |w| <= a is cut
   CHECK(c.pruned == 2);
   CHECK(c.spliced == 0);
   c = prune::dns_surgery(w, zeros, a, b);
   CHECK(zeros ==
-        (row_major<TestType>(1, 5) << 0, 0, 0, 0, 1).finished());  // only |w| > b is spliced
+        (row_matrix<TestType>(1, 5) << 0, 0, 0, 0, 1).finished());  // only |w| > b is spliced
   CHECK(c.spliced == 1);
   CHECK_THROWS_WITH(prune::dns_surgery(w, ones, 2.0, 1.0),
                     Contains("slimnet::prune::dns_surgery") && Contains("a = 2"));

@@ -12,8 +12,6 @@ using namespace slimnet;
 using Catch::Matchers::Contains;
 
 namespace {
-template <class T>
-using row_major = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 /// Entries (in row-major index order) where a 2-d mask is 0.
 template <class M>
@@ -30,12 +28,12 @@ std::vector<index_t> zeros_of(const M& m) {
 
 TEMPLATE_TEST_CASE("magnitude_mask prunes an exact count, ties broken by index", "[prune][mask]",
                    float, double) {
-  row_major<TestType> w(2, 5);
+  row_matrix<TestType> w(2, 5);
   w << 3, -1, 1, 2, -1,  //
       0.5, 1, -3, 2, 1;
   // |w| sorted: 0.5 (5), then five 1s at indices 1, 2, 4, 6, 9 (lower index pruned first).
   auto m = prune::magnitude_mask(w, 0.3);  // round(3.0) = 3
-  static_assert(std::is_same_v<decltype(m), row_major<TestType>>, "mask keeps the storage order");
+  static_assert(std::is_same_v<decltype(m), row_matrix<TestType>>, "mask keeps the storage order");
   CHECK(zeros_of(m) == std::vector<index_t>{1, 2, 5});
   CHECK(zeros_of(prune::magnitude_mask(w, 0.35)) ==
         std::vector<index_t>{1, 2, 4, 5});  // 3.5 rounds half up to 4
@@ -50,7 +48,7 @@ TEMPLATE_TEST_CASE("magnitude_mask prunes an exact count, ties broken by index",
 
 TEMPLATE_TEST_CASE("all-equal and heavily tied weights still give the exact count", "[prune][mask]",
                    float, double) {
-  row_major<TestType> same = row_major<TestType>::Constant(10, 10, TestType(0.25));
+  row_matrix<TestType> same = row_matrix<TestType>::Constant(10, 10, TestType(0.25));
   const auto m = prune::magnitude_mask(same, 0.37);
   const auto z = zeros_of(m);
   REQUIRE(z.size() == 37);
@@ -59,7 +57,7 @@ TEMPLATE_TEST_CASE("all-equal and heavily tied weights still give the exact coun
 
   // 1,000 weights with only 7 distinct magnitudes.
   rng gen(11);
-  row_major<TestType> w(40, 25);
+  row_matrix<TestType> w(40, 25);
   for (index_t i = 0; i < w.rows(); ++i) {
     for (index_t j = 0; j < w.cols(); ++j)
       w(i, j) = static_cast<TestType>(static_cast<int>(gen.below(7)) - 3);
@@ -83,9 +81,9 @@ TEMPLATE_TEST_CASE("all-equal and heavily tied weights still give the exact coun
 
 TEMPLATE_TEST_CASE("masks only shrink: a previous mask is ANDed in", "[prune][mask]", float,
                    double) {
-  row_major<TestType> w(1, 8);
+  row_matrix<TestType> w(1, 8);
   w << 8, 7, 6, 5, 4, 3, 2, 1;
-  row_major<TestType> previous(1, 8);
+  row_matrix<TestType> previous(1, 8);
   previous << 0, 0, 1, 1, 1, 1, 1, 1;  // the two largest weights were pruned before
   // Fraction of the 6 remaining: round(0.5 * 6) = 3 more, the smallest remaining ones.
   const auto m = prune::magnitude_mask(w, 0.5, previous);
@@ -100,7 +98,7 @@ TEMPLATE_TEST_CASE("masks only shrink: a previous mask is ANDed in", "[prune][ma
   CHECK(zeros_of(prune::threshold_mask(w, 2.5, previous)) == std::vector<index_t>{0, 1, 6, 7});
   CHECK(zeros_of(prune::quality_mask(w, 0.0, previous)) == std::vector<index_t>{0, 1});
   // Applying masks in sequence: each result is a subset of the previous one's ones.
-  row_major<TestType> current = row_major<TestType>::Ones(1, 8);
+  row_matrix<TestType> current = row_matrix<TestType>::Ones(1, 8);
   for (double s : {0.2, 0.2, 0.5, 0.9}) {
     const auto next = prune::magnitude_mask(w, s, current);
     CHECK(((next.array() <= current.array())).all());
@@ -180,9 +178,9 @@ TEMPLATE_TEST_CASE("Eigen::Ref with an outer stride: masks index the block, not 
 TEMPLATE_TEST_CASE("RowMajor Map over a buffer: mask entry k belongs to buffer entry k",
                    "[prune][mask]", float, double) {
   std::vector<TestType> buffer = {5, 1, 9, 2, 7, 3, 8, 4, 6, 0.5, 10, 11};
-  Eigen::Map<row_major<TestType>> w(buffer.data(), 3, 4);
+  Eigen::Map<row_matrix<TestType>> w(buffer.data(), 3, 4);
   const auto m = prune::magnitude_mask(w, 0.25);  // 3 smallest: 0.5 (9), 1 (1), 2 (3)
-  static_assert(std::is_same_v<std::decay_t<decltype(m)>, row_major<TestType>>, "RowMajor mask");
+  static_assert(std::is_same_v<std::decay_t<decltype(m)>, row_matrix<TestType>>, "RowMajor mask");
   const std::vector<TestType> expected = {1, 0, 1, 0, 1, 1, 1, 1, 1, 0, 1, 1};
   for (std::size_t k = 0; k < buffer.size(); ++k) CHECK(m.data()[k] == expected[k]);
   // The same buffer seen column-major (4 x 3): the mask is ColMajor and again follows the buffer.
@@ -199,7 +197,7 @@ TEMPLATE_TEST_CASE("RowMajor Map over a buffer: mask entry k belongs to buffer e
 
 TEMPLATE_TEST_CASE("row_mask zeroes whole rows, ranked by L1 or L2 norm", "[prune][mask]", float,
                    double) {
-  row_major<TestType> w(4, 4);
+  row_matrix<TestType> w(4, 4);
   w << 3, 0, 0, 0,  // L1 3, L2 3
       1, 1, 1, 1,   // L1 4, L2 2
       5, 5, 5, 5,   // L1 20, L2 10
@@ -211,19 +209,19 @@ TEMPLATE_TEST_CASE("row_mask zeroes whole rows, ranked by L1 or L2 norm", "[prun
   const auto half = prune::row_mask(w, 0.5, prune::norm::l2);
   CHECK(zeros_of(half) == std::vector<index_t>{0, 1, 2, 3, 4, 5, 6, 7});
   // With a previous mask the row norm is taken over kept entries: row 2 loses three 5s.
-  row_major<TestType> previous = row_major<TestType>::Ones(4, 4);
+  row_matrix<TestType> previous = row_matrix<TestType>::Ones(4, 4);
   previous.row(2) << 0, 0, 0, 1;
   const auto again = prune::row_mask(w, prune::amount::count(1), prune::norm::l2, previous);
   // Row norms now: 3, 2, 5, 5.66 -> row 1 goes; row 2 keeps its previous zeros.
   CHECK(zeros_of(again) == std::vector<index_t>{4, 5, 6, 7, 8, 9, 10});
   // Fully pruned rows are not candidates: pruning 1 more row after 3 are gone prunes the last.
-  row_major<TestType> three_gone = row_major<TestType>::Zero(4, 4);
+  row_matrix<TestType> three_gone = row_matrix<TestType>::Zero(4, 4);
   three_gone.row(3).setOnes();
   CHECK(prune::row_mask(w, prune::amount::count(1), prune::norm::l2, three_gone).sum() == 0);
 }
 
 TEMPLATE_TEST_CASE("global masks rank all weights together", "[prune][mask]", float, double) {
-  row_major<TestType> small(2, 3);
+  row_matrix<TestType> small(2, 3);
   small << 0.1, -0.2, 0.3, 0.4, -0.5, 0.6;
   Eigen::Tensor<TestType, 3, Eigen::RowMajor> large(2, 2, 2);
   large.setValues({{{1, -2}, {3, 4}}, {{-5, 6}, {0.35, 8}}});
@@ -234,8 +232,8 @@ TEMPLATE_TEST_CASE("global masks rank all weights together", "[prune][mask]", fl
   for (index_t k = 0; k < b.size(); ++k) pruned_in_b += b.data()[k] == 0;
   CHECK(pruned_in_b == 1);
   // Ties across weights go to the earlier weight.
-  row_major<TestType> x = row_major<TestType>::Constant(1, 3, 1),
-                      y = row_major<TestType>::Constant(1, 3, 1);
+  row_matrix<TestType> x = row_matrix<TestType>::Constant(1, 3, 1),
+                      y = row_matrix<TestType>::Constant(1, 3, 1);
   const auto [mx, my] = prune::global_magnitude_masks(prune::amount::count(4), x, y);
   CHECK(mx.sum() == 0);
   CHECK(zeros_of(my) == std::vector<index_t>{0});
@@ -243,7 +241,7 @@ TEMPLATE_TEST_CASE("global masks rank all weights together", "[prune][mask]", fl
 
 TEMPLATE_TEST_CASE("quality and threshold masks follow Han et al.'s q * std rule", "[prune][mask]",
                    float, double) {
-  row_major<TestType> w(1, 4);
+  row_matrix<TestType> w(1, 4);
   w << -2, -1, 1, 2;  // mean 0, population std sqrt(2.5)
   CHECK(prune::weight_std(w) == Approx(std::sqrt(2.5)));
   // q = 1: threshold 1.58 -> keeps the two 2s.
@@ -256,7 +254,7 @@ TEMPLATE_TEST_CASE("quality and threshold masks follow Han et al.'s q * std rule
 }
 
 TEST_CASE("bad amounts, q, thresholds and shapes give clear errors", "[prune][mask][errors]") {
-  row_major<float> w = row_major<float>::Random(3, 4);
+  row_matrix<float> w = row_matrix<float>::Random(3, 4);
   CHECK_THROWS_AS(prune::magnitude_mask(w, 1.5), config_error);
   CHECK_THROWS_WITH(prune::magnitude_mask(w, 1.5), Contains("slimnet::prune::magnitude_mask") &&
                                                        Contains("fraction = 1.5") &&
@@ -275,7 +273,7 @@ TEST_CASE("bad amounts, q, thresholds and shapes give clear errors", "[prune][ma
   CHECK_THROWS_WITH(prune::threshold_mask(w, -0.5), Contains("threshold = -0.5"));
   CHECK_THROWS_WITH(prune::row_mask(w, 1.01), Contains("slimnet::prune::row_mask"));
 
-  row_major<float> wrong_shape = row_major<float>::Ones(4, 3);
+  row_matrix<float> wrong_shape = row_matrix<float>::Ones(4, 3);
   CHECK_THROWS_AS(prune::magnitude_mask(w, 0.5, wrong_shape), shape_error);
   CHECK_THROWS_WITH(prune::magnitude_mask(w, 0.5, wrong_shape),
                     Contains("default_mask has shape (4, 3)") && Contains("(3, 4)"));
@@ -286,12 +284,12 @@ TEST_CASE("bad amounts, q, thresholds and shapes give clear errors", "[prune][ma
   CHECK_THROWS_AS(prune::magnitude_mask(t, 0.5, t_other),
                   shape_error);  // same 3 x 4 view, different dims
 
-  row_major<float> not_binary = row_major<float>::Ones(3, 4);
+  row_matrix<float> not_binary = row_matrix<float>::Ones(3, 4);
   not_binary(1, 2) = 0.5f;
   CHECK_THROWS_WITH(prune::magnitude_mask(w, 0.5, not_binary),
                     Contains("0.5 at (1, 2)") && Contains("only 0 and 1"));
 
-  row_major<float> with_nan = w;
+  row_matrix<float> with_nan = w;
   with_nan(2, 1) = std::nanf("");
   CHECK_THROWS_WITH(prune::magnitude_mask(with_nan, 0.5), Contains("weight (2, 1) is NaN"));
 }

@@ -54,7 +54,7 @@ struct sparsity_log : train::callback<Scalar> {
 };
 
 template <class Scalar>
-train::fit_options quiet(int epochs) {
+train::fit_options quiet_options(int epochs) {
   train::fit_options o;
   o.epochs = epochs;
   o.batch_size = 10;
@@ -97,7 +97,7 @@ TEMPLATE_TEST_CASE("AGP callback prunes at t0 + k dt to the exact cubic levels",
   sparsity_log<TestType> log;
   log.params = params;
   train::sgd<TestType> opt({0.05, 0.9});
-  train::fit(model, opt, train::cross_entropy<TestType>(), data, quiet<TestType>(4),
+  train::fit(model, opt, train::cross_entropy<TestType>(), data, quiet_options<TestType>(4),
              {&schedule, &log});
   CHECK(schedule.pruned_at() == std::vector<index_t>{10, 15, 20, 25, 30});
   REQUIRE(log.after_step_zeros.size() == 40);
@@ -133,7 +133,7 @@ TEMPLATE_TEST_CASE("iterative pruning: geometric and linear levels, one round pe
   sparsity_log<TestType> log;
   log.params = params;
   train::sgd<TestType> opt({0.05, 0.9});
-  train::fit(model, opt, train::cross_entropy<TestType>(), data, quiet<TestType>(7),
+  train::fit(model, opt, train::cross_entropy<TestType>(), data, quiet_options<TestType>(7),
              {&schedule, &log});
   CHECK(schedule.rounds_done() == 3);
   const std::vector<double> expected = {0.5, 0.5, 0.75, 0.75, 0.875, 0.875, 0.875};
@@ -155,7 +155,7 @@ TEMPLATE_TEST_CASE("one-shot and global pruners", "[prune][schedule][fit]", floa
   sparsity_log<TestType> log;
   log.params = params;
   train::adam<TestType> opt({0.01});
-  train::fit(model, opt, train::cross_entropy<TestType>(), data, quiet<TestType>(3), {&shot, &log});
+  train::fit(model, opt, train::cross_entropy<TestType>(), data, quiet_options<TestType>(3), {&shot, &log});
   CHECK(log.epoch_zeros[0][0] + log.epoch_zeros[0][1] == 0);
   CHECK(log.epoch_zeros[1][0] + log.epoch_zeros[1][1] == 120);  // 75% of 160, ranked together
   CHECK(log.epoch_zeros[2][0] + log.epoch_zeros[2][1] == 120);

@@ -6,27 +6,11 @@
 #include "slimnet/prune.hpp"
 #include "slimnet/report.hpp"
 #include "slimnet/train.hpp"
+#include "support/datasets.hpp"
 
 using namespace slimnet;
+using slimnet::testing::blobs;
 using Catch::Matchers::Contains;
-
-namespace {
-template <class Scalar>
-data::dataset<Scalar> blobs(index_t n, std::uint64_t seed) {
-  rng gen(seed);
-  data::dataset<Scalar> d;
-  d.num_classes = 3;
-  d.inputs.resize({n, 2});
-  const double centers[3][2] = {{3, 0}, {-3, 3}, {-3, -3}};
-  for (index_t i = 0; i < n; ++i) {
-    const auto c = static_cast<int>(i % 3);
-    d.labels.push_back(c);
-    d.inputs.matrix()(i, 0) = static_cast<Scalar>(centers[c][0] + 0.7 * gen.normal());
-    d.inputs.matrix()(i, 1) = static_cast<Scalar>(centers[c][1] + 0.7 * gen.normal());
-  }
-  return d;
-}
-}  // namespace
 
 TEMPLATE_TEST_CASE("sensitivity analysis prunes one layer at a time and restores it exactly",
                    "[prune][sensitivity]", float, double) {
