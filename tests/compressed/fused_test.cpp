@@ -13,18 +13,14 @@
 #include "slimnet/core/random.hpp"
 #include "slimnet/nn/compressed/convert.hpp"
 #include "slimnet/nn/models.hpp"
+#include "support/tensors.hpp"
 
 using namespace slimnet;
 namespace nc = slimnet::nn::compressed;
+using slimnet::testing::poisoned_forward;
+using slimnet::testing::random_tensor;
 
 namespace {
-
-template <class Scalar>
-tensor<Scalar> random_tensor(shape_t shape, rng& gen, double lo = -1, double hi = 1) {
-  tensor<Scalar> t(std::move(shape));
-  for (index_t i = 0; i < t.size(); ++i) t[i] = static_cast<Scalar>(gen.uniform(lo, hi));
-  return t;
-}
 
 /// Zeros each weight of the named layers with probability 1 - density (pruned weights baked in).
 template <class Scalar>
@@ -52,15 +48,6 @@ void check_close(const tensor<Scalar>& a, const tensor<Scalar>& b, const char* w
   }
   INFO(what << ": worst relative difference " << worst);
   CHECK(bad == 0);
-}
-
-/// Forward with the output poisoned by NaN (right shape, so no reallocation hides a missed write).
-template <class Scalar>
-tensor<Scalar> poisoned_forward(nn::layer<Scalar>& l, const tensor<Scalar>& x) {
-  tensor<Scalar> y(l.output_shape(x.shape()));
-  for (index_t i = 0; i < y.size(); ++i) y[i] = std::numeric_limits<Scalar>::quiet_NaN();
-  l.forward(x, y, {});
-  return y;
 }
 
 }  // namespace

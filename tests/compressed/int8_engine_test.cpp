@@ -14,26 +14,14 @@
 #include "slimnet/kernels/int8_conv.hpp"
 #include "slimnet/nn/compressed/convert.hpp"
 #include "slimnet/nn/models.hpp"
+#include "support/tensors.hpp"
 
 using namespace slimnet;
 namespace nc = slimnet::nn::compressed;
+using slimnet::testing::poisoned_forward;
+using slimnet::testing::random_tensor;
 
 namespace {
-
-template <class Scalar>
-tensor<Scalar> i8_random_tensor(shape_t shape, rng& gen, double lo = -1, double hi = 1) {
-  tensor<Scalar> t(std::move(shape));
-  for (index_t i = 0; i < t.size(); ++i) t[i] = static_cast<Scalar>(gen.uniform(lo, hi));
-  return t;
-}
-
-template <class Scalar>
-tensor<Scalar> i8_poisoned_forward(nn::layer<Scalar>& l, const tensor<Scalar>& x) {
-  tensor<Scalar> y(l.output_shape(x.shape()));
-  for (index_t i = 0; i < y.size(); ++i) y[i] = std::numeric_limits<Scalar>::quiet_NaN();
-  l.forward(x, y, {});
-  return y;
-}
 
 /// Bitwise equal, NaN equal to NaN (the poison left in place is a NaN where the reference has none).
 template <class Scalar>
@@ -71,7 +59,7 @@ TEMPLATE_TEST_CASE("int8_conv2d equals its definition over odd shapes, paddings 
     for (index_t batch : {1, 3}) {
       const kernels::conv_input in{batch, c.in_c, c.h, c.w, c.pad, c.pad};
       const index_t oh = c.h + 2 * c.pad - c.kh + 1, ow = c.w + 2 * c.pad - c.kw + 1;
-      const auto x = i8_random_tensor<TestType>({batch, c.in_c, c.h, c.w}, gen, -2, 3);
+      const auto x = random_tensor<TestType>({batch, c.in_c, c.h, c.w}, gen, -2, 3);
       for (const auto& ep : epilogues) {
         if (ep.pooled() && (ep.pool_kernel > oh || ep.pool_kernel > ow)) continue;
         for (double step : {0.0, 0.02}) {  // dynamic per image, and a fixed step (codes saturate at +-127)
@@ -137,10 +125,10 @@ TEMPLATE_TEST_CASE("an int8 Conv2d is within the activation-step bound of the fl
     // t_n / 2 sum |w_o| plus float rounding.
     const auto w = q.weights().effective_weights();
     conv.weight().value().matrix() = w;
-    const auto x = i8_random_tensor<TestType>({3, c.in_c, c.h, c.w}, gen, -1, 2);
+    const auto x = random_tensor<TestType>({3, c.in_c, c.h, c.w}, gen, -1, 2);
     tensor<TestType> yf;
     conv.forward(x, yf, {});
-    const auto y = i8_poisoned_forward(q, x);
+    const auto y = poisoned_forward(q, x);
     REQUIRE(y.shape() == yf.shape());
     const index_t per_image = x.size() / 3, plane = yf.dim(2) * yf.dim(3);
     double worst_ratio = 0;
@@ -189,10 +177,10 @@ TEST_CASE("the int8 LeNet-5 stays within the bound propagated from its quantizat
   });
   REQUIRE(k == 4);
   const index_t batch = 4;
-  const auto x = i8_random_tensor<float>({batch, 1, 28, 28}, gen, 0, 1);
+  const auto x = random_tensor<float>({batch, 1, 28, 28}, gen, 0, 1);
   tensor<float> yf;
   model.forward(x, yf, {});
-  const auto y = i8_poisoned_forward(int8, x);
+  const auto y = poisoned_forward(int8, x);
   tensor<float> a1, a2, a3, a4, a5;
   int8[0].forward(x, a1, {});
   int8[1].forward(a1, a2, {});
@@ -259,10 +247,10 @@ TEMPLATE_TEST_CASE("an image holding NaN or Inf gives NaN outputs for that image
   // Up to fc1 (ReLU after it would turn NaN into 0, in the float model too).
   auto through_fc1 = [](nn::sequential<TestType>& m, const tensor<TestType>& x) {
     tensor<TestType> a = x;
-    for (std::size_t i = 0; i < 4; ++i) a = i8_poisoned_forward(m[i], a);
+    for (std::size_t i = 0; i < 4; ++i) a = poisoned_forward(m[i], a);
     return a;
   };
-  const auto x = i8_random_tensor<TestType>({3, 1, 28, 28}, gen, 0, 1);
+  const auto x = random_tensor<TestType>({3, 1, 28, 28}, gen, 0, 1);
   const auto clean = through_fc1(model, x);
   const index_t width = clean.size() / 3;
   for (TestType bad : {std::numeric_limits<TestType>::quiet_NaN(), std::numeric_limits<TestType>::infinity(),
@@ -286,7 +274,7 @@ TEMPLATE_TEST_CASE("an image holding NaN or Inf gives NaN outputs for that image
       conv.reset_parameters(gen);
       auto q = nc::to_int8(conv);
       q.fuse({true, 2, 2});
-      const auto yc = i8_poisoned_forward(q, xb);
+      const auto yc = poisoned_forward(q, xb);
       const index_t per = yc.size() / 3;
       for (index_t i = 0; i < per; ++i) {
         CHECK(std::isnan(yc[per + i]));
@@ -308,9 +296,9 @@ TEMPLATE_TEST_CASE("an int8 Linear: VNNI and portable paths agree; a row with Na
       auto fast = nc::to_int8(fc, o);
       auto portable = fast;
       dynamic_cast<nc::int8_engine<TestType>&>(portable.weights()).set_path(kernels::kernel_path::portable);
-      auto x = i8_random_tensor<TestType>({batch, in}, gen, -1, 1);
+      auto x = random_tensor<TestType>({batch, in}, gen, -1, 1);
       INFO("in " << in << " out " << out << " batch " << batch << " step " << step);
-      const auto yf = i8_poisoned_forward(fast, x), yp = i8_poisoned_forward(portable, x);
+      const auto yf = poisoned_forward(fast, x), yp = poisoned_forward(portable, x);
       index_t bad = 0;
       for (index_t i = 0; i < yf.size(); ++i) bad += !(std::abs(double(yf[i]) - double(yp[i])) <= 1e-5 * (1 + std::abs(double(yp[i]))));
       CHECK(bad == 0);
@@ -319,7 +307,7 @@ TEMPLATE_TEST_CASE("an int8 Linear: VNNI and portable paths agree; a row with Na
         auto xb = x;
         xb[row * in + in / 3] = v;
         for (auto [l, clean] : {std::pair{&fast, &yf}, std::pair{&portable, &yp}}) {
-          const auto y = i8_poisoned_forward(*l, xb);
+          const auto y = poisoned_forward(*l, xb);
           for (index_t i = 0; i < batch; ++i)
             for (index_t j = 0; j < out; ++j) {
               if (i == row) {

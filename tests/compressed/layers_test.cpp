@@ -11,18 +11,14 @@
 #include "slimnet/nn/compressed/convert.hpp"
 #include "slimnet/nn/models.hpp"
 #include "slimnet/prune/transform.hpp"
+#include "support/tensors.hpp"
 
 using namespace slimnet;
 namespace nc = slimnet::nn::compressed;
+using slimnet::testing::poisoned_forward;
+using slimnet::testing::random_tensor;
 
 namespace {
-
-template <class Scalar>
-tensor<Scalar> random_tensor(shape_t shape, rng& gen, double lo = -1, double hi = 1) {
-  tensor<Scalar> t(std::move(shape));
-  for (index_t i = 0; i < t.size(); ++i) t[i] = static_cast<Scalar>(gen.uniform(lo, hi));
-  return t;
-}
 
 /// Attaches a random mask keeping `density` of the weights (a pruned layer: W_eff = W * T).
 template <class Scalar>
