@@ -27,6 +27,11 @@ TEST_CASE("a native build compiles every fast path this CPU supports", "[kernels
   CHECK(compiled.avx512_vbmi == cpu_vbmi);
   if (!cpu_avx512) WARN("this CPU has no AVX-512: the kernel tests compare the portable paths only");
 #endif
+#if defined(_OPENMP)
+  CHECK(compiled.openmp);  // an OpenMP build: kernel threads come from its pool
+#else
+  CHECK_FALSE(compiled.openmp);
+#endif
   // Never the other way round: a fast path the CPU cannot run would crash every test.
   CHECK((!compiled.avx512 || cpu_avx512));
   CHECK((!compiled.avx512_vnni || cpu_vnni));
