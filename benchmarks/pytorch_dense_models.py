@@ -23,17 +23,10 @@ import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
+import sys  # noqa: E402
 
-
-def model_for(name):
-    if name == "lenet5":
-        return nn.Sequential(nn.Conv2d(1, 20, 5), nn.MaxPool2d(2), nn.Conv2d(20, 50, 5), nn.MaxPool2d(2),
-                             nn.Flatten(), nn.Linear(800, 500), nn.ReLU(), nn.Linear(500, 10))
-    if name == "lenet300":
-        return nn.Sequential(nn.Flatten(), nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(),
-                             nn.Linear(100, 10))
-    raise SystemExit(f"pytorch_dense_models.py: unknown model {name!r} (lenet5, lenet300)")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pytorch_lenet import model_for  # noqa: E402  (the same architectures as nn::models)
 
 
 def blas_report():
