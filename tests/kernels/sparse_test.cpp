@@ -8,8 +8,10 @@
 
 #include "slimnet/core/random.hpp"
 #include "slimnet/kernels/sparse.hpp"
+#include "support/poison.hpp"
 
 using namespace slimnet;
+using slimnet::testing::poison;
 
 namespace {
 
@@ -85,14 +87,18 @@ void check_csr_variants(const sparse_problem<Scalar>& p) {
     for (auto path : {kernels::kernel_path::automatic, kernels::kernel_path::portable}) {
       params.path = path;
       if (p.batch == 1) {
+        poison(y);
         kernels::spmv_csr(a.ref(), p.x.data(), y.data(), params);
         p.check(y.data(), 1, 1, with_bias, "spmv_csr");
+        poison(y);
         kernels::spmv_csr_reference(a.ref(), p.x.data(), y.data(), params);
         p.check(y.data(), 1, 1, with_bias, "spmv_csr_reference");
       }
+      poison(y);
       kernels::spmm_csr(a.ref(), p.input(), kernels::row_major(y.data(), p.rows, p.batch), params);
       p.check(y.data(), p.batch, 1, with_bias, "spmm_csr");
     }
+    poison(y);
     kernels::spmm_csr_reference(a.ref(), p.input(), kernels::row_major(y.data(), p.rows, p.batch), params);
     p.check(y.data(), p.batch, 1, with_bias, "spmm_csr_reference");
   }
@@ -116,9 +122,11 @@ void check_all_formats(const sparse_problem<Scalar>& p, bool light = false) {
     CHECK(b.nnz() == kernels::csr_matrix<Scalar>::from_dense(p.weights()).nnz());
     for (auto path : {kernels::kernel_path::automatic, kernels::kernel_path::portable}) {
       params.path = path;
+      poison(y);
       kernels::spmm_blocked_csr(b.ref(), p.input(), kernels::row_major(y.data(), p.rows, p.batch), params);
       p.check(y.data(), p.batch, 1, true, "spmm_blocked_csr");
     }
+    poison(y);
     kernels::spmm_blocked_csr_reference(b.ref(), p.input(), kernels::row_major(y.data(), p.rows, p.batch), params);
     p.check(y.data(), p.batch, 1, true, "spmm_blocked_csr_reference");
   }
@@ -133,9 +141,11 @@ void check_all_formats(const sparse_problem<Scalar>& p, bool light = false) {
       CHECK(s.stored() >= s.nnz());
       for (auto path : {kernels::kernel_path::automatic, kernels::kernel_path::portable}) {
         params.path = path;
+        poison(y);
         kernels::spmv_sell(s.ref(), p.x.data(), y.data(), params);
         p.check(y.data(), 1, 1, true, "spmv_sell");
       }
+      poison(y);
       kernels::spmv_sell_reference(s.ref(), p.x.data(), y.data(), params);
       p.check(y.data(), 1, 1, true, "spmv_sell_reference");
     }
@@ -143,6 +153,7 @@ void check_all_formats(const sparse_problem<Scalar>& p, bool light = false) {
   // One block of all columns: x gathered with 16-bit indices.
   const auto g = kernels::sell_matrix<Scalar, std::uint16_t>::from_csr(csr, p.cols, true);
   params.path = kernels::kernel_path::automatic;
+  poison(y);
   kernels::spmv_sell(g.ref(), p.x.data(), y.data(), params);
   p.check(y.data(), 1, 1, true, "spmv_sell (gather)");
 }
@@ -185,17 +196,25 @@ TEST_CASE("sparse kernels: threads split rows and give bitwise the same result",
   one.bias = many.bias = p.bias.data();
   for (int threads : {2, 3, 0}) {
     many.threads = threads;
+    poison(y1);
     kernels::spmm_csr(csr.ref(), p.input(), kernels::row_major(y1.data(), 333, 70), one);
+    poison(y2);
     kernels::spmm_csr(csr.ref(), p.input(), kernels::row_major(y2.data(), 333, 70), many);
     CHECK(y1 == y2);
+    poison(y1);
     kernels::spmm_blocked_csr(blocked.ref(), p.input(), kernels::row_major(y1.data(), 333, 70), one);
+    poison(y2);
     kernels::spmm_blocked_csr(blocked.ref(), p.input(), kernels::row_major(y2.data(), 333, 70), many);
     CHECK(y1 == y2);
     std::vector<float> v1(333), v2(333);
+    poison(v1);
     kernels::spmv_sell(sell.ref(), p.x.data(), v1.data(), one);
+    poison(v2);
     kernels::spmv_sell(sell.ref(), p.x.data(), v2.data(), many);
     CHECK(v1 == v2);
+    poison(v1);
     kernels::spmv_csr(csr.ref(), p.x.data(), v1.data(), one);
+    poison(v2);
     kernels::spmv_csr(csr.ref(), p.x.data(), v2.data(), many);
     CHECK(v1 == v2);
   }
@@ -233,10 +252,12 @@ TEST_CASE("sparse formats never multiply padding: inf in x stays out of rows tha
   const auto csr = kernels::csr_matrix<float, std::uint8_t>::from_dense(kernels::row_major<const float>(w.data(), 20, 70));
   for (index_t block : {16, 32, 64, 70}) {
     const auto s = kernels::sell_matrix<float>::from_csr(csr, block);
+    poison(y);
     kernels::spmv_sell(s.ref(), x.data(), y.data());
     CHECK(std::isinf(y[0]));
     for (index_t i = 1; i < 20; ++i) CHECK(y[static_cast<std::size_t>(i)] == 2.0f);
   }
+  poison(y);
   kernels::spmv_csr(csr.ref(), x.data(), y.data());
   for (index_t i = 1; i < 20; ++i) CHECK(y[static_cast<std::size_t>(i)] == 2.0f);
 }
