@@ -45,6 +45,7 @@ class xnor_packed_rhs {
   explicit xnor_packed_rhs(const bit_matrix_ref& b)
       : cols_(b.rows), depth_(b.cols), words_(words_for_bits(b.cols)), panels_((b.rows + panel_cols - 1) / panel_cols) {
     data_.assign(static_cast<std::size_t>(panels_ * panel_cols * words_), 0);
+    if (words_ == 0) return;  // K = 0: nothing to pack (and no offsets into an empty buffer)
     for (index_t j = 0; j < cols_; ++j) {
       bit_word* dst = data_.data() + (j / panel_cols) * panel_cols * words_ + j % panel_cols;
       const bit_word* src = b.words + j * b.row_words;

@@ -33,7 +33,7 @@ inline int codebook_bits(std::size_t k) {
 /// The codebook of `values` (n of them), or nothing when they hold more than 2^max_bits distinct values.
 inline std::optional<codebook_code> encode_codebook(const float* values, std::size_t n, int max_bits = 8) {
   std::vector<std::uint32_t> pattern(n);
-  std::memcpy(pattern.data(), values, n * sizeof(float));
+  if (n > 0) std::memcpy(pattern.data(), values, n * sizeof(float));  // an empty tensor may have values == nullptr
   std::vector<std::uint32_t> distinct = pattern;
   std::sort(distinct.begin(), distinct.end());
   distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
