@@ -26,20 +26,35 @@
 // --lr-shift gives bnn-shift its own: AdaMax divides by the running maximum of |g| rather than by
 // Adam's root mean square, so its steps are smaller at the same rate.
 // Optimizer: Adam (shift-based AdaMax for bnn-shift), cosine schedule down to 1/100 of the rate,
-// batch 64, standardised inputs. After training, each BNN is converted to its packed-bit inference
-// form (quant::to_packed_inference: XNOR/popcount layers on 64-bit words) and the program checks
-// that it computes exactly the float model's outputs.
+// batch 64, standardised inputs. After training, each BNN is deployed through nn::compressed's
+// XNOR engine (nn::compressed::compress(model, format::xnor) with the first layer, fed the
+// real-valued input, and the last layer kept float): the layers between them run as packed sign
+// bits with the XNOR/popcount GEMM, and the program checks on the whole test set that the deployed
+// model computes exactly the float model's outputs (scale 1 = a power of two: the integer dot
+// products make the XNOR layers exact) and gives the same predictions.
+//
+//   binary --data mnist --nets lenet5 --channels 32,64,512 --methods bnn --epochs 20
+//          --out out/lenet5-mnist-bnn.safetensors
+// --out writes the one trained BNN (one data set, one net, one of bnn / bnn-shift) as a model file
+// (io::save_model): binarized weights as sign bits with per-row scales, except the first layer's
+// (codebook: its input is real-valued, and a sign-bit layer loads as an XNOR layer that would
+// binarize the input), BatchNorm statistics, and the input standardisation. The program reloads
+// it (io::load_model) and prints its bytes against the dense float32 file of the same net and its
+// accuracy on the whole test set.
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "common/cli.hpp"
+#include "slimnet/io/model_file.hpp"
+#include "slimnet/nn/compressed/convert.hpp"
 #include "slimnet/quant.hpp"
 #include "slimnet/slimnet.hpp"
 
@@ -153,6 +168,99 @@ void recalibrate_batch_norm(nn::sequential<float>& model, const data::dataset<fl
   }
 }
 
+/// Local names of the first and last Linear / Conv2d of a Sequential: the layers a BNN keeps float
+/// (the first sees the real-valued input; the last gives the class scores).
+std::pair<std::string, std::string> first_and_last_weight_layers(const nn::sequential<float>& m) {
+  std::string first, last;
+  for (std::size_t i = 0; i < m.size(); ++i) {
+    const std::string kind = m[i].kind();
+    if (kind != "Linear" && kind != "Conv2d") continue;
+    if (first.empty()) first = m.local_name(i);
+    last = m.local_name(i);
+  }
+  return {first, last};
+}
+
+/// The model's outputs (evaluation mode) on every example of `d`, 500 at a time.
+tensor<float> outputs_on(nn::layer<float>& model, const data::dataset<float>& d) {
+  rng unused(0);
+  const index_t n = d.size(), chunk = 500;
+  tensor<float> all, y;
+  for (index_t i0 = 0; i0 < n; i0 += chunk) {
+    std::vector<index_t> idx;
+    for (index_t i = i0; i < std::min(n, i0 + chunk); ++i) idx.push_back(i);
+    model.forward(d.subset(idx).inputs, y, {false, &unused});
+    if (i0 == 0) all.resize({n, y.dim(1)});
+    std::copy_n(y.data(), y.size(), all.data() + i0 * y.dim(1));
+  }
+  return all;
+}
+
+index_t argmax_row(const tensor<float>& y, index_t i) {
+  const float* r = y.data() + i * y.dim(1);
+  return static_cast<index_t>(std::max_element(r, r + y.dim(1)) - r);
+}
+
+/// Weight bytes of a deployed BNN: its XNOR engines (sign bits + one scale per output) and the
+/// float parameters left (the kept layers, BatchNorm, biases).
+struct deployed_bytes {
+  std::size_t xnor = 0, floats = 0;
+};
+deployed_bytes bytes_of(nn::sequential<float>& m) {
+  deployed_bytes b;
+  m.visit_layers([&](nn::layer<float>& l) {
+    if (auto* cl = dynamic_cast<nn::compressed::compressed_linear<float>*>(&l)) b.xnor += cl->weights().bytes();
+    if (auto* cc = dynamic_cast<nn::compressed::compressed_conv2d<float>*>(&l)) b.xnor += cc->weights().bytes();
+  });
+  m.visit_parameters([&](nn::parameter<float>& p) { b.floats += static_cast<std::size_t>(p.size()) * sizeof(float); });
+  return b;
+}
+
+/// --out: the trained BNN as one model file (sign bits with per-row scales for the binarized
+/// layers fed sign activations, the last included; the first layer, fed the real-valued input, as a 1-bit codebook:
+/// stored as sign bits it would load as an XNOR layer, which binarizes its input), reloaded with
+/// io::load_model and evaluated on the whole test set; its bytes against the same net written as
+/// dense float32.
+void save_and_reload(const nn::sequential<float>& model, const std::string& first, const std::filesystem::path& out,
+                     io::input_standardisation input, const data::dataset<float>& test, const train::loss_function<float>& loss,
+                     double float_accuracy) {
+  if (out.has_parent_path()) std::filesystem::create_directories(out.parent_path());
+  io::save_model_options o;
+  o.input = input;
+  o.metadata["example"] = "07_binary";
+  // Automatic encoding would pick the smallest exact one (fixed point, 1 bit per weight after
+  // Huffman coding), which loads as an int8 layer: ask for sign bits, which load as XNOR layers.
+  io::tensor_encode_options first_layer, signs;
+  first_layer.encoding = io::tensor_encoding::codebook;
+  signs.encoding = io::tensor_encoding::sign_bits;
+  for (std::size_t i = 0; i < model.size(); ++i) {
+    const std::string kind = model[i].kind();
+    if (kind != "Linear" && kind != "Conv2d") continue;
+    const std::string name = model.local_name(i);
+    o.overrides[name + ".weight"] = name == first ? first_layer : signs;
+  }
+  io::save_model(model, out, o);
+  // The dense float32 file of the same net (every tensor F32), only to count its bytes.
+  std::filesystem::path dense = out;
+  dense += ".dense-f32.tmp";
+  io::save_model_options d;
+  d.input = input;
+  d.defaults.encoding = io::tensor_encoding::dense_f32;
+  io::save_model(model, dense, d);
+  const auto file_bytes = std::filesystem::file_size(out), dense_bytes = std::filesystem::file_size(dense);
+  std::filesystem::remove(dense);
+  auto loaded = io::read_model<float>(out);
+  const double acc = train::evaluate(*loaded.model, test, loss).accuracy;
+  std::map<std::string, int> encodings;
+  for (const auto& [t, e] : loaded.encodings) ++encodings[e];
+  std::string enc;
+  for (const auto& [e, count] : encodings) enc += fmt::format("{}{} x {}", enc.empty() ? "" : ", ", count, e);
+  fmt::print("  wrote {}: {} bytes, dense float32 file of the same net {} bytes: {:.1f}x smaller ({})\n", out.string(), file_bytes,
+             dense_bytes, static_cast<double>(dense_bytes) / static_cast<double>(file_bytes), enc);
+  fmt::print("  reloaded with io::load_model: test accuracy {:.2f}% on {} images (trained model {:.2f}%)\n", 100 * acc, test.size(),
+             100 * float_accuracy);
+}
+
 const std::vector<std::string> all_methods{"float", "bc-det", "bc-stoch", "bnn", "bnn-shift"};
 
 std::string header(const std::string& m) {
@@ -186,7 +294,8 @@ int main(int argc, char** argv) {
                {"rescale", "true"},
                {"recalibrate", "true"},
                {"bc-tolerance", "1.0"},
-               {"bnn-tolerance", "3.0"}},
+               {"bnn-tolerance", "3.0"},
+               {"out", ""}},
               "binary: BinaryConnect and BNN against float on the MNIST subset and Fashion-MNIST");
   try {
     architecture arch;
@@ -197,6 +306,7 @@ int main(int argc, char** argv) {
       throw config_error("binary: --channels needs three numbers C1,C2,F");
     const auto methods = split(a.str("methods"));
     bool packed_all_exact = true;  // an internal check: a failure is a bug, and the exit code says so
+    bool saved_out = false;
     for (const auto& m : methods) {
       if (std::find(all_methods.begin(), all_methods.end(), m) == all_methods.end()) {
         throw config_error(fmt::format(
@@ -266,43 +376,43 @@ int main(int argc, char** argv) {
           const double acc = train::evaluate(model, data.test, loss).accuracy;
           results[data_name][net][method] = acc;
 
-          // The packed-bit form of a BNN must compute exactly what the float model computes.
+          // The XNOR form of a BNN (nn::compressed) must compute exactly what the float model computes.
           std::string exact = "", packed_bytes = "", float_bytes = "";
           if (bnn) {
-            auto packed = quant::to_packed_inference(model);
-            const index_t n = std::min<index_t>(data.test.size(), 500);
-            std::vector<index_t> idx(static_cast<std::size_t>(n));
-            for (index_t i = 0; i < n; ++i) idx[static_cast<std::size_t>(i)] = i;
-            const auto sample = data.test.subset(idx);
-            tensor<float> y_float, y_packed;
-            rng unused(0);
-            model.forward(sample.inputs, y_float, {false, &unused});
-            packed.forward(sample.inputs, y_packed, {false, &unused});
-            const bool same = y_float.flat() == y_packed.flat();
-            std::size_t bits = 0, floats = 0;
-            for (std::size_t i = 0; i < packed.size(); ++i) {
-              if (const auto* bl = dynamic_cast<const quant::binary_linear<float>*>(&packed[i]))
-                bits += bl->weights().storage_bytes();
-              if (const auto* bc = dynamic_cast<const quant::binary_conv2d<float>*>(&packed[i]))
-                bits += bc->weights().storage_bytes();
-            }
-            packed.visit_parameters([&](nn::parameter<float>& p) {
-              floats += static_cast<std::size_t>(p.size()) * sizeof(float);
-            });
+            const auto [first, last] = first_and_last_weight_layers(model);
+            nn::sequential<float> deployed = model;
+            nn::compressed::compress_options co;
+            co.keep = {first, last};
+            nn::compressed::compress(deployed, nn::compressed::format::xnor, co);
+            const tensor<float> y_float = outputs_on(model, data.test);
+            const tensor<float> y_xnor = outputs_on(deployed, data.test);
+            const bool same = y_float.flat() == y_xnor.flat();
+            const index_t n = data.test.size();
+            index_t agree = 0;
+            for (index_t i = 0; i < n; ++i) agree += argmax_row(y_float, i) == argmax_row(y_xnor, i);
+            const deployed_bytes db = bytes_of(deployed);
             std::size_t model_floats = 0;
             model.visit_parameters([&](nn::parameter<float>& p) {
               model_floats += static_cast<std::size_t>(p.size()) * sizeof(float);
             });
             exact = same ? "yes" : "NO";
-            packed_all_exact &= same;
-            packed_bytes = std::to_string(bits + floats);
+            packed_all_exact &= same && agree == n;
+            packed_bytes = std::to_string(db.xnor + db.floats);
             float_bytes = std::to_string(model_floats);
             fmt::print(
-                "  packed inference form: outputs identical to the float model on {} test images: "
-                "{}; "
-                "{:.1f} KiB (packed weights {:.1f} KiB + float first layer, BN and biases) vs "
+                "  XNOR inference form (nn::compressed, {} and {} float): outputs identical to the float model on {} test images: "
+                "{}; same prediction on {} / {}; "
+                "{:.1f} KiB (XNOR weights and scales {:.1f} KiB + float first and last layers, BN and biases) vs "
                 "{:.1f} KiB float\n",
-                n, exact, (bits + floats) / 1024.0, bits / 1024.0, model_floats / 1024.0);
+                first, last, n, exact, agree, n, (db.xnor + db.floats) / 1024.0, db.xnor / 1024.0, model_floats / 1024.0);
+            if (!a.str("out").empty()) {
+              if (saved_out) {
+                throw config_error(fmt::format(
+                    "binary: --out saves one BNN: train one (one --data, one --nets, one of bnn / bnn-shift in --methods)"));
+              }
+              saved_out = true;
+              save_and_reload(model, first, a.str("out"), {mean, stddev}, data.test, loss, acc);
+            }
           }
           fmt::print("{:<8} {:<7} {:<12} test accuracy {:.2f}%  ({:.0f} s)\n", data_name, net,
                      header(method), 100 * acc, seconds);
@@ -355,7 +465,7 @@ int main(int argc, char** argv) {
     fmt::print("BNN within {} pp of float everywhere: {}\n", a.real("bnn-tolerance"),
                verdict(bnn_compared, bnn_ok));
     if (!packed_all_exact) {
-      fmt::print(stderr, "binary: the packed inference form differs from the float model (see above)\n");
+      fmt::print(stderr, "binary: the XNOR inference form differs from the float model (see above)\n");
       return 2;
     }
   } catch (const slimnet::error& e) {
