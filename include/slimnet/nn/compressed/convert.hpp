@@ -5,7 +5,10 @@
 // mask, quantizer, binarizer - applied as in an evaluation pass) and bias.
 //
 //   auto fc1 = nn::compressed::to_sparse(model.find("fc1") as linear, {.batch = 1});
-//   nn::compressed::compress(model, nn::compressed::format::sparse);   // every Linear / Conv2d
+//   nn::compressed::compress(model, nn::compressed::format::sparse);   // every Linear / Conv2d / LSTM / GRU
+// A pruned LSTM or GRU (alone or in a Bidirectional) becomes a compressed_recurrent layer
+// (recurrent.hpp) whose W_ih and W_hh each get their own dense-or-sparse choice: W_ih at the
+// T * batch columns of its all-steps product, W_hh at the batch of its per-step product.
 #pragma once
 
 #include <algorithm>
@@ -23,8 +26,10 @@
 #include "slimnet/nn/compressed/engine.hpp"
 #include "slimnet/nn/compressed/int8_engine.hpp"
 #include "slimnet/nn/compressed/layers.hpp"
+#include "slimnet/nn/compressed/recurrent.hpp"
 #include "slimnet/nn/compressed/sparse_engine.hpp"
 #include "slimnet/nn/compressed/xnor_engine.hpp"
+#include "slimnet/nn/bidirectional.hpp"
 #include "slimnet/nn/conv2d.hpp"
 #include "slimnet/nn/linear.hpp"
 #include "slimnet/nn/sequential.hpp"
@@ -45,6 +50,10 @@ struct sparse_options {
   /// runs the direct sparse convolution. false: SELL-16 / column-blocked CSR and im2col, as before.
   bool compact = true;
   index_t input_h = 0, input_w = 0;
+  /// Steps per sequence of a recurrent layer's input (compress fills it from
+  /// compress_options::input_shape (N, T, F)): W_ih's product covers steps x batch columns.
+  /// 0: unknown, taken as 2 (a product over several columns: column-blocked CSR).
+  index_t steps = 0;
 };
 
 struct xnor_options {
@@ -221,6 +230,91 @@ compressed_conv2d<Scalar> to_codebook(conv2d<Scalar>& c, const codebook_options&
       c.in_channels(), c.window());
 }
 
+// --- LSTM / GRU ----------------------------------------------------------------------------------
+
+namespace detail {
+
+/// "ih sparse (7.1% nonzeros, ...), hh sparse (...)" per stacked layer.
+inline std::string describe_choices(const std::vector<kernels::sparse_choice>& c) {
+  std::string s;
+  for (std::size_t i = 0; i + 1 < c.size(); i += 2) {
+    if (!s.empty()) s += "; ";
+    s += fmt::format("l{} ih {}, hh {}", i / 2, c[i].describe(), c[i + 1].describe());
+  }
+  return s;
+}
+
+/// The compressed form of one LSTM / GRU stack; `choices` (optional) receives W_ih's and W_hh's
+/// choice for each stacked layer in turn.
+template <class Scalar, class Cell>
+std::unique_ptr<compressed_recurrent<Scalar, Cell>> to_sparse_stack(recurrent<Scalar, Cell>& r, const sparse_options& o,
+                                                                    std::vector<kernels::sparse_choice>* choices) {
+  using result = compressed_recurrent<Scalar, Cell>;
+  const index_t batch = std::max<index_t>(1, o.batch);
+  const index_t input_batch = std::max<index_t>(2, batch * std::max<index_t>(1, o.steps));
+  std::vector<typename result::stacked> layers;
+  for (index_t l = 0; l < r.num_layers(); ++l) {
+    const row_matrix<Scalar> w_ih = effective_weight(r.weight_ih(l)), w_hh = effective_weight(r.weight_hh(l));
+    auto b_ih = effective_bias(r.bias_ih(l)), b_hh = effective_bias(r.bias_hh(l));
+    // LSTM: both biases go with the input product; GRU: b_hh stays with W_hh (n = tanh(.. + r * (W_hn h + b_hn))).
+    std::optional<vector<Scalar>> b_a, b_b;
+    if constexpr (std::is_same_v<Cell, lstm_cell>) {
+      if (b_ih || b_hh) {
+        b_a = vector<Scalar>::Zero(w_ih.rows());
+        if (b_ih) *b_a += *b_ih;
+        if (b_hh) *b_a += *b_hh;
+      }
+    } else {
+      b_a = std::move(b_ih);
+      b_b = std::move(b_hh);
+    }
+    kernels::sparse_choice ci, ch;
+    typename result::stacked s;
+    s.input = make_sparse_engine(w_ih, std::move(b_a), input_batch, o, &ci);
+    s.recurrent = make_sparse_engine(w_hh, std::move(b_b), batch, o, &ch);
+    layers.push_back(std::move(s));
+    if (choices) {
+      choices->push_back(ci);
+      choices->push_back(ch);
+    }
+  }
+  auto c = std::make_unique<result>(std::move(layers), r.output(), r.reversed());
+  for (index_t l = 0; l < r.num_layers(); ++l)
+    if (const tensor<Scalar>* m = r.unit_mask(l)) c->set_unit_mask(l, *m);
+  c->set_name(r.name());
+  return c;
+}
+
+/// A direction of a Bidirectional: an nn::lstm or nn::gru.
+template <class Scalar>
+std::unique_ptr<compressed_recurrent_layer<Scalar>> to_sparse_direction(recurrent_layer<Scalar>& r, const sparse_options& o,
+                                                                        std::vector<kernels::sparse_choice>* choices) {
+  if (auto* l = dynamic_cast<lstm<Scalar>*>(&r)) return to_sparse_stack(*l, o, choices);
+  if (auto* g = dynamic_cast<gru<Scalar>*>(&r)) return to_sparse_stack(*g, o, choices);
+  slimnet::detail::raise<config_error>("slimnet::nn::compressed::to_sparse", "{} is neither an nn::lstm nor an nn::gru", r.describe());
+}
+
+}  // namespace detail
+
+/// The compressed form of an LSTM / GRU stack: per stacked layer W_ih (product over o.steps x
+/// o.batch columns) and W_hh (per step, o.batch columns) each sparse or dense by its own choice,
+/// biases and unit masks carried over; `choices` receives W_ih's and W_hh's choice per layer.
+template <class Scalar, class Cell>
+compressed_recurrent<Scalar, Cell> to_sparse(recurrent<Scalar, Cell>& r, const sparse_options& o = {},
+                                             std::vector<kernels::sparse_choice>* choices = nullptr) {
+  return std::move(*detail::to_sparse_stack(r, o, choices));
+}
+
+/// Both directions of a Bidirectional, each as to_sparse converts it (forward direction's choices first).
+template <class Scalar>
+compressed_bidirectional<Scalar> to_sparse(bidirectional<Scalar>& b, const sparse_options& o = {},
+                                           std::vector<kernels::sparse_choice>* choices = nullptr) {
+  compressed_bidirectional<Scalar> c(detail::to_sparse_direction(b.forward_layer(), o, choices),
+                                     detail::to_sparse_direction(b.backward_layer(), o, choices));
+  c.set_name(b.name());
+  return c;
+}
+
 // --- models --------------------------------------------------------------------------------------
 
 enum class format { sparse, xnor, int8, codebook };
@@ -271,12 +365,33 @@ void compress_sequential(sequential<Scalar>& model, format f, const compress_opt
     }
     auto* lin = dynamic_cast<linear<Scalar>*>(&l);
     auto* conv = dynamic_cast<conv2d<Scalar>*>(&l);
-    if (!lin && !conv) continue;
+    auto* bi = dynamic_cast<bidirectional<Scalar>*>(&l);
+    auto* rec = dynamic_cast<recurrent_layer<Scalar>*>(&l);
+    if (!lin && !conv && !bi && !rec) continue;
     const std::string name = prefix + model.local_name(i);
     const bool keep = std::find(o.keep.begin(), o.keep.end(), model.local_name(i)) != o.keep.end() ||
                       std::find(o.keep.begin(), o.keep.end(), l.name()) != o.keep.end();
     if (keep) {
       report.push_back(name + ": kept");
+      continue;
+    }
+    if (bi || rec) {
+      // Recurrent layers have a sparse form only; the other formats leave them float.
+      if (f != format::sparse) {
+        report.push_back(name + ": kept (float; recurrent layers convert to format::sparse only)");
+        continue;
+      }
+      sparse_options so = o.sparse;
+      if (so.steps == 0 && in.size() == 3) so.steps = in[1];
+      std::vector<kernels::sparse_choice> choices;
+      std::unique_ptr<layer<Scalar>> c;
+      if (bi) {
+        c = std::make_unique<compressed_bidirectional<Scalar>>(to_sparse(*bi, so, &choices));
+      } else {
+        c = to_sparse_direction(*rec, so, &choices);
+      }
+      report.push_back(name + ": " + c->describe() + " [" + describe_choices(choices) + "]");
+      model.replace(i, std::move(c));
       continue;
     }
     std::unique_ptr<layer<Scalar>> c;
@@ -351,7 +466,8 @@ void compress_sequential(sequential<Scalar>& model, format f, const compress_opt
 }  // namespace detail
 
 /// Replaces every Linear and Conv2d in `model` and in the Sequentials nested in it by its compressed
-/// form and (o.fuse) folds the ReLU / MaxPool2d layers that follow a compressed convolution into it;
+/// form (and, for format::sparse, every LSTM, GRU and Bidirectional: compressed_recurrent /
+/// compressed_bidirectional, "bilstm: CompressedBidirectional(...) [l0 ih sparse (...), ...]") and (o.fuse) folds the ReLU / MaxPool2d layers that follow a compressed convolution into it;
 /// returns one line per layer: "fc1: SparseLinear(...)", "fc1: kept", "pool1: fused into conv1"
 /// (nested layers are named "block.conv1").
 template <class Scalar>
