@@ -5,3 +5,4 @@
 #include "slimnet/train/loss.hpp"
 #include "slimnet/train/optimizer.hpp"
 #include "slimnet/train/schedule.hpp"
+#include "slimnet/train/step.hpp"

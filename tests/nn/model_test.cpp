@@ -86,7 +86,8 @@ struct doubling : nn::parameter_transform<double> {
   std::string name() const override { return "doubling"; }
   void forward(const tensor<double>& w, tensor<double>& w_eff, bool, rng&) override { w_eff.flat() = 2.0 * w.flat(); }
   void backward(const tensor<double>&, tensor<double>& grad) override { grad.flat() *= 2.0; }
-  void after_step(tensor<double>& w) override { w.flat() = w.flat().cwiseMax(-1.0).cwiseMin(1.0); }
+  void after_step(tensor<double>& w, const nn::step_context&) override { w.flat() = w.flat().cwiseMax(-1.0).cwiseMin(1.0); }
+  std::shared_ptr<nn::parameter_transform<double>> clone(nn::clone_memo&) const override { return std::make_shared<doubling>(*this); }
 };
 }  // namespace
 

@@ -60,6 +60,9 @@ template <class Scalar>
 struct no_after_step_mask : nn::parameter_transform<Scalar> {
   tensor<Scalar> mask;
   std::string name() const override { return "no_after_step"; }
+  std::shared_ptr<nn::parameter_transform<Scalar>> clone(nn::clone_memo&) const override {
+    return std::make_shared<no_after_step_mask>(*this);
+  }
   void forward(const tensor<Scalar>& w, tensor<Scalar>& out, bool, rng&) override {
     out.flat() = w.flat().cwiseProduct(mask.flat());
   }

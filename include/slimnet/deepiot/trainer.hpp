@@ -18,6 +18,7 @@
 #include "slimnet/train/fit.hpp"
 #include "slimnet/train/loss.hpp"
 #include "slimnet/train/optimizer.hpp"
+#include "slimnet/train/step.hpp"
 
 namespace slimnet::deepiot {
 
@@ -171,6 +172,7 @@ compress_result<Scalar> compress(gated_model<Scalar>& g, const data::dataset<Sca
   tf_rmsprop<Scalar> rms({opt.compressor_optimizer.lr, opt.compressor_optimizer.decay, opt.compressor_optimizer.eps});
   loss_baseline baseline(opt.baseline_decay);
   const train::cross_entropy<Scalar> ce;
+  train::training_step<Scalar> critic_step(g.net, critic, ce, {true, fn});
 
   std::vector<vector<Scalar>> p(nl);
   for (std::size_t k = 0; k < nl; ++k) {
@@ -185,7 +187,7 @@ compress_result<Scalar> compress(gated_model<Scalar>& g, const data::dataset<Sca
     }
   };
   data::batch<Scalar> ba, bb;
-  tensor<Scalar> out, grad;
+  tensor<Scalar> out;
   nn::forward_context ctx{true, &gen};
   std::vector<tensor<Scalar>> z(nl);
   std::vector<vector<Scalar>> p_hat(nl), factor(nl), dp(nl);
@@ -200,19 +202,8 @@ compress_result<Scalar> compress(gated_model<Scalar>& g, const data::dataset<Sca
     for (std::size_t k = 0; k < nl; ++k) {
       g.gate(k).set_mask(sample_masks(soft_delete(p[k], tau, opt.gamma), ba.size(), gen));
     }
-    train::optimizer<Scalar>::zero_grad(g.net);
-    g.net.forward(ba.inputs, out, ctx);
-    const double critic_loss = ce.compute(out, ba, grad);
-    if (!std::isfinite(critic_loss)) slimnet::detail::raise<error>(fn, "critic loss became {} at iteration {}", critic_loss, it);
-    loss_sum += critic_loss;
+    loss_sum += critic_step.run(ba, gen, [&] { return fmt::format("at iteration {} (critic step)", it); });
     ++loss_count;
-    g.net.backward(ba.inputs, out, grad, nullptr);
-    g.net.visit_parameters([](nn::parameter<Scalar>& q) { q.transform_gradient(); });
-    const auto where = [&] { return fmt::format("at iteration {} (critic step)", it); };
-    train::detail::check_parameters_finite(g.net, true, fn, where);
-    critic.step(g.net);
-    g.net.visit_parameters([](nn::parameter<Scalar>& q) { q.after_step(); });
-    train::detail::check_parameters_finite(g.net, false, fn, where);
 
     // (b) compressor step
     next(batches_b, bb);

@@ -100,7 +100,10 @@ class bidirectional : public layer<Scalar> {
     forward_->reset_parameters(gen);
     backward_->reset_parameters(gen);
   }
-  std::unique_ptr<layer<Scalar>> clone() const override { return std::make_unique<bidirectional>(*this); }
+  std::unique_ptr<layer<Scalar>> clone() const override {
+    clone_scope scope;  // the copy's parameters share one memo (nn/parameter.hpp)
+    return std::make_unique<bidirectional>(*this);
+  }
 
   void set_name(const std::string& name) override {
     layer<Scalar>::set_name(name);

@@ -101,6 +101,7 @@ template <class Derived, class Scalar>
 class cloneable : public layer<Scalar> {
  public:
   std::unique_ptr<layer<Scalar>> clone() const override {
+    clone_scope scope;  // the layer's parameters share one memo (nn/parameter.hpp)
     return std::make_unique<Derived>(static_cast<const Derived&>(*this));
   }
 };

@@ -103,7 +103,10 @@ class time_distributed : public layer<Scalar> {
     inner_->visit_layers(visit);
   }
   void reset_parameters(rng& gen) override { inner_->reset_parameters(gen); }
-  std::unique_ptr<layer<Scalar>> clone() const override { return std::make_unique<time_distributed>(*this); }
+  std::unique_ptr<layer<Scalar>> clone() const override {
+    clone_scope scope;  // the copy's parameters share one memo (nn/parameter.hpp)
+    return std::make_unique<time_distributed>(*this);
+  }
   /// The inner layer carries the same name: a sequential inside names its layers "<name>.<child>".
   void set_name(const std::string& name) override {
     layer<Scalar>::set_name(name);
@@ -225,7 +228,10 @@ class sensor_stack : public layer<Scalar> {
   void reset_parameters(rng& gen) override {
     for (auto& b : branches_) b->reset_parameters(gen);
   }
-  std::unique_ptr<layer<Scalar>> clone() const override { return std::make_unique<sensor_stack>(*this); }
+  std::unique_ptr<layer<Scalar>> clone() const override {
+    clone_scope scope;  // the copy's parameters share one memo (nn/parameter.hpp)
+    return std::make_unique<sensor_stack>(*this);
+  }
   void set_name(const std::string& name) override {
     layer<Scalar>::set_name(name);
     for (std::size_t b = 0; b < branches_.size(); ++b) branches_[b]->set_name(name.empty() ? names_[b] : name + "." + names_[b]);

@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -34,6 +35,59 @@ namespace slimnet::nn {
 /// order; prune::freeze ends DNS surgery). prune::restrict_mask refuses to prune a parameter that
 /// already carries another transform, and a codebook whose input disagrees with the support it
 /// was built on (a mask that grew back or shrank under it) throws config_error in forward().
+/// What an after-step hook knows about the step just taken.
+struct step_context {
+  /// Optimizer steps taken by the current training run, this one included (1, 2, ...): fit counts
+  /// per call, DeepIoT per compression run; 0 when the hook is called outside a training step (to
+  /// re-apply a mask after pruning, say). A transform whose schedule must outlive one run (DNS's
+  /// iteration since attach) counts its own steps.
+  std::int64_t step = 0;
+};
+
+/// Copies of shared state made during one copy of a model (like Python's deepcopy memo): the first
+/// member to be copied copies the state, the others get the same copy. A model copy opens one
+/// memo for all its parameters (clone_scope); a parameter copied on its own gets a memo of its own.
+class clone_memo {
+ public:
+  /// The copy of `*original` made in this memo, made now (by T's copy constructor) if there is none.
+  template <class T>
+  std::shared_ptr<T> copy_of(const std::shared_ptr<T>& original) {
+    if (!original) return nullptr;
+    auto& slot = copies_[static_cast<const void*>(original.get())];
+    if (!slot) slot = std::make_shared<T>(*original);
+    return std::static_pointer_cast<T>(slot);
+  }
+
+ private:
+  std::unordered_map<const void*, std::shared_ptr<void>> copies_;
+};
+
+/// Opens the memo that the parameter copies of one model copy share (nested scopes join the
+/// outermost one). Layer copies that hold several parameters or layers open one: cloneable::clone
+/// and the containers' copy constructors.
+class clone_scope {
+ public:
+  clone_scope() {
+    if (current_() == nullptr) {
+      owned_ = std::make_unique<clone_memo>();
+      current_() = owned_.get();
+    }
+  }
+  ~clone_scope() {
+    if (owned_) current_() = nullptr;
+  }
+  clone_scope(const clone_scope&) = delete;
+  clone_scope& operator=(const clone_scope&) = delete;
+  clone_memo& memo() { return *current_(); }
+
+ private:
+  static clone_memo*& current_() {
+    static thread_local clone_memo* current = nullptr;
+    return current;
+  }
+  std::unique_ptr<clone_memo> owned_;
+};
+
 template <class Scalar>
 class parameter_transform {
  public:
@@ -45,14 +99,16 @@ class parameter_transform {
   /// In place: `grad` holds dL/dW_eff on entry and the gradient for W on exit. Identity by default
   /// (the straight-through estimator).
   virtual void backward(const tensor<Scalar>& /*w*/, tensor<Scalar>& /*grad*/) {}
-  /// Called after each optimizer step, e.g. to clip W or re-apply a mask.
-  virtual void after_step(tensor<Scalar>& /*w*/) {}
+  /// Called after each optimizer step, e.g. to clip W or re-apply a mask; `step` says which step.
+  virtual void after_step(tensor<Scalar>& /*w*/, const step_context& /*step*/) {}
   /// The entries this transform keeps (1) and holds at exactly 0 (0), or null if it prunes none.
   virtual const tensor<Scalar>* support() const { return nullptr; }
-  /// A copy for a copied parameter (a cloned model must not share a mask with the original).
-  /// Null means "share this transform": right for stateless ones and for state that several
-  /// parameters share on purpose (DNS surgery of a weight and its bias).
-  virtual std::shared_ptr<parameter_transform> clone() const { return nullptr; }
+  /// The transform of a copied parameter. Every transform states it (there is no default): a
+  /// cloned model must not share a mask, centroids or a random generator with the original, or
+  /// training the copy would change the original. State that several parameters share on purpose
+  /// (DNS: a layer's weight and bias draw their surgery together) is copied through `memo`, once
+  /// per model copy, so the copies share it with each other and not with the original.
+  virtual std::shared_ptr<parameter_transform> clone(clone_memo& memo) const = 0;
 };
 
 /// What a forward pass needs besides its input.
@@ -94,11 +150,9 @@ class parameter {
         value_(other.value_),
         grad_(other.grad_),
         trainable_(other.trainable_),
-        transforms_(other.transforms_),
         id_(detail::next_parameter_id()) {
-    for (auto& t : transforms_) {
-      if (auto copy = t->clone()) t = std::move(copy);
-    }
+    clone_scope scope;
+    for (const auto& t : other.transforms_) transforms_.push_back(t->clone(scope.memo()));
   }
   parameter& operator=(const parameter&) = delete;
 
@@ -174,9 +228,10 @@ class parameter {
     }
   }
 
-  /// Hooks after the optimizer step (clipping, re-masking, surgery).
-  void after_step() {
-    for (auto& t : transforms_) t->after_step(value_);
+  /// Hooks after the optimizer step (clipping, re-masking, surgery); train::step calls it with
+  /// the step's context.
+  void after_step(const step_context& step = {}) {
+    for (auto& t : transforms_) t->after_step(value_, step);
   }
 
  private:

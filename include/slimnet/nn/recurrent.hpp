@@ -559,7 +559,10 @@ class recurrent : public recurrent_layer<Scalar> {
     }
   }
 
-  std::unique_ptr<layer<Scalar>> clone() const override { return std::make_unique<recurrent>(*this); }
+  std::unique_ptr<layer<Scalar>> clone() const override {
+    clone_scope scope;  // the copy's parameters share one memo (nn/parameter.hpp)
+    return std::make_unique<recurrent>(*this);
+  }
 
   std::unique_ptr<recurrent_layer<Scalar>> make_reversed(rng& gen) const override {
     recurrent_options o = opt_;

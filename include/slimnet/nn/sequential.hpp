@@ -19,6 +19,7 @@ class sequential : public layer<Scalar> {
 
   sequential() = default;
   sequential(const sequential& other) : layer<Scalar>(other), local_names_(other.local_names_) {
+    clone_scope scope;  // all parameters of the copy share one memo (nn/parameter.hpp)
     for (const auto& l : other.layers_) layers_.push_back(l->clone());
     rename_children();
   }

@@ -199,7 +199,17 @@ class dns_transform final : public masking_transform<Scalar> {
         is_weight_(is_weight) {}
 
   std::string name() const override { return "dns"; }
-  void after_step(tensor<Scalar>& w) override {
+  /// A copied model gets its own mask and its own copy of the layer's group (thresholds, draws,
+  /// totals), shared by the copied weight and bias as the originals share theirs.
+  std::shared_ptr<nn::parameter_transform<Scalar>> clone(nn::clone_memo& memo) const override {
+    auto copy = std::make_shared<dns_transform>(*this);
+    copy->group_ = memo.copy_of(group_);
+    return copy;
+  }
+  /// DNS's iteration is the number of training steps since attach (the surgery probability
+  /// (1 + gamma k)^-power decays with it across fit calls), so it is counted here rather than
+  /// read from the step context, whose count restarts with every training run.
+  void after_step(tensor<Scalar>& w, const nn::step_context&) override {
     this->check_size(w, "slimnet::prune::dns_transform::after_step");
     ++iteration_;
     if (is_weight_) group_->set_iteration(iteration_);

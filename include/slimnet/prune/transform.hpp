@@ -68,14 +68,14 @@ class mask_transform final : public masking_transform<Scalar> {
   explicit mask_transform(tensor<Scalar> mask) : masking_transform<Scalar>(std::move(mask)) {}
 
   std::string name() const override { return "mask"; }
-  std::shared_ptr<nn::parameter_transform<Scalar>> clone() const override {
+  std::shared_ptr<nn::parameter_transform<Scalar>> clone(nn::clone_memo&) const override {
     return std::make_shared<mask_transform>(*this);
   }
   void backward(const tensor<Scalar>& /*w*/, tensor<Scalar>& grad) override {
     this->check_size(grad, "slimnet::prune::mask_transform::backward");
     grad.flat().array() *= this->mask_.flat().array();
   }
-  void after_step(tensor<Scalar>& w) override {
+  void after_step(tensor<Scalar>& w, const nn::step_context&) override {
     this->check_size(w, "slimnet::prune::mask_transform::after_step");
     w.flat().array() *= this->mask_.flat().array();
   }
@@ -158,7 +158,7 @@ mask_transform<Scalar>& restrict_mask(nn::parameter<Scalar>& p, const tensor<Sca
     p.add_transform(std::move(fresh));
   }
   mt->restrict(new_mask, function);
-  mt->after_step(p.value());
+  mt->after_step(p.value(), {});
   return *mt;
 }
 
@@ -196,7 +196,7 @@ mask_transform<Scalar>& freeze(nn::parameter<Scalar>& p) {
   p.clear_transforms();
   p.add_transform(frozen);
   for (auto& t : keep) p.add_transform(std::move(t));
-  frozen->after_step(p.value());
+  frozen->after_step(p.value(), {});
   return *frozen;
 }
 

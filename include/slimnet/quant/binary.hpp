@@ -162,6 +162,9 @@ class binary_connect_transform : public nn::parameter_transform<Scalar> {
     return fmt::format("binary_connect({})", to_string(opt_.mode));
   }
   const binary_connect_options& options() const { return opt_; }
+  std::shared_ptr<nn::parameter_transform<Scalar>> clone(nn::clone_memo&) const override {
+    return std::make_shared<binary_connect_transform>(*this);
+  }
   /// Switches between the deterministic and the stochastic form (e.g. to re-estimate BatchNorm
   /// statistics in training mode with the weights used at test time).
   void set_mode(binarization mode) { opt_.mode = mode; }
@@ -180,7 +183,7 @@ class binary_connect_transform : public nn::parameter_transform<Scalar> {
     detail::zero_pruned(grad, support_);
   }
 
-  void after_step(tensor<Scalar>& w) override {
+  void after_step(tensor<Scalar>& w, const nn::step_context&) override {
     if (!opt_.clip) return;
     const auto s = static_cast<Scalar>(opt_.scale);
     w.flat() = w.flat().cwiseMax(-s).cwiseMin(s);
@@ -207,7 +210,7 @@ std::shared_ptr<binary_connect_transform<Scalar>> attach_binary_connect(
     if (largest > 0)
       p.value().flat() *= static_cast<Scalar>(opt.scale / static_cast<double>(largest));
   }
-  t->after_step(p.value());
+  t->after_step(p.value(), {});
   p.add_transform(t);
   return t;
 }

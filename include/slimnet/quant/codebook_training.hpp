@@ -56,6 +56,10 @@ class codebook_transform : public nn::parameter_transform<Scalar> {
 
   std::string name() const override { return fmt::format("codebook({})", book_.describe()); }
   const codebook<Scalar>& book() const { return book_; }
+  /// A copied model gets its own centroids (fine-tuning the copy must not move the original's).
+  std::shared_ptr<nn::parameter_transform<Scalar>> clone(nn::clone_memo&) const override {
+    return std::make_shared<codebook_transform>(*this);
+  }
   /// Coordinate-descent sweeps used by the last refit (1 for k-means and PQ).
   int last_sweeps() const { return last_sweeps_; }
 
@@ -109,7 +113,7 @@ class codebook_transform : public nn::parameter_transform<Scalar> {
     }
   }
 
-  void after_step(tensor<Scalar>& w) override {
+  void after_step(tensor<Scalar>& w, const nn::step_context&) override {
     check(w, "after_step");
     refit(w);
     Eigen::Map<row_matrix<Scalar>>(w.data(), book_.rows, book_.cols) = book_.reconstruct();

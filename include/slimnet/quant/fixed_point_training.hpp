@@ -61,6 +61,10 @@ class fixed_point_transform : public nn::parameter_transform<Scalar> {
                        opt_.keep_real_copy ? ", real copy" : "");
   }
   const fixed_point_weight_options& options() const { return opt_; }
+  /// A copied model gets its own generator state (its stochastic rounding draws independently).
+  std::shared_ptr<nn::parameter_transform<Scalar>> clone(nn::clone_memo&) const override {
+    return std::make_shared<fixed_point_transform>(*this);
+  }
 
   void forward(const tensor<Scalar>& w, tensor<Scalar>& w_eff, bool training, rng& gen) override {
     w_eff.flat() = w.flat();
@@ -80,7 +84,7 @@ class fixed_point_transform : public nn::parameter_transform<Scalar> {
     detail::zero_pruned(grad, support_);
   }
 
-  void after_step(tensor<Scalar>& w) override {
+  void after_step(tensor<Scalar>& w, const nn::step_context&) override {
     if (opt_.keep_real_copy) {
       const auto lo = static_cast<Scalar>(opt_.format.lowest()),
                  hi = static_cast<Scalar>(opt_.format.highest());

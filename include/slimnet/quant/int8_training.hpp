@@ -29,7 +29,7 @@ template <class Scalar>
 class int8_transform : public nn::parameter_transform<Scalar> {
  public:
   std::string name() const override { return "int8(per-row scales)"; }
-  std::shared_ptr<nn::parameter_transform<Scalar>> clone() const override {
+  std::shared_ptr<nn::parameter_transform<Scalar>> clone(nn::clone_memo&) const override {
     return std::make_shared<int8_transform>(*this);
   }
 

@@ -1,7 +1,6 @@
 // The training loop: fit / evaluate with callbacks, metrics and an optional progress line.
-// Per step:  zero grads -> forward -> loss -> backward -> transform_gradient (weight transforms)
-//            -> callbacks.after_backward -> optimizer step -> parameter after_step hooks
-//            -> callbacks.after_step.
+// Each step is train::training_step (train/step.hpp); callbacks.after_backward runs inside it
+// (gradients for W ready, optimizer not stepped yet), callbacks.after_step after it.
 // Compression schedules (pruning, DNS surgery, ...) plug in as callbacks and transforms.
 #pragma once
 
@@ -21,6 +20,7 @@
 #include "slimnet/train/loss.hpp"
 #include "slimnet/train/optimizer.hpp"
 #include "slimnet/train/schedule.hpp"
+#include "slimnet/train/step.hpp"
 
 namespace slimnet::train {
 
@@ -184,25 +184,6 @@ class progress_printer : public callback<Scalar> {
   clock::time_point last_print_;
 };
 
-namespace detail {
-
-/// Throws slimnet::error from `fn` naming the first parameter whose gradient (`gradients`) or value
-/// holds a NaN or Inf, and where training was (`where()`, called only then): a fault is found at the
-/// step that made it, not epochs later as a NaN loss.
-template <class Scalar, class Where>
-void check_parameters_finite(nn::layer<Scalar>& model, bool gradients, const char* fn, const Where& where) {
-  model.visit_parameters([&](nn::parameter<Scalar>& p) {
-    const auto& t = gradients ? p.grad() : p.value();
-    if (t.flat().allFinite()) return;
-    index_t at = 0;
-    while (at < t.size() && std::isfinite(static_cast<double>(t[at]))) ++at;
-    slimnet::detail::raise<error>(fn, "{} of {} became {} (element {}) {}", gradients ? "the gradient" : "the value", p.name(),
-                                  static_cast<double>(t[at]), at, where());
-  });
-}
-
-}  // namespace detail
-
 /// Trains `model` on `train_data`; evaluates on `validation` (if given) after every epoch.
 template <class Scalar>
 history fit(nn::layer<Scalar>& model, optimizer<Scalar>& opt, const loss_function<Scalar>& loss,
@@ -224,8 +205,7 @@ history fit(nn::layer<Scalar>& model, optimizer<Scalar>& opt, const loss_functio
   s.batches_per_epoch = batches.batches();
   for (auto* c : all) c->on_train_begin(s);
   data::batch<Scalar> b;
-  tensor<Scalar> out, grad;
-  nn::forward_context ctx{true, &gen};
+  training_step<Scalar> step(model, opt, loss, {options.check_finite, "slimnet::train::fit"});
   using clock = std::chrono::steady_clock;
   for (int epoch = 0; epoch < options.epochs && !s.stop; ++epoch) {
     s.epoch = epoch;
@@ -237,22 +217,11 @@ history fit(nn::layer<Scalar>& model, optimizer<Scalar>& opt, const loss_functio
     index_t correct = 0, seen = 0;
     s.batch_in_epoch = 0;
     while (batches.next(b)) {
-      optimizer<Scalar>::zero_grad(model);
-      ctx.lengths = b.lengths.empty() ? nullptr : &b.lengths;
-      model.forward(b.inputs, out, ctx);
-      s.batch_loss = loss.compute(out, b, grad);
-      if (!std::isfinite(s.batch_loss)) {
-        slimnet::detail::raise<error>("slimnet::train::fit", "loss became {} at epoch {} step {} (learning rate {})", s.batch_loss,
-                             epoch + 1, s.step, opt.learning_rate());
-      }
-      model.backward(b.inputs, out, grad, nullptr);
-      model.visit_parameters([](nn::parameter<Scalar>& p) { p.transform_gradient(); });
       const auto where = [&] { return fmt::format("at epoch {} step {} (learning rate {})", epoch + 1, s.step, opt.learning_rate()); };
-      if (options.check_finite) detail::check_parameters_finite(model, true, "slimnet::train::fit", where);
-      for (auto* c : all) c->after_backward(s);
-      opt.step(model);
-      model.visit_parameters([](nn::parameter<Scalar>& p) { p.after_step(); });
-      if (options.check_finite) detail::check_parameters_finite(model, false, "slimnet::train::fit", where);
+      s.batch_loss = step.run(b, gen, where, [&] {
+        for (auto* c : all) c->after_backward(s);
+      });
+      const tensor<Scalar>& out = step.output();
       s.batch_size = b.size();
       s.batch_correct = b.labels.empty() ? 0 : count_correct(out, b.labels);
       loss_sum += s.batch_loss * static_cast<double>(b.size());
