@@ -11,4 +11,5 @@
 #include "slimnet/prune.hpp"
 #include "slimnet/quant.hpp"
 #include "slimnet/report.hpp"
+#include "slimnet/structure.hpp"
 #include "slimnet/train.hpp"

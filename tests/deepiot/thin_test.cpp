@@ -4,6 +4,7 @@
 
 #include "slimnet/deepiot.hpp"
 #include "slimnet/nn.hpp"
+#include "slimnet/structure.hpp"
 
 using namespace slimnet;
 using Catch::Matchers::Contains;
@@ -143,9 +144,15 @@ TEST_CASE("thin() rejects what it cannot thin", "[deepiot][thin][errors]") {
   scale << 0.5, 0, 1, 1;
   gs.gate(0).set_hard(scale);
   REQUIRE_NOTHROW(deepiot::thin(gs));
-  // An unsupported layer kind between a thinned layer and its consumer.
+  // An LSTM consumes the kept units as input features (the structure module thins it too).
   nn::sequential<double> r;
   r.add("fc1", nn::linear<double>(3, 4));
   r.add("lstm", nn::lstm<double>(4, 2));
-  REQUIRE_THROWS_WITH(deepiot::thin(r, {{"fc1", {true, false, true, true}}}), Contains("not supported"));
+  REQUIRE(dynamic_cast<nn::lstm<double>&>(deepiot::thin(r, {{"fc1", {true, false, true, true}}}).find("lstm")).input_size() == 3);
+  // An unsupported layer kind between a thinned layer and its consumer (it mixes units).
+  nn::sequential<double> u;
+  u.add("lstm", nn::lstm<double>(3, 4));
+  u.add("td", nn::time_distributed<double>(nn::linear<double>(4, 4), {4}));
+  u.add("lstm2", nn::lstm<double>(4, 2));
+  REQUIRE_THROWS_WITH(structure::thin(u, {{"lstm.l0", {true, false, true, true}}}), Contains("not supported"));
 }
