@@ -26,6 +26,19 @@
 //    storage estimate (relative indices of --index-bits with filler zeros for longer gaps, the
 //    survivors' cluster indices, 32-bit centroids), then check that the mask held: every pruned
 //    weight is exactly 0 and no layer has more than 2^bits distinct nonzero values.
+//    With --val N, N training images (stratified, fixed seed) are held out before the baseline is
+//    trained and every stage is also evaluated on them, so that settings can be chosen on them
+//    rather than on the test set (a baseline file records the N it was trained with, and a file
+//    trained on all images is refused: its "validation" images would have been trained on).
+//    --teacher FILE (--teacher-model NAME) distils another trained network instead of the dense
+//    baseline (e.g. the VGG-style net for LeNet-5); --retrain-weight-decay sets the weight decay
+//    of the retraining alone (the baseline keeps --weight-decay).
+//    --thinned FILE starts from a DeepIoT-thinned model (example 11's --save): its widths are read
+//    from the file's shapes, the first units of each layer of the model kept (deepiot::thin) and
+//    the file's parameters loaded; the dense baseline stays the reference for bytes and accuracy.
+//    --save-pruned FILE writes the pruned, retrained float model (for --pruned runs that try other
+//    codebook settings without retraining again). --rounds 0 skips pruning, and 0 bits for a
+//    layer leaves its weights unclustered (float).
 // 6. Save the model as one compressed file (io::save_model: relative indices, codebook indices of
 //    the survivors, Huffman where it pays) to --out, next to the dense baseline saved the same way
 //    (--out with ".dense" before the extension), reload it and evaluate the reloaded model.
@@ -39,6 +52,7 @@
 #include <vector>
 
 #include "common/cli.hpp"
+#include "slimnet/deepiot.hpp"
 #include "slimnet/prune.hpp"
 #include "slimnet/quant.hpp"
 #include "slimnet/slimnet.hpp"
@@ -52,6 +66,9 @@ namespace {
 std::string han_targets(const std::string& model) {
   if (model == "lenet300") return "fc1=0.92,fc2=0.91,fc3=0.74";
   if (model == "lenet5") return "conv1=0.34,conv2=0.88,fc1=0.92,fc2=0.81";
+  // Example 2's VGG targets (12.9x): the convolutions hold 89% of the weights, so they go further
+  // than Han et al.'s VGG-16 convolutions (22-58% kept).
+  if (model == "vgg") return "conv1=0.5,conv2=0.75,conv3=0.85,conv4=0.9,conv5=0.92,conv6=0.94,fc1=0.95,fc2=0.8";
   throw config_error(fmt::format("deep_compression: no Deep Compression targets for '{}'", model));
 }
 
@@ -76,6 +93,40 @@ layer_storage sparse_codebook_storage(const nn::parameter<float>& p, int bits, i
   s.bits = static_cast<std::uint64_t>(s.entries) * static_cast<std::uint64_t>(bits + index_bits) +
            (std::uint64_t{1} << bits) * 32;
   return s;
+}
+
+/// `model` with each hidden Linear / Conv2d cut to the number of units (rows of its weight) that
+/// `path`, a thinned model's parameters file, has for it, and those parameters loaded.
+nn::sequential<float> load_thinned(const nn::sequential<float>& model, const std::string& path) {
+  const auto file = io::read_safetensors<float>(path);
+  deepiot::unit_selection keep;
+  std::string last;
+  for (std::size_t i = 0; i < model.size(); ++i) {
+    const auto kind = model[i].kind();
+    if (kind == "Linear" || kind == "Conv2d") last = model.local_name(i);
+  }
+  for (std::size_t i = 0; i < model.size(); ++i) {
+    const auto kind = model[i].kind();
+    const std::string name = model.local_name(i);
+    if ((kind != "Linear" && kind != "Conv2d") || name == last) continue;
+    const auto it = file.tensors.find(name + ".weight");
+    if (it == file.tensors.end()) {
+      throw config_error(fmt::format("deep_compression: thinned model '{}' has no tensor '{}.weight'", path, name));
+    }
+    const index_t units = kind == "Linear" ? static_cast<const nn::linear<float>&>(model[i]).out_features()
+                                           : static_cast<const nn::conv2d<float>&>(model[i]).out_channels();
+    const index_t kept = it->second.dim(0);
+    if (kept < 1 || kept > units) {
+      throw config_error(fmt::format("deep_compression: '{}.weight' of '{}' has {} units, the model {}", name, path,
+                                     kept, units));
+    }
+    std::vector<bool> k(static_cast<std::size_t>(units), false);
+    std::fill(k.begin(), k.begin() + kept, true);
+    keep[name] = std::move(k);
+  }
+  auto thinned = deepiot::thin(model, keep);
+  io::load_parameters(thinned, path);
+  return thinned;
 }
 
 }  // namespace
@@ -106,11 +157,23 @@ int main(int argc, char** argv) {
                {"distill", "0"},
                {"temperature", "4"},
                {"bias-f16", "false"},
+               {"val", "0"},
+               {"teacher", ""},
+               {"teacher-model", ""},
+               {"retrain-weight-decay", "-1"},
+               {"thinned", ""},
+               {"save-pruned", ""},
                {"out", "deep-compression.safetensors"},
                {"quiet", "false"}},
               "deep_compression: prune, retrain, cluster the surviving weights with k-means and "
               "fine-tune the centroids (Han et al. 2016) for LeNet-300-100 (lenet300) or LeNet-5 "
-              "(lenet5)\n"
+              "(lenet5) or the VGG-style net (vgg)\n"
+              "  --val N holds out N training images (before the baseline is trained) to choose "
+              "settings on\n"
+              "  --teacher FILE --teacher-model NAME distils another trained network (needs --distill)\n"
+              "  --retrain-weight-decay W: weight decay of the retraining (default: --weight-decay)\n"
+              "  --thinned FILE starts from a DeepIoT-thinned model (example 11's --save)\n"
+              "  --save-pruned FILE writes the pruned, retrained float model; --rounds 0: no pruning\n"
               "  --index-bits 0 uses Han's relative-index widths: 8 bits for conv, 5 for fc\n"
               "  --pruned FILE starts from a pruned parameters file (e.g. example 3's DNS model)\n"
               "  --bits conv1=4,fc1=5 sets codebook bits per layer (others: --conv-bits / --fc-bits)");
@@ -122,20 +185,64 @@ int main(int argc, char** argv) {
     cli::limit(data.train, a.integer("limit"), seed);
     cli::limit(data.test, a.integer("limit") > 0 ? std::max(a.integer("limit") / 4, 1L) : 0,
                seed + 1);
+    // Validation split, held out before anything trains on the training set.
+    const long n_val = a.integer("val");
+    if (n_val < 0 || n_val >= data.train.size()) {
+      throw config_error(fmt::format("deep_compression: --val {} must be in [0, {})", n_val, data.train.size()));
+    }
+    data::dataset<float> val;
+    if (n_val > 0) {
+      const auto [tr, va] = data::stratified_split(
+          data.train.labels, data.train.num_classes,
+          static_cast<double>(n_val) / static_cast<double>(data.train.size()), seed + 3);
+      val = data.train.subset(va);
+      data.train = data.train.subset(tr);
+    }
     rng gen(seed);
     auto model = cli::make_model(model_name, gen, "deep_compression");
     const train::cross_entropy<float> ce;
 
     // 1. Baseline.
-    cli::load_or_train_baseline(model, a.str("baseline"), model_name, a.str("data"), data,
-                                {static_cast<int>(a.integer("epochs")), a.real("lr"),
-                                 a.real("momentum"), a.real("weight-decay"), a.integer("batch"),
-                                 seed, !quiet},
-                                "deep_compression");
+    const auto metadata = cli::load_or_train_baseline(
+        model, a.str("baseline"), model_name, a.str("data"), data,
+        {static_cast<int>(a.integer("epochs")), a.real("lr"), a.real("momentum"),
+         a.real("weight-decay"), a.integer("batch"), seed, !quiet},
+        "deep_compression", {{"val_holdout", std::to_string(n_val)}});
+    {
+      // A baseline trained on the images --val holds out would make them training images.
+      const auto it = metadata.find("val_holdout");
+      const std::string held = it == metadata.end() ? "0" : it->second;
+      if (held != std::to_string(n_val)) {
+        throw config_error(fmt::format("deep_compression: baseline '{}' was trained with --val {}, not {}",
+                                       a.str("baseline"), held, n_val));
+      }
+      const auto m = metadata.find("input_mean"), sd = metadata.find("input_std");
+      if (n_val > 0 && m != metadata.end() && sd != metadata.end()) {
+        data::standardize(val, std::stod(m->second), std::stod(sd->second));
+      }
+    }
+    // Accuracy on the test set and, with --val, on the held-out training images.
+    const auto on_val = [&](nn::layer<float>& net) {
+      return n_val > 0 ? fmt::format(" (val {:.2f}%)", 100 * train::evaluate(net, val, ce).accuracy)
+                       : std::string();
+    };
     const double baseline = train::evaluate(model, data.test, ce).accuracy;
-    // The dense baseline as teacher: with --distill alpha > 0 the training loss is
+    const double baseline_val_acc = n_val > 0 ? train::evaluate(model, val, ce).accuracy : 0.0;
+    const std::string baseline_val = on_val(model);
+    // The dense baseline (or --teacher) as teacher: with --distill alpha > 0 the training loss is
     // (1 - alpha) CE + alpha T^2 KL(teacher_T || student_T) (train/loss.hpp).
     nn::sequential<float> teacher(model);
+    if (!a.str("teacher").empty()) {
+      if (a.real("distill") <= 0) throw config_error("deep_compression: --teacher needs --distill alpha > 0");
+      const std::string teacher_model =
+          a.str("teacher-model").empty() ? model_name : a.str("teacher-model");
+      rng teacher_gen(seed + 7);
+      teacher = cli::make_model(teacher_model, teacher_gen, "deep_compression");
+      cli::load_teacher(teacher, a.str("teacher"), teacher_model, a.str("data"), metadata,
+                        "deep_compression");
+      fmt::print("teacher {} from {}: test accuracy {:.2f}%{}\n", teacher_model, a.str("teacher"),
+                 100 * train::evaluate(teacher, data.test, ce).accuracy, on_val(teacher));
+    }
     const train::distillation<float> distilled(teacher, std::max(a.real("distill"), 0.0),
                                                a.real("temperature"));
     const train::loss_function<float>& loss =
@@ -145,20 +252,27 @@ int main(int argc, char** argv) {
     std::filesystem::path dense_out = out;
     dense_out.replace_extension(".dense" + out.extension().string());
     io::save_model(model, dense_out);
-    fmt::print("{} on {}: dense baseline {:.2f}% ({} train / {} test images)\n", model_name,
-               a.str("data"), 100 * baseline, data.train.size(), data.test.size());
+    fmt::print("{} on {}: dense baseline {:.2f}%{} ({} train / {} validation / {} test images)\n",
+               model_name, a.str("data"), 100 * baseline, baseline_val, data.train.size(), val.size(),
+               data.test.size());
+
+    if (!a.str("thinned").empty()) {
+      model = load_thinned(model, a.str("thinned"));
+      fmt::print("thinned model {}: {} weights, {:.2f}%{}\n", a.str("thinned"), deepiot::weight_count(model),
+                 100 * train::evaluate(model, data.test, ce).accuracy, on_val(model));
+    }
 
     // 2. Prune -> retrain, the masks kept on the parameters; or load a model pruned elsewhere.
-    const bool from_file = !a.str("pruned").empty();
-    if (from_file) {
+    const bool from_file = !a.str("pruned").empty() || a.integer("rounds") == 0;
+    if (!a.str("pruned").empty()) {
       io::load_parameters(model, a.str("pruned"));
       model.visit_parameters([](nn::parameter<float>& p) {
         tensor<float> mask(p.shape());
         for (index_t i = 0; i < p.size(); ++i) mask[i] = p.value()[i] != 0.0f ? 1.0f : 0.0f;
         prune::restrict_mask(p, mask);
       });
-      fmt::print("pruned model {}: {:.2f}%\n", a.str("pruned"),
-                 100 * train::evaluate(model, data.test, ce).accuracy);
+      fmt::print("pruned model {}: {:.2f}%{}\n", a.str("pruned"),
+                 100 * train::evaluate(model, data.test, ce).accuracy, on_val(model));
     }
     const auto targets = cli::parse_layer_values(
         a.str("targets").empty() ? han_targets(model_name) : a.str("targets"), "deep_compression",
@@ -168,12 +282,13 @@ int main(int argc, char** argv) {
       t.push_back({&prune::find_parameter(model, layer + ".weight"), s});
     auto pruner = prune::magnitude_pruner<float>::layerwise(t);
     prune::iterative_options io;
-    io.rounds = static_cast<int>(a.integer("rounds"));
+    io.rounds = std::max(static_cast<int>(a.integer("rounds")), 1);  // 0: no pruning (from_file)
     io.epochs_per_round = static_cast<int>(a.integer("retrain-epochs"));
     prune::iterative<float> schedule(pruner, io);
     {
-      train::sgd<float> opt({a.real("retrain-lr"), a.real("momentum"), 0.0, a.real("weight-decay"),
-                             false});
+      const double retrain_wd = a.real("retrain-weight-decay") >= 0 ? a.real("retrain-weight-decay")
+                                                                    : a.real("weight-decay");
+      train::sgd<float> opt({a.real("retrain-lr"), a.real("momentum"), 0.0, retrain_wd, false});
       train::fit_options o;
       o.epochs = io.total_epochs();
       o.batch_size = a.integer("batch");
@@ -187,9 +302,14 @@ int main(int argc, char** argv) {
       if (!from_file) train::fit(model, opt, loss, data.train, o, {&schedule});
     }
     const double pruned = train::evaluate(model, data.test, ce).accuracy;
+    if (!a.str("save-pruned").empty()) {
+      // The pruned, retrained float model, for --pruned runs that try other codebooks on it.
+      io::save_parameters(model, a.str("save-pruned"), metadata);
+      fmt::print("pruned model saved to {}\n", a.str("save-pruned"));
+    }
     if (!from_file) {
-      fmt::print("pruned and retrained ({} rounds x {} epochs): {:.2f}%\n", io.rounds,
-                 io.epochs_per_round, 100 * pruned);
+      fmt::print("pruned and retrained ({} rounds x {} epochs): {:.2f}%{}\n", io.rounds,
+                 io.epochs_per_round, 100 * pruned, on_val(model));
     }
 
     // 3. Weight sharing on the surviving weights.
@@ -213,6 +333,7 @@ int main(int argc, char** argv) {
                            ? static_cast<int>(layer_bits.at(layer))
                            : static_cast<int>(a.integer(conv ? "conv-bits" : "fc-bits"));
       auto support = quant::support_of(*p);  // the mask: pruned weights are not clustered
+      if (bits <= 0) continue;  // left in float
       index_t alive = 0;
       for (auto v : support) alive += v;
       const index_t k = std::min<index_t>(index_t{1} << bits, alive);
@@ -222,7 +343,7 @@ int main(int argc, char** argv) {
     const double clustered = train::evaluate(model, data.test, ce).accuracy;
     std::string bits_text;
     for (const auto& r : rows) bits_text += fmt::format("{}{}={}", bits_text.empty() ? "" : ",", r.p->name(), r.bits);
-    fmt::print("clustered ({} bits): {:.2f}%\n", bits_text, 100 * clustered);
+    fmt::print("clustered ({} bits): {:.2f}%{}\n", bits_text, 100 * clustered, on_val(model));
 
     // 4. Fine-tune the centroids (Adam: see example 6 for why).
     double finetuned = clustered;
@@ -243,10 +364,10 @@ int main(int argc, char** argv) {
         for (index_t i = 0; i < p.size(); ++i) p.value()[i] = io::f16_to_float(io::float_to_f16(p.value()[i]));
       });
       finetuned = train::evaluate(model, data.test, ce).accuracy;
-      fmt::print("biases rounded to half precision: {:.2f}%\n", 100 * finetuned);
+      fmt::print("biases rounded to half precision: {:.2f}%{}\n", 100 * finetuned, on_val(model));
     }
-    fmt::print("centroids fine-tuned ({} epochs): {:.2f}%\n\n", a.integer("finetune-epochs"),
-               100 * finetuned);
+    fmt::print("centroids fine-tuned ({} epochs): {:.2f}%{}\n\n", a.integer("finetune-epochs"),
+               100 * finetuned, on_val(model));
 
     // 5. Per-layer report and the check that the mask held.
     fmt::print("{:<14} {:>9} {:>8} {:>5} {:>9} {:>10} {:>10}\n", "layer", "weights", "kept",
@@ -300,6 +421,13 @@ int main(int argc, char** argv) {
                out.string(), bytes, dense_bytes, dense_out.string(),
                static_cast<double>(dense_bytes) / static_cast<double>(bytes),
                100 * reloaded_accuracy, 100 * (reloaded_accuracy - baseline));
+    if (n_val > 0) {
+      const double reloaded_val = train::evaluate(*reloaded, val, ce).accuracy;
+      fmt::print("validation ({} held-out training images): dense {:.2f}%, after reloading {:.2f}% "
+                 "({:+.2f} pp)\n",
+                 val.size(), 100 * baseline_val_acc, 100 * reloaded_val,
+                 100 * (reloaded_val - baseline_val_acc));
+    }
     fmt::print("mask kept: {}\n",
                mask_kept ? "yes (every pruned weight is exactly 0, at most 2^bits distinct values "
                            "per layer)"

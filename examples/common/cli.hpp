@@ -184,11 +184,13 @@ struct baseline_recipe {
 
 /// The compression examples' step 1: load the baseline from `path` if that file exists (see
 /// load_baseline), else train one with `recipe` and write it to `path` (unless empty).
-/// Returns the baseline's metadata, to be passed on when the compressed model is saved.
+/// Returns the baseline's metadata, to be passed on when the compressed model is saved. `extra`
+/// is added to the metadata of a baseline trained here (e.g. how many training images it left out).
 inline std::map<std::string, std::string> load_or_train_baseline(nn::layer<float>& model, const std::string& path,
                                                                  const std::string& model_name, const std::string& data_name,
                                                                  data::split<float>& data, const baseline_recipe& recipe,
-                                                                 const char* program) {
+                                                                 const char* program,
+                                                                 const std::map<std::string, std::string>& extra = {}) {
   if (!path.empty() && std::filesystem::exists(path)) {
     auto meta = load_baseline(model, path, model_name, data_name, data, program);
     fmt::print("baseline loaded from {}\n", path);
@@ -203,6 +205,7 @@ inline std::map<std::string, std::string> load_or_train_baseline(nn::layer<float
   o.learning_rate = train::cosine_lr(recipe.lr, recipe.epochs);
   train::fit(model, opt, train::cross_entropy<float>(), data.train, o);
   auto meta = baseline_metadata(model_name, data_name);
+  meta.insert(extra.begin(), extra.end());
   if (!path.empty()) {
     io::save_parameters(model, path, meta);
     fmt::print("baseline saved to {}\n", path);
