@@ -4,3 +4,4 @@
 #pragma once
 
 #include "slimnet/structure/thin.hpp"
+#include "slimnet/structure/dead_units.hpp"

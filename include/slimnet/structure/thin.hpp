@@ -92,6 +92,26 @@ struct pending_units {
   }
 };
 
+/// The consumer's input columns of the pending units `p`, each with its unit's factor (a Linear
+/// after a Flatten: a block of columns per unit, unit-major for (C, H, W), unit-innermost for
+/// (T, H)); `inputs` is the consumer's input width.
+template <class Scalar>
+void consumer_columns(const pending_units<Scalar>& p, index_t inputs, const std::string& path, std::vector<index_t>& cols,
+                      std::vector<Scalar>& scale) {
+  constexpr const char* fn = "slimnet::structure::thin";
+  if (inputs % p.total != 0)
+    slimnet::detail::raise<config_error>(fn, "layer '{}' has {} inputs, not a multiple of the {} units before it", path, inputs, p.total);
+  const index_t block = inputs / p.total;
+  if (block != 1 && !p.flattened) slimnet::detail::raise<config_error>(fn, "layer '{}' has {} inputs for {} units", path, inputs, p.total);
+  if (p.unit_inner) {
+    for (index_t b = 0; b < block; ++b)
+      for (std::size_t k = 0; k < p.sel.size(); ++k) cols.push_back(b * p.total + p.sel[k]), scale.push_back(p.scale[k]);
+  } else {
+    for (std::size_t k = 0; k < p.sel.size(); ++k)
+      for (index_t b = 0; b < block; ++b) cols.push_back(p.sel[k] * block + b), scale.push_back(p.scale[k]);
+  }
+}
+
 template <class Scalar>
 class thinner {
  public:
@@ -170,21 +190,6 @@ class thinner {
     p->assign(take(p->value(), rows, cols, scale));
   }
 
-  /// The consumer's input columns for the pending units (a Linear after a Flatten: whole blocks).
-  void consumer_columns(index_t inputs, const std::string& path, std::vector<index_t>& cols, std::vector<Scalar>& scale) const {
-    if (inputs % p_.total != 0)
-      slimnet::detail::raise<config_error>(fn, "layer '{}' has {} inputs, not a multiple of the {} units before it", path, inputs, p_.total);
-    const index_t block = inputs / p_.total;
-    if (block != 1 && !p_.flattened) slimnet::detail::raise<config_error>(fn, "layer '{}' has {} inputs for {} units", path, inputs, p_.total);
-    if (p_.unit_inner) {
-      for (index_t b = 0; b < block; ++b)
-        for (std::size_t k = 0; k < p_.sel.size(); ++k) cols.push_back(b * p_.total + p_.sel[k]), scale.push_back(p_.scale[k]);
-    } else {
-      for (std::size_t k = 0; k < p_.sel.size(); ++k)
-        for (index_t b = 0; b < block; ++b) cols.push_back(p_.sel[k] * block + b), scale.push_back(p_.scale[k]);
-    }
-  }
-
   void produce(index_t total, std::vector<index_t> sel, bool selected) {
     p_ = {};
     p_.active = selected;
@@ -197,7 +202,7 @@ class thinner {
     if (auto* lin = dynamic_cast<nn::linear<Scalar>*>(&l)) {
       std::vector<index_t> cols;
       std::vector<Scalar> scale;
-      if (p_.active) consumer_columns(lin->in_features(), path, cols, scale);
+      if (p_.active) consumer_columns(p_, lin->in_features(), path, cols, scale);
       bool selected = false;
       auto rows = outputs_of(path, lin->out_features(), selected);
       const index_t total = lin->out_features();

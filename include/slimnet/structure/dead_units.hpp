@@ -1,0 +1,269 @@
+// Dead units: units that a pruned model computes for nothing, found from its zeros and removed
+// exactly with structure::thin. This is the second step of DyNS-Ext (DeepIoT, Yao et al. 2017,
+// Section 5: DNS on every weight matrix, then "removing hidden units without connections").
+//
+// A unit is dead, and removing it changes no output, when
+//   - nothing reads it: its consumer's input columns are all zero (for a recurrent unit also its
+//     own column of W_hh, through which the other units of its layer read it), or
+//   - it is constantly zero: no incoming weight, a zero bias, and only zero-preserving layers
+//     (ReLU, Tanh, pooling, Dropout, Flatten) before its consumer. An LSTM or GRU unit with zero
+//     rows in W_ih and W_hh and zero biases stays at h = 0 (LSTM: i = f = o = 1/2, g = 0, so c
+//     stays 0; GRU: n = 0, h_t = z h_{t-1} = 0).
+// Units of the model's output are never dead; every layer keeps at least one unit.
+//
+//   auto removed = structure::remove_dead_units(model);   // model thinned in place, repeatedly
+#pragma once
+
+#include <algorithm>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "slimnet/structure/thin.hpp"
+
+namespace slimnet::structure {
+
+namespace detail {
+
+/// Walks a model like thinner, tracking the last producer's units: where each output unit comes
+/// from (selection key, unit), whether it is still exactly zero, and which ones a consumer reads.
+template <class Scalar>
+class dead_unit_finder {
+ public:
+  unit_selection run(nn::sequential<Scalar>& model) {
+    walk(model, "");
+    keep_pending();  // the model's outputs
+    // Each layer keeps at least one unit: the first one if all are dead.
+    for (auto& [key, keep] : dead_) {
+      if (std::none_of(keep.begin(), keep.end(), [](bool k) { return k; })) keep.front() = true;
+    }
+    unit_selection out;
+    for (auto& [key, keep] : dead_)
+      if (std::any_of(keep.begin(), keep.end(), [](bool k) { return !k; })) out[key] = keep;
+    return out;
+  }
+
+ private:
+  struct origin {
+    std::string key;
+    index_t unit;
+  };
+
+  void walk(nn::sequential<Scalar>& model, const std::string& prefix) {
+    for (std::size_t i = 0; i < model.size(); ++i) {
+      const std::string path = prefix + model.local_name(i);
+      if (auto* seq = dynamic_cast<nn::sequential<Scalar>*>(&model[i])) {
+        walk(*seq, path + ".");
+      } else {
+        visit(model[i], path);
+      }
+    }
+  }
+
+  static bool all_zero(const Scalar* p, index_t n, index_t stride = 1) {
+    for (index_t k = 0; k < n; ++k)
+      if (p[k * stride] != Scalar(0)) return false;
+    return true;
+  }
+  /// Input column c of a weight (rows x in x inner...) is zero in every row.
+  static bool column_zero(const tensor<Scalar>& w, index_t c) {
+    const index_t rows = w.dim(0), in = w.dim(1), inner = w.size() / (rows * in);
+    for (index_t r = 0; r < rows; ++r)
+      if (!all_zero(w.data() + (r * in + c) * inner, inner)) return false;
+    return true;
+  }
+  static bool row_zero(const tensor<Scalar>& w, index_t r) {
+    const index_t len = w.size() / w.dim(0);
+    return all_zero(w.data() + r * len, len);
+  }
+  static bool entry_zero(nn::parameter<Scalar>* b, index_t r) { return b == nullptr || b->value()[r] == Scalar(0); }
+
+  /// The pending units' reads by a consumer with weight `w` (input columns along dim 1).
+  void consume(const tensor<Scalar>& w, const std::string& path, bool conv) {
+    if (!p_.active) return;
+    std::vector<index_t> cols;
+    std::vector<Scalar> unused;
+    if (conv) {
+      cols = p_.sel;
+    } else {
+      consumer_columns(p_, w.dim(1), path, cols, unused);
+    }
+    const std::size_t per_unit = cols.size() / p_.sel.size();
+    for (std::size_t u = 0; u < p_.sel.size(); ++u) {
+      bool read = false;
+      for (std::size_t b = 0; b < per_unit && !read; ++b) {
+        const std::size_t k = p_.unit_inner ? b * p_.sel.size() + u : u * per_unit + b;
+        read = !column_zero(w, cols[k]);
+      }
+      const origin& o = origins_[u];
+      const bool dead = (!read && !self_read_[u]) || zero_[u];
+      if (!dead) dead_.at(o.key)[static_cast<std::size_t>(o.unit)] = true;  // true: keep
+    }
+    p_.active = false;
+  }
+
+  /// The layer's units become the pending ones: `keys[u]` and `zero[u]` per output unit.
+  void produce(std::vector<origin> origins, std::vector<bool> zero, std::vector<bool> self_read) {
+    p_ = {};
+    p_.active = true;
+    p_.total = static_cast<index_t>(origins.size());
+    for (index_t j = 0; j < p_.total; ++j) p_.sel.push_back(j);
+    p_.scale.assign(origins.size(), Scalar(1));
+    for (const auto& o : origins) {
+      auto& keep = dead_[o.key];
+      if (keep.empty()) keep.assign(static_cast<std::size_t>(count_[o.key]), false);
+    }
+    origins_ = std::move(origins);
+    zero_ = std::move(zero);
+    self_read_ = std::move(self_read);
+  }
+
+  /// A layer that nothing below reads as units (the output, or a layer the walk does not follow):
+  /// every pending unit is kept.
+  void keep_pending() {
+    if (!p_.active) return;
+    for (const auto& o : origins_) dead_.at(o.key)[static_cast<std::size_t>(o.unit)] = true;
+    p_.active = false;
+  }
+
+  template <class Cell>
+  void stack(nn::recurrent<Scalar, Cell>& r, const std::string& path, const std::string& suffix, std::vector<origin>& top,
+             std::vector<bool>& top_zero, std::vector<bool>& top_self) {
+    for (index_t k = 0; k < r.num_layers(); ++k) {
+      const std::string key = fmt::format("{}.l{}{}", path, k, suffix);
+      const index_t h = r.hidden_size(k);
+      count_[key] = h;
+      auto& keep = dead_[key];
+      keep.assign(static_cast<std::size_t>(h), false);
+      const auto& w_ih = r.weight_ih(k).value();
+      const auto& w_hh = r.weight_hh(k).value();
+      for (index_t j = 0; j < h; ++j) {
+        bool no_in = true;
+        for (index_t g = 0; g < Cell::gates && no_in; ++g) {
+          const index_t row = g * h + j;
+          no_in = row_zero(w_ih, row) && row_zero(w_hh, row) && entry_zero(r.bias_ih(k), row) && entry_zero(r.bias_hh(k), row);
+        }
+        const bool self = !column_zero(w_hh, j);
+        if (k + 1 < r.num_layers()) {
+          const bool read = self || !column_zero(r.weight_ih(k + 1).value(), j);
+          if (read && !no_in) keep[static_cast<std::size_t>(j)] = true;
+        } else {
+          top.push_back({key, j});
+          top_zero.push_back(no_in);
+          top_self.push_back(self);
+        }
+      }
+    }
+  }
+  void direction(nn::recurrent_layer<Scalar>& d, const std::string& path, const std::string& suffix, std::vector<origin>& top,
+                 std::vector<bool>& zero, std::vector<bool>& self) {
+    if (auto* l = dynamic_cast<nn::lstm<Scalar>*>(&d)) return stack(*l, path, suffix, top, zero, self);
+    if (auto* g = dynamic_cast<nn::gru<Scalar>*>(&d)) return stack(*g, path, suffix, top, zero, self);
+    slimnet::detail::raise<config_error>("slimnet::structure::dead_units", "recurrent layer '{}' is a {}, not an LSTM or GRU", path, d.kind());
+  }
+
+  void visit(nn::layer<Scalar>& l, const std::string& path) {
+    if (auto* lin = dynamic_cast<nn::linear<Scalar>*>(&l)) {
+      consume(lin->weight().value(), path, false);
+      linear_like(lin->weight().value(), lin->bias(), path);
+      return;
+    }
+    if (auto* conv = dynamic_cast<nn::conv2d<Scalar>*>(&l)) {
+      if (p_.active && p_.flattened) keep_pending();
+      consume(conv->weight().value(), path, true);
+      linear_like(conv->weight().value(), conv->bias(), path);
+      return;
+    }
+    auto* bi = dynamic_cast<nn::bidirectional<Scalar>*>(&l);
+    auto* rec = dynamic_cast<nn::recurrent_layer<Scalar>*>(&l);
+    if (bi || rec) {
+      if (p_.active && p_.flattened) keep_pending();
+      std::vector<origin> top;
+      std::vector<bool> zero, self;
+      nn::sequence_output mode{};
+      if (bi) {
+        consume_recurrent_input(bi->forward_layer(), bi->backward_layer(), path);
+        direction(bi->forward_layer(), path, "", top, zero, self);
+        direction(bi->backward_layer(), path, "_reverse", top, zero, self);
+        mode = bi->forward_layer().output();
+      } else {
+        consume_recurrent_input(*rec, *rec, path);
+        direction(*rec, path, "", top, zero, self);
+        mode = rec->output();
+      }
+      produce(std::move(top), std::move(zero), std::move(self));
+      p_.unit_inner = mode == nn::sequence_output::all_steps;
+      return;
+    }
+    if (!p_.active) return;
+    const std::string kind = l.kind();
+    if (kind == "Flatten") {
+      p_.flattened = true;
+    } else if (kind == "BatchNorm1d" || kind == "BatchNorm2d" || kind == "Sigmoid") {
+      if (kind != "Sigmoid" && p_.flattened) return keep_pending();
+      zero_.assign(zero_.size(), false);  // BN(0) = beta - gamma mean / sd and sigmoid(0) = 1/2
+    } else if (!(kind == "ReLU" || kind == "Tanh" || kind == "MaxPool2d" || kind == "AvgPool2d" || kind == "Dropout")) {
+      keep_pending();  // a layer that mixes units: its inputs all count as read
+    }
+  }
+
+  void linear_like(const tensor<Scalar>& w, nn::parameter<Scalar>* bias, const std::string& path) {
+    const index_t units = w.dim(0);
+    count_[path] = units;
+    std::vector<origin> o;
+    std::vector<bool> zero;
+    for (index_t j = 0; j < units; ++j) {
+      o.push_back({path, j});
+      zero.push_back(row_zero(w, j) && entry_zero(bias, j));
+    }
+    produce(std::move(o), std::move(zero), std::vector<bool>(static_cast<std::size_t>(units), false));
+  }
+
+  void consume_recurrent_input(nn::recurrent_layer<Scalar>& a, nn::recurrent_layer<Scalar>& b, const std::string& path) {
+    if (!p_.active) return;
+    // Both directions read the same input: a column is read if either direction's W_ih reads it.
+    const tensor<Scalar> wa = first_input_weight(a), wb = first_input_weight(b);
+    tensor<Scalar> both({wa.dim(0) + wb.dim(0), wa.dim(1)});
+    std::copy_n(wa.data(), wa.size(), both.data());
+    std::copy_n(wb.data(), wb.size(), both.data() + wa.size());
+    consume(both, path, true);
+  }
+  static tensor<Scalar> first_input_weight(nn::recurrent_layer<Scalar>& d) {
+    if (auto* l = dynamic_cast<nn::lstm<Scalar>*>(&d)) return l->weight_ih(0).value();
+    if (auto* g = dynamic_cast<nn::gru<Scalar>*>(&d)) return g->weight_ih(0).value();
+    slimnet::detail::raise<config_error>("slimnet::structure::dead_units", "a recurrent layer that is not an LSTM or GRU ({})", d.kind());
+    return {};
+  }
+
+  pending_units<Scalar> p_;
+  std::vector<origin> origins_;
+  std::vector<bool> zero_, self_read_;
+  std::map<std::string, std::vector<bool>> dead_;  // per key: true = keep
+  std::map<std::string, index_t> count_;
+};
+
+}  // namespace detail
+
+/// The units of `model` that can be removed without changing any output (see the header
+/// comment), as a selection for structure::thin (only layers with such units appear).
+template <class Scalar>
+unit_selection dead_units(nn::sequential<Scalar>& model) {
+  return detail::dead_unit_finder<Scalar>().run(model);
+}
+
+/// Removes dead units until none is left (removing one can leave another unread); returns how
+/// many were removed. The weights must carry no transform (prune::remove_all first).
+template <class Scalar>
+index_t remove_dead_units(nn::sequential<Scalar>& model) {
+  index_t removed = 0;
+  for (;;) {
+    const auto sel = dead_units(model);
+    if (sel.empty()) return removed;
+    for (const auto& entry : sel)
+      for (bool k : entry.second) removed += k ? 0 : 1;
+    model = thin(model, sel);
+  }
+}
+
+}  // namespace slimnet::structure
