@@ -10,14 +10,6 @@
 
 using namespace slimnet;
 
-namespace {
-
-void dead_units_test_compare(const tensor<float>& a, const tensor<float>& b) {
-  REQUIRE(a.shape() == b.shape());
-  for (index_t i = 0; i < a.size(); ++i) CHECK(b[i] == Approx(a[i]).margin(1e-5));
-}
-
-}  // namespace
 
 TEST_CASE("dead units of an MLP: unread, constantly zero, and those a removal leaves unread", "[structure][dead]") {
   rng gen(11);
@@ -48,7 +40,7 @@ TEST_CASE("dead units of an MLP: unread, constantly zero, and those a removal le
   CHECK(structure::remove_dead_units(m) == 4);  // fc1: 1, 3, then 5; fc2: 2
   CHECK(m.find("fc1").describe() == "Linear(5, 3)");
   CHECK(m.find("fc2").describe() == "Linear(3, 3)");
-  dead_units_test_compare(before, testing::poisoned_forward(m, x));
+  testing::check_close(before, testing::poisoned_forward(m, x), 1e-5);
   CHECK(structure::dead_units(m).empty());
 }
 
@@ -103,5 +95,5 @@ TEST_CASE("dead hidden units of a pruned Bi-LSTM", "[structure][dead][recurrent]
   CHECK(t.forward_layer().hidden_size(1) == 4);
   CHECK(t.backward_layer().hidden_size(1) == 4);
   CHECK(dynamic_cast<nn::linear<float>&>(m.find("fc")).in_features() == 8);
-  dead_units_test_compare(before, testing::poisoned_forward(m, x));
+  testing::check_close(before, testing::poisoned_forward(m, x), 1e-5);
 }

@@ -2,6 +2,7 @@
 // test files can be compiled as one translation unit).
 #pragma once
 
+#include <catch2/catch.hpp>
 #include <limits>
 #include <utility>
 
@@ -27,6 +28,13 @@ tensor<Scalar> poisoned_forward(nn::layer<Scalar>& l, const tensor<Scalar>& x) {
   for (index_t i = 0; i < y.size(); ++i) y[i] = std::numeric_limits<Scalar>::quiet_NaN();
   l.forward(x, y, {});
   return y;
+}
+
+/// Catch2 checks that `actual` has `expected`'s shape and each value within `margin` of it.
+template <class Scalar>
+void check_close(const tensor<Scalar>& expected, const tensor<Scalar>& actual, double margin) {
+  REQUIRE(expected.shape() == actual.shape());
+  for (index_t i = 0; i < expected.size(); ++i) CHECK(actual[i] == Approx(expected[i]).margin(margin));
 }
 
 }  // namespace slimnet::testing
