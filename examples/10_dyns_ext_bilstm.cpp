@@ -5,6 +5,7 @@
 //   dyns_ext_bilstm --baseline bilstm.safetensors        # example 8's model (trained and saved here if missing)
 //   dyns_ext_bilstm --c-rate 2.0 --dns-epochs 8 --surgery-epochs 5     # milder pruning
 //   dyns_ext_bilstm --method magnitude --sparsity 0.9                   # magnitude pruning instead of DNS
+//   dyns_ext_bilstm --baseline bilstm.safetensors --out bilstm-dyns-ext.safetensors   # save the pruned model
 //
 // 1. Baseline: Bidirectional(LSTM(28, 128, 2 layers, last step)) -> Linear(256, 10), example 8's
 //    recipe, loaded from --baseline or trained.
@@ -21,6 +22,9 @@
 //    changes nothing; one without incoming connections still adds a bias-driven, input-independent
 //    signal, so its removal can move the accuracy: both accuracies are printed, and
 //    --finetune-epochs retrains the thinned model with its zeros kept (prune masks).
+// 4. --out FILE: the pruned, thinned model as one model file (io::save_model: its widths in the
+//    architecture, the zeros as sparse encodings), reloaded and checked against the model in
+//    memory; benchmarks/compressed_recurrent --model FILE times it against its dense float form.
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -122,7 +126,7 @@ int main(int argc, char** argv) {
               {{"data", "mnist"}, {"layers", "2"}, {"hidden", "128"}, {"epochs", "12"}, {"batch", "64"}, {"lr", "2e-3"},
                {"seed", "1"}, {"baseline", ""}, {"method", "dns"}, {"c-rate", "3.0"}, {"fc-c-rate", "1.0"}, {"gamma", "1e-4"},
                {"power", "1"}, {"sparsity", "0.9"}, {"dns-epochs", "8"}, {"surgery-epochs", "5"}, {"dns-lr", "1e-3"},
-               {"finetune-epochs", "1"}, {"limit", "0"}, {"quiet", "false"}},
+               {"finetune-epochs", "1"}, {"limit", "0"}, {"quiet", "false"}, {"out", ""}},
               "dyns_ext_bilstm: DyNS-Ext (DNS on the recurrent weight matrices, then removal of dead hidden units)\n"
               "  on the sequential-MNIST Bi-LSTM of example 8\n"
               "  --method magnitude --sparsity 0.9   one-shot magnitude pruning + retraining instead of DNS");
@@ -302,6 +306,28 @@ int main(int argc, char** argv) {
     fmt::print("result: DyNS-Ext Bi-LSTM sequential {}: {:.2f}% of the weights remain, accuracy {:.2f}% -> {:.2f}%\n",
                a.str("data"), 100.0 * static_cast<double>(total1) / static_cast<double>(total0), 100 * baseline,
                100 * final_accuracy);
+    // 5. The pruned model as a file, reloaded as float layers and checked on the test set.
+    const std::string out = a.str("out");
+    if (!out.empty()) {
+      io::save_model_options so;
+      std::string widths;
+      for (index_t k2 = 0; k2 < layers; ++k2)
+        widths += fmt::format("{}{}/{}", k2 ? ", " : "", direction(model, 0).hidden_size(k2), direction(model, 1).hidden_size(k2));
+      so.metadata = {{"model", fmt::format("bilstm layers={} hidden={} dyns-ext", layers, hidden)},
+                     {"hidden_units", widths},
+                     {"weights_kept", fmt::format("{:.5f}", static_cast<double>(total1) / static_cast<double>(total0))},
+                     {"test_accuracy", fmt::format("{:.4f}", final_accuracy)}};
+      io::save_model(model, out, so);
+      io::load_model_options lo;
+      lo.decode = true;
+      auto reloaded = io::load_model<float>(out, lo);
+      const double reloaded_accuracy = train::evaluate(*reloaded, data.test, loss).accuracy;
+      fmt::print("saved to {} (hidden units forward/backward per layer: {}); reloaded: test accuracy {:.2f}%\n", out, widths,
+                 100 * reloaded_accuracy);
+      if (reloaded_accuracy != final_accuracy) {
+        throw io_error(fmt::format("dyns_ext_bilstm: {} reloads with accuracy {:.4f}, not {:.4f}", out, reloaded_accuracy, final_accuracy));
+      }
+    }
   } catch (const slimnet::error& e) {
     fmt::print(stderr, "error: {}\n", e.what());
     return 1;

@@ -14,10 +14,10 @@
 // SELL-16 (or 16-bit CSR) SpMV per step at batch 1 and a column-blocked CSR product over the N
 // columns of h_{t-1} at larger batches.
 //
-// Layouts. Batch 1 ("rows"): A is (T, G*H), step t's gates a contiguous vector, and the gate pass
-// walks units. Batch N > 1 ("cols"): A is (G*H, T*N), column t*N + p is step t of the p-th
-// sequence in order of decreasing length (nn::detail::rnn::step_plan), B_t and h are (., N), and
-// the gate pass walks the first B_t columns (the sequences still running) in strips of 8 units.
+// Layouts. Every layer's input sequence is (F, T*N), column t*N + p is step t of the p-th sequence
+// in order of decreasing length (nn::detail::rnn::step_plan). Batch 1 ("rows"): A is turned to
+// (T, G*H) after the product, step t's gates a contiguous vector, and the gate pass walks units.
+// Batch N > 1 ("cols"): A stays (G*H, T*N), B_t and h are (., N), and the gate pass walks the first B_t columns (the sequences still running) in strips of 8 units.
 // Sequences that have ended keep their state; their columns of B_t are computed and ignored.
 // Buffers are kept between calls: no allocation per call once the shapes repeat.
 #pragma once
@@ -170,30 +170,30 @@ class compressed_recurrent : public compressed_recurrent_layer<Scalar> {
     const index_t run_steps = plan_.run, cols = run_steps * n;
     if (cols == 0) return;
     const bool rows_mode = n == 1;
-    // Layer 0's input: rows mode (T, F), row s = step s in the direction of processing; cols mode
-    // (F, T*N), column s*N + p = step s of the p-th sequence (0 past its end).
+    // Layer 0's input (F, T*N): column s*N + p is step s (in the direction of processing) of the
+    // p-th sequence, 0 past its end; copied 16 features at a time so both sides move whole lines.
     seq_[0].resize(static_cast<std::size_t>(f * cols));
     Scalar* in = seq_[0].data();
-    if (rows_mode) {
-      for (index_t s = 0; s < run_steps; ++s) std::copy_n(x.data() + source_step(s, run_steps) * f, f, in + s * f);
-    } else {
-      for (index_t p = 0; p < n; ++p) {
-        const index_t seq = plan_.order[static_cast<std::size_t>(p)], len = plan_.length_of_column(p);
-        for (index_t s = 0; s < run_steps; ++s) {
-          const Scalar* src = s < len ? x.data() + (seq * t_len + source_step(s, len)) * f : nullptr;
-          for (index_t k = 0; k < f; ++k) in[k * cols + s * n + p] = src ? src[k] : Scalar(0);
-        }
+    if (plan_.active.back() < n) std::fill(seq_[0].begin(), seq_[0].end(), Scalar(0));
+    in_pairs_.clear();
+    for (index_t s = 0; s < run_steps; ++s) {
+      for (index_t p = 0; p < plan_.active[static_cast<std::size_t>(s)]; ++p) {
+        const index_t seq = plan_.order[static_cast<std::size_t>(p)];
+        in_pairs_.push_back({s * n + p, x.data() + (seq * t_len + source_step(s, plan_.length_of_column(p))) * f});
       }
     }
+    nn::detail::rnn::rows_to_columns(in_pairs_, f, in, cols);
     for (index_t l = 0; l < num_layers(); ++l) {
       auto& w = layers_[static_cast<std::size_t>(l)];
       const index_t h = hidden_size(l), g = gates * h;
       const bool top = l + 1 == num_layers();
       const bool write_sequence = !top || output_ == sequence_output::all_steps;
-      // A = W_ih X + b_a for all steps.
+      // A = W_ih X + b_a for all steps; at batch 1 turned to (T, G*H), a step's gates contiguous.
       a_.resize(static_cast<std::size_t>(g * cols));
       if (rows_mode) {
-        w.input->apply_rows(in, cols, a_.data());
+        a_cols_.resize(static_cast<std::size_t>(g * cols));
+        w.input->apply_cols(in, cols, a_cols_.data());
+        detail::transpose(a_cols_.data(), g, cols, a_.data());
       } else {
         w.input->apply_cols(in, cols, a_.data());
       }
@@ -214,7 +214,7 @@ class compressed_recurrent : public compressed_recurrent_layer<Scalar> {
         const index_t b = plan_.active[static_cast<std::size_t>(t)];
         w.recurrent->apply_cols(state_.data(), n, b_.data());
         Scalar* A = a_.data() + (rows_mode ? t * g : t * n);
-        Scalar* O = out ? out + (rows_mode ? t * h : t * n) : nullptr;
+        Scalar* O = out && !rows_mode ? out + t * n : nullptr;
         for (index_t j = 0; j < h; j += chunk) {
           const index_t u = std::min(chunk, h - j);
           // (u units x b sequences) of a buffer whose unit stride is `us`, starting at unit j of gate k.
@@ -222,6 +222,16 @@ class compressed_recurrent : public compressed_recurrent_layer<Scalar> {
             Scalar* p = base + (k * h + j) * us;
             return rows_mode ? block(p, 1, u, u) : block(p, u, b, us);
           };
+          if (!rows_mode && t + 1 < run_steps) {
+            // A is T*N columns wide: the rows of step t+1's strips lie 4 * T*N bytes apart, a
+            // pattern the hardware prefetcher misses; fetch them while this step computes.
+            const index_t b_next = plan_.active[static_cast<std::size_t>(t + 1)];
+            for (index_t k = 0; k < gates; ++k)
+              for (index_t r = 0; r < u; ++r) {
+                const Scalar* row = A + (k * h + j + r) * cols + n;
+                for (index_t q = 0; q < b_next; q += 64 / static_cast<index_t>(sizeof(Scalar))) __builtin_prefetch(row + q);
+              }
+          }
           auto hv = at(state_.data(), 0, us_n);
           if constexpr (is_lstm) {
             auto gi = at(A, 0, us_a), gf = at(A, 1, us_a), gg = at(A, 2, us_a), go = at(A, 3, us_a);
@@ -249,6 +259,9 @@ class compressed_recurrent : public compressed_recurrent_layer<Scalar> {
           }
           if (O) at(O, 0, us_a) = hv;
         }
+        if (out && rows_mode) {  // column t of the (H, T) sequence
+          for (index_t j = 0; j < h; ++j) out[j * cols + t] = state_[static_cast<std::size_t>(j)];
+        }
       }
       if (!top) {
         in = out;
@@ -261,8 +274,6 @@ class compressed_recurrent : public compressed_recurrent_layer<Scalar> {
           if (plan_.length_of_column(p) == 0) continue;
           for (index_t j = 0; j < h; ++j) y[seq * row_stride + j] = state_[static_cast<std::size_t>(j * n + p)];
         }
-      } else if (rows_mode) {
-        for (index_t s = 0; s < run_steps; ++s) std::copy_n(out + s * h, h, y + source_step(s, run_steps) * row_stride);
       } else {
         pairs_.clear();
         for (index_t s = 0; s < run_steps; ++s) {
@@ -325,8 +336,9 @@ class compressed_recurrent : public compressed_recurrent_layer<Scalar> {
   // Scratch kept between calls.
   nn::detail::rnn::step_plan plan_;
   std::vector<Scalar> seq_[2];              // a layer's input and output sequences (ping-pong)
-  std::vector<Scalar> a_, b_, state_, cell_, mask_;
+  std::vector<Scalar> a_, a_cols_, b_, state_, cell_, mask_;
   std::vector<nn::detail::rnn::column_row<Scalar>> pairs_;
+  std::vector<nn::detail::rnn::column_row<const Scalar>> in_pairs_;
 };
 
 template <class Scalar>

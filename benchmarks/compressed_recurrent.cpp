@@ -1,0 +1,286 @@
+// A pruned Bi-LSTM against its dense float model (issue 15's recurrent rows): example 8's
+// sequential-MNIST classifier, Bidirectional(LSTM(28, H, 2 layers, last step)) -> Linear(2H, 10),
+// run as float layers (the pruned weights as dense matrices with zeros) and after
+// nn::compressed::compress(model, format::sparse) (W_ih as one product over all 28 steps, W_hh per
+// step, each sparse or dense by its own choice). One thread; float and compressed interleaved
+// round by round, the median of the rounds reported (thread CPU time: other programs on the shared
+// machine only add time). Same CSV columns as compressed_models.
+//
+//   compressed_recurrent [--model pruned.safetensors (example 10's --out)] [--density 0.072]
+//                        [--rounds 21] [--csv compressed_recurrent.csv] [--profile] [--verbose] [--batch 1|64]
+//
+// Without --model (or when the file is missing) the weights are random with each weight matrix
+// (W_ih, W_hh of both directions and layers, fc) kept at --density by a random mask: a stand-in
+// for the DyNS-Ext model (README: 7.22% of the weights kept) with its shape and density, not its
+// pattern (DNS leaves rows of different lengths and removes dead units, making the model smaller).
+// With --model, the "float" column is the thinned float model the file holds and "baseline us"
+// the unthinned 2 x 128 shape with random dense weights (what the pruned model replaces).
+// --profile times each weight matrix's product on its own (compressed engine and dense GEMM of
+// the same shape, W_ih over the T*N columns once, W_hh over N columns T times) and the rest of a
+// direction's pass (gate arithmetic, copies).
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "common/bilstm.hpp"
+#include "common/cli.hpp"
+#include "common/timing.hpp"
+#include "slimnet/core/random.hpp"
+#include "slimnet/io.hpp"
+#include "slimnet/nn/compressed/convert.hpp"
+
+using namespace slimnet;
+using namespace slimnet::bench;
+namespace nc = slimnet::nn::compressed;
+
+namespace {
+
+constexpr index_t steps = 28, features = 28;
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n == 0 ? NAN : n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/// Median seconds per call of each function over `rounds` rounds, interleaved within each round;
+/// each sample runs the function for >= min_sample seconds of thread CPU time.
+std::vector<double> median_side_by_side(const std::vector<std::function<void()>>& fs, int rounds, double min_sample = 2e-3) {
+  std::vector<long> reps(fs.size(), 1);
+  for (std::size_t v = 0; v < fs.size(); ++v) {
+    fs[v]();
+    for (;;) {
+      const double t0 = thread_seconds();
+      for (long r = 0; r < reps[v]; ++r) fs[v]();
+      const double s = thread_seconds() - t0;
+      if (s >= min_sample) break;
+      reps[v] = std::max(reps[v] * 2, static_cast<long>(static_cast<double>(reps[v]) * min_sample / std::max(s, 1e-9) * 1.2));
+    }
+  }
+  std::vector<std::vector<double>> samples(fs.size());
+  for (int round = 0; round < rounds; ++round) {
+    for (std::size_t v = 0; v < fs.size(); ++v) {
+      const double t0 = thread_seconds();
+      for (long r = 0; r < reps[v]; ++r) fs[v]();
+      samples[v].push_back((thread_seconds() - t0) / static_cast<double>(reps[v]));
+    }
+  }
+  std::vector<double> out;
+  for (auto& s : samples) out.push_back(median(s));
+  return out;
+}
+
+/// Weight matrices of a float model: every rank-2 parameter.
+std::vector<nn::parameter<float>*> weight_matrices(nn::sequential<float>& m) {
+  std::vector<nn::parameter<float>*> out;
+  m.visit_parameters([&](nn::parameter<float>& p) {
+    if (p.value().rank() == 2) out.push_back(&p);
+  });
+  return out;
+}
+
+struct weight_stats {
+  double bytes = 0, sparse_bytes = 0, sparse_nnz = 0, nnz = 0, weights = 0;
+};
+
+void add_engine(weight_stats& s, const nc::engine<float>& e) {
+  s.bytes += static_cast<double>(e.bytes());
+  if (auto* se = dynamic_cast<const nc::sparse_engine<float>*>(&e)) {
+    s.sparse_bytes += static_cast<double>(se->bytes());
+    s.sparse_nnz += static_cast<double>(se->nnz());
+  } else if (auto* ce = dynamic_cast<const nc::csr16_engine<float>*>(&e)) {
+    s.sparse_bytes += static_cast<double>(ce->bytes());
+    s.sparse_nnz += static_cast<double>(ce->nnz());
+  }
+}
+
+/// Float model: 4 bytes per weight-matrix entry, nonzeros counted; compressed model: the engines' bytes.
+weight_stats stats_of(nn::sequential<float>& m) {
+  weight_stats s;
+  m.visit_layers([&](nn::layer<float>& l) {
+    if (auto* cl = dynamic_cast<nc::compressed_linear<float>*>(&l)) {
+      add_engine(s, cl->weights());
+    } else if (auto* cr = dynamic_cast<nc::compressed_lstm<float>*>(&l)) {
+      for (index_t k = 0; k < cr->num_layers(); ++k) {
+        add_engine(s, cr->input_weights(k));
+        add_engine(s, cr->recurrent_weights(k));
+      }
+    }
+  });
+  if (s.bytes == 0) {
+    for (auto* p : weight_matrices(m)) {
+      s.bytes += 4.0 * static_cast<double>(p->size());
+      for (index_t i = 0; i < p->size(); ++i) s.nnz += p->value()[i] != 0.0f;
+      s.weights += static_cast<double>(p->size());
+    }
+  }
+  return s;
+}
+
+/// Keeps `density` of every weight matrix at random (the rest set to 0).
+void prune_randomly(nn::sequential<float>& m, double density, rng& gen) {
+  for (auto* p : weight_matrices(m))
+    for (index_t i = 0; i < p->size(); ++i)
+      if (gen.uniform() >= density) p->value()[i] = 0.0f;
+}
+
+/// Where the time of one compressed direction goes: each matrix's product alone (compressed
+/// engine, then the dense GEMM of the same shape), and the whole direction.
+void profile_direction(const char* label, nc::compressed_lstm<float>& c, nn::lstm<float>& f, const tensor<float>& x, int rounds) {
+  const index_t n = x.dim(0), cols = n * steps;
+  std::vector<std::function<void()>> fs;
+  std::vector<std::string> names;
+  std::vector<std::unique_ptr<nc::engine<float>>> engines;
+  std::vector<row_matrix<float>> dense;
+  std::vector<std::vector<float>> bufs;
+  rng gen(3);
+  auto random_buffer = [&](index_t size) {
+    bufs.emplace_back(static_cast<std::size_t>(size));
+    for (auto& v : bufs.back()) v = static_cast<float>(gen.uniform(-1, 1));
+    return bufs.back().data();
+  };
+  bufs.reserve(64);
+  engines.reserve(static_cast<std::size_t>(2 * c.num_layers()));
+  dense.reserve(static_cast<std::size_t>(2 * c.num_layers()));
+  for (index_t k = 0; k < c.num_layers(); ++k) {
+    const index_t g = 4 * c.hidden_size(k), in = k == 0 ? features : c.hidden_size(k - 1), h = c.hidden_size(k);
+    engines.push_back(c.input_weights(k).clone());
+    engines.push_back(c.recurrent_weights(k).clone());
+    dense.push_back(f.weight_ih(k).value().matrix());
+    dense.push_back(f.weight_hh(k).value().matrix());
+    nc::engine<float>* ih = engines[engines.size() - 2].get();
+    nc::engine<float>* hh = engines.back().get();
+    const row_matrix<float>* dih = &dense[dense.size() - 2];
+    const row_matrix<float>* dhh = &dense.back();
+    float* xin = random_buffer(in * cols);
+    float* a = random_buffer(g * cols);
+    float* hstate = random_buffer(h * n);
+    float* b = random_buffer(g * n);
+    float* a_rows = random_buffer(g * cols);
+    fs.push_back([=] {
+      ih->apply_cols(xin, cols, a);
+      if (n == 1) nc::detail::transpose(a, g, cols, a_rows);  // as the layer does at batch 1
+    });
+    names.push_back(fmt::format("l{} W_ih compressed", k));
+    fs.push_back([=] {
+      kernels::gemm<float>(kernels::row_major(dih->data(), g, in), kernels::row_major<const float>(xin, in, cols), kernels::row_major(a, g, cols));
+    });
+    names.push_back(fmt::format("l{} W_ih dense GEMM", k));
+    fs.push_back([=] {
+      for (index_t t = 0; t < steps; ++t) hh->apply_cols(hstate, n, b);
+    });
+    names.push_back(fmt::format("l{} W_hh x{} compressed", k, steps));
+    fs.push_back([=] {
+      for (index_t t = 0; t < steps; ++t)
+        kernels::gemm<float>(kernels::row_major(dhh->data(), g, h), kernels::row_major<const float>(hstate, h, n), kernels::row_major(b, g, n));
+    });
+    names.push_back(fmt::format("l{} W_hh x{} dense GEMM", k, steps));
+  }
+  tensor<float> y1, y2;
+  fs.push_back([&] { c.forward(x, y1, {}); });
+  names.push_back("whole direction compressed");
+  fs.push_back([&] { f.forward(x, y2, {}); });
+  names.push_back("whole direction float");
+  const auto t = median_side_by_side(fs, rounds, 1e-3);
+  fmt::print("  profile, {} direction (us):", label);
+  for (std::size_t i = 0; i < t.size(); ++i) fmt::print("{}{} {:.1f}", i % 2 ? ", " : "\n    ", names[i], 1e6 * t[i]);
+  double products = 0;
+  for (std::size_t i = 0; i + 2 < t.size(); i += 2) products += t[i];
+  fmt::print("\n    compressed: products {:.1f} us, rest (gate arithmetic, copies) {:.1f} us\n", 1e6 * products,
+             1e6 * (t[t.size() - 2] - products));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  cli::args args(argc, argv,
+                 {{"rounds", "21"}, {"csv", "compressed_recurrent.csv"}, {"model", ""}, {"density", "0.072"}, {"layers", "2"},
+                  {"hidden", "128"}, {"profile", "false"}, {"verbose", "false"}, {"batch", "0"}, {"seed", "42"}},
+                 "compressed_recurrent: a pruned Bi-LSTM against its dense float model, one thread");
+  try {
+    const int rounds = static_cast<int>(args.integer("rounds"));
+    const index_t layers = args.integer("layers"), hidden = args.integer("hidden");
+    rng gen(static_cast<std::uint64_t>(args.integer("seed")));
+    // The unthinned shape with dense random weights: what the pruned model replaces.
+    nn::sequential<float> baseline = cli::make_bilstm(layers, hidden, gen);
+    nn::sequential<float> float_model;
+    std::string name, source;
+    const std::string path = args.str("model");
+    if (!path.empty() && std::filesystem::exists(path)) {
+      io::load_model_options lo;
+      lo.decode = true;  // the float model; compress() below makes the compressed one
+      auto loaded = io::load_model<float>(path, lo);
+      auto* seq = dynamic_cast<nn::sequential<float>*>(loaded.get());
+      if (seq == nullptr) throw config_error(fmt::format("compressed_recurrent: {} holds a {}, not a Sequential", path, loaded->kind()));
+      float_model = std::move(*seq);
+      name = "bilstm-dyns-ext";
+      source = path;
+    } else {
+      if (!path.empty()) fmt::print("{} not found: random weights at the README's density instead\n", path);
+      float_model = cli::make_bilstm(layers, hidden, gen);
+      prune_randomly(float_model, args.real("density"), gen);
+      name = "bilstm-random-mask";
+      source = fmt::format("random, {:.1f}% per matrix", 100 * args.real("density"));
+    }
+    fmt::print("compressed_recurrent: one thread, {} rounds, median per call (thread CPU time), load average {}\n", rounds,
+               load_average());
+    fmt::print("float model: {}\n", float_model.describe());
+    const weight_stats fs = stats_of(float_model);
+    const weight_stats bs = stats_of(baseline);
+    fmt::print("{:<20} {:>5} {:>8} {:>11} {:>11} {:>8} {:>11} {:>9} {:>11} {:>11} {:>8} {:>10}  {}\n", "model", "batch", "weights%",
+               "float us", "compr. us", "speedup", "baseline us", "vs base.", "float B", "compr. B", "B/nnz", "max|diff|",
+               "weights from");
+    std::ofstream csv(args.str("csv"));
+    csv << "model,batch,weights_kept,float_seconds,compressed_seconds,speedup,pytorch_dense_seconds,speedup_vs_pytorch_dense,"
+           "float_weight_bytes,compressed_weight_bytes,sparse_bytes_per_nonzero,max_abs_diff,source,baseline_seconds,"
+           "speedup_vs_baseline\n";
+    for (index_t batch : {index_t{1}, index_t{64}}) {
+      if (args.integer("batch") > 0 && batch != args.integer("batch")) continue;
+      nn::sequential<float> compressed = float_model;
+      nc::compress_options o;
+      o.sparse.batch = batch;
+      o.input_shape = {batch, steps, features};
+      const auto report = nc::compress(compressed, nc::format::sparse, o);
+      if (args.flag("verbose"))
+        for (const auto& line : report) fmt::print("  {}\n", line);
+      const weight_stats cs = stats_of(compressed);
+      rng xg(7);
+      tensor<float> x({batch, steps, features});
+      for (index_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(xg.uniform(0, 1));
+      tensor<float> yf, yc, yb;
+      float_model.forward(x, yf, {});
+      compressed.forward(x, yc, {});
+      double diff = 0;
+      for (index_t i = 0; i < yf.size(); ++i) diff = std::max(diff, static_cast<double>(std::abs(yf[i] - yc[i])));
+      const auto t = median_side_by_side({[&] { float_model.forward(x, yf, {}); }, [&] { compressed.forward(x, yc, {}); },
+                                          [&] { baseline.forward(x, yb, {}); }},
+                                         rounds);
+      const double bpn = cs.sparse_nnz > 0 ? cs.sparse_bytes / cs.sparse_nnz : NAN;
+      const double kept = fs.nnz / bs.weights;  // of the unthinned model's weights
+      fmt::print("{:<20} {:>5} {:>7.2f}% {:>11.1f} {:>11.1f} {:>7.2f}x {:>11.1f} {:>8.2f}x {:>11.0f} {:>11.0f} {:>8.2f} {:>10.2e}  {}\n",
+                 name, batch, 100 * kept, 1e6 * t[0], 1e6 * t[1], t[0] / t[1], 1e6 * t[2], t[2] / t[1], fs.bytes, cs.bytes, bpn, diff,
+                 source);
+      csv << fmt::format("{},{},{:.5f},{:.4e},{:.4e},{:.3f},{},{},{:.0f},{:.0f},{:.3f},{:.3e},{},{:.4e},{:.3f}\n", name, batch, kept,
+                         t[0], t[1], t[0] / t[1], "nan", "nan", fs.bytes, cs.bytes, bpn, diff, source, t[2], t[2] / t[1]);
+      if (args.flag("profile")) {
+        auto& fb = dynamic_cast<nn::bidirectional<float>&>(float_model.find("bilstm"));
+        auto& cb = dynamic_cast<nc::compressed_bidirectional<float>&>(compressed.find("bilstm"));
+        profile_direction("forward", dynamic_cast<nc::compressed_lstm<float>&>(cb.forward_layer()), fb.forward_as<nn::lstm<float>>(), x,
+                          std::max(5, rounds / 3));
+        profile_direction("backward", dynamic_cast<nc::compressed_lstm<float>&>(cb.backward_layer()), fb.backward_as<nn::lstm<float>>(),
+                          x, std::max(5, rounds / 3));
+      }
+    }
+    fmt::print("CSV: {}\n", args.str("csv"));
+  } catch (const slimnet::error& e) {
+    fmt::print(stderr, "error: {}\n", e.what());
+    return 1;
+  }
+  return 0;
+}
