@@ -156,6 +156,12 @@ class compressed_conv2d : public layer<Scalar> {
                      y.data());
       return;
     }
+    auto* xnor = dynamic_cast<xnor_engine<Scalar>*>(engine_.get());
+    if (xnor != nullptr && win_.stride_h == 1 && win_.stride_w == 1 && win_.pad_h == 0 && win_.pad_w == 0) {
+      // The direct XNOR convolution: signs packed per pixel before the gather, the epilogue fused.
+      xnor->convolve(x.data(), {batch, in_channels_, x.dim(2), x.dim(3), 0, 0}, win_.kernel_h, win_.kernel_w, epilogue_, y.data());
+      return;
+    }
     if (!fused()) {
       convolve(x, y);
       return;

@@ -1,0 +1,61 @@
+// A trained BNN (Hubara et al. 2016: binarized weights, sign activations, BatchNorm) in its fastest
+// inference form, computing bitwise what the float network computes (weight scales powers of two):
+//   - every Linear / Conv2d between the first and the last on the XNOR engine
+//     (compress(model, format::xnor)), the max-pool after a convolution fused into it;
+//   - the first layer, which sees the real-valued input, float: a convolution in its compressed
+//     dense form (compress(format::sparse) keeps a dense layer dense) so that its max-pool is fused
+//     too, a Linear as it is;
+//   - the last layer (the class scores) float;
+//   - each BatchNorm + sign pair one comparison per channel (sign_threshold.hpp).
+//
+//   auto report = nn::compressed::compress_bnn(model);   // model: a Sequential, in place
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "slimnet/nn/compressed/convert.hpp"
+#include "slimnet/nn/compressed/sign_threshold.hpp"
+
+namespace slimnet::nn::compressed {
+
+struct bnn_options {
+  bool dense_first = true;  ///< the first convolution in its compressed dense form, max-pool fused
+  bool fold = true;         ///< BatchNorm + sign pairs into per-channel thresholds
+  xnor_options xnor;
+};
+
+/// Converts the trained BNN `model` (a Sequential whose direct children hold its Linear / Conv2d
+/// layers) as above; returns one line per converted, kept, fused or folded layer. config_error when
+/// it has fewer than two Linear / Conv2d layers, or (xnor.require_exact) when a middle layer's
+/// weights are not +-alpha per output.
+template <class Scalar>
+std::vector<std::string> compress_bnn(sequential<Scalar>& model, const bnn_options& o = {}) {
+  std::vector<std::string> layers;
+  for (std::size_t i = 0; i < model.size(); ++i) {
+    const std::string kind = model[i].kind();
+    if (kind == "Linear" || kind == "Conv2d") layers.push_back(model.local_name(i));
+  }
+  if (layers.size() < 2) {
+    slimnet::detail::raise<config_error>("slimnet::nn::compressed::compress_bnn",
+                                         "{} Linear / Conv2d layers among the model's direct children: a BNN needs a first and a last", layers.size());
+  }
+  const std::string first = layers.front(), last = layers.back();
+  std::vector<std::string> report;
+  if (o.dense_first && model.find(first).kind() == "Conv2d") {
+    compress_options dense;
+    dense.keep.assign(layers.begin() + 1, layers.end());
+    for (auto& line : compress(model, format::sparse, dense))
+      if (line.size() < 6 || line.compare(line.size() - 6, 6, ": kept") != 0) report.push_back(std::move(line));  // the others: below
+  }
+  compress_options binary;
+  binary.keep = {first, last};
+  binary.xnor = o.xnor;
+  for (auto& line : compress(model, format::xnor, binary))
+    if (line != first + ": kept" || report.empty()) report.push_back(std::move(line));
+  if (o.fold)
+    for (auto& line : fold_batch_norm_sign(model)) report.push_back(std::move(line));
+  return report;
+}
+
+}  // namespace slimnet::nn::compressed
