@@ -94,6 +94,8 @@ void rnn_test_stack_matches(double density, bool force_sparse, index_t layers, n
     auto c = nc::to_sparse(r, so, &choices);
     REQUIRE(choices.size() == static_cast<std::size_t>(2 * layers));
     if (force_sparse) CHECK(c.describe().find("dense") == std::string::npos);
+    auto blocked = c;  // input products over blocks of 2 steps (a block boundary inside every sequence)
+    blocked.set_steps_per_block(2);
     // The same compressed layer over several shapes in turn: stale buffers would show.
     for (index_t t : {9, 1, 5}) {
       const tensor<Scalar> x = random_tensor<Scalar>({batch, t, 7}, gen);
@@ -101,6 +103,7 @@ void rnn_test_stack_matches(double density, bool force_sparse, index_t layers, n
         const auto want = rnn_test_forward<Scalar>(r, x, &lengths);
         const auto got = rnn_test_forward<Scalar>(c, x, &lengths);
         rnn_test_close(got, want, c.describe());
+        rnn_test_close(rnn_test_forward<Scalar>(blocked, x, &lengths), want, "blocks of 2 steps");
       }
       rnn_test_close(rnn_test_forward<Scalar>(c, x, nullptr), rnn_test_forward<Scalar>(r, x, nullptr), "no lengths");
     }

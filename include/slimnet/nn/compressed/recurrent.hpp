@@ -5,7 +5,7 @@
 //
 // Per stacked layer, with G gates (LSTM 4: i, f, g, o; GRU 3: r, z, n; the cell math of
 // nn/lstm.hpp and nn/gru.hpp, not restated here):
-//   input product, all steps at once:  A = W_ih X + b_a        X (F, T*N) -> A (G*H, T*N)
+//   input product, S steps at once:    A = W_ih X + b_a        X (F, S*N) -> A (G*H, S*N)
 //   recurrent product, per step:       B_t = W_hh h_{t-1} + b_b                 (G*H, N)
 //   one pass of gate arithmetic over [A_t; B_t] writes c_t and h_t (times the unit mask).
 // LSTM: b_a = b_ih + b_hh and b_b = 0 (both add to every gate); GRU: b_a = b_ih and b_b = b_hh,
@@ -15,9 +15,12 @@
 // columns of h_{t-1} at larger batches.
 //
 // Layouts. Every layer's input sequence is (F, T*N), column t*N + p is step t of the p-th sequence
-// in order of decreasing length (nn::detail::rnn::step_plan). Batch 1 ("rows"): A is turned to
-// (T, G*H) after the product, step t's gates a contiguous vector, and the gate pass walks units.
-// Batch N > 1 ("cols"): A stays (G*H, T*N), B_t and h are (., N), and the gate pass walks the first B_t columns (the sequences still running) in strips of 8 units.
+// in order of decreasing length (nn::detail::rnn::step_plan), stored in blocks of S steps (each
+// block a contiguous (F, S*N) matrix): the input product runs block by block, so the block of A
+// its steps read is still in L2 (at batch 64 and 512 gate rows, A of all 28 steps is 3.7 MB and
+// reading it back from memory cost more than the products). Batch 1 ("rows"): A is turned to
+// (S, G*H) after the product, step t's gates a contiguous vector, and the gate pass walks units.
+// Batch N > 1 ("cols"): A stays (G*H, S*N), B_t and h are (., N), and the gate pass walks the first B_t columns (the sequences still running) in strips of 8 units.
 // Sequences that have ended keep their state; their columns of B_t are computed and ignored.
 // Buffers are kept between calls: no allocation per call once the shapes repeat.
 #pragma once
@@ -95,7 +98,11 @@ class compressed_recurrent : public compressed_recurrent_layer<Scalar> {
     masks_.resize(layers_.size());
   }
   compressed_recurrent(const compressed_recurrent& other)
-      : compressed_recurrent_layer<Scalar>(other), output_(other.output_), reverse_(other.reverse_), masks_(other.masks_) {
+      : compressed_recurrent_layer<Scalar>(other),
+        output_(other.output_),
+        reverse_(other.reverse_),
+        steps_per_block_(other.steps_per_block_),
+        masks_(other.masks_) {
     for (const auto& s : other.layers_) layers_.push_back({s.input->clone(), s.recurrent->clone()});
   }
   compressed_recurrent(compressed_recurrent&&) noexcept = default;
@@ -158,6 +165,10 @@ class compressed_recurrent : public compressed_recurrent_layer<Scalar> {
     run(x, ctx.lengths, y.data(), this->output_size());
   }
 
+  /// Steps whose input product is computed at once: 0 (default) picks as many as keep A's block
+  /// within 128 K values (512 KB of floats, resident in L2 while its steps run); tests set it low.
+  void set_steps_per_block(index_t s) { steps_per_block_ = std::max<index_t>(0, s); }
+
   void run(const tensor<Scalar>& x, const std::vector<std::int32_t>* lengths, Scalar* y, index_t row_stride) override {
     using nn::detail::rnn::block;
     const char* fn = name("forward");
@@ -170,33 +181,37 @@ class compressed_recurrent : public compressed_recurrent_layer<Scalar> {
     const index_t run_steps = plan_.run, cols = run_steps * n;
     if (cols == 0) return;
     const bool rows_mode = n == 1;
-    // Layer 0's input (F, T*N): column s*N + p is step s (in the direction of processing) of the
-    // p-th sequence, 0 past its end; copied 16 features at a time so both sides move whole lines.
+    // Step blocks: steps [k S, min(T, (k+1) S)) of a (R, T*N) sequence buffer are one contiguous
+    // (R, w_k) matrix at offset R k S N, w_k = its steps times N; column (t - k S) N + p of it is
+    // step t of the p-th sequence. A block's input product runs at once, and its output stays in
+    // cache while the block's steps read it.
+    index_t widest = 0;
+    for (index_t l = 0; l < num_layers(); ++l) widest = std::max(widest, gates * hidden_size(l));
+    const index_t per_block =
+        steps_per_block_ > 0 ? steps_per_block_ : std::max<index_t>(1, index_t{128 * 1024} / std::max<index_t>(1, widest * n));
+    const index_t blocks = (run_steps + per_block - 1) / per_block;
+    auto block_width = [&](index_t k) { return (std::min(run_steps, (k + 1) * per_block) - k * per_block) * n; };
+    // Layer 0's input (F, T*N) in step blocks, 0 past each sequence's end; copied 16 features at a
+    // time so both sides move whole cache lines.
     seq_[0].resize(static_cast<std::size_t>(f * cols));
-    Scalar* in = seq_[0].data();
     if (plan_.active.back() < n) std::fill(seq_[0].begin(), seq_[0].end(), Scalar(0));
-    in_pairs_.clear();
-    for (index_t s = 0; s < run_steps; ++s) {
-      for (index_t p = 0; p < plan_.active[static_cast<std::size_t>(s)]; ++p) {
-        const index_t seq = plan_.order[static_cast<std::size_t>(p)];
-        in_pairs_.push_back({s * n + p, x.data() + (seq * t_len + source_step(s, plan_.length_of_column(p))) * f});
+    for (index_t k = 0; k < blocks; ++k) {
+      in_pairs_.clear();
+      for (index_t s = k * per_block; s < std::min(run_steps, (k + 1) * per_block); ++s) {
+        for (index_t p = 0; p < plan_.active[static_cast<std::size_t>(s)]; ++p) {
+          const index_t seq = plan_.order[static_cast<std::size_t>(p)];
+          in_pairs_.push_back({(s - k * per_block) * n + p, x.data() + (seq * t_len + source_step(s, plan_.length_of_column(p))) * f});
+        }
       }
+      nn::detail::rnn::rows_to_columns(in_pairs_, f, seq_[0].data() + f * k * per_block * n, block_width(k));
     }
-    nn::detail::rnn::rows_to_columns(in_pairs_, f, in, cols);
+    const Scalar* in = seq_[0].data();
+    index_t in_rows = f;
     for (index_t l = 0; l < num_layers(); ++l) {
       auto& w = layers_[static_cast<std::size_t>(l)];
       const index_t h = hidden_size(l), g = gates * h;
       const bool top = l + 1 == num_layers();
       const bool write_sequence = !top || output_ == sequence_output::all_steps;
-      // A = W_ih X + b_a for all steps; at batch 1 turned to (T, G*H), a step's gates contiguous.
-      a_.resize(static_cast<std::size_t>(g * cols));
-      if (rows_mode) {
-        a_cols_.resize(static_cast<std::size_t>(g * cols));
-        w.input->apply_cols(in, cols, a_cols_.data());
-        detail::transpose(a_cols_.data(), g, cols, a_.data());
-      } else {
-        w.input->apply_cols(in, cols, a_.data());
-      }
       Scalar* out = nullptr;
       if (write_sequence) {
         auto& o = seq_[static_cast<std::size_t>((l + 1) % 2)];
@@ -206,65 +221,71 @@ class compressed_recurrent : public compressed_recurrent_layer<Scalar> {
       state_.assign(static_cast<std::size_t>(h * n), Scalar(0));
       if (is_lstm) cell_.assign(static_cast<std::size_t>(h * n), Scalar(0));
       b_.resize(static_cast<std::size_t>(g * n));
+      a_.resize(static_cast<std::size_t>(g * std::min(per_block, run_steps) * n));
       const Scalar* mask = prepare_mask(l, fn);
-      // Unit strides: rows mode walks units contiguously; cols mode steps over a row of columns.
-      const index_t us_a = rows_mode ? 1 : cols, us_n = rows_mode ? 1 : n;
+      const index_t us_n = rows_mode ? 1 : n;
       const index_t chunk = rows_mode ? h : nn::detail::rnn::unit_chunk;
-      for (index_t t = 0; t < run_steps; ++t) {
-        const index_t b = plan_.active[static_cast<std::size_t>(t)];
-        w.recurrent->apply_cols(state_.data(), n, b_.data());
-        Scalar* A = a_.data() + (rows_mode ? t * g : t * n);
-        Scalar* O = out && !rows_mode ? out + t * n : nullptr;
-        for (index_t j = 0; j < h; j += chunk) {
-          const index_t u = std::min(chunk, h - j);
-          // (u units x b sequences) of a buffer whose unit stride is `us`, starting at unit j of gate k.
-          auto at = [&](Scalar* base, index_t k, index_t us) {
-            Scalar* p = base + (k * h + j) * us;
-            return rows_mode ? block(p, 1, u, u) : block(p, u, b, us);
-          };
-          if (!rows_mode && t + 1 < run_steps) {
-            // A is T*N columns wide: the rows of step t+1's strips lie 4 * T*N bytes apart, a
-            // pattern the hardware prefetcher misses; fetch them while this step computes.
-            const index_t b_next = plan_.active[static_cast<std::size_t>(t + 1)];
-            for (index_t k = 0; k < gates; ++k)
-              for (index_t r = 0; r < u; ++r) {
-                const Scalar* row = A + (k * h + j + r) * cols + n;
-                for (index_t q = 0; q < b_next; q += 64 / static_cast<index_t>(sizeof(Scalar))) __builtin_prefetch(row + q);
-              }
-          }
-          auto hv = at(state_.data(), 0, us_n);
-          if constexpr (is_lstm) {
-            auto gi = at(A, 0, us_a), gf = at(A, 1, us_a), gg = at(A, 2, us_a), go = at(A, 3, us_a);
-            gi = nn::detail::rnn::sigmoid(gi + at(b_.data(), 0, us_n));
-            gf = nn::detail::rnn::sigmoid(gf + at(b_.data(), 1, us_n));
-            gg = (gg + at(b_.data(), 2, us_n)).tanh();
-            go = nn::detail::rnn::sigmoid(go + at(b_.data(), 3, us_n));
-            auto c = at(cell_.data(), 0, us_n);
-            c = gf * c + gi * gg;
-            if (mask) {
-              hv = go * c.tanh() * at(const_cast<Scalar*>(mask), 0, us_n);
-            } else {
-              hv = go * c.tanh();
-            }
-          } else {
-            auto gr = at(A, 0, us_a), gz = at(A, 1, us_a), gn = at(A, 2, us_a);
-            gr = nn::detail::rnn::sigmoid(gr + at(b_.data(), 0, us_n));
-            gz = nn::detail::rnn::sigmoid(gz + at(b_.data(), 1, us_n));
-            gn = (gn + gr * at(b_.data(), 2, us_n)).tanh();
-            if (mask) {
-              hv = ((Scalar(1) - gz) * gn + gz * hv) * at(const_cast<Scalar*>(mask), 0, us_n);
-            } else {
-              hv = (Scalar(1) - gz) * gn + gz * hv;
-            }
-          }
-          if (O) at(O, 0, us_a) = hv;
+      for (index_t k = 0; k < blocks; ++k) {
+        const index_t t0 = k * per_block, wk = block_width(k);
+        // A = W_ih X + b_a for the block's steps; at batch 1 turned to (steps, G*H), a step's
+        // gates contiguous.
+        if (rows_mode) {
+          a_cols_.resize(static_cast<std::size_t>(g * wk));
+          w.input->apply_cols(in + in_rows * t0 * n, wk, a_cols_.data());
+          detail::transpose(a_cols_.data(), g, wk, a_.data());
+        } else {
+          w.input->apply_cols(in + in_rows * t0 * n, wk, a_.data());
         }
-        if (out && rows_mode) {  // column t of the (H, T) sequence
-          for (index_t j = 0; j < h; ++j) out[j * cols + t] = state_[static_cast<std::size_t>(j)];
+        Scalar* out_k = out ? out + h * t0 * n : nullptr;
+        // Unit strides: rows mode walks units contiguously; cols mode steps over a row of the block.
+        const index_t us_a = rows_mode ? 1 : wk;
+        for (index_t t = t0; t < t0 + wk / n; ++t) {
+          const index_t b = plan_.active[static_cast<std::size_t>(t)];
+          w.recurrent->apply_cols(state_.data(), n, b_.data());
+          Scalar* A = a_.data() + (rows_mode ? (t - t0) * g : (t - t0) * n);
+          Scalar* O = out_k && !rows_mode ? out_k + (t - t0) * n : nullptr;
+          for (index_t j = 0; j < h; j += chunk) {
+            const index_t u = std::min(chunk, h - j);
+            // (u units x b sequences) of a buffer whose unit stride is `us`, starting at unit j of gate q.
+            auto at = [&](Scalar* base, index_t q, index_t us) {
+              Scalar* p = base + (q * h + j) * us;
+              return rows_mode ? block(p, 1, u, u) : block(p, u, b, us);
+            };
+            auto hv = at(state_.data(), 0, us_n);
+            if constexpr (is_lstm) {
+              auto gi = at(A, 0, us_a), gf = at(A, 1, us_a), gg = at(A, 2, us_a), go = at(A, 3, us_a);
+              gi = nn::detail::rnn::sigmoid(gi + at(b_.data(), 0, us_n));
+              gf = nn::detail::rnn::sigmoid(gf + at(b_.data(), 1, us_n));
+              gg = (gg + at(b_.data(), 2, us_n)).tanh();
+              go = nn::detail::rnn::sigmoid(go + at(b_.data(), 3, us_n));
+              auto c = at(cell_.data(), 0, us_n);
+              c = gf * c + gi * gg;
+              if (mask) {
+                hv = go * c.tanh() * at(const_cast<Scalar*>(mask), 0, us_n);
+              } else {
+                hv = go * c.tanh();
+              }
+            } else {
+              auto gr = at(A, 0, us_a), gz = at(A, 1, us_a), gn = at(A, 2, us_a);
+              gr = nn::detail::rnn::sigmoid(gr + at(b_.data(), 0, us_n));
+              gz = nn::detail::rnn::sigmoid(gz + at(b_.data(), 1, us_n));
+              gn = (gn + gr * at(b_.data(), 2, us_n)).tanh();
+              if (mask) {
+                hv = ((Scalar(1) - gz) * gn + gz * hv) * at(const_cast<Scalar*>(mask), 0, us_n);
+              } else {
+                hv = (Scalar(1) - gz) * gn + gz * hv;
+              }
+            }
+            if (O) at(O, 0, us_a) = hv;
+          }
+          if (out_k && rows_mode) {  // column t - t0 of the block's (H, steps) sequence
+            for (index_t j = 0; j < h; ++j) out_k[j * wk + (t - t0)] = state_[static_cast<std::size_t>(j)];
+          }
         }
       }
       if (!top) {
         in = out;
+        in_rows = h;
         continue;
       }
       // The caller's rows, in its order and time direction.
@@ -275,14 +296,16 @@ class compressed_recurrent : public compressed_recurrent_layer<Scalar> {
           for (index_t j = 0; j < h; ++j) y[seq * row_stride + j] = state_[static_cast<std::size_t>(j * n + p)];
         }
       } else {
-        pairs_.clear();
-        for (index_t s = 0; s < run_steps; ++s) {
-          for (index_t p = 0; p < plan_.active[static_cast<std::size_t>(s)]; ++p) {
-            const index_t seq = plan_.order[static_cast<std::size_t>(p)];
-            pairs_.push_back({s * n + p, y + (seq * t_len + source_step(s, plan_.length_of_column(p))) * row_stride});
+        for (index_t k = 0; k < blocks; ++k) {
+          pairs_.clear();
+          for (index_t s = k * per_block; s < std::min(run_steps, (k + 1) * per_block); ++s) {
+            for (index_t p = 0; p < plan_.active[static_cast<std::size_t>(s)]; ++p) {
+              const index_t seq = plan_.order[static_cast<std::size_t>(p)];
+              pairs_.push_back({(s - k * per_block) * n + p, y + (seq * t_len + source_step(s, plan_.length_of_column(p))) * row_stride});
+            }
           }
+          nn::detail::rnn::columns_to_rows(pairs_, h, static_cast<const Scalar*>(out + h * k * per_block * n), block_width(k));
         }
-        nn::detail::rnn::columns_to_rows(pairs_, h, static_cast<const Scalar*>(out), cols);
       }
     }
   }
@@ -332,6 +355,7 @@ class compressed_recurrent : public compressed_recurrent_layer<Scalar> {
   std::vector<stacked> layers_;
   sequence_output output_;
   bool reverse_;
+  index_t steps_per_block_ = 0;
   std::vector<std::optional<tensor<Scalar>>> masks_;
   // Scratch kept between calls.
   nn::detail::rnn::step_plan plan_;
