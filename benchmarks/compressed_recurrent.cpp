@@ -8,6 +8,7 @@
 //
 //   compressed_recurrent [--model pruned.safetensors (example 10's --out)] [--density 0.072]
 //                        [--rounds 21] [--csv compressed_recurrent.csv] [--profile] [--verbose] [--batch 1|64]
+//                        [--measure (time dense vs sparse per matrix when converting)]
 //
 // Without --model (or when the file is missing) the weights are random with each weight matrix
 // (W_ih, W_hh of both directions and layers, fc) kept at --density by a random mask: a stand-in
@@ -201,7 +202,7 @@ void profile_direction(const char* label, nc::compressed_lstm<float>& c, nn::lst
 int main(int argc, char** argv) {
   cli::args args(argc, argv,
                  {{"rounds", "21"}, {"csv", "compressed_recurrent.csv"}, {"model", ""}, {"density", "0.072"}, {"layers", "2"},
-                  {"hidden", "128"}, {"profile", "false"}, {"verbose", "false"}, {"batch", "0"}, {"seed", "42"}},
+                  {"hidden", "128"}, {"profile", "false"}, {"verbose", "false"}, {"batch", "0"}, {"seed", "42"}, {"measure", "false"}},
                  "compressed_recurrent: a pruned Bi-LSTM against its dense float model, one thread");
   try {
     const int rounds = static_cast<int>(args.integer("rounds"));
@@ -245,6 +246,7 @@ int main(int argc, char** argv) {
       nn::sequential<float> compressed = float_model;
       nc::compress_options o;
       o.sparse.batch = batch;
+      o.sparse.measure = args.flag("measure");
       o.input_shape = {batch, steps, features};
       const auto report = nc::compress(compressed, nc::format::sparse, o);
       if (args.flag("verbose"))
