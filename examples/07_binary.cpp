@@ -27,9 +27,12 @@
 // Adam's root mean square, so its steps are smaller at the same rate.
 // Optimizer: Adam (shift-based AdaMax for bnn-shift), cosine schedule down to 1/100 of the rate,
 // batch 64, standardised inputs. After training, each BNN is deployed through nn::compressed's
-// XNOR engine (nn::compressed::compress(model, format::xnor) with the first layer, fed the
-// real-valued input, and the last layer kept float): the layers between them run as packed sign
-// bits with the XNOR/popcount GEMM, and the program checks on the whole test set that the deployed
+// XNOR engine (nn::compressed::compress_bnn, binary_model.hpp: compress(model, format::xnor) with
+// the first layer, fed the real-valued input, and the last layer kept float): the layers between
+// them run as packed sign bits with the XNOR/popcount GEMM (the convolution binarizes its input
+// before gathering it), the first convolution in its compressed dense form with its max-pool
+// fused, each BatchNorm + sign pair one comparison per channel (sign_threshold.hpp), and the
+// program checks on the whole test set that the deployed
 // model computes exactly the float model's outputs (scale 1 = a power of two: the integer dot
 // products make the XNOR layers exact) and gives the same predictions.
 //
@@ -54,7 +57,7 @@
 
 #include "common/cli.hpp"
 #include "slimnet/io/model_file.hpp"
-#include "slimnet/nn/compressed/convert.hpp"
+#include "slimnet/nn/compressed/binary_model.hpp"
 #include "slimnet/quant.hpp"
 #include "slimnet/slimnet.hpp"
 
@@ -201,18 +204,28 @@ index_t argmax_row(const tensor<float>& y, index_t i) {
   return static_cast<index_t>(std::max_element(r, r + y.dim(1)) - r);
 }
 
-/// Weight bytes of a deployed BNN: its XNOR engines (sign bits + one scale per output) and the
-/// float parameters left (the kept layers, BatchNorm, biases).
+/// Weight bytes of a deployed BNN: its XNOR engines (sign bits + one scale per output), and the
+/// rest as float32: the trained model's parameters other than the XNOR layers' weights (first and
+/// last layers, biases, BatchNorm: folded, the BatchNorm's 4 values per channel become 1 threshold,
+/// but they are counted as trained).
 struct deployed_bytes {
   std::size_t xnor = 0, floats = 0;
 };
-deployed_bytes bytes_of(nn::sequential<float>& m) {
+deployed_bytes bytes_of(nn::sequential<float>& model, nn::sequential<float>& deployed) {
   deployed_bytes b;
-  m.visit_layers([&](nn::layer<float>& l) {
-    if (auto* cl = dynamic_cast<nn::compressed::compressed_linear<float>*>(&l)) b.xnor += cl->weights().bytes();
-    if (auto* cc = dynamic_cast<nn::compressed::compressed_conv2d<float>*>(&l)) b.xnor += cc->weights().bytes();
+  std::vector<std::string> xnor_weights;
+  for (std::size_t i = 0; i < deployed.size(); ++i) {
+    const nn::compressed::engine<float>* e = nullptr;
+    if (auto* cl = dynamic_cast<nn::compressed::compressed_linear<float>*>(&deployed[i])) e = &cl->weights();
+    if (auto* cc = dynamic_cast<nn::compressed::compressed_conv2d<float>*>(&deployed[i])) e = &cc->weights();
+    if (e == nullptr || e->kind_prefix() != "Xnor") continue;
+    b.xnor += e->bytes();
+    xnor_weights.push_back(deployed.local_name(i) + ".weight");
+  }
+  model.visit_parameters([&](nn::parameter<float>& p) {
+    if (std::find(xnor_weights.begin(), xnor_weights.end(), p.name()) == xnor_weights.end())
+      b.floats += static_cast<std::size_t>(p.size()) * sizeof(float);
   });
-  m.visit_parameters([&](nn::parameter<float>& p) { b.floats += static_cast<std::size_t>(p.size()) * sizeof(float); });
   return b;
 }
 
@@ -381,16 +394,14 @@ int main(int argc, char** argv) {
           if (bnn) {
             const auto [first, last] = first_and_last_weight_layers(model);
             nn::sequential<float> deployed = model;
-            nn::compressed::compress_options co;
-            co.keep = {first, last};
-            nn::compressed::compress(deployed, nn::compressed::format::xnor, co);
+            nn::compressed::compress_bnn(deployed);  // XNOR layers, first and last float, BN + sign folded
             const tensor<float> y_float = outputs_on(model, data.test);
             const tensor<float> y_xnor = outputs_on(deployed, data.test);
             const bool same = y_float.flat() == y_xnor.flat();
             const index_t n = data.test.size();
             index_t agree = 0;
             for (index_t i = 0; i < n; ++i) agree += argmax_row(y_float, i) == argmax_row(y_xnor, i);
-            const deployed_bytes db = bytes_of(deployed);
+            const deployed_bytes db = bytes_of(model, deployed);
             std::size_t model_floats = 0;
             model.visit_parameters([&](nn::parameter<float>& p) {
               model_floats += static_cast<std::size_t>(p.size()) * sizeof(float);
