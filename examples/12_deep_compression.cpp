@@ -399,14 +399,18 @@ int main(int argc, char** argv) {
       total_bits += s.bits;
     }
     const double dense_bits = 32.0 * static_cast<double>(total_weights);
-    fmt::print("{:<14} {:>9} {:>7.2f}% {:>5} {:>9} {:>10} {:>10.1f}\n", "Total", total_weights,
-               100.0 * static_cast<double>(total_kept) / static_cast<double>(total_weights), "", "",
-               "", static_cast<double>(total_bits) / 8192.0);
-    fmt::print(
-        "\nweights of {:.1f} KiB as float32 -> {:.1f} KiB in Deep Compression's sparse + codebook "
-        "storage (no Huffman, biases not counted): {:.1f}x\n",
-        dense_bits / 8192.0, static_cast<double>(total_bits) / 8192.0,
-        dense_bits / static_cast<double>(total_bits));
+    if (rows.empty()) {
+      fmt::print("(no layer clustered: every layer has 0 bits)\n");
+    } else {
+      fmt::print("{:<14} {:>9} {:>7.2f}% {:>5} {:>9} {:>10} {:>10.1f}\n", "Total", total_weights,
+                 100.0 * static_cast<double>(total_kept) / static_cast<double>(total_weights), "",
+                 "", "", static_cast<double>(total_bits) / 8192.0);
+      fmt::print(
+          "\nweights of {:.1f} KiB as float32 -> {:.1f} KiB in Deep Compression's sparse + "
+          "codebook storage (no Huffman, biases not counted): {:.1f}x\n",
+          dense_bits / 8192.0, static_cast<double>(total_bits) / 8192.0,
+          dense_bits / static_cast<double>(total_bits));
+    }
     fmt::print("accuracy: dense {:.2f}%, pruned {:.2f}%, clustered {:.2f}%, fine-tuned {:.2f}% "
                "({:+.2f} pp against dense)\n",
                100 * baseline, 100 * pruned, 100 * clustered, 100 * finetuned,
