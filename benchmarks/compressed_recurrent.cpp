@@ -9,6 +9,7 @@
 //   compressed_recurrent [--model pruned.safetensors (example 10's --out)] [--density 0.072]
 //                        [--rounds 21] [--csv compressed_recurrent.csv] [--profile] [--verbose] [--batch 1|64]
 //                        [--measure (time dense vs sparse per matrix when converting)]
+//                        [--accuracy (float and compressed model on the MNIST subset's test set, batch 256)]
 //
 // Without --model (or when the file is missing) the weights are random with each weight matrix
 // (W_ih, W_hh of both directions and layers, fc) kept at --density by a random mask: a stand-in
@@ -35,6 +36,7 @@
 #include "slimnet/core/random.hpp"
 #include "slimnet/io.hpp"
 #include "slimnet/nn/compressed/convert.hpp"
+#include "slimnet/train.hpp"
 
 using namespace slimnet;
 using namespace slimnet::bench;
@@ -202,7 +204,7 @@ void profile_direction(const char* label, nc::compressed_lstm<float>& c, nn::lst
 int main(int argc, char** argv) {
   cli::args args(argc, argv,
                  {{"rounds", "21"}, {"csv", "compressed_recurrent.csv"}, {"model", ""}, {"density", "0.072"}, {"layers", "2"},
-                  {"hidden", "128"}, {"profile", "false"}, {"verbose", "false"}, {"batch", "0"}, {"seed", "42"}, {"measure", "false"}},
+                  {"hidden", "128"}, {"profile", "false"}, {"verbose", "false"}, {"batch", "0"}, {"seed", "42"}, {"measure", "false"}, {"accuracy", "false"}},
                  "compressed_recurrent: a pruned Bi-LSTM against its dense float model, one thread");
   try {
     const int rounds = static_cast<int>(args.integer("rounds"));
@@ -278,6 +280,18 @@ int main(int argc, char** argv) {
         profile_direction("backward", dynamic_cast<nc::compressed_lstm<float>&>(cb.backward_layer()), fb.backward_as<nn::lstm<float>>(),
                           x, std::max(5, rounds / 3));
       }
+    }
+    if (args.flag("accuracy")) {
+      auto data = cli::load_dataset("mnist");
+      cli::as_sequences(data.test);
+      nn::sequential<float> compressed = float_model;
+      nc::compress_options o;
+      o.sparse.batch = 256;
+      o.input_shape = {256, steps, features};
+      nc::compress(compressed, nc::format::sparse, o);
+      const train::cross_entropy<float> loss;
+      const double af = train::evaluate(float_model, data.test, loss).accuracy, ac = train::evaluate(compressed, data.test, loss).accuracy;
+      fmt::print("test accuracy ({} sequences): float {:.2f}%, compressed {:.2f}%\n", data.test.size(), 100 * af, 100 * ac);
     }
     fmt::print("CSV: {}\n", args.str("csv"));
   } catch (const slimnet::error& e) {
