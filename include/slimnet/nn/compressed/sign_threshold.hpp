@@ -45,6 +45,12 @@ class sign_threshold : public layer<Scalar> {
 
   sign_threshold(std::vector<channel> channels, int spatial_rank) : channels_(std::move(channels)), spatial_rank_(spatial_rank) {
     if (channels_.empty()) slimnet::detail::raise<config_error>("slimnet::nn::compressed::sign_threshold", "no channels");
+    for (const channel& k : channels_) {  // the (N, C) loop's arrays
+      lo_.push_back(k.lo);
+      hi_.push_back(k.hi);
+      in_value_.push_back(k.inside ? Scalar(1) : Scalar(-1));
+      nan_value_.push_back(k.nan_plus ? Scalar(1) : Scalar(-1));
+    }
   }
 
   /// The fold of `bn` (evaluation mode) followed by `sign` (deterministic in evaluation).
@@ -164,6 +170,20 @@ class sign_threshold : public layer<Scalar> {
   void forward(const tensor<Scalar>& x, tensor<Scalar>& y, const forward_context&) override {
     y.resize(output_shape(x.shape()));
     const index_t n = x.dim(0), c = features(), l = x.size() / std::max<index_t>(n * c, 1);
+    if (l == 1) {
+      // (N, C): one value per channel and row; the loop runs along the channels instead.
+      for (index_t i = 0; i < n; ++i) {
+        const Scalar* xp = x.data() + i * c;
+        Scalar* yp = y.data() + i * c;
+        for (index_t ch = 0; ch < c; ++ch) {
+          const Scalar v = xp[ch];
+          const bool in = v >= lo_[static_cast<std::size_t>(ch)] && v <= hi_[static_cast<std::size_t>(ch)];
+          yp[ch] = v != v ? nan_value_[static_cast<std::size_t>(ch)]
+                          : (in ? in_value_[static_cast<std::size_t>(ch)] : -in_value_[static_cast<std::size_t>(ch)]);
+        }
+      }
+      return;
+    }
     for (index_t i = 0; i < n; ++i) {
       for (index_t ch = 0; ch < c; ++ch) {
         const channel& k = channels_[static_cast<std::size_t>(ch)];
@@ -209,6 +229,7 @@ class sign_threshold : public layer<Scalar> {
 
   std::vector<channel> channels_;
   int spatial_rank_;
+  std::vector<Scalar> lo_, hi_, in_value_, nan_value_;  // channels_ as arrays
 };
 
 /// Replaces every BatchNorm directly followed by a SignActivation in `model` (and in the

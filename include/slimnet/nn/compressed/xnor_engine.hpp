@@ -134,15 +134,23 @@ class xnor_engine : public engine<Scalar> {
       conv_kw_ = kernel_w;
     }
     // 1. The signs of every pixel, packed along the channels: pixel_words words per pixel.
-    const index_t pixel_words = kernels::words_for_bits(c_n);
-    pixels_.assign(static_cast<std::size_t>(in.batch * h * w * pixel_words), 0);
+    // Word by word: the channels of one word accumulate in a contiguous plane (a loop along the
+    // pixels the compiler vectorises), which is then stored at the pixels' stride.
+    const index_t pixel_words = kernels::words_for_bits(c_n), hw = h * w;
+    pixels_.resize(static_cast<std::size_t>(in.batch * hw * pixel_words));
+    plane_.resize(static_cast<std::size_t>(hw));
     for (index_t n = 0; n < in.batch; ++n) {
-      kernels::bit_word* pn = pixels_.data() + n * h * w * pixel_words;
-      for (index_t c = 0; c < c_n; ++c) {
-        const Scalar* xc = x + (n * c_n + c) * h * w;
-        const index_t word = c / 64;
-        const int bit = static_cast<int>(c % 64);
-        for (index_t q = 0; q < h * w; ++q) pn[q * pixel_words + word] |= static_cast<kernels::bit_word>(xc[q] < Scalar(0)) << bit;
+      kernels::bit_word* pn = pixels_.data() + n * hw * pixel_words;
+      for (index_t word = 0; word < pixel_words; ++word) {
+        kernels::bit_word* acc = pixel_words == 1 ? pn : plane_.data();
+        std::fill(acc, acc + hw, kernels::bit_word{0});
+        for (index_t c = word * 64; c < std::min(c_n, word * 64 + 64); ++c) {
+          const Scalar* xc = x + (n * c_n + c) * hw;
+          const int bit = static_cast<int>(c % 64);
+          for (index_t q = 0; q < hw; ++q) acc[q] |= static_cast<kernels::bit_word>(xc[q] < Scalar(0)) << bit;
+        }
+        if (pixel_words > 1)
+          for (index_t q = 0; q < hw; ++q) pn[q * pixel_words + word] = acc[q];
       }
     }
     // 2. One row of kh kw C bits per output position, the window's pixels side by side.
@@ -163,7 +171,11 @@ class xnor_engine : public engine<Scalar> {
             auto* dst = reinterpret_cast<std::uint32_t*>(row);
             for (index_t ki = 0; ki < kernel_h; ++ki) {
               const std::uint32_t* src = pn + ((oh + ki) * w + ow) * pixel_halves;
-              for (index_t kj = 0; kj < kernel_w; ++kj, src += pixel_halves, dst += halves) std::memcpy(dst, src, sizeof(std::uint32_t) * halves);
+              if (halves == 1) {  // C = 32: one 32-bit move per tap
+                for (index_t kj = 0; kj < kernel_w; ++kj, src += pixel_halves, dst += 1) std::memcpy(dst, src, sizeof(std::uint32_t));
+              } else {
+                for (index_t kj = 0; kj < kernel_w; ++kj, src += pixel_halves, dst += halves) std::memcpy(dst, src, sizeof(std::uint32_t) * halves);
+              }
             }
           }
         }
@@ -273,6 +285,7 @@ class xnor_engine : public engine<Scalar> {
   kernels::xnor_packed_rhs conv_packed_;
   index_t conv_channels_ = -1, conv_kh_ = -1, conv_kw_ = -1;
   std::vector<kernels::bit_word> pixels_;  // input signs, packed per pixel along the channels
+  std::vector<kernels::bit_word> plane_;   // one word of every pixel of an image (C > 64)
   kernels::bit_matrix conv_bits_;          // bit-level im2row
   std::vector<Scalar> conv_out_, pooled_row_;
 };
