@@ -1,6 +1,9 @@
 // Whole compressed models against their dense float models (issue 15): LeNet-5 and LeNet-300-100
-// magnitude-pruned to the demo's densities, DNS-pruned LeNet-5, the int8 form of the dense LeNet-5
-// and the compressed "dense" form of the unpruned LeNet-5. One thread; the float and compressed
+// magnitude-pruned to the demo's densities, DNS-pruned LeNet-5, the int8 form of the dense LeNet-5,
+// the compressed "dense" form of the unpruned LeNet-5, the magnitude LeNet-5 with its surviving
+// weights clustered into 5-bit (convolutions) / 4-bit (fully connected) codebooks run through
+// format::codebook, and a BNN LeNet-5 style net (32-64-512, example 07) whose binarized layers run
+// on the XNOR engine (first and last layers float). One thread; the float and compressed
 // models are timed side by side in one run, interleaved round by round, and the median of the
 // rounds is reported (CPU time of the thread: other programs on the shared machine only add time).
 //
@@ -8,6 +11,10 @@
 //                     [--measure (time dense vs sparse per layer when converting)] [--verbose (conversion report)]
 //                     [--sweep (direct sparse vs dense convolution over densities)] [--batch 1|64 (only this batch)]
 //                     [--pytorch true|false] [--python /usr/bin/python3]
+//                     [--bnn-first dense-form|float (the BNN's first layer: compressed dense form, pool fused, or float)]
+//                     [--bnn-fold true|false (fold the BNN's BatchNorm + sign pairs into per-channel thresholds)]
+//   compressed_models --files out/a.slim.safetensors,out/b.slim.safetensors [--rounds 5]
+//                     (model files: each one's bytes next to its speed-up over its decoded float model)
 //
 // The "vs PyTorch" column: PyTorch 1.13 running the DENSE float model of the row (one thread, same
 // timing rule), measured by pytorch_dense_models.py, run before the C++ rounds with
@@ -17,6 +24,9 @@
 // With --dir holding lenet5-mnist-magnitude.safetensors / lenet5-mnist-dns.safetensors (written by
 // scripts/demo.sh) those real pruned models are used; otherwise random weights are magnitude-pruned
 // per layer to the densities below (Han et al. 2015 for magnitude, the demo's DNS run for DNS).
+// The BNN row uses lenet5-mnist-bnn.safetensors (example 07's --out) when it is there, random
+// +-1 weights and BatchNorm statistics otherwise: its float model is the same network with the
+// binarized weights as floats (conv, BatchNorm and sign layers as trained), timed as float layers.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -25,6 +35,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
@@ -35,8 +46,11 @@
 #include "common/timing.hpp"
 #include "slimnet/core/random.hpp"
 #include "slimnet/io.hpp"
+#include "slimnet/nn/batch_norm.hpp"
+#include "slimnet/nn/compressed/binary_model.hpp"
 #include "slimnet/nn/compressed/convert.hpp"
 #include "slimnet/nn/models.hpp"
+#include "slimnet/quant/binary.hpp"
 
 using namespace slimnet;
 using namespace slimnet::bench;
@@ -44,13 +58,89 @@ namespace nc = slimnet::nn::compressed;
 
 namespace {
 
+enum class form { sparse, int8, codebook, xnor };
+
 struct model_case {
   std::string name;      // "lenet5-dns"
-  std::string model;     // "lenet5" or "lenet300"
+  std::string model;     // "lenet5", "lenet300" or "bnn-lenet5"
   std::map<std::string, double> density;  // per layer; missing: dense
-  std::string file;      // a real pruned model, used when it exists
-  bool int8 = false;     // int8 form instead of the sparse one
+  std::string file;      // a real pruned model (parameters) or, for the BNN, a model file, used when it exists
+  form kind = form::sparse;
+  std::map<std::string, int> codebook_bits;  // form::codebook: bits per layer (2^bits - 1 centroids + exact zero)
 };
+
+/// Example 07's BNN LeNet-5 style net: conv 5x5 (c1) - maxpool 2 - BN - sign - conv 5x5 (c2) -
+/// maxpool 2 - BN - sign - fc f - BN - sign - fc 10 - BN, with random +-1 weights and BatchNorm
+/// statistics (a stand-in when its trained file is not there: the work per call is the same).
+nn::sequential<float> bnn_lenet5(rng& gen, index_t c1 = 32, index_t c2 = 64, index_t f = 512) {
+  nn::sequential<float> m;
+  m.add("conv1", nn::conv2d<float>(1, c1, 5));
+  m.add("pool1", nn::max_pool2d<float>(2));
+  m.add("bn1", nn::batch_norm<float>(c1, 2, {}));
+  m.add("act1", quant::sign_activation<float>());
+  m.add("conv2", nn::conv2d<float>(c1, c2, 5));
+  m.add("pool2", nn::max_pool2d<float>(2));
+  m.add("bn2", nn::batch_norm<float>(c2, 2, {}));
+  m.add("act2", quant::sign_activation<float>());
+  m.add("flatten", nn::flatten<float>());
+  m.add("fc1", nn::linear<float>(c2 * 16, f));
+  m.add("bn3", nn::batch_norm<float>(f, 1, {}));
+  m.add("act3", quant::sign_activation<float>());
+  m.add("fc2", nn::linear<float>(f, 10));
+  m.add("bn4", nn::batch_norm<float>(10, 1, {}));
+  m.reset_parameters(gen);
+  m.visit_parameters([&](nn::parameter<float>& p) {
+    const std::string& n = p.name();
+    auto& v = p.value();
+    if (n.find(".weight") != std::string::npos && n.rfind("bn", 0) != 0) {
+      for (index_t i = 0; i < v.size(); ++i) v[i] = v[i] < 0 ? -1.0f : 1.0f;
+    } else if (n.rfind("bn", 0) == 0) {
+      const bool variance = n.find("running_var") != std::string::npos;
+      for (index_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>(variance ? gen.uniform(0.25, 2) : gen.uniform(-1, 1));
+    }
+  });
+  return m;
+}
+
+/// Clusters each listed layer's nonzero weights into 2^bits - 1 centroids (1-d k-means, linear
+/// initialisation over [min, max] as Han et al. 2016, 30 Lloyd steps); zeros stay exactly zero, so
+/// the layer holds at most 2^bits distinct values (format::codebook then stores bits per weight).
+void codebook_quantize(nn::sequential<float>& m, const std::map<std::string, int>& bits) {
+  for (const auto& [layer, b] : bits) {
+    m.find(layer).visit_parameters([&](nn::parameter<float>& p) {
+      if (p.name() != layer + ".weight") return;
+      auto& v = p.value();
+      std::vector<double> x;
+      for (index_t i = 0; i < v.size(); ++i)
+        if (v[i] != 0.0f) x.push_back(v[i]);
+      if (x.empty()) return;
+      const std::size_t k = std::min<std::size_t>((std::size_t{1} << b) - 1, x.size());
+      const auto [lo, hi] = std::minmax_element(x.begin(), x.end());
+      std::vector<double> c(k);
+      for (std::size_t j = 0; j < k; ++j) c[j] = *lo + (*hi - *lo) * (k == 1 ? 0.5 : static_cast<double>(j) / static_cast<double>(k - 1));
+      std::vector<std::size_t> a(x.size());
+      for (int step = 0; step < 30; ++step) {
+        std::vector<double> sum(k, 0.0), count(k, 0.0);
+        for (std::size_t i = 0; i < x.size(); ++i) {
+          std::size_t best = 0;
+          for (std::size_t j = 1; j < k; ++j)
+            if (std::abs(x[i] - c[j]) < std::abs(x[i] - c[best])) best = j;
+          a[i] = best;
+          sum[best] += x[i];
+          count[best] += 1;
+        }
+        for (std::size_t j = 0; j < k; ++j)
+          if (count[j] > 0) c[j] = sum[j] / count[j];
+      }
+      std::size_t next = 0;
+      for (index_t i = 0; i < v.size(); ++i)
+        if (v[i] != 0.0f) {
+          const float q = static_cast<float>(c[a[next++]]);
+          v[i] = q == 0.0f ? std::numeric_limits<float>::min() : q;  // a centroid of exactly 0 would merge with the pruned zeros
+        }
+    });
+  }
+}
 
 /// Zeros all but the largest-magnitude `density` of each listed layer's weights.
 void magnitude_prune(nn::sequential<float>& m, const std::map<std::string, double>& density) {
@@ -203,7 +293,8 @@ void conv_sweep(int rounds) {
 
 /// PyTorch's dense latency per (model, batch) from pytorch_dense_models.py (empty when it cannot
 /// run); its "#" lines (version, BLAS library, OpenBLAS core) are printed as they come.
-std::map<std::pair<std::string, index_t>, double> pytorch_latencies(const std::string& python, int rounds) {
+std::map<std::pair<std::string, index_t>, double> pytorch_latencies(const std::string& python, int rounds,
+                                                                     const std::vector<std::string>& models) {
   std::map<std::pair<std::string, index_t>, double> out;
 #if defined(SLIMNET_BENCH_SOURCE_DIR)
   const std::string script = std::string(SLIMNET_BENCH_SOURCE_DIR) + "/pytorch_dense_models.py";
@@ -212,8 +303,8 @@ std::map<std::pair<std::string, index_t>, double> pytorch_latencies(const std::s
     return out;
   }
   // `env -u` removes the two variables for the peer's command only; this process keeps them.
-  const std::string cmd = fmt::format("env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_NUM_THREADS=1 '{}' '{}' --rounds {} 2>&1", python,
-                                      script, rounds);
+  const std::string cmd = fmt::format("env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_NUM_THREADS=1 '{}' '{}' --rounds {} --models {} 2>&1",
+                                      python, script, rounds, fmt::join(models, ","));
   FILE* pipe = popen(cmd.c_str(), "r");
   if (pipe == nullptr) {
     fmt::print("PyTorch column skipped: could not run {}\n", cmd);
@@ -238,28 +329,88 @@ std::map<std::pair<std::string, index_t>, double> pytorch_latencies(const std::s
 #else
   (void)python;
   (void)rounds;
+  (void)models;
 #endif
   return out;
+}
+
+/// --files a,b: each model file (io::save_model, e.g. the demo's *.slim.safetensors) against its own
+/// float model (the file decoded), side by side at batch 1 and 64: files with sign-bit layers (BNNs)
+/// deployed through compress_bnn, the others through compress(format::sparse) planned for the batch
+/// (each layer on the kernel its sparsity calls for). Prints each file's bytes next to its speed-ups.
+void file_rows(const std::string& list, int rounds) {
+  fmt::print("{:<46} {:>9} {:>12} {:>8} {:>11} {:>11} {:>10}\n", "model file", "bytes", "dense f32 B", "smaller", "batch 1", "batch 64",
+             "max|diff|");
+  std::stringstream in(list);
+  std::string file;
+  while (std::getline(in, file, ',')) {
+    if (file.empty()) continue;
+    const io::model_file_summary summary = io::describe_model_file(file);
+    io::load_model_options lo;
+    lo.decode = true;
+    const auto loaded = io::read_model<float>(file, lo);
+    const auto* seq = dynamic_cast<const nn::sequential<float>*>(loaded.model.get());
+    if (seq == nullptr) throw config_error(fmt::format("compressed_models: {} does not hold a Sequential", file));
+    bool bnn = false;
+    for (const auto& [tensor_name, encoding] : loaded.encodings) bnn |= encoding == "sign_bits";
+    double speedup[2] = {NAN, NAN}, diff = 0;
+    for (int b = 0; b < 2; ++b) {
+      const index_t batch = b == 0 ? 1 : 64;
+      nn::sequential<float> float_model(*seq), compressed(*seq);
+      if (bnn) {
+        nc::compress_bnn(compressed);
+      } else {
+        nc::compress_options o;
+        o.sparse.batch = batch;
+        o.input_shape = {batch, 1, 28, 28};
+        nc::compress(compressed, nc::format::sparse, o);
+      }
+      rng xg(7);
+      const tensor<float> x = random_input("", batch, xg);
+      tensor<float> yf, yc;
+      float_model.forward(x, yf, {});
+      compressed.forward(x, yc, {});
+      for (index_t i = 0; i < yf.size(); ++i) diff = std::max(diff, static_cast<double>(std::abs(yf[i] - yc[i])));
+      const auto t = median_side_by_side({[&] { float_model.forward(x, yf, {}); }, [&] { compressed.forward(x, yc, {}); }}, rounds);
+      speedup[b] = t[0] / t[1];
+    }
+    fmt::print("{:<46} {:>9} {:>12} {:>7.1f}x {:>10.2f}x {:>10.2f}x {:>10.2e}\n", file, summary.file_bytes, summary.dense_f32_bytes,
+               static_cast<double>(summary.dense_f32_bytes) / static_cast<double>(summary.file_bytes), speedup[0], speedup[1], diff);
+  }
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  cli::args args(argc, argv, {{"rounds", "21"}, {"csv", "compressed_models.csv"}, {"profile", "false"}, {"dir", "out"}, {"only", ""}, {"measure", "false"}, {"verbose", "false"}, {"sweep", "false"}, {"batch", "0"}, {"pytorch", "true"}, {"python", "/usr/bin/python3"}},
+  cli::args args(argc, argv, {{"rounds", "21"}, {"csv", "compressed_models.csv"}, {"profile", "false"}, {"dir", "out"}, {"only", ""}, {"measure", "false"}, {"verbose", "false"}, {"sweep", "false"}, {"batch", "0"}, {"pytorch", "true"}, {"python", "/usr/bin/python3"}, {"bnn-first", "dense-form"}, {"bnn-fold", "true"}, {"files", ""}},
                  "compressed_models: whole compressed models against their float models, one thread");
   const int rounds = static_cast<int>(args.integer("rounds"));
+  if (!args.str("files").empty()) {
+    fmt::print("compressed_models --files: one thread, {} rounds, median per call (thread CPU time), load average {}\n", rounds,
+               load_average());
+    file_rows(args.str("files"), rounds);
+    return 0;
+  }
   const std::filesystem::path dir = args.str("dir");
   const std::vector<model_case> cases = {
-      {"lenet5-dense-form", "lenet5", {}, "", false},
-      {"lenet5-magnitude", "lenet5", {{"conv1", 0.66}, {"conv2", 0.12}, {"fc1", 0.08}, {"fc2", 0.19}}, "lenet5-mnist-magnitude.safetensors", false},
-      {"lenet5-dns", "lenet5", {{"conv1", 0.14}, {"conv2", 0.03}, {"fc1", 0.005}, {"fc2", 0.04}}, "lenet5-mnist-dns.safetensors", false},
-      {"lenet300-magnitude", "lenet300", {{"fc1", 0.08}, {"fc2", 0.09}, {"fc3", 0.26}}, "", false},
-      {"lenet5-int8", "lenet5", {}, "", true},
+      {"lenet5-dense-form", "lenet5", {}, "", form::sparse, {}},
+      {"lenet5-magnitude", "lenet5", {{"conv1", 0.66}, {"conv2", 0.12}, {"fc1", 0.08}, {"fc2", 0.19}}, "lenet5-mnist-magnitude.safetensors", form::sparse, {}},
+      {"lenet5-dns", "lenet5", {{"conv1", 0.14}, {"conv2", 0.03}, {"fc1", 0.005}, {"fc2", 0.04}}, "lenet5-mnist-dns.safetensors", form::sparse, {}},
+      {"lenet300-magnitude", "lenet300", {{"fc1", 0.08}, {"fc2", 0.09}, {"fc3", 0.26}}, "", form::sparse, {}},
+      {"lenet5-int8", "lenet5", {}, "", form::int8, {}},
+      {"lenet5-magnitude-codebook", "lenet5", {{"conv1", 0.66}, {"conv2", 0.12}, {"fc1", 0.08}, {"fc2", 0.19}}, "lenet5-mnist-magnitude.safetensors",
+       form::codebook, {{"conv1", 5}, {"conv2", 5}, {"fc1", 4}, {"fc2", 4}}},
+      {"lenet5-bnn", "bnn-lenet5", {}, "lenet5-mnist-bnn.safetensors", form::xnor, {}},
   };
   fmt::print("compressed_models: one thread, {} rounds, median per call (thread CPU time), load average {}\n", rounds, load_average());
   std::map<std::pair<std::string, index_t>, double> pytorch;
-  if (args.flag("pytorch")) pytorch = pytorch_latencies(args.str("python"), rounds);
-  fmt::print("{:<20} {:>5} {:>8} {:>11} {:>11} {:>8} {:>11} {:>8} {:>11} {:>11} {:>8} {:>10}  {}\n", "model", "batch", "weights%",
+  std::vector<std::string> torch_models;
+  for (const auto& c : cases)
+    if ((args.str("only").empty() || c.name.find(args.str("only")) != std::string::npos) &&
+        std::find(torch_models.begin(), torch_models.end(), c.model) == torch_models.end())
+      torch_models.push_back(c.model);
+  if (args.flag("pytorch") && !torch_models.empty()) pytorch = pytorch_latencies(args.str("python"), rounds, torch_models);
+  fmt::print("{:<26} {:>5} {:>8} {:>11} {:>11} {:>8} {:>11} {:>8} {:>11} {:>11} {:>8} {:>10}  {}\n", "model", "batch", "weights%",
              "float us", "compr. us", "speedup", "PyTorch us", "vs PyT.", "float B", "compr. B", "B/nnz", "max|diff|", "weights from");
   std::ofstream csv(args.str("csv"));
   csv << "model,batch,weights_kept,float_seconds,compressed_seconds,speedup,pytorch_dense_seconds,speedup_vs_pytorch_dense,"
@@ -267,13 +418,29 @@ int main(int argc, char** argv) {
   for (const auto& c : cases) {
     if (!args.str("only").empty() && c.name.find(args.str("only")) == std::string::npos) continue;
     rng gen(42);
-    nn::sequential<float> float_model = cli::make_model(c.model, gen, "compressed_models");
-    std::string source = "random, magnitude-pruned per layer";
+    nn::sequential<float> float_model = c.model == "bnn-lenet5" ? bnn_lenet5(gen) : cli::make_model(c.model, gen, "compressed_models");
+    std::string source = c.kind == form::xnor ? "random +-1 weights" : "random, magnitude-pruned per layer";
     if (!c.file.empty() && std::filesystem::exists(dir / c.file)) {
-      io::load_parameters(float_model, dir / c.file);
+      if (c.kind == form::xnor) {
+        // A model file (io::save_model): decoded to float layers, the same network timed as floats.
+        io::load_model_options lo;
+        lo.decode = true;
+        auto loaded = io::load_model<float>(dir / c.file, lo);
+        auto* seq = dynamic_cast<nn::sequential<float>*>(loaded.get());
+        if (seq == nullptr) throw config_error(fmt::format("compressed_models: {} does not hold a Sequential", (dir / c.file).string()));
+        float_model = nn::sequential<float>(*seq);
+      } else {
+        io::load_parameters(float_model, dir / c.file);
+      }
       source = (dir / c.file).string();
     } else {
       magnitude_prune(float_model, c.density);
+    }
+    if (c.kind == form::codebook) {
+      codebook_quantize(float_model, c.codebook_bits);
+      std::string bits;
+      for (const auto& [layer, b] : c.codebook_bits) bits += fmt::format("{}{}={}", bits.empty() ? "" : ",", layer, b);
+      source += ", codebook bits " + bits;
     }
     if (c.density.empty() && c.file.empty()) source = "random, dense";
     const weight_stats fs = stats_of(float_model);
@@ -284,7 +451,20 @@ int main(int argc, char** argv) {
       o.sparse.batch = batch;
       o.sparse.measure = args.flag("measure");
       o.input_shape = {batch, 1, 28, 28};
-      const auto report = nc::compress(compressed, c.int8 ? nc::format::int8 : nc::format::sparse, o);
+      nc::format f = nc::format::sparse;
+      if (c.kind == form::int8) f = nc::format::int8;
+      if (c.kind == form::codebook) f = nc::format::codebook;
+      std::vector<std::string> report;
+      if (c.kind == form::xnor) {
+        // XNOR layers; the first (real-valued input) and last layers float, the first in its compressed
+        // dense form with its max-pool fused; BatchNorm + sign pairs folded (binary_model.hpp).
+        nc::bnn_options bo;
+        bo.dense_first = args.str("bnn-first") == "dense-form";
+        bo.fold = args.flag("bnn-fold");
+        report = nc::compress_bnn(compressed, bo);
+      } else {
+        report = nc::compress(compressed, f, o);
+      }
       const weight_stats cs = stats_of(compressed);
       if (args.flag("verbose"))
         for (const auto& line : report) fmt::print("  {}\n", line);
@@ -299,7 +479,7 @@ int main(int argc, char** argv) {
       const double bpn = cs.sparse_nnz > 0 ? cs.sparse_bytes / cs.sparse_nnz : NAN;
       const auto pt = pytorch.find({c.model, batch});
       const double pt_s = pt == pytorch.end() ? NAN : pt->second;
-      fmt::print("{:<20} {:>5} {:>7.2f}% {:>11.1f} {:>11.1f} {:>7.2f}x {:>11.1f} {:>7.2f}x {:>11.0f} {:>11.0f} {:>8.2f} {:>10.2e}  {}\n",
+      fmt::print("{:<26} {:>5} {:>7.2f}% {:>11.1f} {:>11.1f} {:>7.2f}x {:>11.1f} {:>7.2f}x {:>11.0f} {:>11.0f} {:>8.2f} {:>10.2e}  {}\n",
                  c.name, batch, 100 * fs.nnz / fs.weights, 1e6 * t[0], 1e6 * t[1], t[0] / t[1], 1e6 * pt_s, pt_s / t[1], fs.bytes,
                  cs.bytes, bpn, diff, source);
       csv << fmt::format("{},{},{:.5f},{:.4e},{:.4e},{:.3f},{:.4e},{:.3f},{:.0f},{:.0f},{:.3f},{:.3e},{}\n", c.name, batch,

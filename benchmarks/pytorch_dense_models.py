@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """PyTorch side of benchmarks/compressed_models (issue 15): one-thread inference latency of the DENSE
 float LeNet-5 and LeNet-300-100 (the architectures of nn::models, Caffe-style LeNet-5 without an
-activation after the convolutions) at the given batch sizes, what each compressed model is compared
+activation after the convolutions) and of the BNN LeNet-5 style net of example 07 run as a dense
+float network ("bnn-lenet5": conv 32 - pool - BN - sign - conv 64 - pool - BN - sign - fc 512 - BN -
+sign - fc 10 - BN, evaluation mode) at the given batch sizes, what each compressed model is compared
 with in the "vs PyTorch dense" column.
 
 Timing matches the C++ side: thread CPU time, `--rounds` rounds of at least `--min-sample` seconds
@@ -27,6 +29,25 @@ import sys  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from pytorch_lenet import model_for  # noqa: E402  (the same architectures as nn::models)
+
+
+class Sign(torch.nn.Module):
+    """BNN's deterministic sign activation: -1 below 0, +1 otherwise (slimnet's quant::sign_activation)."""
+
+    def forward(self, x):
+        return torch.where(x < 0, -torch.ones_like(x), torch.ones_like(x))
+
+
+def bnn_lenet5(c1=32, c2=64, f=512):
+    """Example 07's BNN LeNet-5 style net as a dense float network (what PyTorch runs for a BNN)."""
+    nn = torch.nn
+    return nn.Sequential(nn.Conv2d(1, c1, 5), nn.MaxPool2d(2), nn.BatchNorm2d(c1), Sign(),
+                         nn.Conv2d(c1, c2, 5), nn.MaxPool2d(2), nn.BatchNorm2d(c2), Sign(), nn.Flatten(),
+                         nn.Linear(c2 * 16, f), nn.BatchNorm1d(f), Sign(), nn.Linear(f, 10), nn.BatchNorm1d(10))
+
+
+def dense_model(name):
+    return bnn_lenet5() if name == "bnn-lenet5" else model_for(name)
 
 
 def blas_report():
@@ -98,7 +119,7 @@ def main():
     print(f"# pytorch {torch.__version__}, {torch.get_num_threads()} thread(s), ATen CPU capability {capability}, "
           f"mkldnn {torch.backends.mkldnn.is_available()}")
     for name in a.models.split(","):
-        model = model_for(name).eval()
+        model = dense_model(name).eval()
         for batch in (int(b) for b in a.batches.split(",")):
             x = torch.rand(batch, 1, 28, 28)
             with torch.no_grad():
