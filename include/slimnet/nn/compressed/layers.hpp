@@ -166,6 +166,10 @@ class compressed_conv2d : public layer<Scalar> {
       convolve(x, y);
       return;
     }
+    if (engine_->preferred() == layout::cols) {
+      convolve(x, y, true);  // the epilogue reads the product where it is: no unpooled copy
+      return;
+    }
     conv_out_.resize({batch, out_channels(), win_.out_h(x.dim(2)), win_.out_w(x.dim(3))});
     convolve(x, conv_out_);
     const index_t oh = conv_out_.dim(2), ow = conv_out_.dim(3), q = y.dim(2) * y.dim(3);
@@ -224,8 +228,11 @@ class compressed_conv2d : public layer<Scalar> {
 
   /// y (N, oc, OH, OW) = the convolution through the engine: im2col (in chunks of images that keep
   /// the columns in L2, as nn::conv2d) for engines that take columns, im2row for the others.
-  void convolve(const tensor<Scalar>& x, tensor<Scalar>& y) {
-    const index_t batch = x.dim(0), plane = y.dim(2) * y.dim(3), oc = out_channels(), k = engine_->in_features();
+  /// With `epilogue` (column engines only), y is the pooled output and each output plane goes
+  /// through the fused ReLU / max-pool straight from the product.
+  void convolve(const tensor<Scalar>& x, tensor<Scalar>& y, bool epilogue = false) {
+    const index_t batch = x.dim(0), oc = out_channels(), k = engine_->in_features();
+    const index_t oh = win_.out_h(x.dim(2)), ow = win_.out_w(x.dim(3)), plane = oh * ow, q = y.dim(2) * y.dim(3);
     if (engine_->preferred() == layout::cols) {
       const index_t chunk = std::max<index_t>(1, (index_t{64} << 10) / std::max<index_t>(k * plane, 1));
       const index_t in_size = in_channels_ * x.dim(2) * x.dim(3);
@@ -235,10 +242,18 @@ class compressed_conv2d : public layer<Scalar> {
         const index_t images = std::min(chunk, batch - n0), columns = images * plane;
         nn::detail::im2col(x.data() + n0 * in_size, images, in_channels_, x.dim(2), x.dim(3), win_, buffer_.data());
         engine_->apply_cols(buffer_.data(), columns, out_.data());
-        // Z (oc, images P) -> y (images, oc, P)
-        for (index_t n = 0; n < images; ++n)
-          for (index_t o = 0; o < oc; ++o)
-            std::copy_n(out_.data() + o * columns + n * plane, plane, y.data() + ((n0 + n) * oc + o) * plane);
+        // Z (oc, images P) -> y (images, oc, P), or its pooled planes
+        for (index_t n = 0; n < images; ++n) {
+          for (index_t o = 0; o < oc; ++o) {
+            const Scalar* z = out_.data() + o * columns + n * plane;
+            if (epilogue) {
+              kernels::detail::store_channel(z, oh, ow, ow, 1, epilogue_, y.data() + ((n0 + n) * oc + o) * q, q, pooled_,
+                                             kernels::kernel_path::automatic);
+            } else {
+              std::copy_n(z, plane, y.data() + ((n0 + n) * oc + o) * plane);
+            }
+          }
+        }
       }
       return;
     }
