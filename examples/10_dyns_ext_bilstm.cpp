@@ -18,7 +18,8 @@
 // 3. Bake W * T, then remove hidden units left with no incoming connections (the unit's four gate
 //    rows in weight_ih and weight_hh all zero) or no outgoing ones (its column in weight_hh and in
 //    the next layer's input weights, or fc's, all zero), until none is left; the thinned LSTMs are
-//    ordinary, smaller layers (lstm::keep_hidden_units). A unit without outgoing connections
+//    ordinary, smaller layers (structure::remove_dead_units, with biases ignored as DyNS-Ext
+//    counts weights only). A unit without outgoing connections
 //    changes nothing; one without incoming connections still adds a bias-driven, input-independent
 //    signal, so its removal can move the accuracy: both accuracies are printed, and
 //    --finetune-epochs retrains the thinned model with its zeros kept (prune masks).
@@ -56,62 +57,6 @@ std::vector<nn::parameter<float>*> weight_matrices(nn::sequential<float>& m) {
 }
 
 index_t nonzeros(const tensor<float>& t) { return (t.flat().array() != 0.0f).count(); }
-
-bool column_zero(const tensor<float>& w, index_t j) {
-  for (index_t r = 0; r < w.dim(0); ++r)
-    if (w.data()[r * w.dim(1) + j] != 0.0f) return false;
-  return true;
-}
-bool rows_zero(const tensor<float>& w, index_t j, index_t hidden) {
-  for (index_t g = 0; g < 4; ++g)
-    for (index_t c = 0; c < w.dim(1); ++c)
-      if (w.data()[(g * hidden + j) * w.dim(1) + c] != 0.0f) return false;
-  return true;
-}
-
-/// Removes hidden units with no incoming or no outgoing connections, repeatedly; returns how many.
-index_t remove_dead_units(nn::sequential<float>& m) {
-  auto& fc = static_cast<nn::linear<float>&>(m.find("fc"));
-  index_t removed = 0;
-  for (bool changed = true; changed;) {
-    changed = false;
-    for (int d = 0; d < 2; ++d) {
-      auto& l = direction(m, d);
-      for (index_t k = 0; k < l.num_layers(); ++k) {
-        const index_t h = l.hidden_size(k);
-        const auto& w_ih = l.weight_ih(k).value();
-        const auto& w_hh = l.weight_hh(k).value();
-        // Top layer: its units feed fc's columns [offset, offset + h) (forward direction first).
-        const index_t offset = d == 0 ? 0 : direction(m, 0).output_size();
-        std::vector<index_t> keep;
-        for (index_t j = 0; j < h; ++j) {
-          const bool no_in = rows_zero(w_ih, j, h) && rows_zero(w_hh, j, h);
-          const bool no_out = column_zero(w_hh, j) && (k + 1 < l.num_layers() ? column_zero(l.weight_ih(k + 1).value(), j)
-                                                                              : column_zero(fc.weight().value(), offset + j));
-          if (!no_in && !no_out) keep.push_back(j);
-        }
-        if (keep.empty()) keep.push_back(0);  // a layer keeps at least one unit
-        if (static_cast<index_t>(keep.size()) == h) continue;
-        if (k + 1 == l.num_layers()) {
-          std::vector<index_t> cols;
-          for (index_t c = 0; c < fc.in_features(); ++c) {
-            const bool mine = c >= offset && c < offset + h;
-            if (!mine || std::find(keep.begin(), keep.end(), c - offset) != keep.end()) cols.push_back(c);
-          }
-          tensor<float> w({fc.out_features(), static_cast<index_t>(cols.size())});
-          for (index_t r = 0; r < w.dim(0); ++r)
-            for (std::size_t c = 0; c < cols.size(); ++c)
-              w.data()[r * w.dim(1) + static_cast<index_t>(c)] = fc.weight().value().data()[r * fc.in_features() + cols[c]];
-          fc.weight().assign(std::move(w));
-        }
-        removed += h - static_cast<index_t>(keep.size());
-        l.keep_hidden_units(k, keep);
-        changed = true;
-      }
-    }
-  }
-  return removed;
-}
 
 /// Keeps the current zeros of every weight matrix fixed (for fine-tuning after thinning).
 void freeze_zeros(nn::sequential<float>& m) {
@@ -247,7 +192,7 @@ int main(int argc, char** argv) {
     const double after_dns = train::evaluate(model, data.test, loss).accuracy;
 
     // 3. Remove the hidden units left without incoming or outgoing connections.
-    const index_t removed = remove_dead_units(model);
+    const index_t removed = structure::remove_dead_units(model, {/*ignore_biases*/ true});
     const double after_removal = train::evaluate(model, data.test, loss).accuracy;
     fmt::print("after {}: test accuracy {:.2f}%; {} hidden units without incoming or outgoing connections removed -> {:.2f}%\n",
                method, 100 * after_dns, removed, 100 * after_removal);

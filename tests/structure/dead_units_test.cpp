@@ -97,3 +97,19 @@ TEST_CASE("dead hidden units of a pruned Bi-LSTM", "[structure][dead][recurrent]
   CHECK(dynamic_cast<nn::linear<float>&>(m.find("fc")).in_features() == 8);
   testing::check_close(before, testing::poisoned_forward(m, x), 1e-5);
 }
+
+TEST_CASE("DyNS-Ext's rule: a unit without incoming weights is dead even with a bias, on request", "[structure][dead]") {
+  rng gen(14);
+  nn::sequential<float> m;
+  m.add("fc1", nn::linear<float>(3, 4));
+  m.add("relu", nn::relu<float>());
+  m.add("fc2", nn::linear<float>(4, 2));
+  m.reset_parameters(gen);
+  auto& fc1 = dynamic_cast<nn::linear<float>&>(m.find("fc1"));
+  fc1.weight().value().matrix().row(1).setZero();
+  fc1.bias()->value()[1] = 0.5f;  // a constant ReLU(0.5) reaches fc2: removing it is not exact
+  CHECK(structure::dead_units(m).empty());
+  const auto sel = structure::dead_units(m, {/*ignore_biases*/ true});
+  REQUIRE(sel.count("fc1"));
+  CHECK(sel.at("fc1") == std::vector<bool>{true, false, true, true});
+}

@@ -24,6 +24,13 @@
 
 namespace slimnet::structure {
 
+struct dead_unit_options {
+  /// Also count as dead a unit with no incoming weight whose bias is not zero (DyNS-Ext's rule,
+  /// which prunes weights only): it adds an input-independent, bias-driven signal, so removing it
+  /// is not exact and the model is usually fine-tuned afterwards.
+  bool ignore_biases = false;
+};
+
 namespace detail {
 
 /// Walks a model like thinner, tracking the last producer's units: where each output unit comes
@@ -31,6 +38,8 @@ namespace detail {
 template <class Scalar>
 class dead_unit_finder {
  public:
+  explicit dead_unit_finder(dead_unit_options o) : o_(o) {}
+
   unit_selection run(nn::sequential<Scalar>& model) {
     walk(model, "");
     keep_pending();  // the model's outputs
@@ -77,7 +86,9 @@ class dead_unit_finder {
     const index_t len = w.size() / w.dim(0);
     return all_zero(w.data() + r * len, len);
   }
-  static bool entry_zero(nn::parameter<Scalar>* b, index_t r) { return b == nullptr || b->value()[r] == Scalar(0); }
+  bool entry_zero(nn::parameter<Scalar>* b, index_t r) const {
+    return o_.ignore_biases || b == nullptr || b->value()[r] == Scalar(0);
+  }
 
   /// The pending units' reads by a consumer with weight `w` (input columns along dim 1).
   void consume(const tensor<Scalar>& w, const std::string& path, bool conv) {
@@ -236,6 +247,7 @@ class dead_unit_finder {
     return {};
   }
 
+  dead_unit_options o_;
   pending_units<Scalar> p_;
   std::vector<origin> origins_;
   std::vector<bool> zero_, self_read_;
@@ -248,17 +260,17 @@ class dead_unit_finder {
 /// The units of `model` that can be removed without changing any output (see the header
 /// comment), as a selection for structure::thin (only layers with such units appear).
 template <class Scalar>
-unit_selection dead_units(nn::sequential<Scalar>& model) {
-  return detail::dead_unit_finder<Scalar>().run(model);
+unit_selection dead_units(nn::sequential<Scalar>& model, const dead_unit_options& o = {}) {
+  return detail::dead_unit_finder<Scalar>(o).run(model);
 }
 
 /// Removes dead units until none is left (removing one can leave another unread); returns how
 /// many were removed. The weights must carry no transform (prune::remove_all first).
 template <class Scalar>
-index_t remove_dead_units(nn::sequential<Scalar>& model) {
+index_t remove_dead_units(nn::sequential<Scalar>& model, const dead_unit_options& o = {}) {
   index_t removed = 0;
   for (;;) {
-    const auto sel = dead_units(model);
+    const auto sel = dead_units(model, o);
     if (sel.empty()) return removed;
     for (const auto& entry : sel)
       for (bool k : entry.second) removed += k ? 0 : 1;
