@@ -334,10 +334,11 @@ int main(int argc, char** argv) {
                            : static_cast<int>(a.integer(conv ? "conv-bits" : "fc-bits"));
       auto support = quant::support_of(*p);  // the mask: pruned weights are not clustered
       if (bits <= 0) continue;  // left in float
-      index_t alive = 0;
+      index_t alive = support.empty() ? p->size() : 0;  // empty: nothing prunes it
       for (auto v : support) alive += v;
       const index_t k = std::min<index_t>(index_t{1} << bits, alive);
       quant::share_weights(*p, quant::kmeans(p->value(), k, ko, support));
+      if (support.empty()) support.assign(static_cast<std::size_t>(p->size()), 1);  // for the report
       rows.push_back({p, conv, bits, std::move(support)});
     }
     const double clustered = train::evaluate(model, data.test, ce).accuracy;
