@@ -23,6 +23,9 @@
 #include "slimnet/kernels/bitpack.hpp"
 #include "slimnet/kernels/dispatch.hpp"
 #include "slimnet/kernels/gemm.hpp"
+#include "slimnet/kernels/intrinsics.hpp"
+
+SLIMNET_INTRINSICS_BEGIN
 
 namespace slimnet::kernels {
 
@@ -240,3 +243,5 @@ void gemm_xnor(const bit_matrix_ref& a, const bit_matrix_ref& b, matrix_ref<Out>
 }
 
 }  // namespace slimnet::kernels
+
+SLIMNET_INTRINSICS_END

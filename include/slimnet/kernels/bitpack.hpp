@@ -23,6 +23,9 @@
 #include "slimnet/core/error.hpp"
 #include "slimnet/kernels/dispatch.hpp"
 #include "slimnet/kernels/gemm.hpp"
+#include "slimnet/kernels/intrinsics.hpp"
+
+SLIMNET_INTRINSICS_BEGIN
 
 namespace slimnet::kernels {
 
@@ -133,3 +136,5 @@ void unpack_signs(const bit_matrix_ref& b, matrix_ref<Scalar> out) {
 }
 
 }  // namespace slimnet::kernels
+
+SLIMNET_INTRINSICS_END

@@ -25,6 +25,9 @@
 #include "slimnet/core/error.hpp"
 #include "slimnet/kernels/dispatch.hpp"
 #include "slimnet/kernels/gemm.hpp"
+#include "slimnet/kernels/intrinsics.hpp"
+
+SLIMNET_INTRINSICS_BEGIN
 
 namespace slimnet::kernels {
 
@@ -377,3 +380,5 @@ void gemm_codebook(const codebook_ref<Value>& a, matrix_ref<const Value> x, matr
 }
 
 }  // namespace slimnet::kernels
+
+SLIMNET_INTRINSICS_END

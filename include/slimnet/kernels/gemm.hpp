@@ -19,6 +19,9 @@
 
 #include "slimnet/core/error.hpp"
 #include "slimnet/core/tensor.hpp"
+#include "slimnet/kernels/intrinsics.hpp"
+
+SLIMNET_INTRINSICS_BEGIN
 
 namespace slimnet::kernels {
 
@@ -613,3 +616,5 @@ void gemm(matrix_ref<const Scalar> a, matrix_ref<const Scalar> b, matrix_ref<Sca
 }
 
 }  // namespace slimnet::kernels
+
+SLIMNET_INTRINSICS_END

@@ -39,6 +39,9 @@
 #include "slimnet/kernels/dispatch.hpp"
 #include "slimnet/kernels/int8_gemm.hpp"
 #include "slimnet/kernels/sparse_conv.hpp"
+#include "slimnet/kernels/intrinsics.hpp"
+
+SLIMNET_INTRINSICS_BEGIN
 
 namespace slimnet::kernels {
 
@@ -555,3 +558,5 @@ void int8_conv2d_reference(const std::int8_t* codes, index_t out_c, index_t kh, 
 }
 
 }  // namespace slimnet::kernels
+
+SLIMNET_INTRINSICS_END

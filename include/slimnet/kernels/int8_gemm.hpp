@@ -26,6 +26,9 @@
 #include "slimnet/core/error.hpp"
 #include "slimnet/kernels/dispatch.hpp"
 #include "slimnet/kernels/gemm.hpp"
+#include "slimnet/kernels/intrinsics.hpp"
+
+SLIMNET_INTRINSICS_BEGIN
 
 namespace slimnet::kernels {
 
@@ -337,3 +340,5 @@ void gemm_int16(matrix_ref<const std::int16_t> a, matrix_ref<const std::int16_t>
 }
 
 }  // namespace slimnet::kernels
+
+SLIMNET_INTRINSICS_END

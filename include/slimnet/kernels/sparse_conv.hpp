@@ -44,6 +44,9 @@
 #include "slimnet/kernels/dispatch.hpp"
 #include "slimnet/kernels/gemm.hpp"
 #include "slimnet/kernels/sparse_csr.hpp"
+#include "slimnet/kernels/intrinsics.hpp"
+
+SLIMNET_INTRINSICS_BEGIN
 
 namespace slimnet::kernels {
 
@@ -736,3 +739,5 @@ void sparse_conv2d(const sparse_filters_ref<Value>& f, const Value* x, const con
 }
 
 }  // namespace slimnet::kernels
+
+SLIMNET_INTRINSICS_END

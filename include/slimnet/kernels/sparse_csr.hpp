@@ -16,6 +16,9 @@
 #include "slimnet/core/error.hpp"
 #include "slimnet/kernels/dispatch.hpp"
 #include "slimnet/kernels/gemm.hpp"
+#include "slimnet/kernels/intrinsics.hpp"
+
+SLIMNET_INTRINSICS_BEGIN
 
 namespace slimnet::kernels {
 
@@ -452,3 +455,5 @@ void spmm_csr(const csr_ref<Value, Index>& a, matrix_ref<const Value> x, matrix_
 }
 
 }  // namespace slimnet::kernels
+
+SLIMNET_INTRINSICS_END

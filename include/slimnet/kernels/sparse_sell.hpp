@@ -21,6 +21,9 @@
 #include <vector>
 
 #include "slimnet/kernels/sparse_csr.hpp"
+#include "slimnet/kernels/intrinsics.hpp"
+
+SLIMNET_INTRINSICS_BEGIN
 
 namespace slimnet::kernels {
 
@@ -319,3 +322,5 @@ void spmv_sell(const sell_ref<Value, Index>& a, const Value* x, Value* y, const 
 }
 
 }  // namespace slimnet::kernels
+
+SLIMNET_INTRINSICS_END

@@ -19,6 +19,9 @@
 #include "slimnet/kernels/gemm.hpp"
 #include "slimnet/nn/init.hpp"
 #include "slimnet/nn/layer.hpp"
+#include "slimnet/kernels/intrinsics.hpp"
+
+SLIMNET_INTRINSICS_BEGIN
 
 namespace slimnet::nn {
 
@@ -276,3 +279,5 @@ class conv2d : public cloneable<conv2d<Scalar>, Scalar> {
 };
 
 }  // namespace slimnet::nn
+
+SLIMNET_INTRINSICS_END

@@ -14,6 +14,9 @@
 #include "slimnet/core/error.hpp"
 #include "slimnet/nn/conv2d.hpp"
 #include "slimnet/nn/layer.hpp"
+#include "slimnet/kernels/intrinsics.hpp"
+
+SLIMNET_INTRINSICS_BEGIN
 
 namespace slimnet::nn {
 namespace detail {
@@ -250,3 +253,5 @@ class avg_pool2d : public cloneable<avg_pool2d<Scalar>, Scalar> {
 };
 
 }  // namespace slimnet::nn
+
+SLIMNET_INTRINSICS_END
