@@ -99,7 +99,7 @@ std::unique_ptr<nn::layer<float>> convert_like_loader(const nn::layer<float>& mo
         const std::string e = encodings.at(l.weight().name());
         if (e == "sparse" || e == "sparse_codebook") return std::make_unique<compressed>(c::to_sparse(l));
         if (e == "codebook") return std::make_unique<compressed>(c::to_codebook(l));
-        if (e == "sign_bits") return std::make_unique<compressed>(c::to_xnor(l));
+        if (e == "sign_bits") return io::detail::reads_signs(*s, i) ? std::make_unique<compressed>(c::to_xnor(l)) : nullptr;
         if (e == "int8_rows" || e == "fixed_point") return std::make_unique<compressed>(c::to_int8(l));
         return nullptr;
       };
@@ -116,11 +116,17 @@ std::unique_ptr<nn::layer<float>> convert_like_loader(const nn::layer<float>& mo
 
 /// save -> load (decoded and compressed) -> outputs equal the in-memory model's; returns the encodings.
 /// The file is written to `path`.
+io::load_model_options decode_options() {
+  io::load_model_options o;
+  o.decode = true;
+  return o;
+}
+
 std::map<std::string, std::string> check_round_trip(nn::layer<float>& model, const tensor<float>& x, const std::string& file,
                                                     const io::save_model_options& options = {}, fs::path* written = nullptr) {
   const fs::path path = slimnet::testing::temp_dir("model_file_" + file) / (file + ".safetensors");
   io::save_model(model, path, options);
-  auto decoded = io::read_model<float>(path, {true});
+  auto decoded = io::read_model<float>(path, decode_options());
   INFO(file);
   require_identical(run(*decoded.model, x), run(model, x));
   auto compressed = io::read_model<float>(path);
@@ -174,7 +180,7 @@ TEST_CASE("LeNet-300-100 pruned + clustered, with a binarized layer, round trips
   CHECK(enc.at("fc1.bias") == "dense_f32");
   const auto loaded = io::load_model<float>(path);
   auto& seq = static_cast<nn::sequential<float>&>(*loaded);
-  CHECK(seq[5].kind() == "XnorLinear");
+  CHECK(seq[5].kind() == "Linear");  // fed by a ReLU, not signs: XNOR would binarize its input
   // ~8% of 266k weights at 4-bit indices and 4-5 bit codes, biases dense: well over 20x.
   CHECK(compression_ratio(path) > 20);
 }
@@ -256,6 +262,31 @@ TEST_CASE("a Bi-LSTM with a unit mask and a thinned stacked GRU round trip bitwi
   binarize_rows(static_cast<nn::linear<float>&>(g.find("fc")).weight());
   const auto enc = check_round_trip(g, random_input({4, 5, 6}, 10), "gru");
   CHECK(enc.at("fc.weight") == "sign_bits");
+}
+
+TEST_CASE("a sign-bit layer loads on the XNOR kernel only where it reads signs", "[io][model_file]") {
+  rng gen(16);
+  nn::sequential<float> m;
+  m.add("fc1", nn::linear<float>(12, 40));  // reads real values: stays float even with sign-bit weights
+  m.add("sign1", quant::sign_activation<float>());
+  m.add("drop", nn::dropout<float>(0.2));
+  m.add("fc2", nn::linear<float>(40, 33));
+  m.add("sign2", quant::sign_activation<float>());
+  m.add("fc3", nn::linear<float>(33, 3));
+  m.reset_parameters(gen);
+  for (const char* name : {"fc1", "fc2"}) binarize_rows(static_cast<nn::linear<float>&>(m.find(name)).weight());
+  fs::path path;
+  const auto enc = check_round_trip(m, random_input({6, 12}, 17), "signs", io::save_model_options{}, &path);
+  CHECK(enc.at("fc1.weight") == "sign_bits");
+  CHECK(enc.at("fc2.weight") == "sign_bits");
+  const auto loaded = io::load_model<float>(path);
+  auto& seq = static_cast<nn::sequential<float>&>(*loaded);
+  CHECK(seq[0].kind() == "Linear");
+  CHECK(seq[3].kind() == "XnorLinear");
+  // The loaded model computes what the float model computes (fc2 sums +-alpha over +-1 inputs).
+  const auto x = random_input({6, 12}, 18);
+  const auto a = run(m, x), b = run(*loaded, x);
+  for (index_t i = 0; i < a.size(); ++i) CHECK(b[i] == Approx(a[i]).margin(1e-4));
 }
 
 TEST_CASE("the DeepSense model round trips bitwise", "[io][model_file]") {

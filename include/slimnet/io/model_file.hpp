@@ -188,15 +188,30 @@ inline model_file_view view_of(const raw_file& file, const std::string& version,
   return v;
 }
 
-/// The compressed form of a Linear / Conv2d for `encoding`, or null to keep the float layer.
+/// Whether layer i of `s` reads the output of a sign activation (through Flatten, MaxPool2d or
+/// Dropout, which keep values in {-1, +1}): only then does an XNOR kernel compute what the float
+/// layer computes. A sign-bit layer fed real values (a BNN's first layer, a binarized classifier
+/// after a ReLU) stays a float layer with its decoded +-alpha weights.
+template <class Scalar>
+bool reads_signs(const nn::sequential<Scalar>& s, std::size_t i) {
+  while (i-- > 0) {
+    const std::string kind = s[i].kind();
+    if (kind == "Flatten" || kind == "MaxPool2d" || kind == "Dropout") continue;
+    return dynamic_cast<const quant::sign_activation<Scalar>*>(&s[i]) != nullptr;
+  }
+  return false;
+}
+
+/// The compressed form of a Linear / Conv2d for `encoding`, or null to keep the float layer;
+/// `binary_input`: the layer reads signs (reads_signs).
 template <class Scalar, class Layer>
 std::unique_ptr<nn::layer<Scalar>> compressed_for(Layer& l, const std::string& encoding, const nlohmann::json& descriptor,
-                                                  const load_model_options& o) {
+                                                  const load_model_options& o, bool binary_input) {
   namespace c = nn::compressed;
   using linear_or_conv = std::conditional_t<std::is_same_v<Layer, nn::linear<Scalar>>, c::compressed_linear<Scalar>, c::compressed_conv2d<Scalar>>;
   if (encoding == "sparse" || encoding == "sparse_codebook") return std::make_unique<linear_or_conv>(c::to_sparse(l, o.sparse));
   if (encoding == "codebook") return std::make_unique<linear_or_conv>(c::to_codebook(l, o.codebook));
-  if (encoding == "sign_bits") return std::make_unique<linear_or_conv>(c::to_xnor(l, o.xnor));
+  if (encoding == "sign_bits") return binary_input ? std::make_unique<linear_or_conv>(c::to_xnor(l, o.xnor)) : nullptr;
   if (encoding == "int8_rows") return std::make_unique<linear_or_conv>(c::to_int8(l, o.int8));
   if (encoding == "fixed_point") {
     const auto& fp = descriptor["fixed_point"];
@@ -302,10 +317,10 @@ loaded_model<Scalar> read_model(const std::filesystem::path& path, const load_mo
         std::unique_ptr<nn::layer<Scalar>> c;
         if (auto* lin = dynamic_cast<nn::linear<Scalar>*>(&(*s)[i])) {
           const std::string w = lin->weight().name();
-          c = detail::compressed_for<Scalar>(*lin, out.encodings.at(w), descriptors[w], options);
+          c = detail::compressed_for<Scalar>(*lin, out.encodings.at(w), descriptors[w], options, detail::reads_signs(*s, i));
         } else if (auto* conv = dynamic_cast<nn::conv2d<Scalar>*>(&(*s)[i])) {
           const std::string w = conv->weight().name();
-          c = detail::compressed_for<Scalar>(*conv, out.encodings.at(w), descriptors[w], options);
+          c = detail::compressed_for<Scalar>(*conv, out.encodings.at(w), descriptors[w], options, detail::reads_signs(*s, i));
         }
         if (c) s->replace(i, std::move(c));
       }
