@@ -86,7 +86,7 @@ struct round_printer : train::callback<float> {
     if (!round_end && !last) return;
     index_t kept = 0, total = 0;
     for (auto* p : params) {
-      kept += prune::count_nonzero(prune::effective_weight(*p));
+      kept += prune::count_nonzero(prune::masked_weight(*p));
       total += p->size();
     }
     const std::string what = round_end ? fmt::format("epoch {}", e) : "final";

@@ -49,7 +49,7 @@ std::string default_c_rates(const std::string& model) {
 index_t kept(nn::layer<float>& model) {
   index_t n = 0;
   for (auto* p : prune::prunable_parameters(model))
-    n += prune::count_nonzero(prune::effective_weight(*p));
+    n += prune::count_nonzero(prune::masked_weight(*p));
   return n;
 }
 

@@ -134,7 +134,7 @@ int main(int argc, char** argv) {
     const index_t steps_per_epoch = (data.train.size() + batch - 1) / batch;
     auto kept = [&] {
       index_t n = 0;
-      for (auto* p : weight_matrices(model)) n += nonzeros(prune::effective_weight(*p));
+      for (auto* p : weight_matrices(model)) n += nonzeros(prune::masked_weight(*p));
       return n;
     };
     const std::string method = a.str("method");

@@ -109,3 +109,15 @@ TEST_CASE("weight transforms change the forward value, the gradient and the step
   CHECK(l.weight().value()[0] == 1);
   CHECK(l.weight().value()[0] == 1);
 }
+
+TEST_CASE("model(x) runs inference in evaluation mode", "[nn]") {
+  rng gen(21);
+  auto m = nn::models::lenet_300_100<float>(gen);
+  tensor<float> x({3, 1, 28, 28});
+  for (index_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(gen.uniform());
+  tensor<float> y;
+  m.forward(x, y, nn::forward_context{});
+  const tensor<float> z = m(x);
+  CHECK(z.shape() == shape_t{3, 10});
+  CHECK(z.flat() == y.flat());
+}

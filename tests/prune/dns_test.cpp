@@ -219,7 +219,7 @@ TEST_CASE("DNS on a small classifier prunes most weights, splices some back and 
   REQUIRE(groups.size() == 2);
   index_t kept_at_start = 0;
   for (auto* p : prune::prunable_parameters(m))
-    kept_at_start += prune::count_nonzero(prune::effective_weight(*p));
+    kept_at_start += prune::count_nonzero(prune::masked_weight(*p));
   train::sgd<float> opt({0.05, 0.9, 0.0, 5e-4});
   train::fit_options fo;
   fo.epochs = 20;
@@ -229,7 +229,7 @@ TEST_CASE("DNS on a small classifier prunes most weights, splices some back and 
   CHECK(train::evaluate(m, d, train::cross_entropy<float>()).accuracy > 0.95);
   index_t kept = 0, total = 0;
   for (auto* p : prune::prunable_parameters(m)) {
-    kept += prune::count_nonzero(prune::effective_weight(*p));
+    kept += prune::count_nonzero(prune::masked_weight(*p));
     total += p->size();
   }
   index_t spliced = 0, pruned = 0;

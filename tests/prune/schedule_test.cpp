@@ -46,7 +46,7 @@ struct sparsity_log : train::callback<Scalar> {
   std::vector<index_t> zeros() const {
     std::vector<index_t> z;
     for (auto* p : params)
-      z.push_back(p->size() - prune::count_nonzero(prune::effective_weight(*p)));
+      z.push_back(p->size() - prune::count_nonzero(prune::masked_weight(*p)));
     return z;
   }
   void on_epoch_begin(train::train_state<Scalar>&) override { epoch_zeros.push_back(zeros()); }

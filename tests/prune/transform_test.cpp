@@ -292,6 +292,11 @@ TEMPLATE_TEST_CASE("global_unstructured ranks the whole model; existing masks st
   CHECK_THROWS_WITH(
       prune::global_unstructured(std::vector<nn::parameter<TestType>*>{params[0], params[0]}, 0.1),
       Contains("listed twice"));
+  // A braced list deduces the scalar type: half of what remains again.
+  prune::global_unstructured({params[0], params[1], params[2]}, 0.5);
+  zeros = 0;
+  for (auto* p : params) zeros += p->size() - prune::count_nonzero(p->value());
+  CHECK(zeros == 312 + 156 + 78);
 }
 
 TEMPLATE_TEST_CASE("remove bakes W*T and drops only the mask", "[prune][functional]", float,

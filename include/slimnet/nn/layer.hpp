@@ -38,6 +38,14 @@ class layer {
   virtual void backward(const tensor<Scalar>& x, const tensor<Scalar>& y, const tensor<Scalar>& dy,
                         tensor<Scalar>* dx) = 0;
 
+  /// Inference on one input: y = layer(x) in evaluation mode (no dropout, BatchNorm's running
+  /// statistics, deterministic transforms), e.g. `auto logits = model(images);`.
+  tensor<Scalar> operator()(const tensor<Scalar>& x) {
+    tensor<Scalar> y;
+    forward(x, y, forward_context{});
+    return y;
+  }
+
   virtual void visit_parameters(const parameter_visitor& /*visit*/) {}
   /// Visits this layer (containers visit their children after themselves).
   virtual void visit_layers(const layer_visitor& visit) { visit(*this); }

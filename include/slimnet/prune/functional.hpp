@@ -10,6 +10,8 @@
 // parameter twice with 0.5 leaves 25% (see prune::amount for count and sparsity targets).
 #pragma once
 
+#include <initializer_list>
+
 #include <string>
 #include <vector>
 
@@ -105,7 +107,7 @@ template <class Scalar>
 mask_transform<Scalar>& quality_unstructured(nn::parameter<Scalar>& p, double q) {
   constexpr const char* fn = "slimnet::prune::quality_unstructured";
   detail::check_quality(q, fn);
-  const tensor<Scalar> w = effective_weight(p);
+  const tensor<Scalar> w = masked_weight(p);
   double stddev = weight_std(w);
   for (const auto& t : p.transforms()) {
     if (auto* m = dynamic_cast<mask_transform<Scalar>*>(t.get()); m != nullptr && m->reference_std)
@@ -153,10 +155,17 @@ void global_unstructured(const std::vector<nn::parameter<Scalar>*>& params, amou
   }
 }
 
+/// global_unstructured over a braced list, with the scalar type deduced:
+/// prune::global_unstructured({&fc1.weight(), &fc2.weight()}, 0.5).
+template <class Scalar>
+void global_unstructured(std::initializer_list<nn::parameter<Scalar>*> params, amount how_much) {
+  global_unstructured(std::vector<nn::parameter<Scalar>*>(params), how_much);
+}
+
 /// Fraction of p's entries that are pruned (zero in W * T).
 template <class Scalar>
 double sparsity(const nn::parameter<Scalar>& p) {
-  return sparsity(effective_weight(p));
+  return sparsity(masked_weight(p));
 }
 
 }  // namespace slimnet::prune

@@ -122,7 +122,7 @@ tensor<Scalar> mask_of(const nn::parameter<Scalar>& p) {
 
 /// W * T: the weights the pruned model uses (ignoring non-masking transforms such as quantizers).
 template <class Scalar>
-tensor<Scalar> effective_weight(const nn::parameter<Scalar>& p) {
+tensor<Scalar> masked_weight(const nn::parameter<Scalar>& p) {
   tensor<Scalar> w = p.value();
   w.flat().array() *= mask_of(p).flat().array();
   return w;
@@ -170,7 +170,7 @@ void remove(nn::parameter<Scalar>& p) {
   if (!is_pruned(p))
     slimnet::detail::raise<config_error>("slimnet::prune::remove",
                                          "parameter '{}' has no pruning mask", p.name());
-  p.value() = effective_weight(p);
+  p.value() = masked_weight(p);
   std::vector<typename nn::parameter<Scalar>::transform_ptr> keep;
   for (const auto& t : p.transforms()) {
     if (dynamic_cast<masking_transform<Scalar>*>(t.get()) == nullptr) keep.push_back(t);
