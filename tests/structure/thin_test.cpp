@@ -3,13 +3,17 @@
 // Linear, Conv2d + BatchNorm + pooling + Flatten, nested Sequentials, stacked LSTM / GRU and
 // Bidirectional layers; and it refuses what it cannot do.
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "slimnet/nn.hpp"
 #include "slimnet/prune.hpp"
+#include "slimnet/quant.hpp"
 #include "slimnet/structure.hpp"
+#include "slimnet/train.hpp"
+#include "support/datasets.hpp"
 #include "support/tensors.hpp"
 
 using namespace slimnet;
@@ -192,4 +196,34 @@ TEST_CASE("thinning refuses what it cannot do, naming the layer", "[structure]")
   CHECK_THROWS_WITH(thin(m, {{"tanh", thin_test_keep(4, {0})}}), Contains("not a Linear"));
   prune::l1_unstructured(prune::find_parameter(m.find("fc1"), "weight", "test"), prune::amount::sparsity(0.5));
   CHECK_THROWS_WITH(thin(m, {{"fc1", thin_test_keep(4, {0})}}), Contains("fc1.weight") && Contains("transform"));
+}
+
+TEST_CASE("a thinned model is an ordinary model: pruning and BinaryConnect attach to it and train", "[structure][compose]") {
+  rng gen(7);
+  nn::sequential<float> m;
+  m.add("fc1", nn::linear<float>(2, 12));
+  m.add("relu", nn::relu<float>());
+  m.add("fc2", nn::linear<float>(12, 8));
+  m.add("relu2", nn::relu<float>());
+  m.add("fc3", nn::linear<float>(8, 3));
+  m.reset_parameters(gen);
+  auto small = structure::thin(m, {{"fc1", thin_test_keep(12, {0, 5, 7})}, {"fc2", thin_test_keep(8, {3})}});
+  auto& w1 = prune::find_parameter(small.find("fc1"), "weight", "test");
+  auto& w2 = prune::find_parameter(small.find("fc2"), "weight", "test");
+  prune::l1_unstructured(w2, prune::amount::sparsity(0.5));
+  quant::binary_connect_options bc;
+  quant::attach_binary_connect(w1, bc);
+  const auto mask = prune::mask_of(w2);
+  const auto data = testing::blobs<float>(60, 8);
+  train::sgd<float> opt({0.05, 0.9, 0.0, 0.0, false});
+  train::fit_options o;
+  o.epochs = 2;
+  o.batch_size = 10;
+  o.progress = false;
+  train::fit(small, opt, train::cross_entropy<float>{}, data, o);
+  for (index_t i = 0; i < w2.size(); ++i)
+    if (mask[i] == 0.0f) CHECK(w2.value()[i] == 0.0f);
+  const auto& eff = w1.forward_value(nn::forward_context{});
+  for (index_t i = 0; i < eff.size(); ++i) CHECK(std::abs(eff[i]) == Approx(1.0f));
+  CHECK(train::evaluate(small, data, train::cross_entropy<float>{}).accuracy > 0.5);
 }
