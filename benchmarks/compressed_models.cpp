@@ -195,38 +195,6 @@ weight_stats stats_of(nn::sequential<float>& m) {
   return s;
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n == 0 ? NAN : n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-/// Median seconds per call of each function over `rounds` rounds, the functions interleaved within
-/// each round; each sample runs the function for >= min_sample seconds of thread CPU time.
-std::vector<double> median_side_by_side(const std::vector<std::function<void()>>& fs, int rounds, double min_sample = 2e-3) {
-  std::vector<long> reps(fs.size(), 1);
-  for (std::size_t v = 0; v < fs.size(); ++v) {
-    fs[v]();
-    for (;;) {
-      const double t0 = thread_seconds();
-      for (long r = 0; r < reps[v]; ++r) fs[v]();
-      const double s = thread_seconds() - t0;
-      if (s >= min_sample) break;
-      reps[v] = std::max(reps[v] * 2, static_cast<long>(static_cast<double>(reps[v]) * min_sample / std::max(s, 1e-9) * 1.2));
-    }
-  }
-  std::vector<std::vector<double>> samples(fs.size());
-  for (int round = 0; round < rounds; ++round) {
-    for (std::size_t v = 0; v < fs.size(); ++v) {
-      const double t0 = thread_seconds();
-      for (long r = 0; r < reps[v]; ++r) fs[v]();
-      samples[v].push_back((thread_seconds() - t0) / static_cast<double>(reps[v]));
-    }
-  }
-  std::vector<double> out;
-  for (auto& s : samples) out.push_back(median(s));
-  return out;
-}
 
 tensor<float> random_input(const std::string& model, index_t batch, rng& gen) {
   tensor<float> x({batch, 1, 28, 28});

@@ -46,38 +46,6 @@ namespace {
 
 constexpr index_t steps = 28, features = 28;
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n == 0 ? NAN : n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-/// Median seconds per call of each function over `rounds` rounds, interleaved within each round;
-/// each sample runs the function for >= min_sample seconds of thread CPU time.
-std::vector<double> median_side_by_side(const std::vector<std::function<void()>>& fs, int rounds, double min_sample = 2e-3) {
-  std::vector<long> reps(fs.size(), 1);
-  for (std::size_t v = 0; v < fs.size(); ++v) {
-    fs[v]();
-    for (;;) {
-      const double t0 = thread_seconds();
-      for (long r = 0; r < reps[v]; ++r) fs[v]();
-      const double s = thread_seconds() - t0;
-      if (s >= min_sample) break;
-      reps[v] = std::max(reps[v] * 2, static_cast<long>(static_cast<double>(reps[v]) * min_sample / std::max(s, 1e-9) * 1.2));
-    }
-  }
-  std::vector<std::vector<double>> samples(fs.size());
-  for (int round = 0; round < rounds; ++round) {
-    for (std::size_t v = 0; v < fs.size(); ++v) {
-      const double t0 = thread_seconds();
-      for (long r = 0; r < reps[v]; ++r) fs[v]();
-      samples[v].push_back((thread_seconds() - t0) / static_cast<double>(reps[v]));
-    }
-  }
-  std::vector<double> out;
-  for (auto& s : samples) out.push_back(median(s));
-  return out;
-}
 
 /// Weight matrices of a float model: every rank-2 parameter.
 std::vector<nn::parameter<float>*> weight_matrices(nn::sequential<float>& m) {

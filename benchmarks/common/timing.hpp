@@ -36,10 +36,10 @@ inline double best_single_call(const std::function<void()>& f, int samples = 300
   return best;
 }
 
-/// Seconds per call of each function: each is calibrated to samples of >= min_sample seconds, then
-/// sampled `rounds` times, the functions interleaved within each round; the fastest sample counts.
-inline std::vector<double> time_side_by_side(const std::vector<std::function<void()>>& fs, int rounds,
-                                             double min_sample = 2e-3, bool cpu_time = true) {
+/// Seconds per call of each function, one sample per round: each function is calibrated to samples
+/// of >= min_sample seconds, then sampled `rounds` times, the functions interleaved within each round.
+inline std::vector<std::vector<double>> sample_side_by_side(const std::vector<std::function<void()>>& fs, int rounds,
+                                                             double min_sample = 2e-3, bool cpu_time = true) {
   auto now = [cpu_time] {
     return cpu_time ? thread_seconds() : std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
   };
@@ -54,15 +54,36 @@ inline std::vector<double> time_side_by_side(const std::vector<std::function<voi
       reps[v] = std::max(reps[v] * 2, static_cast<long>(static_cast<double>(reps[v]) * min_sample / std::max(s, 1e-9) * 1.2));
     }
   }
-  std::vector<double> best(fs.size(), INFINITY);
+  std::vector<std::vector<double>> samples(fs.size());
   for (int round = 0; round < rounds; ++round) {
     for (std::size_t v = 0; v < fs.size(); ++v) {
       const double t0 = now();
       for (long r = 0; r < reps[v]; ++r) fs[v]();
-      best[v] = std::min(best[v], (now() - t0) / static_cast<double>(reps[v]));
+      samples[v].push_back((now() - t0) / static_cast<double>(reps[v]));
     }
   }
+  return samples;
+}
+
+/// The fastest sample of each function (kernel benchmarks: other programs only add time).
+inline std::vector<double> time_side_by_side(const std::vector<std::function<void()>>& fs, int rounds,
+                                             double min_sample = 2e-3, bool cpu_time = true) {
+  std::vector<double> best;
+  for (const auto& s : sample_side_by_side(fs, rounds, min_sample, cpu_time)) best.push_back(*std::min_element(s.begin(), s.end()));
   return best;
+}
+
+inline double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n == 0 ? NAN : n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/// The median sample of each function, thread CPU time (the whole-model benchmarks).
+inline std::vector<double> median_side_by_side(const std::vector<std::function<void()>>& fs, int rounds, double min_sample = 2e-3) {
+  std::vector<double> out;
+  for (auto& s : sample_side_by_side(fs, rounds, min_sample)) out.push_back(median(s));
+  return out;
 }
 
 /// The 1-minute load average, printed with results so a reader can judge how busy the machine was.
