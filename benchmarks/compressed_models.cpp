@@ -44,6 +44,7 @@
 
 #include "common/cli.hpp"
 #include "common/timing.hpp"
+#include "common/weight_stats.hpp"
 #include "slimnet/core/random.hpp"
 #include "slimnet/io.hpp"
 #include "slimnet/nn/batch_norm.hpp"
@@ -161,39 +162,6 @@ void magnitude_prune(nn::sequential<float>& m, const std::map<std::string, doubl
   }
 }
 
-/// Weight bytes, stored nonzeros and bytes of sparse layers of a model (float layers: 4 bytes per weight).
-struct weight_stats {
-  double bytes = 0, sparse_bytes = 0, sparse_nnz = 0, nnz = 0, weights = 0;
-};
-void add_engine(weight_stats& s, const nc::engine<float>& e) {
-  s.bytes += static_cast<double>(e.bytes());
-  if (auto* se = dynamic_cast<const nc::sparse_engine<float>*>(&e)) {
-    s.sparse_bytes += static_cast<double>(se->bytes());
-    s.sparse_nnz += static_cast<double>(se->nnz());
-  } else if (auto* ce = dynamic_cast<const nc::csr16_engine<float>*>(&e)) {
-    s.sparse_bytes += static_cast<double>(ce->bytes());
-    s.sparse_nnz += static_cast<double>(ce->nnz());
-  }
-}
-weight_stats stats_of(nn::sequential<float>& m) {
-  weight_stats s;
-  m.visit_layers([&](nn::layer<float>& l) {
-    if (auto* cl = dynamic_cast<nc::compressed_linear<float>*>(&l)) {
-      add_engine(s, cl->weights());
-    } else if (auto* cc = dynamic_cast<nc::compressed_conv2d<float>*>(&l)) {
-      add_engine(s, cc->weights());
-    } else if (l.kind() == "Linear" || l.kind() == "Conv2d") {
-      l.visit_parameters([&](nn::parameter<float>& p) {
-        if (p.name().size() >= 7 && p.name().compare(p.name().size() - 7, 7, ".weight") == 0) {
-          s.bytes += 4.0 * static_cast<double>(p.size());
-          for (index_t i = 0; i < p.size(); ++i) s.nnz += p.value()[i] != 0.0f;
-          s.weights += static_cast<double>(p.size());
-        }
-      });
-    }
-  });
-  return s;
-}
 
 
 tensor<float> random_input(const std::string& model, index_t batch, rng& gen) {

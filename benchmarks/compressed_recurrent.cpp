@@ -33,6 +33,7 @@
 #include "common/bilstm.hpp"
 #include "common/cli.hpp"
 #include "common/timing.hpp"
+#include "common/weight_stats.hpp"
 #include "slimnet/core/random.hpp"
 #include "slimnet/io.hpp"
 #include "slimnet/nn/compressed/convert.hpp"
@@ -56,43 +57,6 @@ std::vector<nn::parameter<float>*> weight_matrices(nn::sequential<float>& m) {
   return out;
 }
 
-struct weight_stats {
-  double bytes = 0, sparse_bytes = 0, sparse_nnz = 0, nnz = 0, weights = 0;
-};
-
-void add_engine(weight_stats& s, const nc::engine<float>& e) {
-  s.bytes += static_cast<double>(e.bytes());
-  if (auto* se = dynamic_cast<const nc::sparse_engine<float>*>(&e)) {
-    s.sparse_bytes += static_cast<double>(se->bytes());
-    s.sparse_nnz += static_cast<double>(se->nnz());
-  } else if (auto* ce = dynamic_cast<const nc::csr16_engine<float>*>(&e)) {
-    s.sparse_bytes += static_cast<double>(ce->bytes());
-    s.sparse_nnz += static_cast<double>(ce->nnz());
-  }
-}
-
-/// Float model: 4 bytes per weight-matrix entry, nonzeros counted; compressed model: the engines' bytes.
-weight_stats stats_of(nn::sequential<float>& m) {
-  weight_stats s;
-  m.visit_layers([&](nn::layer<float>& l) {
-    if (auto* cl = dynamic_cast<nc::compressed_linear<float>*>(&l)) {
-      add_engine(s, cl->weights());
-    } else if (auto* cr = dynamic_cast<nc::compressed_lstm<float>*>(&l)) {
-      for (index_t k = 0; k < cr->num_layers(); ++k) {
-        add_engine(s, cr->input_weights(k));
-        add_engine(s, cr->recurrent_weights(k));
-      }
-    }
-  });
-  if (s.bytes == 0) {
-    for (auto* p : weight_matrices(m)) {
-      s.bytes += 4.0 * static_cast<double>(p->size());
-      for (index_t i = 0; i < p->size(); ++i) s.nnz += p->value()[i] != 0.0f;
-      s.weights += static_cast<double>(p->size());
-    }
-  }
-  return s;
-}
 
 /// Keeps `density` of every weight matrix at random (the rest set to 0).
 void prune_randomly(nn::sequential<float>& m, double density, rng& gen) {
