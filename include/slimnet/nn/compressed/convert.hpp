@@ -27,6 +27,7 @@
 #include "slimnet/nn/compressed/int8_engine.hpp"
 #include "slimnet/nn/compressed/layers.hpp"
 #include "slimnet/nn/compressed/recurrent.hpp"
+#include "slimnet/nn/compressed/sparse_codebook_engine.hpp"
 #include "slimnet/nn/compressed/sparse_engine.hpp"
 #include "slimnet/nn/compressed/xnor_engine.hpp"
 #include "slimnet/nn/bidirectional.hpp"
@@ -230,6 +231,31 @@ compressed_conv2d<Scalar> to_codebook(conv2d<Scalar>& c, const codebook_options&
       c.in_channels(), c.window());
 }
 
+/// A pruned, weight-shared Linear (at most 2^bits distinct nonzero values): its nonzeros as codebook
+/// indices in the sparse layouts (sparse_codebook_engine) when sparse pays at so.batch, else the
+/// dense codebook (make_codebook_engine decides, measured with so.measure).
+template <class Scalar>
+compressed_linear<Scalar> to_sparse_codebook(linear<Scalar>& l, const codebook_options& o = {}, const sparse_options& so = {},
+                                             kernels::sparse_choice* choice = nullptr) {
+  return compressed_linear<Scalar>(make_codebook_engine(effective_weight(l.weight()), effective_bias(l.bias()), std::max<index_t>(1, so.batch),
+                                                        o.bits, so.measure, so.force_sparse, o.threads, choice));
+}
+
+/// A pruned, weight-shared Conv2d: sparse filters run the direct sparse convolution (csr16_engine,
+/// the values stored as floats: the direct kernels read one scalar weight per nonzero), a strided
+/// one the sparse + codebook engine on its im2col matrix; dense filters the dense codebook.
+template <class Scalar>
+compressed_conv2d<Scalar> to_sparse_codebook(conv2d<Scalar>& c, const codebook_options& o = {}, const sparse_options& so = {},
+                                             kernels::sparse_choice* choice = nullptr) {
+  auto e = detail::make_conv_engine(c, so, choice);
+  if (dynamic_cast<dense_engine<Scalar>*>(e.get())) {
+    e = std::make_unique<codebook_engine<Scalar>>(effective_weight(c.weight()), effective_bias(c.bias()), o.bits, o.threads);
+  } else if (dynamic_cast<sparse_engine<Scalar>*>(e.get()) && o.threads == 1) {
+    e = std::make_unique<sparse_codebook_engine<Scalar>>(effective_weight(c.weight()), effective_bias(c.bias()), index_t{64}, o.bits);
+  }
+  return compressed_conv2d<Scalar>(std::move(e), c.in_channels(), c.window());
+}
+
 // --- LSTM / GRU ----------------------------------------------------------------------------------
 
 namespace detail {
@@ -415,12 +441,12 @@ void compress_sequential(sequential<Scalar>& model, format f, const compress_opt
                 : std::make_unique<compressed_conv2d<Scalar>>(to_int8(*conv, o.int8));
         break;
       case format::codebook:
-        c = lin ? std::unique_ptr<layer<Scalar>>(std::make_unique<compressed_linear<Scalar>>(to_codebook(*lin, o.codebook)))
-                : std::make_unique<compressed_conv2d<Scalar>>(to_codebook(*conv, o.codebook));
+        c = lin ? std::unique_ptr<layer<Scalar>>(std::make_unique<compressed_linear<Scalar>>(to_sparse_codebook(*lin, o.codebook, so, &choice)))
+                : std::make_unique<compressed_conv2d<Scalar>>(to_sparse_codebook(*conv, o.codebook, so, &choice));
         break;
     }
     std::string line = name + ": " + c->describe();
-    if (f == format::sparse) line += " [" + choice.describe() + "]";
+    if (f == format::sparse || f == format::codebook) line += " [" + choice.describe() + "]";
     report.push_back(line);
     model.replace(i, std::move(c));
   }
