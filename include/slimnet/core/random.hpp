@@ -2,6 +2,7 @@
 // the same numbers with every compiler and standard library (std::normal_distribution does not).
 #pragma once
 
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -14,12 +15,45 @@ class rng {
  public:
   using result_type = std::uint64_t;
 
+  /// Everything the generator's future output depends on: the xoshiro256** words and the second
+  /// deviate of the last polar-method pair (normal() returns it next). Restoring it with
+  /// set_state continues the stream exactly (checkpoints, train/checkpoint.hpp).
+  struct state_type {
+    std::array<std::uint64_t, 4> words{};
+    double spare_normal = 0.0;
+    bool has_spare_normal = false;
+    friend bool operator==(const state_type& a, const state_type& b) {
+      // The spare is compared bit for bit only when it will be used.
+      return a.words == b.words && a.has_spare_normal == b.has_spare_normal &&
+             (!a.has_spare_normal || a.spare_normal == b.spare_normal);
+    }
+    friend bool operator!=(const state_type& a, const state_type& b) { return !(a == b); }
+  };
+
   explicit rng(std::uint64_t seed = 0x5eed) { reseed(seed); }
 
   void reseed(std::uint64_t seed) {
     std::uint64_t z = seed;
     for (auto& word : state_) word = splitmix64(z);
     has_spare_normal_ = false;
+  }
+
+  state_type state() const {
+    state_type s;
+    for (int i = 0; i < 4; ++i) s.words[static_cast<std::size_t>(i)] = state_[i];
+    s.spare_normal = spare_normal_;
+    s.has_spare_normal = has_spare_normal_;
+    return s;
+  }
+  /// Requires: s.words not all zero (xoshiro's one fixed point: it would output 0 forever), which
+  /// no generator's state() ever is; readers of untrusted state check it (valid_state).
+  void set_state(const state_type& s) {
+    for (int i = 0; i < 4; ++i) state_[i] = s.words[static_cast<std::size_t>(i)];
+    spare_normal_ = s.spare_normal;
+    has_spare_normal_ = s.has_spare_normal;
+  }
+  static bool valid_state(const state_type& s) {
+    return (s.words[0] | s.words[1] | s.words[2] | s.words[3]) != 0 && (!s.has_spare_normal || std::isfinite(s.spare_normal));
   }
 
   static constexpr result_type min() { return 0; }

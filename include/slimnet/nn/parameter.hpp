@@ -11,8 +11,10 @@
 #include <utility>
 #include <vector>
 
+#include "slimnet/core/error.hpp"
 #include "slimnet/core/random.hpp"
 #include "slimnet/core/tensor.hpp"
+#include "slimnet/nn/state.hpp"
 
 namespace slimnet::nn {
 
@@ -109,6 +111,21 @@ class parameter_transform {
   /// (DNS: a layer's weight and bias draw their surgery together) is copied through `memo`, once
   /// per model copy, so the copies share it with each other and not with the original.
   virtual std::shared_ptr<parameter_transform> clone(clone_memo& memo) const = 0;
+  /// Checkpoints (train/checkpoint.hpp): writes what training changes (masks, centroids, counters,
+  /// generators) under keys already scoped to this transform; load_state restores it into a
+  /// transform attached the same way (same kind and shapes, e.g. to a model rebuilt from scratch),
+  /// so training continues bit for bit. State shared by several parameters (DNS's group) is
+  /// restored in place, keeping it shared. No silent default: a transform that does not override
+  /// these cannot be checkpointed (config_error naming it), and one without state overrides them
+  /// with empty bodies that say so.
+  virtual void save_state(state_writer<Scalar>& /*out*/) const { no_state_support("save_state"); }
+  virtual void load_state(const state_reader<Scalar>& /*in*/) { no_state_support("load_state"); }
+
+ private:
+  [[noreturn]] void no_state_support(const char* what) const {
+    slimnet::detail::raise<config_error>("slimnet::nn::parameter_transform", "transform '{}' does not implement {}: it cannot be checkpointed",
+                                         name(), what);
+  }
 };
 
 /// What a forward pass needs besides its input.

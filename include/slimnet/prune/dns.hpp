@@ -177,7 +177,67 @@ class dns_group {
   /// Called by the weight's transform after each optimizer step.
   void set_iteration(index_t iter) { iteration_ = iter; }
 
+  /// Checkpoint state (written by the weight's transform): thresholds, the generator, the draws
+  /// made so far, counters and totals. The options are checked, not restored: a layer resumed
+  /// under other DNS settings is a config_error naming both.
+  void save_state(nn::state_writer<Scalar>& out) const {
+    out.put_text("options", describe_options());
+    out.put_real("mean", th_.mean);
+    out.put_real("stddev", th_.stddev);
+    out.put_integer("count", th_.count);
+    out.put_real("t", th_.t);
+    out.put_real("a", th_.a);
+    out.put_real("b", th_.b);
+    out.put_generator("gen", gen_);
+    out.put_integer("decisions_count", static_cast<std::int64_t>(decisions_.size()));
+    out.put_integers("decisions", std::vector<std::int64_t>(decisions_.begin(), decisions_.end()));
+    out.put_integer("iteration", iteration_);
+    out.put_integer("surgeries", surgeries_);
+    out.put_integer("pruned", totals_.pruned);
+    out.put_integer("spliced", totals_.spliced);
+  }
+  /// Restores the state in place, so the members that share this group go on sharing it.
+  void load_state(const nn::state_reader<Scalar>& in) {
+    in.expect_text("options", describe_options());
+    const index_t iteration = in.get_integer("iteration", 0);
+    dns_thresholds th;
+    th.mean = in.get_real("mean");
+    th.stddev = in.get_real("stddev");
+    th.count = in.get_integer("count", 0);
+    th.t = in.get_real("t");
+    th.a = in.get_real("a");
+    th.b = in.get_real("b");
+    if (!(th.a >= 0) || !(th.b >= th.a)) {
+      slimnet::detail::raise<io_error>("slimnet::prune::dns_group::load_state", "{}: '{}' has thresholds a = {} and b = {}",
+                                       in.source(), in.prefix(), th.a, th.b);
+    }
+    // The draws are made up to the furthest member's iteration, at most one past the weight's.
+    const auto& raw = in.get_integers("decisions", static_cast<std::size_t>(in.get_integer("decisions_count", 0, iteration + 1)));
+    std::vector<std::uint8_t> decisions;
+    for (const auto d : raw) {
+      if (d != 0 && d != 1) slimnet::detail::raise<io_error>("slimnet::prune::dns_group::load_state", "{}: '{}decisions' holds {}", in.source(), in.prefix(), d);
+      decisions.push_back(static_cast<std::uint8_t>(d));
+    }
+    rng gen;
+    in.read_generator("gen", gen);
+    const index_t surgeries = in.get_integer("surgeries", 0);
+    surgery_counts totals;
+    totals.pruned = in.get_integer("pruned", 0);
+    totals.spliced = in.get_integer("spliced", 0);
+    th_ = th;
+    gen_ = gen;
+    decisions_ = std::move(decisions);
+    iteration_ = iteration;
+    surgeries_ = surgeries;
+    totals_ = totals;
+  }
+
  private:
+  std::string describe_options() const {
+    return fmt::format("c_rate={} gamma={} power={} iter_stop={} prune_factor={} splice_factor={} include_bias={} seed={}", opt_.c_rate,
+                       opt_.gamma, opt_.power, opt_.iter_stop, opt_.prune_factor, opt_.splice_factor, opt_.include_bias, opt_.seed);
+  }
+
   std::string name_;
   dns_options opt_;
   dns_thresholds th_;
@@ -214,6 +274,28 @@ class dns_transform final : public masking_transform<Scalar> {
     ++iteration_;
     if (is_weight_) group_->set_iteration(iteration_);
     if (group_->surgery_at(iteration_)) group_->operate(w, this->mask_);
+  }
+  /// State: the mask and the step counter; the weight's transform also writes the group's state
+  /// (the bias's shares it), which load_state restores in place.
+  void save_state(nn::state_writer<Scalar>& out) const override {
+    out.put_integer("is_weight", is_weight_ ? 1 : 0);
+    out.put_tensor("mask", this->mask_);
+    out.put_integer("iteration", iteration_);
+    if (is_weight_) {
+      auto group = out.scope("group");
+      group_->save_state(group);
+    }
+  }
+  void load_state(const nn::state_reader<Scalar>& in) override {
+    if ((in.get_integer("is_weight", 0, 1) == 1) != is_weight_) {
+      slimnet::detail::raise<config_error>("slimnet::prune::dns_transform::load_state", "{}: '{}' was saved from a DNS {} but restores a {}",
+                                           in.source(), in.prefix(), is_weight_ ? "bias" : "weight", is_weight_ ? "weight" : "bias");
+    }
+    tensor<Scalar> mask = this->read_mask(in);
+    const index_t iteration = in.get_integer("iteration", 0);
+    if (is_weight_) group_->load_state(in.scope("group"));
+    this->mask_ = std::move(mask);
+    iteration_ = iteration;
   }
   dns_group<Scalar>& group() { return *group_; }
   /// Direct access for tests and tools (e.g. to start from a given mask).

@@ -57,6 +57,18 @@ class masking_transform : public nn::parameter_transform<Scalar> {
           shape_string(w.shape()), shape_string(mask_.shape()));
     }
   }
+  /// The mask saved under "mask": shaped like this one (config_error) and 0/1 (io_error).
+  tensor<Scalar> read_mask(const nn::state_reader<Scalar>& in) const {
+    tensor<Scalar> mask = mask_;
+    in.read_tensor("mask", mask);
+    for (index_t i = 0; i < mask.size(); ++i) {
+      if (mask[i] != Scalar(0) && mask[i] != Scalar(1)) {
+        slimnet::detail::raise<io_error>("slimnet::prune::masking_transform::load_state", "{}: '{}mask' holds {} at index {} (not 0 or 1)",
+                                         in.source(), in.prefix(), static_cast<double>(mask[i]), i);
+      }
+    }
+    return mask;
+  }
   tensor<Scalar> mask_;
 };
 
@@ -87,6 +99,20 @@ class mask_transform final : public masking_transform<Scalar> {
     for (index_t k = 0; k < this->mask_.size(); ++k) {
       if (!alive[static_cast<std::size_t>(k)]) this->mask_[k] = Scalar(0);
     }
+  }
+
+  /// State: the mask and reference_std.
+  void save_state(nn::state_writer<Scalar>& out) const override {
+    out.put_tensor("mask", this->mask_);
+    out.put_integer("reference_std_present", reference_std ? 1 : 0);
+    if (reference_std) out.put_real("reference_std", *reference_std);
+  }
+  void load_state(const nn::state_reader<Scalar>& in) override {
+    tensor<Scalar> mask = this->read_mask(in);
+    std::optional<double> reference;
+    if (in.get_integer("reference_std_present", 0, 1) == 1) reference = in.get_real("reference_std");
+    this->mask_ = std::move(mask);
+    reference_std = reference;
   }
 
   /// Han et al.'s quality threshold is q * std of the layer's weights: the std of the weights

@@ -189,6 +189,21 @@ class binary_connect_transform : public nn::parameter_transform<Scalar> {
     w.flat() = w.flat().cwiseMax(-s).cwiseMin(s);
   }
 
+  /// State: the mode and pass-through switches (they may change during training) and the
+  /// support. The stochastic draws come from the pass's generator, which fit checkpoints.
+  void save_state(nn::state_writer<Scalar>& out) const override {
+    out.put_integer("stochastic", opt_.mode == binarization::stochastic ? 1 : 0);
+    out.put_integer("passthrough", passthrough_ ? 1 : 0);
+    out.put_optional_tensor("support", support_);
+  }
+  void load_state(const nn::state_reader<Scalar>& in) override {
+    const bool stochastic = in.get_integer("stochastic", 0, 1) == 1;
+    const bool passthrough = in.get_integer("passthrough", 0, 1) == 1;
+    in.read_optional_tensor("support", support_);
+    opt_.mode = stochastic ? binarization::stochastic : binarization::deterministic;
+    passthrough_ = passthrough;
+  }
+
   /// The surviving entries (0/1 shaped like W; nullopt: all), normally the parameter's support().
   void set_support(std::optional<tensor<Scalar>> support) { support_ = std::move(support); }
 

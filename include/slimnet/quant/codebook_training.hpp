@@ -60,6 +60,50 @@ class codebook_transform : public nn::parameter_transform<Scalar> {
   std::shared_ptr<nn::parameter_transform<Scalar>> clone(nn::clone_memo&) const override {
     return std::make_shared<codebook_transform>(*this);
   }
+  /// State: the centroids (fine-tuning moves them), the indices and support (fixed, but a model
+  /// rebuilt by re-running k-means could assign them differently: restored, not trusted) and the
+  /// sweep count. The layout (stages, blocks, clusters) must be the saved one (config_error).
+  void save_state(nn::state_writer<Scalar>& out) const override {
+    out.put_text("layout", layout_text());
+    for (std::size_t i = 0; i < book_.centroids.size(); ++i) {
+      const auto& c = book_.centroids[i];
+      tensor<Scalar> t({c.rows(), c.cols()});
+      Eigen::Map<row_matrix<Scalar>>(t.data(), c.rows(), c.cols()) = c;
+      out.put_tensor(fmt::format("centroids/{}", i), t);
+      out.put_integers(fmt::format("indices/{}", i), std::vector<std::int64_t>(book_.indices[i].begin(), book_.indices[i].end()));
+    }
+    out.put_integers("support", std::vector<std::int64_t>(book_.support.begin(), book_.support.end()));
+    out.put_integer("last_sweeps", last_sweeps_);
+  }
+  void load_state(const nn::state_reader<Scalar>& in) override {
+    constexpr const char* fn = "slimnet::quant::codebook_transform::load_state";
+    in.expect_text("layout", layout_text());
+    codebook<Scalar> book = book_;
+    for (std::size_t i = 0; i < book.centroids.size(); ++i) {
+      tensor<Scalar> t({book.centroids[i].rows(), book.centroids[i].cols()});
+      in.read_tensor(fmt::format("centroids/{}", i), t);
+      book.centroids[i] = Eigen::Map<const row_matrix<Scalar>>(t.data(), t.shape()[0], t.shape()[1]);
+      const auto& idx = in.get_integers(fmt::format("indices/{}", i), book.indices[i].size());
+      for (std::size_t r = 0; r < idx.size(); ++r) {
+        if (idx[r] < 0 || idx[r] >= book.clusters) {
+          slimnet::detail::raise<io_error>(fn, "{}: '{}indices/{}' holds {} at {} (clusters: {})", in.source(), in.prefix(), i, idx[r], r,
+                                           book.clusters);
+        }
+        book.indices[i][r] = static_cast<std::int32_t>(idx[r]);
+      }
+    }
+    const auto& support = in.get_integers("support", book.support.size());
+    for (std::size_t r = 0; r < support.size(); ++r) {
+      if (support[r] != 0 && support[r] != 1) {
+        slimnet::detail::raise<io_error>(fn, "{}: '{}support' holds {} at {}", in.source(), in.prefix(), support[r], r);
+      }
+      book.support[r] = static_cast<std::uint8_t>(support[r]);
+    }
+    const int sweeps = static_cast<int>(in.get_integer("last_sweeps", 0, max_sweeps_));
+    book_ = std::move(book);
+    last_sweeps_ = sweeps;
+  }
+
   /// Coordinate-descent sweeps used by the last refit (1 for k-means and PQ).
   int last_sweeps() const { return last_sweeps_; }
 
@@ -188,6 +232,11 @@ class codebook_transform : public nn::parameter_transform<Scalar> {
       }
       if (book_.stages == 1 || moved <= 1e-7 * scale) break;
     }
+  }
+
+  std::string layout_text() const {
+    return fmt::format("{} rows={} cols={} clusters={} stages={} blocks={}", book_.describe(), book_.rows, book_.cols, book_.clusters,
+                       book_.stages, book_.blocks());
   }
 
   void stage_reconstruction(int t, detail::dmatrix& out) const {

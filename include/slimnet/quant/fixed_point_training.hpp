@@ -106,6 +106,18 @@ class fixed_point_transform : public nn::parameter_transform<Scalar> {
   void set_support(std::optional<tensor<Scalar>> support) { support_ = std::move(support); }
   const std::optional<tensor<Scalar>>& support_kept() const { return support_; }
 
+  /// State: the generator of after_step's stochastic rounding and the support.
+  void save_state(nn::state_writer<Scalar>& out) const override {
+    out.put_generator("gen", gen_);
+    out.put_optional_tensor("support", support_);
+  }
+  void load_state(const nn::state_reader<Scalar>& in) override {
+    rng gen;
+    in.read_generator("gen", gen);
+    in.read_optional_tensor("support", support_);
+    gen_ = gen;
+  }
+
  private:
   fixed_point_weight_options opt_;
   rng gen_;

@@ -60,6 +60,10 @@ class int8_transform : public nn::parameter_transform<Scalar> {
     detail::zero_pruned(grad, support_);
   }
 
+  /// State: the support only (the scales are recomputed by every forward pass).
+  void save_state(nn::state_writer<Scalar>& out) const override { out.put_optional_tensor("support", support_); }
+  void load_state(const nn::state_reader<Scalar>& in) override { in.read_optional_tensor("support", support_); }
+
   /// Per-row steps s_r of the last forward pass.
   const std::vector<double>& scales() const { return scales_; }
   /// The surviving entries (0/1 shaped like W; nullopt: all), normally the parameter's support().

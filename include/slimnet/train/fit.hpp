@@ -2,11 +2,15 @@
 // Each step is train::training_step (train/step.hpp); callbacks.after_backward runs inside it
 // (gradients for W ready, optimizer not stepped yet), callbacks.after_step after it.
 // Compression schedules (pruning, DNS surgery, ...) plug in as callbacks and transforms.
+// With fit_options::checkpoint_path, fit writes a checkpoint (train/checkpoint.hpp) at epoch ends;
+// fit_options::resume_from continues such a run exactly where it stopped: with one thread and the
+// same options, a run stopped and resumed ends with the same bits as one never stopped.
 #pragma once
 
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <limits>
 #include <memory>
 #include <vector>
@@ -17,6 +21,7 @@
 #include "slimnet/core/random.hpp"
 #include "slimnet/data/dataset.hpp"
 #include "slimnet/nn/layer.hpp"
+#include "slimnet/train/checkpoint.hpp"
 #include "slimnet/train/loss.hpp"
 #include "slimnet/train/optimizer.hpp"
 #include "slimnet/train/schedule.hpp"
@@ -141,10 +146,20 @@ struct fit_options {
   /// or Inf (one pass over the parameters after backward and one after the step: O(parameters),
   /// small against a batch's O(parameters x batch) forward and backward).
   bool check_finite = true;
+  /// When set, a checkpoint (model, transforms, optimizer, generators, counters; written
+  /// atomically) replaces this file every `checkpoint_every` epochs and after the last epoch.
+  std::filesystem::path checkpoint_path;
+  int checkpoint_every = 1;
+  /// When set, fit continues the run saved in this checkpoint: from its next epoch, with its
+  /// shuffling order, generators and learning-rate schedule position, into a model and optimizer
+  /// built as the saved ones were. seed, batch_size, shuffle and the training-set size must be the
+  /// run's (config_error otherwise); `epochs` is the total, as in the run.
+  std::filesystem::path resume_from;
 
   void validate() const {
-    if (epochs < 0 || batch_size <= 0) {
-      slimnet::detail::raise<config_error>("slimnet::train::fit", "invalid options: epochs={} batch_size={}", epochs, batch_size);
+    if (epochs < 0 || batch_size <= 0 || checkpoint_every < 1) {
+      slimnet::detail::raise<config_error>("slimnet::train::fit", "invalid options: epochs={} batch_size={} checkpoint_every={}", epochs,
+                                           batch_size, checkpoint_every);
     }
   }
 };
@@ -203,11 +218,50 @@ history fit(nn::layer<Scalar>& model, optimizer<Scalar>& opt, const loss_functio
   train_state<Scalar> s{model, opt, gen, 0, 0, 0, 0, 0, 0, 0, 0, {}, {}, 0, false};
   s.epochs = options.epochs;
   s.batches_per_epoch = batches.batches();
-  for (auto* c : all) c->on_train_begin(s);
   data::batch<Scalar> b;
   training_step<Scalar> step(model, opt, loss, {options.check_finite, "slimnet::train::fit"});
+  // The run's own state besides model and optimizer. At an epoch boundary the batcher holds
+  // nothing but its generator: the next reset() draws the next permutation from it.
+  const auto run_identity = [&](auto&& check) {
+    check("seed", static_cast<std::int64_t>(options.seed));
+    check("batch_size", static_cast<std::int64_t>(options.batch_size));
+    check("shuffle", options.shuffle ? 1 : 0);
+    check("examples", static_cast<std::int64_t>(train_data.size()));
+  };
+  int first_epoch = 0;
+  if (!options.resume_from.empty()) {
+    rng gen_saved, shuffle_saved;
+    std::int64_t steps = 0;
+    load_checkpoint<Scalar>(options.resume_from, model, &opt, [&](const nn::state_reader<Scalar>& in) {
+      run_identity([&](const char* key, std::int64_t value) {
+        const std::int64_t saved = in.get_integer(key);
+        if (saved != value) {
+          slimnet::detail::raise<config_error>("slimnet::train::fit", "cannot resume from '{}': it was saved by a run with {} = {}, not {}",
+                                               options.resume_from.string(), key, saved, value);
+        }
+      });
+      first_epoch = static_cast<int>(in.get_integer("epoch", 0, options.epochs));
+      steps = in.get_integer("step", 0);
+      in.read_generator("gen", gen_saved);
+      in.read_generator("shuffle_gen", shuffle_saved);
+    });
+    gen = gen_saved;
+    shuffle_gen = shuffle_saved;
+    s.step = static_cast<index_t>(steps);
+    step.set_steps(steps);
+  }
+  const auto save = [&](int next_epoch) {
+    save_checkpoint<Scalar>(options.checkpoint_path, model, &opt, [&](nn::state_writer<Scalar>& out) {
+      run_identity([&](const char* key, std::int64_t value) { out.put_integer(key, value); });
+      out.put_integer("epoch", next_epoch);
+      out.put_integer("step", static_cast<std::int64_t>(s.step));
+      out.put_generator("gen", gen);
+      out.put_generator("shuffle_gen", shuffle_gen);
+    });
+  };
+  for (auto* c : all) c->on_train_begin(s);  // after a resume: callbacks see the restored model
   using clock = std::chrono::steady_clock;
-  for (int epoch = 0; epoch < options.epochs && !s.stop; ++epoch) {
+  for (int epoch = first_epoch; epoch < options.epochs && !s.stop; ++epoch) {
     s.epoch = epoch;
     if (options.learning_rate) opt.set_learning_rate(options.learning_rate(epoch));
     for (auto* c : all) c->on_epoch_begin(s);
@@ -246,6 +300,8 @@ history fit(nn::layer<Scalar>& model, optimizer<Scalar>& opt, const loss_functio
     s.epoch_metrics = r;
     for (auto* c : all) c->on_epoch_end(s);
     h.epochs.push_back(s.epoch_metrics);
+    const int done = epoch + 1;
+    if (!options.checkpoint_path.empty() && (done % options.checkpoint_every == 0 || done == options.epochs || s.stop)) save(done);
   }
   for (auto* c : all) c->on_train_end(s);
   return h;

@@ -1,14 +1,18 @@
 // Optimizers with PyTorch's update rules. State is keyed by parameter identity (parameter::id()),
 // never by data pointer, and is reset when a parameter changes shape (e.g. after thinning).
+// Checkpoints save and load it by parameter NAME (save_state / load_state), so a model rebuilt
+// from scratch, whose parameters have new identities, gets its moments back.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
+#include <set>
 #include <string>
 #include <unordered_map>
 
 #include "slimnet/core/error.hpp"
 #include "slimnet/nn/layer.hpp"
+#include "slimnet/nn/state.hpp"
 
 namespace slimnet::train {
 
@@ -37,6 +41,54 @@ class optimizer {
   /// Forgets all per-parameter state (momentum buffers, moments, step counts).
   void reset_state() { states_.clear(); }
 
+  /// Writes the learning rate and, under each trainable parameter's name, its step count and
+  /// buffers (or that it has none yet). Names must be unique (config_error otherwise).
+  void save_state(nn::layer<Scalar>& model, nn::state_writer<Scalar>& out) const {
+    out.put_text("kind", name());
+    out.put_real("lr", lr_);
+    each_trainable(model, "slimnet::train::optimizer::save_state", [&](nn::parameter<Scalar>& p) {
+      auto scope = out.scope(p.name());
+      const auto it = states_.find(p.id());
+      const bool present = it != states_.end() && it->second.a.size() == p.size();
+      scope.put_integer("present", present ? 1 : 0);
+      if (!present) return;
+      const state& st = it->second;
+      scope.put_integer("steps", st.steps);
+      scope.put_tensor("a", as_tensor(st.a));
+      scope.put_integer("has_b", st.b.size() > 0 ? 1 : 0);
+      if (st.b.size() > 0) scope.put_tensor("b", as_tensor(st.b));
+    });
+  }
+
+  /// Restores what save_state wrote into this optimizer for `model` (matched by parameter name;
+  /// the optimizer must be of the same kind). A parameter without an entry is an io_error, a
+  /// buffer of another size a config_error, both naming it; nothing changes on error. State of
+  /// parameters outside `model` is dropped.
+  void load_state(nn::layer<Scalar>& model, const nn::state_reader<Scalar>& in) {
+    constexpr const char* fn = "slimnet::train::optimizer::load_state";
+    in.expect_text("kind", name());
+    const double lr = in.get_real("lr");
+    if (!(lr >= 0.0) || !std::isfinite(lr)) slimnet::detail::raise<io_error>(fn, "{}: '{}lr' = {} is not a learning rate", in.source(), in.prefix(), lr);
+    std::unordered_map<std::uint64_t, state> loaded;
+    each_trainable(model, fn, [&](nn::parameter<Scalar>& p) {
+      const auto scope = in.scope(p.name());
+      if (scope.get_integer("present", 0, 1) == 0) return;
+      state st;
+      st.steps = scope.get_integer("steps", 0);
+      tensor<Scalar> a({p.size()});
+      scope.read_tensor("a", a);
+      st.a = a.flat();
+      if (scope.get_integer("has_b", 0, 1) == 1) {
+        tensor<Scalar> b({p.size()});
+        scope.read_tensor("b", b);
+        st.b = b.flat();
+      }
+      loaded.emplace(p.id(), std::move(st));
+    });
+    states_ = std::move(loaded);
+    lr_ = lr;
+  }
+
  protected:
   explicit optimizer(double lr) { set_learning_rate(lr); }
 
@@ -61,6 +113,22 @@ class optimizer {
   double lr_ = 0.0;
 
  private:
+  template <class F>
+  static void each_trainable(nn::layer<Scalar>& model, const char* fn, const F& f) {
+    std::set<std::uint64_t> seen;  // a parameter shared by two layers is visited twice, stepped once
+    std::set<std::string> names;
+    model.visit_parameters([&](nn::parameter<Scalar>& p) {
+      if (!p.trainable() || !seen.insert(p.id()).second) return;
+      if (!names.insert(p.name()).second) slimnet::detail::raise<config_error>(fn, "two parameters are named '{}'", p.name());
+      f(p);
+    });
+  }
+  static tensor<Scalar> as_tensor(const vector<Scalar>& v) {
+    tensor<Scalar> t({static_cast<index_t>(v.size())});
+    t.flat() = v;
+    return t;
+  }
+
   std::unordered_map<std::uint64_t, state> states_;
 };
 

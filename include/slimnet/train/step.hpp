@@ -90,6 +90,8 @@ class training_step {
   const tensor<Scalar>& output() const { return out_; }
   /// Steps taken so far (the step context's count).
   std::int64_t steps() const { return steps_; }
+  /// Continues the count from `steps` (a run resumed from a checkpoint, train/checkpoint.hpp).
+  void set_steps(std::int64_t steps) { steps_ = steps; }
 
  private:
   nn::layer<Scalar>& model_;
