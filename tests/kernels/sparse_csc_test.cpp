@@ -104,8 +104,8 @@ TEMPLATE_TEST_CASE("spmv_csc equals its reference bitwise and W x + b within rou
       for (double zeros : {0.0, 0.5, 0.8, 1.0}) check_csc_case<TestType>(s[0], s[1], density, zeros, seed++);
 }
 
-TEST_CASE("spmv_csc: columns of 16 and more nonzeros take the vector path; bad shapes throw", "[kernels][sparse][csc]") {
-  // 600 rows at 50%: ~300 nonzeros per column (18 full steps of 16 and a scalar tail).
+TEST_CASE("spmv_csc: columns of 64 and more nonzeros take the vector path; bad shapes throw", "[kernels][sparse][csc]") {
+  // 600 rows at 50%: ~300 nonzeros per column (vector steps of 16 and a scalar tail).
   check_csc_case<float>(600, 9, 0.5, 0.3, 5);
   check_csc_case<float>(65536, 2, 0.01, 0.0, 6);  // the largest row index a uint16 holds
   std::vector<float> w(static_cast<std::size_t>(65537), 1.0f);

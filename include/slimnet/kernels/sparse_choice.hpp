@@ -14,6 +14,7 @@
 #include "slimnet/core/random.hpp"
 #include "slimnet/kernels/gemm.hpp"
 #include "slimnet/kernels/sparse_blocked.hpp"
+#include "slimnet/kernels/sparse_csc.hpp"
 #include "slimnet/kernels/sparse_sell.hpp"
 
 namespace slimnet::kernels {
@@ -24,9 +25,10 @@ struct sparse_choice {
   double density = 0;     ///< nonzeros / (rows * cols)
   double break_even = 0;  ///< sparse pays below this density
   bool measured = false;  ///< break_even timed on the weights themselves (else the model below)
+  std::string column_form;  ///< a batch-1 Linear with a known input density: column_form_choice::describe()
   std::string describe() const {
-    return fmt::format("{} ({:.1f}% nonzeros, break-even {:.1f}%{})", sparse ? "sparse" : "dense", 100 * density, 100 * break_even,
-                       measured ? ", measured" : "");
+    return fmt::format("{} ({:.1f}% nonzeros, break-even {:.1f}%{}){}", sparse ? "sparse" : "dense", 100 * density, 100 * break_even,
+                       measured ? ", measured" : "", column_form.empty() ? "" : "; " + column_form);
   }
 };
 
@@ -127,6 +129,73 @@ inline sparse_choice measure_sparse_choice(matrix_ref<const float> w, index_t ba
   }
   c.break_even = std::min(1.0, c.density * t_dense / t_sparse);
   c.sparse = t_sparse < t_dense;
+  return c;
+}
+
+/// The batch-1 form of a sparse Linear for inputs with a known fraction of nonzeros: the row form
+/// (SELL-16, rows sorted by length, every nonzero weight per call) or the column form (CSC,
+/// kernels/sparse_csc.hpp: only the columns of nonzero inputs, work nnz x input density). Both
+/// forms do not fit the 12 bytes per nonzero of issue 15 together (SELL-16 ~9.3 + CSC ~6.2 at
+/// 8%), so a layer keeps one.
+struct column_form_choice {
+  bool column = false;       ///< CSC faster (by the 10% margin) at this input density
+  double input_density = 1;  ///< fraction of nonzero inputs timed
+  double row_seconds = 0, column_seconds = 0;
+  /// Input density below which the column form wins, assuming its time proportional to the
+  /// nonzero inputs (the row form's does not depend on them).
+  double break_even = 0;
+  std::string describe() const {
+    return fmt::format("{} form at {:.0f}% nonzero inputs (SELL-16 {:.2f} us, CSC {:.2f} us, break-even {:.0f}% nonzero inputs, measured)",
+                       column ? "column" : "row", 100 * input_density, 1e6 * row_seconds, 1e6 * column_seconds, 100 * break_even);
+  }
+};
+
+/// Times SELL-16 (as sparse_engine builds it) against the CSC product on `w` itself for inputs
+/// with `input_density` nonzeros at random positions (best of `rounds` rounds of >= 1 ms); the
+/// column form is chosen when it takes under 0.9 x the row form's time. Depends
+/// on timing: near break-even two runs may choose differently (outputs agree within rounding).
+/// Throws config_error unless 0 <= input_density <= 1.
+inline column_form_choice measure_column_form(matrix_ref<const float> w, double input_density, int rounds = 5) {
+  using clock = std::chrono::steady_clock;
+  if (!(input_density >= 0 && input_density <= 1)) {
+    slimnet::detail::raise<config_error>("slimnet::kernels::measure_column_form", "input density {} is not in [0, 1]", input_density);
+  }
+  column_form_choice c;
+  c.input_density = input_density;
+  if (w.rows == 0 || w.cols == 0 || w.rows > 65536) return c;
+  const auto csr = csr_matrix<float, std::uint32_t>::from_dense(w);
+  const auto sell = sell_matrix<float, std::uint8_t>::from_csr(csr, 0, /*sort_rows=*/true);
+  const auto csc = csc_matrix<float>::from_dense(w);
+  // 16 different inputs, cycled: one input repeated lets the branch predictor learn its zeros.
+  constexpr index_t inputs = 16;
+  std::vector<float> x(static_cast<std::size_t>(w.cols * inputs)), y(static_cast<std::size_t>(w.rows));
+  rng gen(3);
+  for (auto& v : x) v = gen.uniform() < input_density ? static_cast<float>(gen.uniform(0.1, 1)) : 0.0f;
+  index_t next_row = 0, next_column = 0;
+  auto best_time = [&](auto&& f) {
+    f();
+    double best = INFINITY;
+    for (int r = 0; r < rounds; ++r) {
+      const auto t0 = clock::now();
+      int reps = 0;
+      do {
+        f();
+        ++reps;
+      } while (std::chrono::duration<double>(clock::now() - t0).count() < 1e-3);
+      best = std::min(best, std::chrono::duration<double>(clock::now() - t0).count() / reps);
+    }
+    return best;
+  };
+  // Interleaved, so a burst of load on the shared machine hits both.
+  c.row_seconds = c.column_seconds = INFINITY;
+  for (int r = 0; r < 2; ++r) {
+    c.row_seconds = std::min(c.row_seconds, best_time([&] { spmv_sell(sell.ref(), x.data() + (next_row++ % inputs) * w.cols, y.data()); }));
+    c.column_seconds =
+        std::min(c.column_seconds, best_time([&] { spmv_csc(csc.ref(), x.data() + (next_column++ % inputs) * w.cols, y.data()); }));
+  }
+  // A margin, as choose_sparse's 0.9: near break-even the timing noise of a shared machine decides.
+  c.column = c.column_seconds < 0.9 * c.row_seconds;
+  c.break_even = std::min(1.0, input_density * c.row_seconds / c.column_seconds);
   return c;
 }
 

@@ -105,35 +105,90 @@ inline Value csc_madd(Value a, Value b, Value c) {
 #endif
 }
 
+/// Columns are visited in chunks: first the chunk's nonzero inputs are listed without branches
+/// (a branch per column mispredicts on inputs that change every call: measured 6.2 against 3.4 us
+/// for LeNet-300-100 fc1 at 25% nonzero inputs at random positions vs MNIST's runs of zeros), then
+/// only the listed columns are walked, in column order.
+constexpr index_t csc_chunk = 256;
+
+/// The columns j in [j0, j1) with x[j] != 0 (all of them for csc_skip::none), in order; returns
+/// how many. `active` holds csc_chunk entries (j1 - j0 <= csc_chunk).
+template <class Value>
+inline int csc_active_columns(const Value* x, index_t j0, index_t j1, csc_skip skip, std::int32_t* active) {
+  int k = 0;
+  if (skip == csc_skip::none) {
+    for (index_t j = j0; j < j1; ++j) active[k++] = static_cast<std::int32_t>(j);
+    return k;
+  }
+#if defined(SLIMNET_KERNELS_AVX512)
+  if constexpr (std::is_same_v<Value, float>) {
+    index_t j = j0;
+    const __m512i step = _mm512_set1_epi32(16);
+    __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(static_cast<std::int32_t>(j0)),
+                                   _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    for (; j + 16 <= j1; j += 16, idx = _mm512_add_epi32(idx, step)) {
+      const __mmask16 nz = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + j), _mm512_setzero_ps(), _CMP_NEQ_UQ);
+      _mm512_storeu_si512(active + k, _mm512_maskz_compress_epi32(nz, idx));  // register compress, then a plain store
+      k += __builtin_popcount(static_cast<unsigned>(nz));
+    }
+    for (; j < j1; ++j) {
+      active[k] = static_cast<std::int32_t>(j);
+      k += x[j] != 0.0f;
+    }
+    return k;
+  }
+#endif
+  for (index_t j = j0; j < j1; ++j) {
+    active[k] = static_cast<std::int32_t>(j);
+    k += x[j] != Value(0);
+  }
+  return k;
+}
+
 template <class Value, class Index>
 void spmv_csc_portable(const csc_ref<Value, Index>& a, const Value* x, Value* y, csc_skip skip) {
-  for (index_t j = 0; j < a.cols; ++j) {
-    const Value xj = x[j];
-    if (skip == csc_skip::zeros && xj == Value(0)) continue;
-    for (sparse_offset_t p = a.col_offsets[j]; p < a.col_offsets[j + 1]; ++p) y[a.row_indices[p]] = csc_madd(a.values[p], xj, y[a.row_indices[p]]);
+  std::int32_t active[csc_chunk + 16];
+  for (index_t j0 = 0; j0 < a.cols; j0 += csc_chunk) {
+    const int k = csc_active_columns(x, j0, std::min(a.cols, j0 + csc_chunk), skip, active);
+    for (int t = 0; t < k; ++t) {
+      const index_t j = active[t];
+      const Value xj = x[j];
+      for (sparse_offset_t p = a.col_offsets[j]; p < a.col_offsets[j + 1]; ++p) y[a.row_indices[p]] = csc_madd(a.values[p], xj, y[a.row_indices[p]]);
+    }
   }
 }
 
 #if defined(SLIMNET_KERNELS_AVX512)
 namespace avx512 {
 
-/// Columns of >= 16 nonzeros: 16 rows per step, y gathered, updated and scattered (the rows of one
-/// column are distinct, so a step's lanes never collide); shorter columns and the tail of a column
-/// run scalar, where a gather + scatter pair would cost more than the few updates it replaces.
+/// Nonzero inputs listed with a register compress (vpcompressd) 16 columns at a time. Columns of
+/// >= csc_vector_column nonzeros: 16 rows per step, y gathered, updated and scattered (the rows of
+/// one column are distinct, so a step's lanes never collide); shorter columns and the tail of a
+/// column run scalar: on Zen 4 a gather + scatter pair of 16 costs about as much as 16 scalar
+/// updates, and LeNet-300-100 fc1 (24 nonzeros per column) measured 3.29 us with steps from 16
+/// against 2.96 us all scalar.
+constexpr sparse_offset_t csc_vector_column = 64;
+
 template <class Index>
 void spmv_csc(const csc_ref<float, Index>& a, const float* x, float* y, csc_skip skip) {
-  for (index_t j = 0; j < a.cols; ++j) {
-    const float xj = x[j];
-    if (skip == csc_skip::zeros && xj == 0.0f) continue;
-    sparse_offset_t p = a.col_offsets[j];
-    const sparse_offset_t p1 = a.col_offsets[j + 1];
-    const __m512 xv = _mm512_set1_ps(xj);
-    for (; p + 16 <= p1; p += 16) {
-      const __m512i rows = load_index16(a.row_indices + p);
-      const __m512 yv = _mm512_i32gather_ps(rows, y, 4);
-      _mm512_i32scatter_ps(y, rows, _mm512_fmadd_ps(_mm512_loadu_ps(a.values + p), xv, yv), 4);
+  std::int32_t active[csc_chunk + 16];
+  for (index_t j0 = 0; j0 < a.cols; j0 += csc_chunk) {
+    const int k = csc_active_columns(x, j0, std::min(a.cols, j0 + csc_chunk), skip, active);
+    for (int t = 0; t < k; ++t) {
+      const index_t j = active[t];
+      const float xj = x[j];
+      sparse_offset_t p = a.col_offsets[j];
+      const sparse_offset_t p1 = a.col_offsets[j + 1];
+      if (p1 - p >= csc_vector_column) {
+        const __m512 xv = _mm512_set1_ps(xj);
+        for (; p + 16 <= p1; p += 16) {
+          const __m512i rows = load_index16(a.row_indices + p);
+          const __m512 yv = _mm512_i32gather_ps(rows, y, 4);
+          _mm512_i32scatter_ps(y, rows, _mm512_fmadd_ps(_mm512_loadu_ps(a.values + p), xv, yv), 4);
+        }
+      }
+      for (; p < p1; ++p) y[a.row_indices[p]] = std::fma(a.values[p], xj, y[a.row_indices[p]]);
     }
-    for (; p < p1; ++p) y[a.row_indices[p]] = std::fma(a.values[p], xj, y[a.row_indices[p]]);
   }
 }
 
