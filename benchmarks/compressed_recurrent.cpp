@@ -10,11 +10,24 @@
 //                        [--rounds 21] [--csv compressed_recurrent.csv] [--profile] [--verbose] [--batch 1|64]
 //                        [--measure (time dense vs sparse per matrix when converting)]
 //                        [--accuracy (float and compressed model on the MNIST subset's test set, batch 256)]
+//                        [--pytorch true|false] [--python /usr/bin/python3]
+//                        [--deepsense true|false] [--deepsense-density 0.1]
+//
+// The "vs PyTorch" column: PyTorch 1.13 running the DENSE Bi-LSTM of the unthinned shape (layers x
+// hidden per direction, the same 28 x 28 sequences; one thread, same timing rule), measured by
+// pytorch_dense_models.py --models bilstm before the C++ rounds, with OPENBLAS_CORETYPE and
+// OPENBLAS_L2_SIZE removed from its environment only (benchmarks/common/pytorch.hpp); the script
+// prints the BLAS library and kernel it chose. Only for the 2 x 128 shape the script builds.
 //
 // Without --model (or when the file is missing) the weights are random with each weight matrix
 // (W_ih, W_hh of both directions and layers, fc) kept at --density by a random mask: a stand-in
 // for the DyNS-Ext model (README: 7.22% of the weights kept) with its shape and density, not its
 // pattern (DNS leaves rows of different lengths and removes dead units, making the model smaller).
+// The DeepSense rows (--deepsense): nn::models::deepsense at HHAR's sizes with random weights,
+// each weight matrix magnitude-pruned to --deepsense-density (no trained DeepSense file exists),
+// float against compress(format::sparse), which reaches the convolutions inside the per-interval
+// frames (time_distributed, sensor_stack) and the two GRUs; --profile times each top-level layer.
+//
 // With --model, the "float" column is the thinned float model the file holds and "baseline us"
 // the unthinned 2 x 128 shape with random dense weights (what the pruned model replaces).
 // --profile times each weight matrix's product on its own (compressed engine and dense GEMM of
@@ -25,6 +38,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -32,11 +46,13 @@
 
 #include "common/bilstm.hpp"
 #include "common/cli.hpp"
+#include "common/pytorch.hpp"
 #include "common/timing.hpp"
 #include "common/weight_stats.hpp"
 #include "slimnet/core/random.hpp"
 #include "slimnet/io.hpp"
 #include "slimnet/nn/compressed/convert.hpp"
+#include "slimnet/nn/models_deepsense.hpp"
 #include "slimnet/train.hpp"
 
 using namespace slimnet;
@@ -131,12 +147,86 @@ void profile_direction(const char* label, nc::compressed_lstm<float>& c, nn::lst
              1e6 * (t[t.size() - 2] - products));
 }
 
+/// Keeps the largest |w| `density` of every weight matrix and filter bank (DyNS's magnitude criterion
+/// applied once, on random weights: the density and shapes of a pruned DeepSense, not its pattern).
+void magnitude_prune_each(nn::layer<float>& m, double density) {
+  m.visit_parameters([&](nn::parameter<float>& p) {
+    if (p.value().rank() < 2 || p.local_name().rfind("weight", 0) != 0) return;
+    auto& v = p.value();
+    std::vector<float> mags(static_cast<std::size_t>(v.size()));
+    for (index_t i = 0; i < v.size(); ++i) mags[static_cast<std::size_t>(i)] = std::abs(v[i]);
+    const auto keep = std::max<std::size_t>(1, static_cast<std::size_t>(std::ceil(density * static_cast<double>(mags.size()))));
+    std::nth_element(mags.begin(), mags.begin() + static_cast<std::ptrdiff_t>(mags.size() - keep), mags.end());
+    const float cut = mags[mags.size() - keep];
+    for (index_t i = 0; i < v.size(); ++i)
+      if (std::abs(v[i]) < cut) v[i] = 0.0f;
+  });
+}
+
+/// The DeepSense rows: nn::models::deepsense (HHAR sizes: 20 intervals of 120 features, 2 sensors,
+/// 64 channels, GRUs of 120) with random weights magnitude-pruned per weight matrix to
+/// --deepsense-density, float against compress(model, format::sparse), which converts the
+/// convolutions inside the per-interval frames (time_distributed, sensor_stack) and both GRUs.
+void deepsense_rows(const cli::args& args, int rounds, std::ofstream& csv) {
+  const double density = args.real("deepsense-density");
+  nn::models::deepsense_options ds;
+  rng gen(static_cast<std::uint64_t>(args.integer("seed")));
+  nn::sequential<float> float_model = nn::models::deepsense<float>(gen, ds);
+  const weight_stats bs = stats_of(float_model);
+  magnitude_prune_each(float_model, density);
+  const weight_stats fs = stats_of(float_model);
+  const std::string name = "deepsense-magnitude", source = fmt::format("random, magnitude-pruned to {:.0f}% per matrix", 100 * density);
+  for (index_t batch : {index_t{1}, index_t{64}}) {
+    if (args.integer("batch") > 0 && batch != args.integer("batch")) continue;
+    nn::sequential<float> compressed = float_model;
+    nc::compress_options o;
+    o.sparse.batch = batch;
+    o.sparse.measure = args.flag("measure");
+    o.input_shape = {batch, ds.intervals, ds.features()};
+    const auto report = nc::compress(compressed, nc::format::sparse, o);
+    if (args.flag("verbose"))
+      for (const auto& line : report) fmt::print("  {}\n", line);
+    const weight_stats cs = stats_of(compressed);
+    rng xg(7);
+    tensor<float> x({batch, ds.intervals, ds.features()});
+    for (index_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(xg.uniform(-1, 1));
+    tensor<float> yf, yc;
+    float_model.forward(x, yf, {});
+    compressed.forward(x, yc, {});
+    double diff = 0;
+    for (index_t i = 0; i < yf.size(); ++i) diff = std::max(diff, static_cast<double>(std::abs(yf[i] - yc[i])));
+    const auto t = median_side_by_side({[&] { float_model.forward(x, yf, {}); }, [&] { compressed.forward(x, yc, {}); }}, rounds);
+    const double bpn = cs.sparse_nnz > 0 ? cs.sparse_bytes / cs.sparse_nnz : NAN;
+    fmt::print("{:<20} {:>5} {:>7.2f}% {:>11.1f} {:>11.1f} {:>7.2f}x {:>11} {:>9} {:>11} {:>8} {:>11.0f} {:>11.0f} {:>8.2f} {:>10.2e}  {}\n",
+               name, batch, 100 * fs.nnz / bs.weights, 1e6 * t[0], 1e6 * t[1], t[0] / t[1], "", "", "", "", fs.bytes, cs.bytes, bpn, diff,
+               source);
+    csv << fmt::format("{},{},{:.5f},{:.4e},{:.4e},{:.3f},nan,nan,{:.0f},{:.0f},{:.3f},{:.3e},{},nan,nan\n", name, batch,
+                       fs.nnz / bs.weights, t[0], t[1], t[0] / t[1], fs.bytes, cs.bytes, bpn, diff, source);
+    if (args.flag("profile")) {
+      for (auto* m : {&float_model, &compressed}) {
+        std::string line = fmt::format("  {} layers (us):", m == &float_model ? "float" : "compressed");
+        tensor<float> a = x, b;
+        for (std::size_t i = 0; i < m->size(); ++i) {
+          nn::layer<float>& l = (*m)[i];
+          const auto tl = median_side_by_side({[&] { l.forward(a, b, {}); }}, std::max(5, rounds / 3));
+          line += fmt::format("  {} {:.1f}", m->local_name(i), 1e6 * tl[0]);
+          l.forward(a, b, {});
+          a = b;
+        }
+        fmt::print("{}\n", line);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   cli::args args(argc, argv,
                  {{"rounds", "21"}, {"csv", "compressed_recurrent.csv"}, {"model", ""}, {"density", "0.072"}, {"layers", "2"},
-                  {"hidden", "128"}, {"profile", "false"}, {"verbose", "false"}, {"batch", "0"}, {"seed", "42"}, {"measure", "false"}, {"accuracy", "false"}},
+                  {"hidden", "128"}, {"profile", "false"}, {"verbose", "false"}, {"batch", "0"}, {"seed", "42"}, {"measure", "false"}, {"accuracy", "false"},
+                  {"pytorch", "true"}, {"python", "/usr/bin/python3"},
+                  {"deepsense", "true"}, {"deepsense-density", "0.1"}},
                  "compressed_recurrent: a pruned Bi-LSTM against its dense float model, one thread");
   try {
     const int rounds = static_cast<int>(args.integer("rounds"));
@@ -168,9 +258,22 @@ int main(int argc, char** argv) {
     fmt::print("float model: {}\n", float_model.describe());
     const weight_stats fs = stats_of(float_model);
     const weight_stats bs = stats_of(baseline);
-    fmt::print("{:<20} {:>5} {:>8} {:>11} {:>11} {:>8} {:>11} {:>9} {:>11} {:>11} {:>8} {:>10}  {}\n", "model", "batch", "weights%",
-               "float us", "compr. us", "speedup", "baseline us", "vs base.", "float B", "compr. B", "B/nnz", "max|diff|",
-               "weights from");
+    std::map<std::pair<std::string, index_t>, double> pytorch;
+    std::vector<index_t> batches;
+    for (index_t b : {index_t{1}, index_t{64}})
+      if (args.integer("batch") <= 0 || b == args.integer("batch")) batches.push_back(b);
+    if (args.flag("pytorch")) {
+#if defined(SLIMNET_BENCH_SOURCE_DIR)
+      if (layers == 2 && hidden == 128) {
+        pytorch = pytorch_dense_latencies(SLIMNET_BENCH_SOURCE_DIR, args.str("python"), rounds, {"bilstm"}, batches);
+      } else {
+        fmt::print("PyTorch column skipped: pytorch_dense_models.py builds the 2 x 128 Bi-LSTM only\n");
+      }
+#endif
+    }
+    fmt::print("{:<20} {:>5} {:>8} {:>11} {:>11} {:>8} {:>11} {:>9} {:>11} {:>8} {:>11} {:>11} {:>8} {:>10}  {}\n", "model", "batch",
+               "weights%", "float us", "compr. us", "speedup", "baseline us", "vs base.", "PyTorch us", "vs PyT.", "float B", "compr. B",
+               "B/nnz", "max|diff|", "weights from");
     std::ofstream csv(args.str("csv"));
     csv << "model,batch,weights_kept,float_seconds,compressed_seconds,speedup,pytorch_dense_seconds,speedup_vs_pytorch_dense,"
            "float_weight_bytes,compressed_weight_bytes,sparse_bytes_per_nonzero,max_abs_diff,source,baseline_seconds,"
@@ -199,11 +302,14 @@ int main(int argc, char** argv) {
                                          rounds);
       const double bpn = cs.sparse_nnz > 0 ? cs.sparse_bytes / cs.sparse_nnz : NAN;
       const double kept = fs.nnz / bs.weights;  // of the unthinned model's weights
-      fmt::print("{:<20} {:>5} {:>7.2f}% {:>11.1f} {:>11.1f} {:>7.2f}x {:>11.1f} {:>8.2f}x {:>11.0f} {:>11.0f} {:>8.2f} {:>10.2e}  {}\n",
-                 name, batch, 100 * kept, 1e6 * t[0], 1e6 * t[1], t[0] / t[1], 1e6 * t[2], t[2] / t[1], fs.bytes, cs.bytes, bpn, diff,
-                 source);
-      csv << fmt::format("{},{},{:.5f},{:.4e},{:.4e},{:.3f},{},{},{:.0f},{:.0f},{:.3f},{:.3e},{},{:.4e},{:.3f}\n", name, batch, kept,
-                         t[0], t[1], t[0] / t[1], "nan", "nan", fs.bytes, cs.bytes, bpn, diff, source, t[2], t[2] / t[1]);
+      const auto pt = pytorch.find({"bilstm", batch});
+      const double pt_s = pt == pytorch.end() ? NAN : pt->second;
+      fmt::print("{:<20} {:>5} {:>7.2f}% {:>11.1f} {:>11.1f} {:>7.2f}x {:>11.1f} {:>8.2f}x {:>11.1f} {:>7.2f}x {:>11.0f} {:>11.0f} {:>8.2f} "
+                 "{:>10.2e}  {}\n",
+                 name, batch, 100 * kept, 1e6 * t[0], 1e6 * t[1], t[0] / t[1], 1e6 * t[2], t[2] / t[1], 1e6 * pt_s, pt_s / t[1], fs.bytes,
+                 cs.bytes, bpn, diff, source);
+      csv << fmt::format("{},{},{:.5f},{:.4e},{:.4e},{:.3f},{:.4e},{:.3f},{:.0f},{:.0f},{:.3f},{:.3e},{},{:.4e},{:.3f}\n", name, batch, kept,
+                         t[0], t[1], t[0] / t[1], pt_s, pt_s / t[1], fs.bytes, cs.bytes, bpn, diff, source, t[2], t[2] / t[1]);
       if (args.flag("profile")) {
         auto& fb = dynamic_cast<nn::bidirectional<float>&>(float_model.find("bilstm"));
         auto& cb = dynamic_cast<nc::compressed_bidirectional<float>&>(compressed.find("bilstm"));
@@ -213,6 +319,7 @@ int main(int argc, char** argv) {
                           x, std::max(5, rounds / 3));
       }
     }
+    if (args.flag("deepsense")) deepsense_rows(args, rounds, csv);
     if (args.flag("accuracy")) {
       auto data = cli::load_dataset("mnist");
       cli::as_sequences(data.test);

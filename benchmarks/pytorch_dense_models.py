@@ -3,8 +3,9 @@
 float LeNet-5 and LeNet-300-100 (the architectures of nn::models, Caffe-style LeNet-5 without an
 activation after the convolutions) and of the BNN LeNet-5 style net of example 07 run as a dense
 float network ("bnn-lenet5": conv 32 - pool - BN - sign - conv 64 - pool - BN - sign - fc 512 - BN -
-sign - fc 10 - BN, evaluation mode) at the given batch sizes, what each compressed model is compared
-with in the "vs PyTorch dense" column.
+sign - fc 10 - BN, evaluation mode) and of example 08's dense Bi-LSTM ("bilstm": 2 layers x 128 per
+direction over 28 steps of 28 features, fc 10; benchmarks/compressed_recurrent's peer) at the given
+batch sizes, what each compressed model is compared with in the "vs PyTorch dense" column.
 
 Timing matches the C++ side: thread CPU time, `--rounds` rounds of at least `--min-sample` seconds
 each, the median per call. The weights are PyTorch's random initialisation: a dense forward pass does
@@ -46,8 +47,32 @@ def bnn_lenet5(c1=32, c2=64, f=512):
                          nn.Linear(c2 * 16, f), nn.BatchNorm1d(f), Sign(), nn.Linear(f, 10), nn.BatchNorm1d(10))
 
 
+class BiLSTM(torch.nn.Module):
+    """Example 08's sequential-MNIST classifier (the dense model of benchmarks/compressed_recurrent):
+    Bidirectional(LSTM(28, hidden, layers)) over 28 steps of 28 features, each direction's final
+    hidden state of the last layer (slimnet's last_step output), Linear(2 hidden, 10)."""
+
+    def __init__(self, layers=2, hidden=128):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(28, hidden, num_layers=layers, bidirectional=True, batch_first=True)
+        self.fc = torch.nn.Linear(2 * hidden, 10)
+
+    def forward(self, x):
+        _, (h, _) = self.lstm(x)
+        return self.fc(torch.cat((h[-2], h[-1]), dim=1))
+
+
 def dense_model(name):
-    return bnn_lenet5() if name == "bnn-lenet5" else model_for(name)
+    if name == "bnn-lenet5":
+        return bnn_lenet5()
+    if name == "bilstm":
+        return BiLSTM()
+    return model_for(name)
+
+
+def dense_input(name, batch):
+    """(N, 28, 28) sequences for the Bi-LSTM (step t is image row t), (N, 1, 28, 28) images otherwise."""
+    return torch.rand(batch, 28, 28) if name == "bilstm" else torch.rand(batch, 1, 28, 28)
 
 
 def blas_report():
@@ -121,7 +146,7 @@ def main():
     for name in a.models.split(","):
         model = dense_model(name).eval()
         for batch in (int(b) for b in a.batches.split(",")):
-            x = torch.rand(batch, 1, 28, 28)
+            x = dense_input(name, batch)
             with torch.no_grad():
                 t = median_latency(lambda: model(x), a.rounds, a.min_sample)
             print(f"latency {name} {batch} {t:.6e}", flush=True)

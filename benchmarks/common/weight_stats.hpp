@@ -1,9 +1,10 @@
 // Weight memory of a model as the whole-model benchmarks report it: a float model's weight tensors
 // at 4 bytes per entry (nonzeros counted), a compressed layer's engines at the bytes they hold, and
-// the sparse engines' bytes and nonzeros apart (for bytes per nonzero).
+// the sparse engines' bytes and nonzeros apart (for bytes per nonzero; sparse + codebook included).
 #pragma once
 
 #include "slimnet/nn/compressed/recurrent.hpp"
+#include "slimnet/nn/compressed/sparse_codebook_engine.hpp"
 #include "slimnet/nn/conv2d.hpp"
 #include "slimnet/nn/linear.hpp"
 #include "slimnet/nn/recurrent.hpp"
@@ -22,6 +23,9 @@ struct weight_stats {
     } else if (auto* ce = dynamic_cast<const nc::csr16_engine<float>*>(&e)) {
       sparse_bytes += static_cast<double>(ce->bytes());
       sparse_nnz += static_cast<double>(ce->nnz());
+    } else if (auto* cb = dynamic_cast<const nc::sparse_codebook_engine<float>*>(&e)) {
+      sparse_bytes += static_cast<double>(cb->bytes());
+      sparse_nnz += static_cast<double>(cb->nnz());
     }
   }
   void add(const nn::parameter<float>& p) {

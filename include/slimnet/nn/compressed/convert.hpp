@@ -375,8 +375,33 @@ bool max_pool_window(const layer<Scalar>& l, index_t& kernel, index_t& stride) {
   return k > 0 && s > 0;
 }
 
-/// Converts the layers of `model` (recursing into nested Sequentials); `shape` is the input shape
-/// when known (empty otherwise) and becomes the output shape.
+template <class Scalar>
+void compress_sequential(sequential<Scalar>& model, format f, const compress_options& o, const std::string& prefix,
+                         std::vector<std::string>& report, shape_t& shape);
+
+/// Converts the outermost Sequentials inside a container that is not one (DeepSense's
+/// time_distributed frames and sensor_stack branches), found through visit_layers, in place; their
+/// input shapes are not derived here (the choices use the model, the recurrent steps default).
+template <class Scalar>
+void compress_nested(layer<Scalar>& l, format f, const compress_options& o, std::vector<std::string>& report) {
+  std::vector<sequential<Scalar>*> found, outermost;
+  l.visit_layers([&](layer<Scalar>& c) {
+    if (auto* s = dynamic_cast<sequential<Scalar>*>(&c); s != nullptr && &c != &l) found.push_back(s);
+  });
+  for (auto* s : found) {  // all decided before any conversion replaces (and frees) nested layers
+    bool inside = false;
+    for (auto* t : found)
+      if (t != s) t->visit_layers([&](layer<Scalar>& c) { inside |= &c == s; });
+    if (!inside) outermost.push_back(s);
+  }
+  for (auto* s : outermost) {
+    shape_t unknown;
+    compress_sequential(*s, f, o, s->name().empty() ? std::string() : s->name() + ".", report, unknown);
+  }
+}
+
+/// Converts the layers of `model` (recursing into nested Sequentials and the Sequentials inside
+/// other containers); `shape` is the input shape when known (empty otherwise) and becomes the output shape.
 template <class Scalar>
 void compress_sequential(sequential<Scalar>& model, format f, const compress_options& o, const std::string& prefix,
                          std::vector<std::string>& report, shape_t& shape) {
@@ -393,7 +418,10 @@ void compress_sequential(sequential<Scalar>& model, format f, const compress_opt
     auto* conv = dynamic_cast<conv2d<Scalar>*>(&l);
     auto* bi = dynamic_cast<bidirectional<Scalar>*>(&l);
     auto* rec = dynamic_cast<recurrent_layer<Scalar>*>(&l);
-    if (!lin && !conv && !bi && !rec) continue;
+    if (!lin && !conv && !bi && !rec) {
+      compress_nested(l, f, o, report);  // time_distributed, sensor_stack, ...: the Sequentials inside
+      continue;
+    }
     const std::string name = prefix + model.local_name(i);
     const bool keep = std::find(o.keep.begin(), o.keep.end(), model.local_name(i)) != o.keep.end() ||
                       std::find(o.keep.begin(), o.keep.end(), l.name()) != o.keep.end();
