@@ -1,6 +1,8 @@
-// slimnet::train: losses, optimizers, learning-rate schedules, fit / evaluate with callbacks.
+// slimnet::train: losses, optimizers, learning-rate schedules, fit / evaluate with callbacks,
+// checkpoints.
 #pragma once
 
+#include "slimnet/train/checkpoint.hpp"
 #include "slimnet/train/fit.hpp"
 #include "slimnet/train/loss.hpp"
 #include "slimnet/train/optimizer.hpp"

@@ -5,7 +5,7 @@
 // the checkpoint's), so a resume that silently restarted or skipped epochs cannot pass. Then the
 // errors (every damaged or mismatched checkpoint is refused, naming the problem, and leaves the
 // model untouched) and the atomic write (an existing checkpoint survives a write that fails
-// midway).
+// midway). DeepIoT's compressor-critic run resumes the same way.
 #include <catch2/catch.hpp>
 
 #include <signal.h>
@@ -21,6 +21,7 @@
 #include "../support/datasets.hpp"
 #include "../support/files.hpp"
 #include "../support/temp_dir.hpp"
+#include "slimnet/deepiot.hpp"
 #include "slimnet/nn.hpp"
 #include "slimnet/prune.hpp"
 #include "slimnet/quant.hpp"
@@ -304,6 +305,19 @@ TEST_CASE("stochastic BinaryConnect and stochastic fixed point resume bitwise", 
   check_resume<float>("binary", build, [] { return momentum_sgd<float>(); }, d, small_run<float>(3), 1, 4);
 }
 
+TEST_CASE("a magnitude mask, a k-means codebook and int8 weights resume bitwise", "[train][checkpoint][quant]") {
+  const auto d = bands<double>(48, 8);
+  const auto build = [] {
+    auto m = cnn<double>(15);
+    prune::l1_unstructured(static_cast<nn::conv2d<double>&>(m[0]).weight(), 0.5);
+    auto& fc1 = static_cast<nn::linear<double>&>(m[4]).weight();
+    quant::share_weights(fc1, quant::kmeans(fc1.value(), 4));
+    quant::attach_int8(static_cast<nn::linear<double>&>(m[7]).weight());
+    return m;
+  };
+  check_resume<double>("compose", build, [] { return momentum_sgd<double>(); }, d, small_run<double>(3), 2, 2);
+}
+
 TEST_CASE("checkpoint_every: a run stopped between checkpoints resumes from the last one", "[train][checkpoint]") {
   const auto d = testing::blobs<float>(60, 8);
   auto o = small_run<float>(5);
@@ -547,4 +561,76 @@ TEST_CASE("a checkpoint write that fails midway leaves the existing checkpoint i
   // And without the limit the same write succeeds and replaces it.
   train::save_checkpoint<float>(path, big, opt.get());
   CHECK(testing::read_bytes(path).size() > 4096);
+}
+
+TEST_CASE("DeepIoT's compressor-critic training resumes bitwise (compressor, critic, baseline, batch streams)", "[train][checkpoint][deepiot]") {
+  const auto d = testing::blobs<float>(100, 12);  // 6 batches of 16 per pass: the streams wrap
+  const auto dir = testing::temp_dir("slimnet_checkpoint_deepiot");
+  const auto build = [] {
+    rng gen(5);
+    nn::sequential<float> m;
+    m.add("fc1", nn::linear<float>(2, 12));
+    m.add("relu1", nn::relu<float>());
+    m.add("fc2", nn::linear<float>(12, 3));
+    m.reset_parameters(gen);
+    return deepiot::attach_gates(m);
+  };
+  deepiot::compress_options o;
+  o.batch_size = 16;
+  o.critic_lr = 1e-2;
+  o.compressor.hidden = 8;
+  o.tau = {0.0, 0.05, 4, 0.5};
+  o.stop = {0.01, 1.0, 5, 14};  // checks at 5 and 10, never satisfied: 14 iterations
+  o.checkpoint_every = 4;
+  o.eval_batch = 50;
+  using result_t = deepiot::compress_result<float>;
+  const auto probabilities_equal = [](const result_t& a, const result_t& b) {
+    if (a.probabilities.size() != b.probabilities.size()) return false;
+    for (std::size_t k = 0; k < a.probabilities.size(); ++k) {
+      const auto& x = a.probabilities[k];
+      const auto& y = b.probabilities[k];
+      if (x.size() != y.size() || std::memcmp(x.data(), y.data(), sizeof(float) * static_cast<std::size_t>(x.size())) != 0) return false;
+    }
+    return true;
+  };
+
+  auto whole_opt = o;
+  whole_opt.checkpoint_path = dir / "whole.ckpt";
+  auto g1 = build();
+  const auto whole = deepiot::compress(g1, d, d, whole_opt);
+  REQUIRE(whole.iterations == 14);
+
+  auto stopped_opt = o;
+  stopped_opt.checkpoint_path = dir / "stopped.ckpt";
+  {
+    auto g2 = build();
+    // Stopped at the check after iteration 10: the last checkpoint is the one after 8.
+    REQUIRE_THROWS_AS(deepiot::compress(g2, d, d, stopped_opt,
+                                        [](const deepiot::compress_check& c) {
+                                          if (c.iteration == 10) throw stopped{};
+                                        }),
+                      stopped);
+  }
+  const auto at_stop = testing::read_bytes(stopped_opt.checkpoint_path);
+
+  auto resumed_opt = o;
+  resumed_opt.resume_from = stopped_opt.checkpoint_path;
+  resumed_opt.checkpoint_path = dir / "resumed.ckpt";
+  auto g3 = build();
+  const auto resumed = deepiot::compress(g3, d, d, resumed_opt);
+  CHECK(resumed.iterations == 14);
+  CHECK(resumed.tau == whole.tau);
+  CHECK(probabilities_equal(whole, resumed));
+  // The final checkpoints hold everything (W, Adam, φ, RMSProp, baseline, p, generators, batch
+  // positions): byte for byte the same file.
+  const auto whole_bytes = testing::read_bytes(whole_opt.checkpoint_path);
+  CHECK(testing::read_bytes(resumed_opt.checkpoint_path) == whole_bytes);
+  CHECK(at_stop != whole_bytes);  // the resumed iterations did change the state
+  CHECK(same_state(full_state(g1.net, train::adam<float>({})), full_state(g3.net, train::adam<float>({}))));
+
+  // Another seed: refused, naming it.
+  auto other = resumed_opt;
+  other.seed = 2;
+  auto g4 = build();
+  CHECK_THAT(error_of<config_error>([&] { deepiot::compress(g4, d, d, other); }), Catch::Matchers::Contains("seed = 1, not 2"));
 }

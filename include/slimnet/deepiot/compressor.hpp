@@ -12,6 +12,7 @@
 #include "slimnet/core/error.hpp"
 #include "slimnet/core/random.hpp"
 #include "slimnet/nn/layer.hpp"
+#include "slimnet/nn/state.hpp"
 
 namespace slimnet::deepiot {
 
@@ -197,6 +198,19 @@ class compressor {
   void zero_grad() {
     visit_parameters([](nn::parameter<Scalar>& p) { p.zero_grad(); });
   }
+  /// Checkpoint state: φ by parameter name. load_state checks every shape before changing any.
+  void save_state(nn::state_writer<Scalar>& out) {
+    visit_parameters([&](nn::parameter<Scalar>& p) { out.put_tensor(p.name(), p.value()); });
+  }
+  void load_state(const nn::state_reader<Scalar>& in) {
+    std::vector<tensor<Scalar>> values;
+    visit_parameters([&](nn::parameter<Scalar>& p) {
+      values.emplace_back(p.shape());
+      in.read_tensor(p.name(), values.back());
+    });
+    std::size_t k = 0;
+    visit_parameters([&](nn::parameter<Scalar>& p) { p.value() = std::move(values[k++]); });
+  }
   index_t parameter_count() {
     index_t n = 0;
     visit_parameters([&](nn::parameter<Scalar>& p) { n += p.size(); });
@@ -241,6 +255,29 @@ class tf_rmsprop {
     }
   };
   explicit tf_rmsprop(options opt) : opt_(opt) { opt_.validate(); }
+
+  /// Checkpoint state: the mean squares, one per parameter of the compressor in visiting order.
+  void save_state(nn::state_writer<Scalar>& out) const {
+    out.put_integer("count", static_cast<std::int64_t>(ms_.size()));
+    for (std::size_t k = 0; k < ms_.size(); ++k) {
+      tensor<Scalar> t({ms_[k].size()});
+      t.flat() = ms_[k];
+      out.put_tensor(std::to_string(k), t);
+    }
+  }
+  /// Restores the mean squares for `c` (each must match its parameter's size).
+  void load_state(compressor<Scalar>& c, const nn::state_reader<Scalar>& in) {
+    std::vector<index_t> sizes;
+    c.visit_parameters([&](nn::parameter<Scalar>& p) { sizes.push_back(p.size()); });
+    const auto count = static_cast<std::size_t>(in.get_integer("count", 0, static_cast<std::int64_t>(sizes.size())));
+    std::vector<vector<Scalar>> ms;
+    for (std::size_t k = 0; k < count; ++k) {
+      tensor<Scalar> t({sizes[k]});
+      in.read_tensor(std::to_string(k), t);
+      ms.emplace_back(t.flat());
+    }
+    ms_ = std::move(ms);
+  }
 
   void step(compressor<Scalar>& c) {
     std::size_t k = 0;

@@ -11,6 +11,7 @@
 #include "slimnet/core/error.hpp"
 #include "slimnet/core/random.hpp"
 #include "slimnet/core/tensor.hpp"
+#include "slimnet/nn/state.hpp"
 
 namespace slimnet::deepiot {
 
@@ -133,6 +134,21 @@ class loss_baseline {
   }
   double mean() const { return steps_ == 0 ? 0.0 : mean_ / (1.0 - std::pow(decay_, static_cast<double>(steps_))); }
   double stddev() const { return steps_ == 0 ? 0.0 : std_ / (1.0 - std::pow(decay_, static_cast<double>(steps_))); }
+
+  /// Checkpoint state (deepiot::compress): both EMAs and the step count, bit for bit.
+  template <class Scalar>
+  void save_state(nn::state_writer<Scalar>& out) const {
+    out.put_real("mean", mean_);
+    out.put_real("std", std_);
+    out.put_integer("steps", steps_);
+  }
+  template <class Scalar>
+  void load_state(const nn::state_reader<Scalar>& in) {
+    const double mean = in.get_real("mean"), stddev = in.get_real("std");
+    steps_ = in.get_integer("steps", 0);
+    mean_ = mean;
+    std_ = stddev;
+  }
 
   std::vector<double> advantages(const std::vector<double>& losses) const {
     std::vector<double> a(losses.size());

@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <limits>
+#include <tuple>
 #include <vector>
 
 #include "slimnet/core/error.hpp"
@@ -15,6 +17,7 @@
 #include "slimnet/deepiot/gated.hpp"
 #include "slimnet/deepiot/reinforce.hpp"
 #include "slimnet/deepiot/thin.hpp"
+#include "slimnet/train/checkpoint.hpp"
 #include "slimnet/train/fit.hpp"
 #include "slimnet/train/loss.hpp"
 #include "slimnet/train/optimizer.hpp"
@@ -41,9 +44,18 @@ struct compress_options {
   double eps = 1e-6;       ///< clamp of p̂ inside the log-likelihood
   std::uint64_t seed = 1;
   index_t eval_batch = 256;
+  /// When set, a checkpoint (train/checkpoint.hpp: the task network W and its Adam state, the
+  /// compressor φ and its RMSProp state, the baseline, the stored p, the generators and both batch
+  /// streams' positions) replaces this file every `checkpoint_every` iterations and after the last.
+  std::filesystem::path checkpoint_path;
+  std::int64_t checkpoint_every = 100;
+  /// When set, compress continues the run saved in this checkpoint bit for bit (one thread; the
+  /// gated model built as before; seed, batch_size and the training-set size must be the run's).
+  std::filesystem::path resume_from;
 
   void validate() const {
     constexpr const char* fn = "slimnet::deepiot::compress";
+    if (checkpoint_every < 1) slimnet::detail::raise<config_error>(fn, "checkpoint_every = {} must be >= 1", checkpoint_every);
     if (batch_size < 2 || eval_batch <= 0 || !(critic_lr >= 0) || !(critic_beta1 >= 0 && critic_beta1 < 1) ||
         !(critic_beta2 >= 0 && critic_beta2 < 1) || !(weight_decay >= 0) || !(baseline_decay >= 0 && baseline_decay < 1) ||
         !(eps > 0 && eps < 0.5)) {
@@ -178,13 +190,24 @@ compress_result<Scalar> compress(gated_model<Scalar>& g, const data::dataset<Sca
   for (std::size_t k = 0; k < nl; ++k) {
     p[k] = vector<Scalar>::Constant(g.layers[k].units, static_cast<Scalar>(g.layers[k].conv ? opt.conv_keep : opt.fc_keep));
   }
+  // Where a batch stream is, for checkpoints: its order is the permutation drawn at its last
+  // reset, so the shuffling generator's state before that reset and the batches taken since
+  // rebuild it exactly (replayed on resume).
+  struct stream_position {
+    rng::state_type at_reset;
+    std::int64_t taken = 0;
+  };
+  stream_position pos_a{shuffle_a.state()}, pos_b{shuffle_b.state()};
   data::batcher<Scalar> batches_a(train_data, opt.batch_size, true, shuffle_a, true);
   data::batcher<Scalar> batches_b(train_data, opt.batch_size, true, shuffle_b, true);
-  auto next = [](data::batcher<Scalar>& b, data::batch<Scalar>& out) {
+  auto next = [](data::batcher<Scalar>& b, rng& shuffle, stream_position& pos, data::batch<Scalar>& out) {
     if (!b.next(out)) {
+      pos.at_reset = shuffle.state();
+      pos.taken = 0;
       b.reset();
       b.next(out);
     }
+    ++pos.taken;
   };
   data::batch<Scalar> ba, bb;
   tensor<Scalar> out;
@@ -195,10 +218,91 @@ compress_result<Scalar> compress(gated_model<Scalar>& g, const data::dataset<Sca
   double loss_sum = 0;
   std::int64_t loss_count = 0;
 
-  for (std::int64_t it = 0; it < opt.stop.max_iterations; ++it) {
+  const auto run_identity = [&](auto&& check) {
+    check("seed", static_cast<std::int64_t>(opt.seed));
+    check("batch_size", static_cast<std::int64_t>(opt.batch_size));
+    check("examples", static_cast<std::int64_t>(train_data.size()));
+    check("layers", static_cast<std::int64_t>(nl));
+  };
+  std::int64_t first = 0;
+  if (!opt.resume_from.empty()) {
+    rng gen_saved, reset_a, reset_b;
+    std::int64_t steps = 0;
+    // φ, its optimizer, the baseline and p are local: a failed load throws out of compress, and
+    // load_checkpoint leaves the task network and the critic's state as they were.
+    train::load_checkpoint<Scalar>(opt.resume_from, g.net, &critic, [&](const nn::state_reader<Scalar>& in) {
+      run_identity([&](const char* key, std::int64_t value) {
+        const std::int64_t saved = in.get_integer(key);
+        if (saved != value) {
+          slimnet::detail::raise<config_error>(fn, "cannot resume from '{}': it was saved by a run with {} = {}, not {}",
+                                               opt.resume_from.string(), key, saved, value);
+        }
+      });
+      first = in.get_integer("iteration", 0, opt.stop.max_iterations);
+      steps = in.get_integer("critic_steps", 0);
+      in.read_generator("gen", gen_saved);
+      in.read_generator("shuffle_a", reset_a);
+      in.read_generator("shuffle_b", reset_b);
+      const index_t per_pass = train_data.size() / opt.batch_size;
+      pos_a.taken = in.get_integer("taken_a", 1, per_pass);
+      pos_b.taken = in.get_integer("taken_b", 1, per_pass);
+      comp.load_state(in.scope("compressor"));
+      rms.load_state(comp, in.scope("rms"));
+      baseline.load_state(in.scope("baseline"));
+      for (std::size_t k = 0; k < nl; ++k) {
+        tensor<Scalar> t({g.layers[k].units});
+        in.read_tensor(fmt::format("p/{}", k), t);
+        p[k] = t.flat();
+      }
+      loss_sum = in.get_real("loss_sum");
+      loss_count = in.get_integer("loss_count", 0);
+      result.iterations = first;
+      result.tau = in.get_real("tau");
+    });
+    gen = gen_saved;
+    critic_step.set_steps(steps);
+    for (auto [b, shuffle, pos, saved] : {std::tuple{&batches_a, &shuffle_a, &pos_a, &reset_a}, std::tuple{&batches_b, &shuffle_b, &pos_b, &reset_b}}) {
+      pos->at_reset = saved->state();
+      shuffle->set_state(pos->at_reset);
+      b->reset();  // the same permutation as before the stop
+      data::batch<Scalar> skipped;
+      for (std::int64_t i = 0; i < pos->taken; ++i) b->next(skipped);
+    }
+  }
+  const auto save = [&](std::int64_t next_iteration) {
+    train::save_checkpoint<Scalar>(opt.checkpoint_path, g.net, &critic, [&](nn::state_writer<Scalar>& out) {
+      run_identity([&](const char* key, std::int64_t value) { out.put_integer(key, value); });
+      out.put_integer("iteration", next_iteration);
+      out.put_integer("critic_steps", critic_step.steps());
+      out.put_generator("gen", gen);
+      rng at_reset;
+      at_reset.set_state(pos_a.at_reset);
+      out.put_generator("shuffle_a", at_reset);
+      at_reset.set_state(pos_b.at_reset);
+      out.put_generator("shuffle_b", at_reset);
+      out.put_integer("taken_a", pos_a.taken);
+      out.put_integer("taken_b", pos_b.taken);
+      auto c = out.scope("compressor");
+      comp.save_state(c);
+      auto r = out.scope("rms");
+      rms.save_state(r);
+      auto bl = out.scope("baseline");
+      baseline.save_state(bl);
+      for (std::size_t k = 0; k < nl; ++k) {
+        tensor<Scalar> t({p[k].size()});
+        t.flat() = p[k];
+        out.put_tensor(fmt::format("p/{}", k), t);
+      }
+      out.put_real("loss_sum", loss_sum);
+      out.put_integer("loss_count", loss_count);
+      out.put_real("tau", result.tau);
+    });
+  };
+
+  for (std::int64_t it = first; it < opt.stop.max_iterations; ++it) {
     const double tau = opt.tau(it);
     // (a) critic step
-    next(batches_a, ba);
+    next(batches_a, shuffle_a, pos_a, ba);
     for (std::size_t k = 0; k < nl; ++k) {
       g.gate(k).set_mask(sample_masks(soft_delete(p[k], tau, opt.gamma), ba.size(), gen));
     }
@@ -206,7 +310,7 @@ compress_result<Scalar> compress(gated_model<Scalar>& g, const data::dataset<Sca
     ++loss_count;
 
     // (b) compressor step
-    next(batches_b, bb);
+    next(batches_b, shuffle_b, pos_b, bb);
     auto [w, b] = g.live_weights();
     auto p_now = comp.forward(w, b);
     std::vector<double> logp(static_cast<std::size_t>(bb.size()), 0.0);
@@ -253,11 +357,12 @@ compress_result<Scalar> compress(gated_model<Scalar>& g, const data::dataset<Sca
       loss_sum = 0, loss_count = 0;
       result.last = c;
       if (on_check) on_check(c);
-      if (opt.stop.due(it) && opt.stop.satisfied(c.fraction, c.accuracy)) {
-        result.stopped = true;
-        break;
-      }
+      if (opt.stop.due(it) && opt.stop.satisfied(c.fraction, c.accuracy)) result.stopped = true;
     }
+    if (!opt.checkpoint_path.empty() && ((it + 1) % opt.checkpoint_every == 0 || it + 1 == opt.stop.max_iterations || result.stopped)) {
+      save(it + 1);
+    }
+    if (result.stopped) break;
   }
   for (std::size_t k = 0; k < nl; ++k) g.gate(k).set_probabilities(soft_delete(p[k], result.tau, opt.gamma));
   result.probabilities = p;
