@@ -131,7 +131,7 @@ struct binary_connect_options {
   bool clip = true;  ///< clip the real weights after each step (the paper's clip(w))
   /// Evaluate with the real-valued weights instead of the binary ones: the paper's test-time choice
   /// for the stochastic form. The default evaluates the binary network, the one binary hardware
-  /// (and to_packed_inference) runs.
+  /// (and nn::compressed::compress_bnn) runs.
   bool real_weights_at_test = false;
   /// When attaching, scale W so that max |W| = scale. Default initialisations are far smaller than
   /// 1 (PyTorch's U(-1/sqrt(fan_in), 1/sqrt(fan_in))), which leaves the stochastic form with
