@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -55,6 +56,11 @@ struct sparse_options {
   /// compress_options::input_shape (N, T, F)): W_ih's product covers steps x batch columns.
   /// 0: unknown, taken as 2 (a product over several columns: column-blocked CSR).
   index_t steps = 0;
+  /// Fraction of nonzero inputs a Linear sees at batch 1 (compress fills it from
+  /// compress_options::input_density, e.g. nn/compressed/calibrate.hpp on sample inputs): CSC
+  /// skipping zero inputs replaces SELL-16 when timed faster on the layer's weights at that density
+  /// (kernels::measure_column_form; a known density is what the timing needs). < 0: unknown (SELL-16).
+  double input_density = -1;
 };
 
 struct xnor_options {
@@ -98,6 +104,12 @@ std::unique_ptr<engine<Scalar>> make_sparse_engine(const row_matrix<Scalar>& w, 
   if (o.force_sparse) c.sparse = true;
   if (choice) *choice = c;
   if (!c.sparse) return std::make_unique<dense_engine<Scalar>>(w, std::move(bias));
+  if (batch <= 1 && o.input_density >= 0 && std::is_same_v<Scalar, float> && w.rows() <= 65536) {
+    const row_matrix<float> wf = w.template cast<float>();
+    const auto cf = kernels::measure_column_form(kernels::row_major<const float>(wf.data(), wf.rows(), wf.cols()), o.input_density);
+    if (choice) choice->column_form = cf.describe();
+    if (cf.column) return std::make_unique<sparse_engine<Scalar>>(w, std::move(bias), 1, o.threads, /*column_form=*/true);
+  }
   auto s = std::make_unique<sparse_engine<Scalar>>(w, bias, batch, o.threads);
   // SELL-16 (rows sorted by length) is the fastest batch-1 form but pads each step to its busiest
   // lane; when that still costs more than 1.5 x nnz x 8 bytes, the compact CSR (6 bytes per
@@ -360,6 +372,8 @@ struct compress_options {
   /// Shape of the model's input, e.g. {1, 1, 28, 28} (batch ignored): with sparse.measure, each
   /// Conv2d is timed at its own input size. Empty: unknown (convolutions use the model).
   shape_t input_shape;
+  /// Fraction of nonzero inputs per Linear (local or full name), for sparse_options::input_density.
+  std::map<std::string, double> input_density;
 };
 
 namespace detail {
@@ -455,6 +469,8 @@ void compress_sequential(sequential<Scalar>& model, format f, const compress_opt
       so.input_h = in[2];
       so.input_w = in[3];
     }
+    for (const auto& key : {name, model.local_name(i)})
+      if (const auto d = o.input_density.find(key); lin && d != o.input_density.end()) so.input_density = d->second;
     switch (f) {
       case format::sparse:
         c = lin ? std::unique_ptr<layer<Scalar>>(std::make_unique<compressed_linear<Scalar>>(to_sparse(*lin, so, &choice)))

@@ -1,6 +1,8 @@
 // The sparse engine of pruned layers: SELL-16 with rows sorted by length when the layer runs one sample at a time (each input
 // row is a contiguous vector: no transposes), column-blocked CSR for batches (the batch-contiguous
-// layout SpMM wants: a Linear's input is transposed, a convolution's im2col matrix already has it).
+// layout SpMM wants: a Linear's input is transposed, a convolution's im2col matrix already has it),
+// or, at batch 1 for inputs that are mostly exact zeros (MNIST pixels, ReLU outputs), CSC walking
+// only the columns of nonzero inputs (EIE's weight x activation sparsity, kernels/sparse_csc.hpp).
 // Results equal the masked dense layer within float rounding: each output is the sum of the same
 // products w_ij x_j (zeros skipped) in another order, |error| <= (nnz_i + 1) eps sum_j |w_ij x_j|.
 #pragma once
@@ -18,13 +20,23 @@ class sparse_engine : public engine<Scalar> {
   using sell_type = kernels::sell_matrix<Scalar, std::uint8_t>;
   using blocked_type = kernels::blocked_csr_matrix<Scalar, std::uint8_t>;
   using wide_blocked_type = kernels::blocked_csr_matrix<Scalar, std::uint16_t>;  // one panel of > 256 columns
+  using csc_type = kernels::csc_matrix<Scalar, std::uint16_t>;                   // the column form (batch 1, rows <= 65536)
 
-  /// From the (masked) weights: SELL-16 when batch_hint == 1, column-blocked CSR otherwise.
-  sparse_engine(const row_matrix<Scalar>& w, std::optional<vector<Scalar>> bias, index_t batch_hint, int threads = 1)
+  /// From the (masked) weights: SELL-16 when batch_hint == 1, column-blocked CSR otherwise;
+  /// column_form (batch_hint 1 only, at most 65536 rows): CSC skipping zero inputs instead of SELL-16.
+  sparse_engine(const row_matrix<Scalar>& w, std::optional<vector<Scalar>> bias, index_t batch_hint, int threads = 1,
+                bool column_form = false)
       : rows_(w.rows()), cols_(w.cols()), bias_(std::move(bias)), threads_(threads) {
-    detail::check_bias("slimnet::nn::compressed::sparse_engine", bias_, rows_);
+    const char* fn = "slimnet::nn::compressed::sparse_engine";
+    detail::check_bias(fn, bias_, rows_);
     const auto wv = kernels::row_major<const Scalar>(w.data(), w.rows(), w.cols());
-    if (batch_hint <= 1) {
+    if (column_form) {
+      if (batch_hint > 1 || rows_ > 65536) {
+        slimnet::detail::raise<config_error>(fn, "the column form serves batch 1 and at most 65536 rows: batch {}, {} rows", batch_hint,
+                                             rows_);
+      }
+      format_ = csc_type::from_dense(wv);
+    } else if (batch_hint <= 1) {
       // Rows sorted by length: a slice's 16 lanes then hold rows of similar length, so its steps
       // are padded far less. Measured on the demo's LeNet-5 fc1 (800 x 500, Zen 5): magnitude
       // (7.5%) 15.2 -> 9.1 bytes per nonzero and 7.6 -> 4.9 us; DNS (0.52%) 62 -> 10.8 bytes per
@@ -42,10 +54,21 @@ class sparse_engine : public engine<Scalar> {
   }
 
   std::string format() const override {
+    if (std::holds_alternative<csc_type>(format_)) {
+      return fmt::format("CSC skipping zero inputs, {:.1f}% nonzeros", 100 * density());
+    }
     if (const auto* s = std::get_if<sell_type>(&format_)) {
       return fmt::format("SELL-16 with {}-column blocks, {:.1f}% nonzeros", s->block_cols(), 100 * density());
     }
-    const index_t width = std::visit([](const auto& f) { return f.block_cols(); }, format_);
+    const index_t width = std::visit(
+        [](const auto& f) -> index_t {
+          if constexpr (std::is_same_v<std::decay_t<decltype(f)>, csc_type>) {
+            return 0;
+          } else {
+            return f.block_cols();
+          }
+        },
+        format_);
     return fmt::format("column-blocked CSR with {}-column panels, {:.1f}% nonzeros", width, 100 * density());
   }
   std::string kind_prefix() const override { return "Sparse"; }
@@ -58,9 +81,16 @@ class sparse_engine : public engine<Scalar> {
     return std::visit([](const auto& f) { return f.nnz(); }, format_);
   }
   double density() const { return rows_ * cols_ == 0 ? 0.0 : static_cast<double>(nnz()) / (static_cast<double>(rows_) * cols_); }
-  layout preferred() const override { return std::holds_alternative<sell_type>(format_) ? layout::rows : layout::cols; }
+  layout preferred() const override {
+    return std::holds_alternative<sell_type>(format_) || std::holds_alternative<csc_type>(format_) ? layout::rows : layout::cols;
+  }
+  bool column_form() const { return std::holds_alternative<csc_type>(format_); }
 
   void apply_rows(const Scalar* x, index_t n, Scalar* y) override {
+    if (const auto* c = std::get_if<csc_type>(&format_)) {
+      for (index_t i = 0; i < n; ++i) kernels::spmv_csc(c->ref(), x + i * cols_, y + i * rows_, params());
+      return;
+    }
     if (const auto* s = std::get_if<sell_type>(&format_)) {
       for (index_t i = 0; i < n; ++i) kernels::spmv_sell(s->ref(), x + i * cols_, y + i * rows_, params());
       return;
@@ -82,7 +112,11 @@ class sparse_engine : public engine<Scalar> {
       return;
     }
     if (n == 1) {
-      kernels::spmv_sell(std::get<sell_type>(format_).ref(), x, z, params());
+      if (const auto* c = std::get_if<csc_type>(&format_)) {
+        kernels::spmv_csc(c->ref(), x, z, params());
+      } else {
+        kernels::spmv_sell(std::get<sell_type>(format_).ref(), x, z, params());
+      }
       return;
     }
     xt_.resize(static_cast<std::size_t>(cols_ * n));
@@ -94,7 +128,11 @@ class sparse_engine : public engine<Scalar> {
 
   row_matrix<Scalar> effective_weights() const override {
     row_matrix<Scalar> w = row_matrix<Scalar>::Zero(rows_, cols_);
-    if (const auto* s = std::get_if<sell_type>(&format_)) {
+    if (const auto* c = std::get_if<csc_type>(&format_)) {
+      const auto r = c->ref();
+      for (index_t j = 0; j < cols_; ++j)
+        for (auto p = r.col_offsets[j]; p < r.col_offsets[j + 1]; ++p) w(r.row_indices[p], j) = r.values[p];
+    } else if (const auto* s = std::get_if<sell_type>(&format_)) {
       const auto r = s->ref();
       for (index_t sl = 0; sl < r.slices; ++sl)
         for (index_t b = 0; b < r.blocks; ++b)
@@ -104,7 +142,8 @@ class sparse_engine : public engine<Scalar> {
     } else {
       std::visit(
           [&](const auto& f) {
-            if constexpr (!std::is_same_v<std::decay_t<decltype(f)>, sell_type>) {
+            using f_type = std::decay_t<decltype(f)>;
+            if constexpr (!std::is_same_v<f_type, sell_type> && !std::is_same_v<f_type, csc_type>) {
               const auto r = f.ref();
               for (index_t b = 0; b < r.blocks(); ++b) {
                 const auto p = r.panel(b);
@@ -130,7 +169,7 @@ class sparse_engine : public engine<Scalar> {
   index_t rows_, cols_;
   std::optional<vector<Scalar>> bias_;
   int threads_;
-  std::variant<sell_type, blocked_type, wide_blocked_type> format_;
+  std::variant<sell_type, blocked_type, wide_blocked_type, csc_type> format_;
   std::vector<Scalar> xt_, zt_;  // transposes (scratch)
 };
 

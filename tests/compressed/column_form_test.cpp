@@ -1,0 +1,107 @@
+// The column form of a batch-1 sparse Linear (CSC skipping zero inputs, issue 15): the engine equals
+// the masked float layer on inputs with many zeros, stays within 12 bytes per nonzero, is chosen by
+// timing only when an input density is given, and input_densities measures what a ReLU leaves.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "slimnet/core/random.hpp"
+#include "slimnet/nn/activation.hpp"
+#include "slimnet/nn/compressed/calibrate.hpp"
+#include "slimnet/nn/compressed/convert.hpp"
+#include "support/poison.hpp"
+
+using namespace slimnet;
+namespace nc = slimnet::nn::compressed;
+
+namespace {
+
+template <class Scalar>
+nn::linear<Scalar> column_form_pruned_linear(index_t in, index_t out, double density, rng& gen) {
+  nn::linear<Scalar> l(in, out);
+  l.reset_parameters(gen);
+  auto& w = l.weight().value();
+  for (index_t i = 0; i < w.size(); ++i)
+    if (!(gen.uniform() < density)) w[i] = Scalar(0);
+  return l;
+}
+
+/// Inputs with `zeros` of their entries exactly 0 (the rest uniform in [0, 1], as pixels).
+template <class Scalar>
+tensor<Scalar> column_form_input(index_t batch, index_t in, double zeros, rng& gen) {
+  tensor<Scalar> x({batch, in});
+  for (index_t i = 0; i < x.size(); ++i) x[i] = gen.uniform() < zeros ? Scalar(0) : static_cast<Scalar>(gen.uniform(0, 1));
+  return x;
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("sparse_engine column form equals the float Linear on inputs with zeros", "[compressed][sparse][csc]", float, double) {
+  rng gen(21);
+  for (const auto& [in, out, density] : {std::tuple{784, 300, 0.08}, std::tuple{300, 100, 0.09}, std::tuple{37, 129, 0.5}, std::tuple{5, 3, 0.0}}) {
+    auto l = column_form_pruned_linear<TestType>(in, out, density, gen);
+    const row_matrix<TestType> w = nc::effective_weight(l.weight());
+    nc::sparse_engine<TestType> e(w, nc::effective_bias(l.bias()), 1, 1, /*column_form=*/true);
+    CHECK(e.column_form());
+    CHECK(e.format().find("CSC skipping zero inputs") != std::string::npos);
+    CHECK(e.effective_weights() == w);
+    const index_t nnz = (w.array() != TestType(0)).count();
+    if (nnz > 1000) CHECK(static_cast<double>(e.bytes()) <= 12.0 * static_cast<double>(nnz));
+    nc::compressed_linear<TestType> c(e.clone());
+    for (double zeros : {0.0, 0.5, 0.8, 1.0}) {
+      for (index_t batch : {index_t{1}, index_t{3}}) {
+        const tensor<TestType> x = column_form_input<TestType>(batch, in, zeros, gen);
+        tensor<TestType> expected, y(c.output_shape(x.shape()));
+        l.forward(x, expected, {});
+        for (index_t i = 0; i < y.size(); ++i) y[i] = slimnet::testing::poison_value<TestType>();
+        c.forward(x, y, {});
+        const double tol = std::is_same_v<TestType, float> ? 2e-5 : 1e-12;
+        index_t bad = 0;
+        for (index_t i = 0; i < y.size(); ++i)
+          if (!(std::abs(double(y[i]) - double(expected[i])) <= tol * (1 + std::abs(double(expected[i]))))) ++bad;
+        INFO(out << " x " << in << " at " << density << ", " << zeros << " zero inputs, batch " << batch);
+        CHECK(bad == 0);
+      }
+    }
+  }
+  auto l = column_form_pruned_linear<TestType>(4, 3, 0.5, gen);
+  CHECK_THROWS_AS(nc::sparse_engine<TestType>(nc::effective_weight(l.weight()), std::nullopt, 64, 1, true), config_error);
+}
+
+TEST_CASE("compress: the column form is timed only for Linears with a known input density", "[compressed][sparse][csc]") {
+  rng gen(22);
+  nn::sequential<float> m;
+  m.add("fc1", column_form_pruned_linear<float>(784, 300, 0.08, gen));
+  m.add("relu1", nn::relu<float>());
+  m.add("fc2", column_form_pruned_linear<float>(300, 100, 0.09, gen));
+  // Pixels: 80% zeros; fc2 sees what the ReLU leaves (about half).
+  const tensor<float> calib = column_form_input<float>(64, 784, 0.8, gen);
+  const auto d = nc::input_densities(m, calib);
+  REQUIRE(d.size() == 2);
+  CHECK(d.at("fc1") == Approx(0.2).margin(0.02));
+  CHECK(d.at("fc2") > 0.2);
+  CHECK(d.at("fc2") < 0.8);
+
+  nc::compress_options o;
+  o.sparse.force_sparse = true;
+  auto plain = m;
+  for (const auto& line : nc::compress(plain, nc::format::sparse, o)) CHECK(line.find("form at") == std::string::npos);
+  o.input_density = {{"fc1", 0.0}};  // all-zero inputs: the column form costs a pass over x and wins
+  auto skipping = m;
+  const auto report = nc::compress(skipping, nc::format::sparse, o);
+  REQUIRE(report.size() >= 2);
+  CHECK(report[0].find("column form at 0% nonzero inputs") != std::string::npos);
+  CHECK(report[0].find("CSC skipping zero inputs") != std::string::npos);
+  CHECK(report[1].find("form at") == std::string::npos);  // fc2: no density given
+  const tensor<float> x = column_form_input<float>(1, 784, 0.8, gen);
+  tensor<float> expected, y;
+  m.forward(x, expected, {});
+  skipping.forward(x, y, {});
+  REQUIRE(y.size() == expected.size());
+  for (index_t i = 0; i < y.size(); ++i) CHECK(y[i] == Approx(expected[i]).margin(1e-5));
+  o.input_density = {{"fc1", 1.5}};
+  auto bad = m;
+  CHECK_THROWS_AS(nc::compress(bad, nc::format::sparse, o), config_error);
+}
