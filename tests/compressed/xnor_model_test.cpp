@@ -156,9 +156,11 @@ TEMPLATE_TEST_CASE("A BNN compressed to XNOR layers (first and last kept float) 
       CHECK(poisoned_forward(deployed, x).flat() == expected.flat());
     }
     // BatchNorm + sign folded into thresholds, the first layer in its dense compressed form with its
-    // max-pool fused (the benchmark's deployment): still bitwise the float BNN.
+    // max-pool fused (compressed_models --bnn-direct false): still bitwise the float BNN.
     nn::sequential<TestType> fast = model;
-    const auto lines = nc::compress_bnn(fast);
+    nc::bnn_options dense_first;
+    dense_first.direct_first = false;  // the direct first pass has its own test (conv1_sign_test.cpp)
+    const auto lines = nc::compress_bnn(fast, dense_first);
     INFO(fmt::format("{}", fmt::join(lines, "\n")));
     CHECK(std::count_if(lines.begin(), lines.end(), [](const std::string& l) { return l.find("SignThreshold") != std::string::npos; }) == 3);
     CHECK(std::find(lines.begin(), lines.end(), "pool1: fused into conv1") != lines.end());
