@@ -13,8 +13,24 @@
 //                     [--pytorch true|false] [--python /usr/bin/python3]
 //                     [--bnn-first dense-form|float (the BNN's first layer: compressed dense form, pool fused, or float)]
 //                     [--bnn-fold true|false (fold the BNN's BatchNorm + sign pairs into per-channel thresholds)]
+//                     [--zero-skip auto|force|off (batch-1 column form: as measured, on every sparse Linear, or not tried)]
+//                     [--bnn-direct true|false (the BNN's first conv, pool and threshold as one direct pass, conv1_sign.hpp)]
 //   compressed_models --files out/a.slim.safetensors,out/b.slim.safetensors [--rounds 5]
 //                     (model files: each one's bytes next to its speed-up over its decoded float model)
+//
+// Inputs: real MNIST test digits (the examples' MNIST subset under $SLIMNET_DATA_DIR/mnist-subset,
+// scale 1/255, 75% of the pixels exactly 0), cycled call by call (64 single digits at batch 1,
+// 4 batches of 64 at batch 64) so no single image is timed; the float and compressed models see the
+// same sequence. Without the files: uniform random pixels (no zeros), with a warning.
+// Activation sparsity (EIE): at batch 1 each sparse model is also converted with each Linear's
+// fraction of nonzero inputs measured on 256 training digits (compress_options::input_density);
+// the measured choice ("zero-skip choice:" lines) gives a layer the column form when CSC skipping
+// zero inputs times under 0.9 x SELL-16, and then a "+zero-skip" row follows. The float model
+// computes every product (a dense model could skip zero inputs too), so that row's gain over the
+// row above is activation sparsity alone.
+// The BNN row runs its first layer as one direct pass (conv1_sign.hpp, --bnn-direct true); the
+// "-dense-conv1" row after it is the same BNN with that layer in its compressed dense form (im2col +
+// GEMM, pool fused, then the threshold layer), timed in the same rounds.
 //
 // The "vs PyTorch" column: PyTorch 1.13 running the DENSE float model of the row (one thread, same
 // timing rule), measured by pytorch_dense_models.py, run before the C++ rounds with
@@ -37,6 +53,7 @@
 #include <functional>
 #include <limits>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -49,6 +66,7 @@
 #include "slimnet/io.hpp"
 #include "slimnet/nn/batch_norm.hpp"
 #include "slimnet/nn/compressed/binary_model.hpp"
+#include "slimnet/nn/compressed/calibrate.hpp"
 #include "slimnet/nn/compressed/convert.hpp"
 #include "slimnet/nn/models.hpp"
 #include "slimnet/quant/binary.hpp"
@@ -169,6 +187,42 @@ tensor<float> random_input(const std::string& model, index_t batch, rng& gen) {
   for (index_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(gen.uniform(0, 1));
   (void)model;
   return x;
+}
+
+/// The MNIST subset's images (N, 1, 28, 28) in [0, 1], or nothing (with a warning) when its files
+/// are missing.
+struct mnist_images {
+  tensor<float> train, test;
+  bool real = false;
+};
+
+mnist_images load_mnist_images() {
+  mnist_images m;
+  try {
+    auto split = cli::load_dataset("mnist");
+    m.train = std::move(split.train.inputs);
+    m.test = std::move(split.test.inputs);
+    m.real = m.train.size() > 0 && m.test.size() > 0 && m.test.dim(0) >= 256;
+  } catch (const std::exception& e) {
+    fmt::print("WARNING: MNIST not found ({}): timing on random inputs (no zero pixels), activation sparsity not measured\n", e.what());
+  }
+  return m;
+}
+
+/// `count` inputs of `batch` images: consecutive digits of `images` from `first` (random pixels
+/// when there are no images).
+std::vector<tensor<float>> image_batches(const tensor<float>& images, index_t batch, index_t count, index_t first, rng& gen) {
+  std::vector<tensor<float>> out;
+  for (index_t b = 0; b < count; ++b) {
+    if (images.size() == 0 || images.dim(0) < first + (b + 1) * batch) {
+      out.push_back(random_input("", batch, gen));
+      continue;
+    }
+    tensor<float> x({batch, 1, 28, 28});
+    std::copy_n(images.data() + (first + b * batch) * 784, batch * 784, x.data());
+    out.push_back(std::move(x));
+  }
+  return out;
 }
 
 /// Per-layer median times of a Sequential's forward at the input x (each layer on its own input).
@@ -318,7 +372,7 @@ void file_rows(const std::string& list, int rounds) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  cli::args args(argc, argv, {{"rounds", "21"}, {"csv", "compressed_models.csv"}, {"profile", "false"}, {"dir", "out"}, {"only", ""}, {"measure", "false"}, {"verbose", "false"}, {"sweep", "false"}, {"batch", "0"}, {"pytorch", "true"}, {"python", "/usr/bin/python3"}, {"bnn-first", "dense-form"}, {"bnn-fold", "true"}, {"files", ""}},
+  cli::args args(argc, argv, {{"rounds", "21"}, {"csv", "compressed_models.csv"}, {"profile", "false"}, {"dir", "out"}, {"only", ""}, {"measure", "false"}, {"verbose", "false"}, {"sweep", "false"}, {"batch", "0"}, {"pytorch", "true"}, {"python", "/usr/bin/python3"}, {"bnn-first", "dense-form"}, {"bnn-fold", "true"}, {"bnn-direct", "true"}, {"zero-skip", "auto"}, {"files", ""}},
                  "compressed_models: whole compressed models against their float models, one thread");
   const int rounds = static_cast<int>(args.integer("rounds"));
   if (!args.str("files").empty()) {
@@ -328,6 +382,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   const std::filesystem::path dir = args.str("dir");
+  const mnist_images mnist = load_mnist_images();
   const std::vector<model_case> cases = {
       {"lenet5-dense-form", "lenet5", {}, "", form::sparse, {}},
       {"lenet5-magnitude", "lenet5", {{"conv1", 0.66}, {"conv2", 0.12}, {"fc1", 0.08}, {"fc2", 0.19}}, "lenet5-mnist-magnitude.safetensors", form::sparse, {}},
@@ -391,35 +446,93 @@ int main(int argc, char** argv) {
       if (c.kind == form::int8) f = nc::format::int8;
       if (c.kind == form::codebook) f = nc::format::codebook;
       std::vector<std::string> report;
+      // With the direct first layer, the same BNN with its first layer in the dense form instead is
+      // timed in the same run: the "-dense-conv1" row (what the direct pass gains, side by side).
+      std::optional<nn::sequential<float>> alternative;
+      std::string alternative_name;
       if (c.kind == form::xnor) {
         // XNOR layers; the first (real-valued input) and last layers float, the first in its compressed
-        // dense form with its max-pool fused; BatchNorm + sign pairs folded (binary_model.hpp).
+        // dense form with its max-pool fused, or (--bnn-direct) one direct pass with the pool and the
+        // threshold after it; BatchNorm + sign pairs folded (binary_model.hpp).
         nc::bnn_options bo;
         bo.dense_first = args.str("bnn-first") == "dense-form";
         bo.fold = args.flag("bnn-fold");
+        bo.direct_first = args.flag("bnn-direct");
         report = nc::compress_bnn(compressed, bo);
+        if (bo.direct_first && bo.dense_first && bo.fold) {
+          alternative = float_model;
+          bo.direct_first = false;
+          nc::compress_bnn(*alternative, bo);
+          alternative_name = c.name + "-dense-conv1";
+        }
       } else {
         report = nc::compress(compressed, f, o);
       }
-      const weight_stats cs = stats_of(compressed);
       if (args.flag("verbose"))
         for (const auto& line : report) fmt::print("  {}\n", line);
       rng xg(7);
-      const tensor<float> x = random_input(c.model, batch, xg);
-      tensor<float> yf, yc;
-      float_model.forward(x, yf, {});
-      compressed.forward(x, yc, {});
-      double diff = 0;
-      for (index_t i = 0; i < yf.size(); ++i) diff = std::max(diff, static_cast<double>(std::abs(yf[i] - yc[i])));
-      const auto t = median_side_by_side({[&] { float_model.forward(x, yf, {}); }, [&] { compressed.forward(x, yc, {}); }}, rounds);
-      const double bpn = cs.sparse_nnz > 0 ? cs.sparse_bytes / cs.sparse_nnz : NAN;
+      // Real digits cycled call by call (each model has its own cursor over the same sequence).
+      const std::vector<tensor<float>> xs = image_batches(mnist.test, batch, batch == 1 ? 64 : 4, 0, xg);
+      const tensor<float>& x = xs.front();
+      const std::string input_note = mnist.real ? fmt::format("; MNIST test digits cycled ({} inputs)", xs.size()) : "; random inputs";
+      // The same conversion with measured activation sparsity (batch 1, sparse Linears): the "+zero-skip" row.
+      std::optional<nn::sequential<float>> skipping;
+      if (batch == 1 && c.kind == form::sparse && !c.density.empty() && args.str("zero-skip") != "off") {
+        rng cg(11);
+        const tensor<float> calib = image_batches(mnist.train, 256, 1, 0, cg).front();
+        nc::compress_options oz = o;
+        oz.input_density = nc::input_densities(float_model, calib);
+        skipping = float_model;
+        const auto zr = nc::compress(*skipping, f, oz);
+        bool any = false;
+        for (const auto& line : zr) any |= line.find("CSC skipping") != std::string::npos;
+        for (const auto& line : zr)
+          if (line.find("column form") != std::string::npos || line.find("row form") != std::string::npos) fmt::print("  zero-skip choice: {}\n", line);
+        if (args.str("zero-skip") == "force") {
+          // Every sparse Linear in the column form whatever the timing says: what the form gives.
+          for (std::size_t i = 0; i < skipping->size(); ++i) {
+            auto* cl = dynamic_cast<nc::compressed_linear<float>*>(&(*skipping)[i]);
+            if (cl == nullptr || cl->weights().kind_prefix() != "Sparse") continue;
+            const row_matrix<float> w = cl->weights().effective_weights();
+            auto& lin = dynamic_cast<nn::linear<float>&>(float_model.find(skipping->local_name(i)));
+            skipping->replace(i, std::make_unique<nc::compressed_linear<float>>(
+                                     std::make_unique<nc::sparse_engine<float>>(w, nc::effective_bias(lin.bias()), 1, 1, /*column_form=*/true)));
+            any = true;
+          }
+        }
+        if (!any) skipping.reset();
+      }
+      std::vector<nn::sequential<float>*> models = {&float_model, &compressed};
+      if (skipping) {
+        alternative = std::move(skipping);
+        alternative_name = c.name + "+zero-skip";
+      }
+      if (alternative) models.push_back(&*alternative);
+      std::vector<tensor<float>> ys(models.size());
+      std::vector<std::size_t> cursor(models.size(), 0);
+      std::vector<double> diffs(models.size(), 0.0);
+      for (const auto& xi : xs) {
+        for (std::size_t m = 0; m < models.size(); ++m) models[m]->forward(xi, ys[m], {});
+        for (std::size_t m = 1; m < models.size(); ++m)
+          for (index_t i = 0; i < ys[0].size(); ++i) diffs[m] = std::max(diffs[m], static_cast<double>(std::abs(ys[0][i] - ys[m][i])));
+      }
+      std::vector<std::function<void()>> calls;
+      for (std::size_t m = 0; m < models.size(); ++m)
+        calls.push_back([&, m] { models[m]->forward(xs[cursor[m]++ % xs.size()], ys[m], {}); });
+      const auto t = median_side_by_side(calls, rounds);
       const auto pt = pytorch.find({c.model, batch});
       const double pt_s = pt == pytorch.end() ? NAN : pt->second;
-      fmt::print("{:<26} {:>5} {:>7.2f}% {:>11.1f} {:>11.1f} {:>7.2f}x {:>11.1f} {:>7.2f}x {:>11.0f} {:>11.0f} {:>8.2f} {:>10.2e}  {}\n",
-                 c.name, batch, 100 * fs.nnz / fs.weights, 1e6 * t[0], 1e6 * t[1], t[0] / t[1], 1e6 * pt_s, pt_s / t[1], fs.bytes,
-                 cs.bytes, bpn, diff, source);
-      csv << fmt::format("{},{},{:.5f},{:.4e},{:.4e},{:.3f},{:.4e},{:.3f},{:.0f},{:.0f},{:.3f},{:.3e},{}\n", c.name, batch,
-                         fs.nnz / fs.weights, t[0], t[1], t[0] / t[1], pt_s, pt_s / t[1], fs.bytes, cs.bytes, bpn, diff, source);
+      for (std::size_t m = 1; m < models.size(); ++m) {
+        const weight_stats ms = stats_of(*models[m]);
+        const double bpn = ms.sparse_nnz > 0 ? ms.sparse_bytes / ms.sparse_nnz : NAN;
+        const std::string name = m == 1 ? c.name : alternative_name;
+        fmt::print("{:<26} {:>5} {:>7.2f}% {:>11.1f} {:>11.1f} {:>7.2f}x {:>11.1f} {:>7.2f}x {:>11.0f} {:>11.0f} {:>8.2f} {:>10.2e}  {}{}\n",
+                   name, batch, 100 * fs.nnz / fs.weights, 1e6 * t[0], 1e6 * t[m], t[0] / t[m], 1e6 * pt_s, pt_s / t[m], fs.bytes,
+                   ms.bytes, bpn, diffs[m], source, input_note);
+        csv << fmt::format("{},{},{:.5f},{:.4e},{:.4e},{:.3f},{:.4e},{:.3f},{:.0f},{:.0f},{:.3f},{:.3e},{}{}\n", name, batch,
+                           fs.nnz / fs.weights, t[0], t[m], t[0] / t[m], pt_s, pt_s / t[m], fs.bytes, ms.bytes, bpn, diffs[m], source,
+                           input_note);
+      }
       if (args.flag("profile")) {
         for (auto* m : {&float_model, &compressed}) {
           const auto p = profile_layers(*m, x, std::max(5, rounds / 3));

@@ -3,6 +3,7 @@
 // the sparse engines' bytes and nonzeros apart (for bytes per nonzero; sparse + codebook included).
 #pragma once
 
+#include "slimnet/nn/compressed/conv1_sign.hpp"
 #include "slimnet/nn/compressed/recurrent.hpp"
 #include "slimnet/nn/compressed/sparse_codebook_engine.hpp"
 #include "slimnet/nn/conv2d.hpp"
@@ -56,6 +57,8 @@ inline weight_stats stats_of(nn::layer<float>& m) {
       s.add_recurrent(*cr);
     } else if (auto* cg = dynamic_cast<nc::compressed_gru<float>*>(&l)) {
       s.add_recurrent(*cg);
+    } else if (auto* c1 = dynamic_cast<nc::conv1_sign_layer<float>*>(&l)) {
+      s.bytes += 4.0 * static_cast<double>(c1->weights().size());  // a BNN's direct first layer: float weights
     } else if (dynamic_cast<nn::linear<float>*>(&l) || dynamic_cast<nn::conv2d<float>*>(&l) ||
                dynamic_cast<nn::recurrent_layer<float>*>(&l)) {
       l.visit_parameters([&](nn::parameter<float>& p) {
