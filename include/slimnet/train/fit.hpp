@@ -153,7 +153,9 @@ struct fit_options {
   /// When set, fit continues the run saved in this checkpoint: from its next epoch, with its
   /// shuffling order, generators and learning-rate schedule position, into a model and optimizer
   /// built as the saved ones were. seed, batch_size, shuffle and the training-set size must be the
-  /// run's (config_error otherwise); `epochs` is the total, as in the run.
+  /// run's (config_error otherwise); `epochs` is the total, as in the run. The returned history
+  /// holds the epochs run by this call (numbered from the resumed epoch). Callbacks' own state is
+  /// not saved: a callback that keeps any (a pruning schedule) must derive it from train_state.
   std::filesystem::path resume_from;
 
   void validate() const {
