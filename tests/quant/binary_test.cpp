@@ -1,12 +1,12 @@
 // BinaryConnect and BNN: binarization, the weight transform, the sign activation's
-// straight-through rule, shift-based BatchNorm and AdaMax, and the packed-bit inference form.
+// straight-through rule, shift-based BatchNorm and AdaMax, and a trained BNN deployed on XNOR layers.
 #include "slimnet/quant/binary.hpp"
 
 #include <catch2/catch.hpp>
 #include <cmath>
 
 #include "slimnet/nn.hpp"
-#include "slimnet/quant/packed.hpp"
+#include "slimnet/nn/compressed/binary_model.hpp"
 #include "slimnet/quant/shift.hpp"
 #include "slimnet/train.hpp"
 #include "support/gradient_check.hpp"
@@ -269,94 +269,6 @@ TEST_CASE("shift-based AdaMax takes AdaMax's step with power-of-two factors", "[
   CHECK_THROWS_AS(quant::shift_adamax<double>({0.01, 1.0, 0.999, 1e-8, 0.0}), config_error);
 }
 
-TEST_CASE("packed bits: bit 1 = -1, least significant first, zero padding", "[quant][packed]") {
-  Eigen::Matrix<float, 2, 70, Eigen::RowMajor> x;
-  x.setOnes();
-  x(0, 0) = -1;
-  x(0, 63) = -1;
-  x(0, 64) = -0.5;  // any negative value is -1
-  x(1, 69) = -1;
-  const auto p = quant::pack_signs(x);
-  CHECK(p.words_per_row == 2);
-  CHECK(p.row(0)[0] == ((quant::bit_word{1} << 63) | 1u));
-  CHECK(p.row(0)[1] == 1u);
-  CHECK(p.row(1)[0] == 0u);
-  CHECK(p.row(1)[1] == (quant::bit_word{1} << 5));  // bits 6..63 of the last word are padding: 0
-  CHECK(p.value(0, 64) == -1);
-  CHECK(p.value(1, 3) == 1);
-  CHECK(p.storage_bytes() == 32);
-  CHECK(quant::unpack<float>(p) == x.array().sign().cwiseMax(-1.0f).matrix());
-}
-
-TEST_CASE("binary dot products equal the float dot product for every length", "[quant][packed]") {
-  rng gen(7);
-  for (index_t len : {1, 2, 63, 64, 65, 127, 128, 129, 200, 1000}) {
-    row_matrix<float> a(3, len), b(4, len);
-    for (index_t i = 0; i < a.size(); ++i) a.data()[i] = gen.bernoulli(0.5) ? 1.0f : -1.0f;
-    for (index_t i = 0; i < b.size(); ++i) b.data()[i] = gen.bernoulli(0.3) ? 1.0f : -1.0f;
-    const auto pa = quant::pack_signs(a), pb = quant::pack_signs(b);
-    for (index_t i = 0; i < 3; ++i)
-      for (index_t j = 0; j < 4; ++j)
-        CHECK(static_cast<float>(quant::binary_dot(pa.row(i), pb.row(j), pa.words_per_row, len)) ==
-              a.row(i).dot(b.row(j)));
-    // Masked: only positions present in the mask count.
-    quant::packed_bits mask(1, len);
-    float expected = 0;
-    for (index_t k = 0; k < len; ++k) {
-      if (gen.bernoulli(0.6)) {
-        mask.row(0)[k / 64] |= quant::bit_word{1} << (k % 64);
-        expected += a(0, k) * b(0, k);
-      }
-    }
-    CHECK(static_cast<float>(quant::binary_dot_masked(pa.row(0), pb.row(0), mask.row(0),
-                                                      pa.words_per_row)) == expected);
-  }
-}
-
-TEMPLATE_TEST_CASE("packed Linear and Conv2d reproduce the float layers exactly on +-1 inputs",
-                   "[quant][packed]", float, double) {
-  rng gen(11);
-  auto signs = [&](tensor<TestType>& t) {
-    for (index_t i = 0; i < t.size(); ++i) t[i] = gen.bernoulli(0.5) ? TestType(1) : TestType(-1);
-  };
-  SECTION("linear, 130 inputs (two words and a padded third)") {
-    nn::linear<TestType> l(130, 7);
-    nn::init::normal(l.bias()->value(), 0, 1, gen);
-    quant::binarize_in_place(l.weight().value());
-    auto p = quant::binary_linear<TestType>::from(l);
-    tensor<TestType> x({5, 130}), y_float, y_packed;
-    signs(x);
-    l.forward(x, y_float, {});
-    p.forward(x, y_packed, {});
-    CHECK(y_packed.flat() == y_float.flat());
-    CHECK(p.weights().storage_bytes() == 7 * 3 * 8);
-    tensor<TestType> real({5, 130}, TestType(0.5));
-    CHECK_THROWS_WITH(p.forward(real, y_packed, {}), Catch::Contains("not +-1"));
-    tensor<TestType> dx;
-    CHECK_THROWS_AS(p.backward(x, y_packed, y_packed, &dx), config_error);
-  }
-  SECTION("conv2d with stride and spatial zero padding") {
-    for (auto geometry : {std::array<index_t, 4>{3, 1, 0, 1}, std::array<index_t, 4>{3, 2, 1, 1},
-                          std::array<index_t, 4>{5, 1, 2, 0}, std::array<index_t, 4>{4, 3, 2, 1}}) {
-      const index_t k = geometry[0];
-      typename nn::conv2d<TestType>::options o;
-      o.stride = geometry[1];
-      o.padding = geometry[2];
-      o.bias = geometry[3] == 1;
-      nn::conv2d<TestType> c(5, 4, k, o);  // K = 5 k^2: 45, 80 (1.25 words), 125
-      quant::binarize_in_place(c.weight().value());
-      auto p = quant::binary_conv2d<TestType>::from(c);
-      tensor<TestType> x({2, 5, 9, 8}), y_float, y_packed;
-      signs(x);
-      c.forward(x, y_float, {});
-      p.forward(x, y_packed, {});
-      INFO("kernel " << k << " stride " << o.stride << " padding " << o.padding);
-      REQUIRE(y_packed.shape() == y_float.shape());
-      CHECK(y_packed.flat() == y_float.flat());
-    }
-  }
-}
-
 namespace {
 template <class Scalar>
 nn::sequential<Scalar> tiny_bnn_conv(rng& gen) {
@@ -379,9 +291,8 @@ nn::sequential<Scalar> tiny_bnn_conv(rng& gen) {
 }
 }  // namespace
 
-TEMPLATE_TEST_CASE(
-    "to_packed_inference: a BNN's packed form computes exactly what the float model does",
-    "[quant][packed]", float, double) {
+TEMPLATE_TEST_CASE("a trained BNN deployed on XNOR layers computes exactly what the float model does",
+                   "[quant][binary]", float, double) {
   rng gen(12);
   auto model = tiny_bnn_conv<TestType>(gen);
   CHECK(quant::binary_connect(model, {}) == 4);
@@ -399,20 +310,21 @@ TEMPLATE_TEST_CASE(
   const train::cross_entropy<TestType> loss;
   train::fit(model, opt, loss, d, fo);
 
-  auto packed = quant::to_packed_inference(model);
-  CHECK(packed[0].kind() == "Conv2d");  // real input: float layer with baked binary weights
-  CHECK(packed[4].kind() == "BinaryConv2d");
-  CHECK(packed[9].kind() == "BinaryLinear");
-  CHECK(packed[12].kind() == "BinaryLinear");
-  auto& conv1 = dynamic_cast<nn::conv2d<TestType>&>(packed[0]);
-  CHECK(conv1.weight().transforms().empty());
-  CHECK((conv1.weight().value().flat().array().abs() == TestType(1)).all());
+  // Deployed through the one packed-bit stack (kernels/bitpack.hpp + the XNOR engine of
+  // nn::compressed): the middle layers on XNOR-popcount, the padded conv2 included, the first and
+  // last layers float, BatchNorm + sign pairs folded into thresholds where they are plain BatchNorm.
+  auto deployed = model;
+  const auto report = nn::compressed::compress_bnn(deployed);
+  CAPTURE(report);
+  CHECK(deployed.find("conv2").kind() != "Conv2d");
+  CHECK(deployed.find("fc1").kind() != "Linear");
+  CHECK(deployed.find("fc2").kind() == "Linear");
 
-  tensor<TestType> y_float, y_packed;
+  tensor<TestType> y_float, y_deployed;
   rng eval_gen(0);
   model.forward(d.inputs, y_float, {false, &eval_gen});
-  packed.forward(d.inputs, y_packed, {false, &eval_gen});
-  CHECK(y_packed.flat() == y_float.flat());
+  deployed.forward(d.inputs, y_deployed, {false, &eval_gen});
+  CHECK(y_deployed.flat() == y_float.flat());
   // The original model still trains: its transforms are untouched.
   model.visit_parameters([](nn::parameter<TestType>& p) {
     if (p.local_name() == "weight" && p.shape().size() > 1) CHECK(p.transforms().size() == 1);
