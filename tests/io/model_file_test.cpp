@@ -12,6 +12,7 @@
 #include "slimnet/nn/models_deepsense.hpp"
 #include "slimnet/prune/functional.hpp"
 #include "support/temp_dir.hpp"
+#include "support/tensors.hpp"
 
 using namespace slimnet;
 namespace fs = std::filesystem;
@@ -97,7 +98,8 @@ std::unique_ptr<nn::layer<float>> convert_like_loader(const nn::layer<float>& mo
       auto convert = [&](auto& l, auto tag) -> std::unique_ptr<nn::layer<float>> {
         using compressed = decltype(tag);
         const std::string e = encodings.at(l.weight().name());
-        if (e == "sparse" || e == "sparse_codebook") return std::make_unique<compressed>(c::to_sparse(l));
+        if (e == "sparse_codebook") return std::make_unique<compressed>(c::to_sparse_codebook(l));
+        if (e == "sparse") return std::make_unique<compressed>(c::to_sparse(l));
         if (e == "codebook") return std::make_unique<compressed>(c::to_codebook(l));
         if (e == "sign_bits") return io::detail::reads_signs(*s, i) ? std::make_unique<compressed>(c::to_xnor(l)) : nullptr;
         if (e == "int8_rows" || e == "fixed_point") return std::make_unique<compressed>(c::to_int8(l));
@@ -519,4 +521,120 @@ TEST_CASE("biases take the encoding save_model_options::biases asks for", "[io][
   const auto enc2 = check_round_trip(m, random_input({3, 1, 28, 28}, 22), "biases_codebook", o);
   CHECK(enc2.at("fc1.bias") == "codebook");
   CHECK(enc2.at("fc3.bias") == "codebook");
+}
+
+namespace {
+
+/// LeNet-5 with a stride-2 conv2 in place of conv2 + pool2 (same 800 features): a strided
+/// convolution runs its im2col product, where the sparse + codebook engine serves convolutions.
+nn::sequential<float> mfcb_strided_lenet5(rng& gen) {
+  nn::sequential<float> m;
+  m.add("conv1", nn::conv2d<float>(1, 20, 5));
+  m.add("pool1", nn::max_pool2d<float>(2));
+  m.add("conv2", nn::conv2d<float>(20, 50, 5, nn::conv2d<float>::options{2, 0, true}));
+  m.add("relu2", nn::relu<float>());
+  m.add("flatten", nn::flatten<float>());
+  m.add("fc1", nn::linear<float>(800, 500));
+  m.add("relu1", nn::relu<float>());
+  m.add("fc2", nn::linear<float>(500, 10));
+  m.reset_parameters(gen);
+  return m;
+}
+
+/// max |a - b| / (1 + |b|), NaN anywhere -> infinity.
+template <class Scalar>
+double mfcb_worst(const tensor<Scalar>& a, const tensor<float>& b) {
+  REQUIRE(a.shape() == b.shape());
+  double worst = 0;
+  for (index_t i = 0; i < a.size(); ++i) {
+    const double d = std::abs(double(a[i]) - double(b[i])) / (1 + std::abs(double(b[i])));
+    worst = std::isnan(d) ? INFINITY : std::max(worst, d);
+  }
+  return worst;
+}
+
+template <class Scalar>
+const nn::compressed::sparse_codebook_engine<Scalar>* mfcb_engine_of(nn::layer<Scalar>& l) {
+  if (auto* lin = dynamic_cast<nn::compressed::compressed_linear<Scalar>*>(&l))
+    return dynamic_cast<const nn::compressed::sparse_codebook_engine<Scalar>*>(&lin->weights());
+  if (auto* conv = dynamic_cast<nn::compressed::compressed_conv2d<Scalar>*>(&l))
+    return dynamic_cast<const nn::compressed::sparse_codebook_engine<Scalar>*>(&conv->weights());
+  return nullptr;
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("a pruned + codebook model file loads on the sparse + codebook engine, as compress(codebook) converts it",
+                   "[io][model_file][codebook]", float, double) {
+  rng gen(31);
+  auto m = mfcb_strided_lenet5(gen);
+  prune_and_cluster(static_cast<nn::conv2d<float>&>(m.find("conv2")).weight(), 0.9, 16, 7);
+  prune_and_cluster(static_cast<nn::linear<float>&>(m.find("fc1")).weight(), 0.95, 16, 8);
+  prune_and_cluster(static_cast<nn::linear<float>&>(m.find("fc2")).weight(), 0.8, 8, 9);
+  const fs::path path = slimnet::testing::temp_dir("model_file_mfcb") / "lenet5_codebook.safetensors";
+  io::save_model(m, path);
+  const auto x = random_input({3, 1, 28, 28}, 32);
+  const tensor<float> y_float = run(m, x);
+  const tensor<TestType> xt = x.template cast<TestType>();
+  const double tol = 1e-4;  // the file's weights are float: double differs by float rounding only
+
+  for (index_t batch : {1, 64}) {
+    io::load_model_options o;
+    o.sparse.batch = batch;
+    auto loaded = io::read_model<TestType>(path, o);
+    CHECK(loaded.encodings.at("conv2.weight") == "sparse_codebook");
+    CHECK(loaded.encodings.at("fc1.weight") == "sparse_codebook");
+    CHECK(loaded.encodings.at("fc2.weight") == "sparse_codebook");
+    auto& seq = static_cast<nn::sequential<TestType>&>(*loaded.model);
+    INFO("batch " << batch);
+    // fc1: 5% of 800 x 500 as codebook indices of <= 4 bits (16 centroids, fewer where the
+    // largest weights snap to few of them); SELL-16 at batch 1, column-blocked CSR for batches.
+    CHECK(seq[5].kind() == "SparseCodebookLinear");
+    const auto* fc1 = mfcb_engine_of(seq[5]);
+    REQUIRE(fc1 != nullptr);
+    CHECK(fc1->bits() <= 4);
+    CHECK(fc1->nnz() == (nn::compressed::effective_weight(static_cast<nn::linear<float>&>(m.find("fc1")).weight()).array() != 0.0f).count());
+    CHECK(fc1->format().find(batch == 1 ? "SELL-16" : "column-blocked CSR") != std::string::npos);
+    // conv2 (stride 2, 10% of 50 x 500): the sparse + codebook engine on its im2col product.
+    CHECK(seq[2].kind() == "SparseCodebookConv2d");
+    REQUIRE(mfcb_engine_of(seq[2]) != nullptr);
+    CHECK(mfcb_engine_of(seq[2])->bits() <= 4);
+    // The engines hold exactly the file's weights.
+    CHECK(fc1->effective_weights().template cast<float>() == nn::compressed::effective_weight(static_cast<nn::linear<float>&>(m.find("fc1")).weight()));
+    // Outputs: the float model's within float rounding, poisoned before the pass.
+    CHECK(mfcb_worst(slimnet::testing::poisoned_forward(*loaded.model, xt), y_float) <= tol);
+    // Exactly compress(model, format::codebook) on the same weights (fusion off: the loader keeps
+    // the ReLU / pooling layers; conv1, stored dense_f32, stays float in both).
+    auto reference = io::read_model<TestType>(path, decode_options()).model;
+    nn::compressed::compress_options co;
+    co.sparse.batch = batch;
+    co.fuse = false;
+    co.keep = {"conv1"};
+    nn::compressed::compress(static_cast<nn::sequential<TestType>&>(*reference), nn::compressed::format::codebook, co);
+    CHECK(loaded.model->describe() == reference->describe());
+    const auto y_loaded = slimnet::testing::poisoned_forward(*loaded.model, xt);
+    const auto y_reference = slimnet::testing::poisoned_forward(*reference, xt);
+    index_t differ = 0;
+    for (index_t i = 0; i < y_loaded.size(); ++i) differ += !(y_loaded[i] == y_reference[i]);
+    CHECK(differ == 0);
+  }
+}
+
+TEST_CASE("a sparse_codebook layer with more values than an 8-bit codebook holds loads on the float sparse engine", "[io][model_file][codebook]") {
+  rng gen(33);
+  auto m = mfcb_strided_lenet5(gen);
+  auto& fc1 = static_cast<nn::linear<float>&>(m.find("fc1"));
+  prune_and_cluster(fc1.weight(), 0.95, 0, 0);  // 20k nonzeros, nearly all distinct
+  io::save_model_options so;
+  so.overrides["fc1.weight"].encoding = io::tensor_encoding::sparse_codebook;
+  so.overrides["fc1.weight"].max_codebook_bits = 16;
+  const fs::path path = slimnet::testing::temp_dir("model_file_mfcb") / "wide_codebook.safetensors";
+  io::save_model(m, path, so);
+  auto loaded = io::read_model<float>(path);
+  CHECK(loaded.encodings.at("fc1.weight") == "sparse_codebook");
+  auto& seq = static_cast<nn::sequential<float>&>(*loaded.model);
+  CHECK(seq[5].kind() == "SparseLinear");
+  CHECK(mfcb_engine_of(seq[5]) == nullptr);
+  const auto x = random_input({2, 1, 28, 28}, 34);
+  CHECK(mfcb_worst(slimnet::testing::poisoned_forward(*loaded.model, x), run(m, x)) <= 1e-4);
 }

@@ -14,12 +14,16 @@
 // layer ("fc1"), short descriptor keys, 4-bit Huffman tables, architecture defaults left out;
 // version-1 files (one safetensors tensor per part, "fc1.weight.indices") are still read.
 //
-// Encoding -> layer at load (unless options.decode): sparse and sparse_codebook -> nn::compressed::
-// to_sparse (pruning decides the kernel), codebook -> to_codebook, sign_bits -> to_xnor, int8_rows
-// and fixed_point of at most 8 bits -> to_int8, anything else -> the float layer. Saving the float
-// model and converting it the same way in memory gives bitwise the outputs of the loaded file.
+// Encoding -> layer at load (unless options.decode): sparse -> nn::compressed::to_sparse (pruning
+// decides the kernel), sparse_codebook -> to_sparse_codebook (what compress(model, format::codebook)
+// gives: a Deep Compression layer runs on k-bit codebook indices of its nonzeros, or on the dense
+// codebook / direct sparse convolution where that choice says so; a layer whose values do not fit
+// an 8-bit codebook, zero included, -> to_sparse), codebook -> to_codebook, sign_bits -> to_xnor,
+// int8_rows and fixed_point of at most 8 bits -> to_int8, anything else -> the float layer. Saving
+// the float model and converting it the same way in memory gives bitwise the outputs of the loaded file.
 #pragma once
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -202,6 +206,17 @@ bool reads_signs(const nn::sequential<Scalar>& s, std::size_t i) {
   return false;
 }
 
+/// Whether a weight's values, zero included, number at most 256: then both codebook engines hold
+/// it (the sparse one indexes the nonzeros, the dense one every weight), whichever the
+/// dense-or-sparse choice picks. A file may store up to 2^16 centroids (max_codebook_bits).
+template <class Scalar>
+bool fits_8bit_codebook(const row_matrix<Scalar>& w) {
+  std::vector<Scalar> v(w.data(), w.data() + w.size());
+  v.push_back(Scalar(0));
+  std::sort(v.begin(), v.end());
+  return std::unique(v.begin(), v.end()) - v.begin() <= 256;
+}
+
 /// The compressed form of a Linear / Conv2d for `encoding`, or null to keep the float layer;
 /// `binary_input`: the layer reads signs (reads_signs).
 template <class Scalar, class Layer>
@@ -209,6 +224,10 @@ std::unique_ptr<nn::layer<Scalar>> compressed_for(Layer& l, const std::string& e
                                                   const load_model_options& o, bool binary_input) {
   namespace c = nn::compressed;
   using linear_or_conv = std::conditional_t<std::is_same_v<Layer, nn::linear<Scalar>>, c::compressed_linear<Scalar>, c::compressed_conv2d<Scalar>>;
+  if (encoding == "sparse_codebook" && fits_8bit_codebook(c::effective_weight(l.weight()))) {
+    // compress(model, format::codebook)'s conversion, so its dense-or-sparse choice, not a copy of it.
+    return std::make_unique<linear_or_conv>(c::to_sparse_codebook(l, o.codebook, o.sparse));
+  }
   if (encoding == "sparse" || encoding == "sparse_codebook") return std::make_unique<linear_or_conv>(c::to_sparse(l, o.sparse));
   if (encoding == "codebook") return std::make_unique<linear_or_conv>(c::to_codebook(l, o.codebook));
   if (encoding == "sign_bits") return binary_input ? std::make_unique<linear_or_conv>(c::to_xnor(l, o.xnor)) : nullptr;
