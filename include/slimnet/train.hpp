@@ -1,8 +1,8 @@
 // slimnet::train: losses, optimizers, learning-rate schedules, fit / evaluate with callbacks,
-// checkpoints.
+// checkpoint state (the file format: train/checkpoint.hpp, in slimnet/io.hpp).
 #pragma once
 
-#include "slimnet/train/checkpoint.hpp"
+#include "slimnet/train/checkpoint_state.hpp"
 #include "slimnet/train/fit.hpp"
 #include "slimnet/train/loss.hpp"
 #include "slimnet/train/optimizer.hpp"

@@ -17,7 +17,7 @@
 #include "slimnet/deepiot/gated.hpp"
 #include "slimnet/deepiot/reinforce.hpp"
 #include "slimnet/deepiot/thin.hpp"
-#include "slimnet/train/checkpoint.hpp"
+#include "slimnet/train/checkpoint_state.hpp"
 #include "slimnet/train/fit.hpp"
 #include "slimnet/train/loss.hpp"
 #include "slimnet/train/optimizer.hpp"

@@ -14,14 +14,17 @@
 // the cached normal deviate) in the JSON metadata block "slimnet.checkpoint". A CRC-32 of every
 // tensor's bytes and of the JSON block catches a file damaged after it was written (safetensors
 // itself would load a flipped weight silently): the error names the damaged entry.
+//
+// The state itself and save_checkpoint / load_checkpoint are train/checkpoint_state.hpp
+// (slimnet::core, so fit and DeepIoT's compress need neither zlib nor nlohmann-json); this header
+// plugs the file format in. A program that writes or reads checkpoint files (fit with
+// checkpoint_path or resume_from included) includes it in one of its translation units;
+// otherwise they throw config_error naming this header.
 #pragma once
 
 #include <cstdint>
-#include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <functional>
-#include <map>
 #include <set>
 #include <string>
 #include <type_traits>
@@ -35,9 +38,8 @@
 #include "slimnet/core/random.hpp"
 #include "slimnet/io/safetensors.hpp"
 #include "slimnet/io/safetensors_raw.hpp"
-#include "slimnet/nn/layer.hpp"
 #include "slimnet/nn/state.hpp"
-#include "slimnet/train/optimizer.hpp"
+#include "slimnet/train/checkpoint_state.hpp"
 
 namespace slimnet::train {
 
@@ -94,54 +96,6 @@ inline std::uint32_t crc_of(const void* data, std::size_t n) {
 }
 
 /// Visits every parameter once per name (a parameter shared under one name is stored once).
-template <class Scalar, class F>
-void each_named_parameter(nn::layer<Scalar>& model, const char* fn, const F& f) {
-  std::map<std::string, std::uint64_t> seen;
-  model.visit_parameters([&](nn::parameter<Scalar>& p) {
-    if (p.name().empty()) slimnet::detail::raise<config_error>(fn, "a parameter has no name (name the model's layers)");
-    const auto [it, fresh] = seen.emplace(p.name(), p.id());
-    if (fresh) {
-      f(p);
-    } else if (it->second != p.id()) {
-      slimnet::detail::raise<config_error>(fn, "two parameters are named '{}'", p.name());
-    }
-  });
-}
-
-template <class Scalar>
-void write_model_state(nn::layer<Scalar>& model, nn::state_writer<Scalar>& out, const char* fn) {
-  each_named_parameter(model, fn, [&](nn::parameter<Scalar>& p) {
-    out.put_tensor("parameters/" + p.name(), p.value());
-    auto ts = out.scope("transforms").scope(p.name());
-    ts.put_integer("count", static_cast<std::int64_t>(p.transforms().size()));
-    for (std::size_t i = 0; i < p.transforms().size(); ++i) {
-      auto one = ts.scope(std::to_string(i));
-      one.put_text("kind", p.transforms()[i]->name());
-      p.transforms()[i]->save_state(one);
-    }
-  });
-}
-
-/// Restores parameters and transform states of `model` from `in`. Parameters first: a transform
-/// may check its state against the weight it sits on.
-template <class Scalar>
-void read_model_state(nn::layer<Scalar>& model, const nn::state_reader<Scalar>& in, const char* fn) {
-  each_named_parameter(model, fn, [&](nn::parameter<Scalar>& p) { in.read_tensor("parameters/" + p.name(), p.value()); });
-  each_named_parameter(model, fn, [&](nn::parameter<Scalar>& p) {
-    const auto ts = in.scope("transforms").scope(p.name());
-    const auto count = ts.get_integer("count", 0);
-    if (count != static_cast<std::int64_t>(p.transforms().size())) {
-      slimnet::detail::raise<config_error>(fn, "{}: parameter '{}' carries {} weight transform(s) there but {} in the model", in.source(),
-                                           p.name(), count, p.transforms().size());
-    }
-    for (std::size_t i = 0; i < p.transforms().size(); ++i) {
-      const auto one = ts.scope(std::to_string(i));
-      one.expect_text("kind", p.transforms()[i]->name());
-      p.transforms()[i]->load_state(one);
-    }
-  });
-}
-
 template <class Scalar>
 io::raw_file encode_checkpoint(const nn::state_dict<Scalar>& dict, const char* fn) {
   io::raw_file raw;
@@ -249,76 +203,30 @@ nn::state_dict<Scalar> decode_checkpoint(io::raw_file& raw, const std::string& w
   return dict;
 }
 
-}  // namespace detail
 
-/// Writes a checkpoint of `model` (parameters, buffers, weight-transform states), `opt` (if not
-/// null) and the caller's `run` state (fit's counters and generators; keys are put under "run/")
-/// to `path`, atomically: an existing file is replaced only by a complete new one. Throws
-/// config_error for a transform that cannot be checkpointed or two parameters with one name,
-/// io_error (with the OS reason) when the file cannot be written.
 template <class Scalar>
-void save_checkpoint(const std::filesystem::path& path, nn::layer<Scalar>& model, const optimizer<Scalar>* opt,
-                     const std::function<void(nn::state_writer<Scalar>&)>& run = {}) {
+void write_checkpoint_file(const std::filesystem::path& path, const nn::state_dict<Scalar>& dict) {
   constexpr const char* fn = "slimnet::train::save_checkpoint";
-  nn::state_dict<Scalar> dict;
-  nn::state_writer<Scalar> root(dict);
-  detail::write_model_state(model, root, fn);
-  if (opt != nullptr) {
-    auto o = root.scope("optimizer");
-    opt->save_state(model, o);
-  }
-  if (run) {
-    auto r = root.scope("run");
-    run(r);
-  }
-  io::detail::write_raw(path, detail::encode_checkpoint(dict, fn), fn);
+  io::detail::write_raw(path, encode_checkpoint(dict, fn), fn);
 }
 
-/// Restores a checkpoint written by save_checkpoint into `model` (built the same way: same
-/// layers, parameter names, shapes and weight transforms), `opt` (if not null; same kind) and,
-/// through `run` (given a reader scoped to "run/"), the caller's state; with a null `opt` or no
-/// `run` those parts of the file are ignored (loading a model to evaluate it). All or nothing: the
-/// model is restored into a copy first and `run` reads before anything changes, so on any error
-/// model and optimizer are as they were. Errors name the entry: io_error for a malformed file,
-/// a missing entry or one that nothing in the model claims, config_error for an entry that does
-/// not fit the model (shape, transform kind or count, optimizer kind, DNS options, scalar type).
 template <class Scalar>
-void load_checkpoint(const std::filesystem::path& path, nn::layer<Scalar>& model, optimizer<Scalar>* opt,
-                     const std::function<void(const nn::state_reader<Scalar>&)>& run = {}) {
+nn::state_dict<Scalar> read_checkpoint_file(const std::filesystem::path& path) {
   constexpr const char* fn = "slimnet::train::load_checkpoint";
-  const std::string where = "'" + path.string() + "'";
   io::raw_file raw = io::detail::read_raw(path, fn);
-  const nn::state_dict<Scalar> dict = detail::decode_checkpoint<Scalar>(raw, where, fn);
-  const nn::state_reader<Scalar> root(dict, where);
-  {
-    const auto trial = model.clone();  // restored first, so a failure leaves `model` untouched
-    detail::read_model_state(*trial, root, fn);
-  }
-  if (run) run(root.scope("run"));
-  std::vector<std::string> unread;
-  for (const auto& k : root.unread_keys()) {
-    // The run's entries are the caller's; the optimizer's are checked below when one is loaded.
-    if (k.rfind("optimizer/", 0) != 0 && k.rfind("run/", 0) != 0) unread.push_back(k);
-  }
-  if (opt != nullptr) {
-    // An optimizer entry of a parameter the model lacks stays unread: check before loading.
-    std::set<std::string> names;
-    detail::each_named_parameter(model, fn, [&](nn::parameter<Scalar>& p) { names.insert(p.name()); });
-    for (const auto& k : root.unread_keys()) {
-      if (k.rfind("optimizer/", 0) != 0 || k == "optimizer/kind" || k == "optimizer/lr") continue;
-      const std::string rest = k.substr(10);
-      bool known = false;
-      for (const auto& n : names) known = known || (rest.size() > n.size() && rest.compare(0, n.size(), n) == 0 && rest[n.size()] == '/');
-      if (!known) unread.push_back(k);
-    }
-  }
-  if (!unread.empty()) {
-    if (unread.size() > 8) unread.resize(8), unread.push_back("...");
-    slimnet::detail::raise<io_error>(fn, "{}: entries that nothing in the model claims (another model?): {}", where,
-                                     fmt::format("{}", fmt::join(unread, ", ")));
-  }
-  if (opt != nullptr) opt->load_state(model, root.scope("optimizer"));  // all or nothing itself
-  detail::read_model_state(model, root, fn);  // cannot fail now: the copy took the same reads
+  return decode_checkpoint<Scalar>(raw, "'" + path.string() + "'", fn);
 }
+
+/// Plugs the file format into checkpoint_state.hpp's save_checkpoint / load_checkpoint (constant
+/// pointers, set once before main).
+inline const bool checkpoint_files_registered = [] {
+  checkpoint_files<float>::write = &write_checkpoint_file<float>;
+  checkpoint_files<float>::read = &read_checkpoint_file<float>;
+  checkpoint_files<double>::write = &write_checkpoint_file<double>;
+  checkpoint_files<double>::read = &read_checkpoint_file<double>;
+  return true;
+}();
+
+}  // namespace detail
 
 }  // namespace slimnet::train

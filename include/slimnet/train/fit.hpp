@@ -21,7 +21,7 @@
 #include "slimnet/core/random.hpp"
 #include "slimnet/data/dataset.hpp"
 #include "slimnet/nn/layer.hpp"
-#include "slimnet/train/checkpoint.hpp"
+#include "slimnet/train/checkpoint_state.hpp"
 #include "slimnet/train/loss.hpp"
 #include "slimnet/train/optimizer.hpp"
 #include "slimnet/train/schedule.hpp"
