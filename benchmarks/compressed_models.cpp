@@ -60,6 +60,7 @@
 #include <fmt/format.h>
 
 #include "common/cli.hpp"
+#include "common/pytorch.hpp"
 #include "common/timing.hpp"
 #include "common/weight_stats.hpp"
 #include "slimnet/core/random.hpp"
@@ -281,49 +282,6 @@ void conv_sweep(int rounds) {
   }
 }
 
-/// PyTorch's dense latency per (model, batch) from pytorch_dense_models.py (empty when it cannot
-/// run); its "#" lines (version, BLAS library, OpenBLAS core) are printed as they come.
-std::map<std::pair<std::string, index_t>, double> pytorch_latencies(const std::string& python, int rounds,
-                                                                     const std::vector<std::string>& models) {
-  std::map<std::pair<std::string, index_t>, double> out;
-#if defined(SLIMNET_BENCH_SOURCE_DIR)
-  const std::string script = std::string(SLIMNET_BENCH_SOURCE_DIR) + "/pytorch_dense_models.py";
-  if (!std::filesystem::exists(script) || !std::filesystem::exists(python)) {
-    fmt::print("PyTorch column skipped: {} or {} not found\n", python, script);
-    return out;
-  }
-  // `env -u` removes the two variables for the peer's command only; this process keeps them.
-  const std::string cmd = fmt::format("env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_NUM_THREADS=1 '{}' '{}' --rounds {} --models {} 2>&1",
-                                      python, script, rounds, fmt::join(models, ","));
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (pipe == nullptr) {
-    fmt::print("PyTorch column skipped: could not run {}\n", cmd);
-    return out;
-  }
-  char buffer[4096];
-  while (std::fgets(buffer, sizeof buffer, pipe) != nullptr) {
-    std::string line(buffer);
-    if (!line.empty() && line.back() == '\n') line.pop_back();
-    std::istringstream in(line);
-    std::string tag, model;
-    index_t batch = 0;
-    double seconds = 0;
-    if (in >> tag >> model >> batch >> seconds && tag == "latency") {
-      out[{model, batch}] = seconds;
-    } else {
-      fmt::print("  pytorch: {}\n", line);
-    }
-  }
-  const int status = pclose(pipe);
-  if (status != 0) fmt::print("  pytorch: {} exited with status {}\n", script, status);
-#else
-  (void)python;
-  (void)rounds;
-  (void)models;
-#endif
-  return out;
-}
-
 /// --files a,b: each model file (io::save_model, e.g. the demo's *.slim.safetensors) against its own
 /// float model (the file decoded), side by side at batch 1 and 64: files with sign-bit layers (BNNs)
 /// deployed through compress_bnn, the others through compress(format::sparse) planned for the batch
@@ -400,7 +358,10 @@ int main(int argc, char** argv) {
     if ((args.str("only").empty() || c.name.find(args.str("only")) != std::string::npos) &&
         std::find(torch_models.begin(), torch_models.end(), c.model) == torch_models.end())
       torch_models.push_back(c.model);
-  if (args.flag("pytorch") && !torch_models.empty()) pytorch = pytorch_latencies(args.str("python"), rounds, torch_models);
+#if defined(SLIMNET_BENCH_SOURCE_DIR)
+  if (args.flag("pytorch") && !torch_models.empty())
+    pytorch = pytorch_dense_latencies(SLIMNET_BENCH_SOURCE_DIR, args.str("python"), rounds, torch_models, {1, 64});
+#endif
   fmt::print("{:<26} {:>5} {:>8} {:>11} {:>11} {:>8} {:>11} {:>8} {:>11} {:>11} {:>8} {:>10}  {}\n", "model", "batch", "weights%",
              "float us", "compr. us", "speedup", "PyTorch us", "vs PyT.", "float B", "compr. B", "B/nnz", "max|diff|", "weights from");
   std::ofstream csv(args.str("csv"));
