@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc 2>/dev/null || echo 2)
-SLIMNET_CMAKE_ARGS="-DSLIMNET_BUILD_TESTS=ON -DSLIMNET_BUILD_EXAMPLES=ON -DSLIMNET_BUILD_BENCHMARKS=OFF" scripts/setup.sh
+SLIMNET_SETUP_CLANG=1 SLIMNET_CMAKE_ARGS="-DSLIMNET_BUILD_TESTS=ON -DSLIMNET_BUILD_EXAMPLES=ON -DSLIMNET_BUILD_BENCHMARKS=OFF" scripts/setup.sh
 ctest --test-dir build --output-on-failure -j "$jobs"
 # The kernel tests again with their threads from an OpenMP pool, and every benchmark compiled (never
 # run: speed is shown by benchmarks, not asserted by tests).
@@ -11,3 +11,6 @@ cmake -S . -B build-openmp -DCMAKE_BUILD_TYPE=Release -DSLIMNET_OPENMP=ON -DSLIM
   -DSLIMNET_BUILD_EXAMPLES=OFF -DSLIMNET_BUILD_BENCHMARKS=ON >/dev/null
 cmake --build build-openmp -j "$jobs" --target kernels_tests slimnet_benchmarks
 OMP_NUM_THREADS=2 build-openmp/tests/kernels_tests --order lex
+# The readers of untrusted files (core, data, io and the fuzz corpus replays) compiled with clang under
+# AddressSanitizer + UndefinedBehaviorSanitizer, warnings as errors (the whole suite: scripts/sanitize.sh).
+scripts/sanitize.sh core_tests data_tests io_tests fuzz_replay

@@ -480,7 +480,7 @@ void int8_conv2d(const int8_conv_filters& f, const Scalar* x, const conv_input& 
   detail::int8_conv_prepare(f, in, ws);
   const index_t oh = in.height + 2 * in.pad_h - f.kernel_h() + 1, ow = in.width + 2 * in.pad_w - f.kernel_w() + 1;
   const index_t out_plane = ep.out(oh) * ep.out(ow), in_size = in.channels * in.height * in.width, oc = f.out_channels();
-  bool fast = false;
+  [[maybe_unused]] bool fast = false;  // read only where the VNNI path is compiled
 #if defined(SLIMNET_KERNELS_AVX512_VNNI)
   fast = std::is_same_v<Scalar, float> && path != kernel_path::portable;
 #endif
