@@ -15,8 +15,9 @@
 //                     [--bnn-fold true|false (fold the BNN's BatchNorm + sign pairs into per-channel thresholds)]
 //                     [--zero-skip auto|force|off (batch-1 column form: as measured, on every sparse Linear, or not tried)]
 //                     [--bnn-direct true|false (the BNN's first conv, pool and threshold as one direct pass, conv1_sign.hpp)]
-//   compressed_models --files out/a.slim.safetensors,out/b.slim.safetensors [--rounds 5]
-//                     (model files: each one's bytes next to its speed-up over its decoded float model)
+//   compressed_models --files out/a.slim.safetensors,out/b.slim.safetensors [--rounds 5] [--against original.safetensors]
+//                     (model files: each one's bytes next to its speed-up over its decoded float model,
+//                     or over the model file given by --against, e.g. the network a DeepIoT file was thinned from)
 //
 // Inputs: real MNIST test digits (the examples' MNIST subset under $SLIMNET_DATA_DIR/mnist-subset,
 // scale 1/255, 75% of the pixels exactly 0), cycled call by call (64 single digits at batch 1,
@@ -286,7 +287,33 @@ void conv_sweep(int rounds) {
 /// float model (the file decoded), side by side at batch 1 and 64: files with sign-bit layers (BNNs)
 /// deployed through compress_bnn, the others through compress(format::sparse) planned for the batch
 /// (each layer on the kernel its sparsity calls for). Prints each file's bytes next to its speed-ups.
-void file_rows(const std::string& list, int rounds) {
+/// With `against` (a model file) the float side is that model instead: a DeepIoT-thinned file
+/// against the original dense network it was thinned from (max|diff| is then not printed: the two
+/// are different networks).
+struct decoded_file {
+  nn::sequential<float> model;
+  bool sign_bits = false;  ///< holds sign-bit layers (a BNN)
+};
+
+decoded_file decode_file(const std::string& file) {
+  io::load_model_options lo;
+  lo.decode = true;
+  const auto loaded = io::read_model<float>(file, lo);
+  const auto* seq = dynamic_cast<const nn::sequential<float>*>(loaded.model.get());
+  if (seq == nullptr) throw config_error(fmt::format("compressed_models: {} does not hold a Sequential", file));
+  decoded_file out{*seq};
+  for (const auto& [tensor_name, encoding] : loaded.encodings) out.sign_bits |= encoding == "sign_bits";
+  return out;
+}
+
+void file_rows(const std::string& list, int rounds, const std::string& against) {
+  std::optional<nn::sequential<float>> original;
+  std::uint64_t original_dense_bytes = 0;  // the --against network's float32 weight bytes
+  if (!against.empty()) {
+    original = decode_file(against).model;
+    original_dense_bytes = io::describe_model_file(against).dense_f32_bytes;
+    fmt::print("float side of every row: {} (decoded)\n", against);
+  }
   fmt::print("{:<46} {:>9} {:>12} {:>8} {:>11} {:>11} {:>10}\n", "model file", "bytes", "dense f32 B", "smaller", "batch 1", "batch 64",
              "max|diff|");
   std::stringstream in(list);
@@ -294,17 +321,13 @@ void file_rows(const std::string& list, int rounds) {
   while (std::getline(in, file, ',')) {
     if (file.empty()) continue;
     const io::model_file_summary summary = io::describe_model_file(file);
-    io::load_model_options lo;
-    lo.decode = true;
-    const auto loaded = io::read_model<float>(file, lo);
-    const auto* seq = dynamic_cast<const nn::sequential<float>*>(loaded.model.get());
-    if (seq == nullptr) throw config_error(fmt::format("compressed_models: {} does not hold a Sequential", file));
-    bool bnn = false;
-    for (const auto& [tensor_name, encoding] : loaded.encodings) bnn |= encoding == "sign_bits";
+    const decoded_file decoded = decode_file(file);
+    const nn::sequential<float>* seq = &decoded.model;
+    const bool bnn = decoded.sign_bits;
     double speedup[2] = {NAN, NAN}, diff = 0;
     for (int b = 0; b < 2; ++b) {
       const index_t batch = b == 0 ? 1 : 64;
-      nn::sequential<float> float_model(*seq), compressed(*seq);
+      nn::sequential<float> float_model(original ? *original : *seq), compressed(*seq);
       if (bnn) {
         nc::compress_bnn(compressed);
       } else {
@@ -318,25 +341,30 @@ void file_rows(const std::string& list, int rounds) {
       tensor<float> yf, yc;
       float_model.forward(x, yf, {});
       compressed.forward(x, yc, {});
-      for (index_t i = 0; i < yf.size(); ++i) diff = std::max(diff, static_cast<double>(std::abs(yf[i] - yc[i])));
+      if (original) {
+        diff = NAN;
+      } else {
+        for (index_t i = 0; i < yf.size(); ++i) diff = std::max(diff, static_cast<double>(std::abs(yf[i] - yc[i])));
+      }
       const auto t = median_side_by_side({[&] { float_model.forward(x, yf, {}); }, [&] { compressed.forward(x, yc, {}); }}, rounds);
       speedup[b] = t[0] / t[1];
     }
-    fmt::print("{:<46} {:>9} {:>12} {:>7.1f}x {:>10.2f}x {:>10.2f}x {:>10.2e}\n", file, summary.file_bytes, summary.dense_f32_bytes,
-               static_cast<double>(summary.dense_f32_bytes) / static_cast<double>(summary.file_bytes), speedup[0], speedup[1], diff);
+    const std::uint64_t dense_bytes = original ? original_dense_bytes : summary.dense_f32_bytes;
+    fmt::print("{:<46} {:>9} {:>12} {:>7.1f}x {:>10.2f}x {:>10.2f}x {:>10.2e}\n", file, summary.file_bytes, dense_bytes,
+               static_cast<double>(dense_bytes) / static_cast<double>(summary.file_bytes), speedup[0], speedup[1], diff);
   }
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  cli::args args(argc, argv, {{"rounds", "21"}, {"csv", "compressed_models.csv"}, {"profile", "false"}, {"dir", "out"}, {"only", ""}, {"measure", "false"}, {"verbose", "false"}, {"sweep", "false"}, {"batch", "0"}, {"pytorch", "true"}, {"python", "/usr/bin/python3"}, {"bnn-first", "dense-form"}, {"bnn-fold", "true"}, {"bnn-direct", "true"}, {"zero-skip", "auto"}, {"files", ""}},
+  cli::args args(argc, argv, {{"rounds", "21"}, {"csv", "compressed_models.csv"}, {"profile", "false"}, {"dir", "out"}, {"only", ""}, {"measure", "false"}, {"verbose", "false"}, {"sweep", "false"}, {"batch", "0"}, {"pytorch", "true"}, {"python", "/usr/bin/python3"}, {"bnn-first", "dense-form"}, {"bnn-fold", "true"}, {"bnn-direct", "true"}, {"zero-skip", "auto"}, {"files", ""}, {"against", ""}},
                  "compressed_models: whole compressed models against their float models, one thread");
   const int rounds = static_cast<int>(args.integer("rounds"));
   if (!args.str("files").empty()) {
     fmt::print("compressed_models --files: one thread, {} rounds, median per call (thread CPU time), load average {}\n", rounds,
                load_average());
-    file_rows(args.str("files"), rounds);
+    file_rows(args.str("files"), rounds, args.str("against"));
     return 0;
   }
   const std::filesystem::path dir = args.str("dir");
