@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include <Eigen/Core>
+#include "slimnet/core/eigen.hpp"
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 

@@ -7,7 +7,7 @@
 
 #include <type_traits>
 
-#include <Eigen/Core>
+#include "slimnet/core/eigen.hpp"
 #include <unsupported/Eigen/CXX11/Tensor>
 
 #include "slimnet/core/tensor.hpp"

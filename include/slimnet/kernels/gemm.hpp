@@ -10,7 +10,7 @@
 #include <type_traits>
 #include <vector>
 
-#include <Eigen/Core>
+#include "slimnet/core/eigen.hpp"
 
 #if defined(__AVX512F__)
 #include <immintrin.h>

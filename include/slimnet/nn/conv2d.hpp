@@ -11,9 +11,7 @@
 #include <optional>
 #include <type_traits>
 
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
+#include "slimnet/core/eigen.hpp"  // <immintrin.h>, first included there (GCC bug 105593)
 
 #include "slimnet/core/error.hpp"
 #include "slimnet/kernels/gemm.hpp"

@@ -7,9 +7,7 @@
 #include <type_traits>
 #include <vector>
 
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
+#include "slimnet/core/eigen.hpp"  // <immintrin.h>, first included there (GCC bug 105593)
 
 #include "slimnet/core/error.hpp"
 #include "slimnet/nn/conv2d.hpp"

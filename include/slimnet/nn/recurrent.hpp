@@ -25,7 +25,7 @@
 #include <utility>
 #include <vector>
 
-#include <Eigen/Core>
+#include "slimnet/core/eigen.hpp"
 
 #include "slimnet/core/error.hpp"
 #include "slimnet/core/random.hpp"

@@ -13,7 +13,7 @@
 // - With a default (previous) mask, the result is (default AND new): masks only shrink.
 #pragma once
 
-#include <Eigen/Core>
+#include "slimnet/core/eigen.hpp"
 #include <algorithm>
 #include <cmath>
 #include <cstddef>

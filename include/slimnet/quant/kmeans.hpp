@@ -18,7 +18,7 @@
 // ||x_i - c_j||_O^2 = sum_d O_id x_id^2 - 2 (O_i * x_i) . c_j + O_i . (c_j * c_j).
 #pragma once
 
-#include <Eigen/Core>
+#include "slimnet/core/eigen.hpp"
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
