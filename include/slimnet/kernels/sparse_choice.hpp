@@ -19,6 +19,27 @@
 
 namespace slimnet::kernels {
 
+/// Seconds per call of f(): one warm-up call, then `rounds` rounds of at least 1 ms each (repeated
+/// calls), the fastest round's mean. The shared timer of every measured choice (dense or sparse,
+/// row or column form, codebook engines): other programs on the machine only add time, so the
+/// fastest round is the closest to the kernel's own cost.
+template <class F>
+double best_seconds_per_call(F&& f, int rounds) {
+  using clock = std::chrono::steady_clock;
+  f();
+  double best = INFINITY;
+  for (int r = 0; r < rounds; ++r) {
+    const auto t0 = clock::now();
+    int reps = 0;
+    do {
+      f();
+      ++reps;
+    } while (std::chrono::duration<double>(clock::now() - t0).count() < 1e-3);
+    best = std::min(best, std::chrono::duration<double>(clock::now() - t0).count() / reps);
+  }
+  return best;
+}
+
 /// The decision and why.
 struct sparse_choice {
   bool sparse = false;
@@ -85,7 +106,6 @@ inline sparse_choice choose_sparse_conv(index_t out_channels, index_t taps, inde
 /// float rounding). break_even is the density at which the measured sparse time would equal the
 /// dense time, assuming sparse time proportional to the nonzeros.
 inline sparse_choice measure_sparse_choice(matrix_ref<const float> w, index_t batch, int rounds = 5) {
-  using clock = std::chrono::steady_clock;
   sparse_choice c = choose_sparse(w.rows, w.cols, 0, batch);
   const auto csr = csr_matrix<float, std::uint32_t>::from_dense(w);
   c.density = csr.density();
@@ -104,20 +124,7 @@ inline sparse_choice measure_sparse_choice(matrix_ref<const float> w, index_t ba
   const auto dv = row_major<const float>(dense.data(), w.rows, w.cols);
   const auto xv = row_major<const float>(x.data(), w.cols, batch);
   const auto yv = row_major(y.data(), w.rows, batch);
-  auto best_time = [&](auto&& f) {
-    f();
-    double best = INFINITY;
-    for (int r = 0; r < rounds; ++r) {
-      const auto t0 = clock::now();
-      int reps = 0;
-      do {
-        f();
-        ++reps;
-      } while (std::chrono::duration<double>(clock::now() - t0).count() < 1e-3);
-      best = std::min(best, std::chrono::duration<double>(clock::now() - t0).count() / reps);
-    }
-    return best;
-  };
+  auto best_time = [&](auto&& f) { return best_seconds_per_call(f, rounds); };
   const double t_dense = best_time([&] { gemm<float>(dv, xv, yv); });
   double t_sparse;
   if (batch == 1) {
@@ -156,7 +163,6 @@ struct column_form_choice {
 /// on timing: near break-even two runs may choose differently (outputs agree within rounding).
 /// Throws config_error unless 0 <= input_density <= 1.
 inline column_form_choice measure_column_form(matrix_ref<const float> w, double input_density, int rounds = 5) {
-  using clock = std::chrono::steady_clock;
   if (!(input_density >= 0 && input_density <= 1)) {
     slimnet::detail::raise<config_error>("slimnet::kernels::measure_column_form", "input density {} is not in [0, 1]", input_density);
   }
@@ -172,20 +178,7 @@ inline column_form_choice measure_column_form(matrix_ref<const float> w, double 
   rng gen(3);
   for (auto& v : x) v = gen.uniform() < input_density ? static_cast<float>(gen.uniform(0.1, 1)) : 0.0f;
   index_t next_row = 0, next_column = 0;
-  auto best_time = [&](auto&& f) {
-    f();
-    double best = INFINITY;
-    for (int r = 0; r < rounds; ++r) {
-      const auto t0 = clock::now();
-      int reps = 0;
-      do {
-        f();
-        ++reps;
-      } while (std::chrono::duration<double>(clock::now() - t0).count() < 1e-3);
-      best = std::min(best, std::chrono::duration<double>(clock::now() - t0).count() / reps);
-    }
-    return best;
-  };
+  auto best_time = [&](auto&& f) { return best_seconds_per_call(f, rounds); };
   // Interleaved, so a burst of load on the shared machine hits both.
   c.row_seconds = c.column_seconds = INFINITY;
   for (int r = 0; r < 2; ++r) {

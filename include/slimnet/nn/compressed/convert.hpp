@@ -129,7 +129,6 @@ template <class Scalar>
 kernels::sparse_choice measure_conv_choice(const csr16_engine<Scalar>& sparse, const row_matrix<Scalar>& w,
                                            std::optional<vector<Scalar>> bias, index_t in_channels, const window2d& win, index_t batch,
                                            index_t h, index_t wd) {
-  using clock = std::chrono::steady_clock;
   kernels::sparse_choice c;
   c.density = sparse.density();
   c.measured = true;
@@ -138,20 +137,7 @@ kernels::sparse_choice measure_conv_choice(const csr16_engine<Scalar>& sparse, c
   tensor<Scalar> x({batch, in_channels, h, wd}), y;
   rng gen(1);
   for (index_t i = 0; i < x.size(); ++i) x[i] = static_cast<Scalar>(gen.uniform(-1, 1));
-  auto best_time = [&](layer<Scalar>& l) {
-    l.forward(x, y, {});
-    double best = INFINITY;
-    for (int r = 0; r < 5; ++r) {
-      const auto t0 = clock::now();
-      int reps = 0;
-      do {
-        l.forward(x, y, {});
-        ++reps;
-      } while (std::chrono::duration<double>(clock::now() - t0).count() < 1e-3);
-      best = std::min(best, std::chrono::duration<double>(clock::now() - t0).count() / reps);
-    }
-    return best;
-  };
+  auto best_time = [&](layer<Scalar>& l) { return kernels::best_seconds_per_call([&] { l.forward(x, y, {}); }, 5); };
   const double t_sparse = best_time(direct), t_dense = best_time(dense);
   c.break_even = std::min(1.0, c.density * t_dense / t_sparse);
   c.sparse = t_sparse < t_dense;

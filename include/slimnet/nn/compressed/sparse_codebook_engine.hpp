@@ -142,7 +142,6 @@ kernels::sparse_choice choose_codebook_form(const row_matrix<Scalar>& w, const s
   batch = std::max<index_t>(1, batch);
   kernels::sparse_choice c = kernels::choose_sparse(w.rows(), w.cols(), nnz, batch);
   if (!measure || w.size() == 0 || nnz == 0) return c;
-  using clock = std::chrono::steady_clock;
   sparse_codebook_engine<Scalar> sparse(w, bias, batch, bits);
   codebook_engine<Scalar> dense(w, bias, bits);
   std::vector<Scalar> x(static_cast<std::size_t>(w.cols() * batch)), y(static_cast<std::size_t>(w.rows() * batch));
@@ -156,18 +155,7 @@ kernels::sparse_choice choose_codebook_form(const row_matrix<Scalar>& w, const s
         e.apply_cols(x.data(), batch, y.data());
       }
     };
-    run();
-    double best = INFINITY;
-    for (int r = 0; r < 5; ++r) {
-      const auto t0 = clock::now();
-      int reps = 0;
-      do {
-        run();
-        ++reps;
-      } while (std::chrono::duration<double>(clock::now() - t0).count() < 1e-3);
-      best = std::min(best, std::chrono::duration<double>(clock::now() - t0).count() / reps);
-    }
-    return best;
+    return kernels::best_seconds_per_call(run, 5);
   };
   const double t_sparse = best_time(sparse), t_dense = best_time(dense);
   c.measured = true;
