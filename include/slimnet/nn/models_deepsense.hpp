@@ -59,6 +59,7 @@ class time_distributed : public layer<Scalar> {
   time_distributed& operator=(const time_distributed&) = delete;
 
   layer<Scalar>& inner() { return *inner_; }
+  const layer<Scalar>& inner() const { return *inner_; }
   const shape_t& step_shape() const { return step_; }
 
   std::string kind() const override { return "TimeDistributed"; }
@@ -154,6 +155,9 @@ class sensor_stack : public layer<Scalar> {
   }
   std::size_t size() const { return branches_.size(); }
   layer<Scalar>& operator[](std::size_t k) { return *branches_.at(k); }
+  const layer<Scalar>& operator[](std::size_t k) const { return *branches_.at(k); }
+  /// The name sensor k's sub-network was added under ("acc").
+  const std::string& branch_name(std::size_t k) const { return names_.at(k); }
 
   std::string kind() const override { return "SensorStack"; }
   std::string describe() const override {
