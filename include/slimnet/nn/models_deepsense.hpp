@@ -148,10 +148,13 @@ class sensor_stack : public layer<Scalar> {
   /// Appends the sub-network of the next sensor, named `name` ("acc": parameters "<stack>.acc.*").
   template <class Layer>
   Layer& add(std::string name, Layer l) {
+    return static_cast<Layer&>(add_ptr(std::move(name), std::make_unique<Layer>(std::move(l))));
+  }
+  layer<Scalar>& add_ptr(std::string name, std::unique_ptr<layer<Scalar>> l) {
     names_.push_back(std::move(name));
-    branches_.push_back(std::make_unique<Layer>(std::move(l)));
+    branches_.push_back(std::move(l));
     set_name(this->name());
-    return static_cast<Layer&>(*branches_.back());
+    return *branches_.back();
   }
   std::size_t size() const { return branches_.size(); }
   layer<Scalar>& operator[](std::size_t k) { return *branches_.at(k); }
