@@ -3,8 +3,19 @@
 // coupled to them: their bias entries, the BatchNorm entries between them and their consumer, and
 // the consumer's input columns (for Conv2d -> ... -> Flatten -> Linear the h*w columns of each
 // removed channel). This is the one place that knows how layers shrink; DeepIoT's thinning (Yao et
-// al. 2017, Section 4: "the compressed model is a smaller dense network") and the removal of
-// DyNS-Ext's dead units use it.
+// al. 2017, Section 4: "the compressed model is a smaller dense network"), structured magnitude
+// pruning (prune/structured.hpp) and the removal of DyNS-Ext's dead units use it.
+//
+// The walk follows Sequentials, TimeDistributed and SensorStack (DeepSense, Yao et al. WWW 2017,
+// nn/models_deepsense.hpp) with paths "<layer>.<child>" ("frames.sensors.acc.conv1"):
+//   - TimeDistributed folds the T steps into the batch: its inner layers thin as usual, and on the
+//     way out the per-step output (C, H, W) becomes the step's C*H*W features, channel-major, so a
+//     recurrent layer after it loses the H*W input columns c*H*W .. (c+1)*H*W - 1 of a removed
+//     channel c (DeepSense: 2 sensors x 4 positions = 8 columns of gru1 per merge-conv channel).
+//   - SensorStack stacks the sensors' outputs on the height axis, channel by channel: channel c
+//     of the stack is channel c of every sensor, so the sensors' last producers must keep the same
+//     channels (the DeepSense compressor's one shared mask for [acc_conv3; gyro_conv3]), and the
+//     consumer (the first merge conv) loses input channel c.
 //
 //   auto small = structure::thin(model, {{"fc1", keep_fc1}, {"conv2", keep_conv2}});
 //   auto small = structure::thin(model, keep, {{"gate1", scales}});  // fold per-unit multipliers
@@ -23,10 +34,16 @@
 #include "slimnet/core/error.hpp"
 #include "slimnet/nn/batch_norm.hpp"
 #include "slimnet/nn/bidirectional.hpp"
+#include "slimnet/nn/activation.hpp"
 #include "slimnet/nn/conv2d.hpp"
+#include "slimnet/nn/dropout.hpp"
+#include "slimnet/nn/flatten.hpp"
 #include "slimnet/nn/gru.hpp"
 #include "slimnet/nn/linear.hpp"
 #include "slimnet/nn/lstm.hpp"
+#include "slimnet/nn/models_deepsense.hpp"
+#include "slimnet/nn/pooling.hpp"
+#include "slimnet/nn/sequence_pool.hpp"
 #include "slimnet/nn/sequential.hpp"
 
 namespace slimnet::structure {
@@ -87,6 +104,7 @@ struct pending_units {
   std::vector<Scalar> scale;
   bool flattened = false;
   bool unit_inner = false;  ///< (N, T, H) flattened: column t*H + j (else j*block + b, as (C, H, W))
+  bool per_step = false;    ///< flattened per step of a sequence (out of a TimeDistributed): (N, T, F)
   bool scaled() const {
     return std::any_of(scale.begin(), scale.end(), [](Scalar s) { return s != Scalar(1); });
   }
@@ -134,21 +152,80 @@ class thinner {
     nn::sequential<Scalar> out;
     out.set_name(model.name());
     for (std::size_t i = 0; i < model.size(); ++i) {
-      const std::string path = prefix + model.local_name(i);
-      const nn::layer<Scalar>& src = model[i];
-      if (auto* seq = dynamic_cast<const nn::sequential<Scalar>*>(&src)) {
-        out.add(model.local_name(i), walk(*seq, path + "."));
-        continue;
-      }
-      if (scales_.count(path)) {
-        fold_scales(path);
-        continue;  // the multiplier is now in the consumer's columns
-      }
-      auto copy = src.clone();
-      visit(*copy, path);
-      out.add_ptr(model.local_name(i), std::move(copy));
+      auto l = rebuild(model[i], prefix + model.local_name(i));
+      if (l) out.add_ptr(model.local_name(i), std::move(l));  // null: a multiplier folded away
     }
     return out;
+  }
+
+  /// The thinned copy of `src` (containers rebuilt from their thinned children), or null for a
+  /// multiplier layer whose scales went into the consumer's columns.
+  std::unique_ptr<nn::layer<Scalar>> rebuild(const nn::layer<Scalar>& src, const std::string& path) {
+    if (auto* seq = dynamic_cast<const nn::sequential<Scalar>*>(&src)) return std::make_unique<nn::sequential<Scalar>>(walk(*seq, path + "."));
+    if (auto* td = dynamic_cast<const nn::time_distributed<Scalar>*>(&src)) return rebuild_time_distributed(*td, path);
+    if (auto* ss = dynamic_cast<const nn::sensor_stack<Scalar>*>(&src)) return rebuild_sensor_stack(*ss, path);
+    if (scales_.count(path)) {
+      fold_scales(path);
+      return nullptr;
+    }
+    auto copy = src.clone();
+    visit(*copy, path);
+    return copy;
+  }
+
+  std::unique_ptr<nn::layer<Scalar>> rebuild_time_distributed(const nn::time_distributed<Scalar>& td, const std::string& path) {
+    // (F) steps: the inner layer sees the pending units as its input features.
+    if (p_.active && td.step_shape().size() != 1) {
+      slimnet::detail::raise<config_error>(fn, "the units of a thinned layer feed TimeDistributed '{}', whose steps are {} tensors", path,
+                                           shape_string(td.step_shape()));
+    }
+    auto inner = rebuild(td.inner(), path);
+    if (!inner) slimnet::detail::raise<config_error>(fn, "TimeDistributed '{}' would be left without its inner layer", path);
+    // (N*T, C, H, W) or (N*T, F) out of the inner layer is unfolded to (N, T, C*H*W): channel-major
+    // blocks per step, as a Flatten would make them, and the steps stay a sequence.
+    if (p_.active) p_.flattened = p_.per_step = true;
+    return std::make_unique<nn::time_distributed<Scalar>>(std::move(inner), td.step_shape());
+  }
+
+  std::unique_ptr<nn::layer<Scalar>> rebuild_sensor_stack(const nn::sensor_stack<Scalar>& ss, const std::string& path) {
+    if (p_.active && p_.flattened) slimnet::detail::raise<config_error>(fn, "SensorStack '{}' after a Flatten", path);
+    const pending_units<Scalar> entry = p_;  // every sensor's slice has the same channels
+    pending_units<Scalar> first;
+    auto out = std::make_unique<nn::sensor_stack<Scalar>>();
+    for (std::size_t k = 0; k < ss.size(); ++k) {
+      p_ = entry;
+      const std::string branch = path + "." + ss.branch_name(k);
+      auto b = rebuild(ss[k], branch);
+      if (!b) slimnet::detail::raise<config_error>(fn, "sensor '{}' would be left without layers", branch);
+      if (p_.active && p_.flattened) slimnet::detail::raise<config_error>(fn, "sensor '{}' flattens its output: the stack needs (C, H, W)", branch);
+      if (k == 0) {
+        first = p_;
+      } else if (!same_units(first, p_)) {
+        slimnet::detail::raise<config_error>(
+            fn, "sensors '{}' and '{}' of '{}' end with different units ({} and {} of {} / {} kept): the stack concatenates them channel "
+                "by channel, so their last producers must keep the same channels with the same multipliers",
+            ss.branch_name(0), ss.branch_name(k), path, first.active ? first.sel.size() : static_cast<std::size_t>(first.total),
+            p_.active ? p_.sel.size() : static_cast<std::size_t>(p_.total), first.total, p_.total);
+      }
+      if (p_.active) first = p_;  // an unselected branch that keeps all: the selected one's record
+      out->add_ptr(ss.branch_name(k), std::move(b));
+    }
+    p_ = first;
+    return out;
+  }
+
+  /// Two branch ends keep the same units with the same factors (an inactive end keeps all of
+  /// `total` unscaled).
+  static bool same_units(const pending_units<Scalar>& a, const pending_units<Scalar>& b) {
+    if (!a.active && !b.active) return true;
+    if (a.total != b.total) return false;
+    auto units = [](const pending_units<Scalar>& p) {
+      if (p.active) return std::make_pair(p.sel, p.scale);
+      std::vector<index_t> all;
+      for (index_t j = 0; j < p.total; ++j) all.push_back(j);
+      return std::make_pair(all, std::vector<Scalar>(all.size(), Scalar(1)));
+    };
+    return units(a) == units(b);
   }
 
   void fold_scales(const std::string& path) {
@@ -237,17 +314,32 @@ class thinner {
       for (auto* p : {&bn->weight(), &bn->bias(), &bn->running_mean(), &bn->running_var()}) shrink(p, &p_.sel);
       return;
     }
-    const std::string kind = l.kind();
-    if (kind == "Flatten") {
+    auto unsupported = [&] {
+      slimnet::detail::raise<config_error>(fn, "a {} ('{}') between a thinned layer and its consumer is not supported", l.kind(), path);
+    };
+    if (is<nn::flatten<Scalar>>(l)) {
+      if (p_.per_step) unsupported();  // (N, T, F) -> (N, T*F) would interleave the steps
       p_.flattened = true;
       return;
     }
-    // Per-unit layers pass the selection on; positively homogeneous ones commute with a factor.
-    const bool homogeneous = kind == "ReLU" || kind == "MaxPool2d" || kind == "AvgPool2d" || kind == "Dropout";
-    const bool per_unit = homogeneous || kind == "Tanh" || kind == "Sigmoid";
-    if (!per_unit || (!homogeneous && p_.scaled()) || (p_.flattened && kind != "ReLU" && kind != "Dropout" && kind != "Tanh" && kind != "Sigmoid")) {
-      slimnet::detail::raise<config_error>(fn, "a {} ('{}') between a thinned layer and its consumer is not supported", kind, path);
+    if (is<nn::sequence_mean<Scalar>>(l)) {
+      // A mean over the valid steps, feature by feature: linear, (N, T, F) -> (N, F).
+      if (p_.flattened && !p_.per_step) unsupported();
+      p_.per_step = p_.unit_inner = false;
+      return;
     }
+    // Per-unit layers pass the selection on; positively homogeneous ones commute with a factor
+    // (relu(s x) = s relu(x) for s > 0, the same for pooling and zero padding), tanh and sigmoid
+    // do not. Pooling and padding act on (C, H, W) maps, not on flattened features.
+    const bool elementwise = is<nn::relu<Scalar>>(l) || is<nn::dropout<Scalar>>(l) || is<nn::tanh<Scalar>>(l) || is<nn::sigmoid<Scalar>>(l);
+    const bool spatial = is<nn::max_pool2d<Scalar>>(l) || is<nn::avg_pool2d<Scalar>>(l) || is<nn::zero_pad2d<Scalar>>(l);
+    const bool homogeneous = !(is<nn::tanh<Scalar>>(l) || is<nn::sigmoid<Scalar>>(l));
+    if (!(elementwise || spatial) || (!homogeneous && p_.scaled()) || (p_.flattened && spatial)) unsupported();
+  }
+
+  template <class T>
+  static bool is(const nn::layer<Scalar>& l) {
+    return dynamic_cast<const T*>(&l) != nullptr;
   }
 
   /// A stack of LSTM / GRU layers (one direction): consumes the pending input features, removes
@@ -257,7 +349,7 @@ class thinner {
     if (p_.active) {
       auto& w = r.weight_ih(0);
       refuse_transforms(w);
-      w.assign(take(w.value(), nullptr, &p_.sel, &p_.scale));
+      w.assign(take(w.value(), nullptr, &in_cols_, &in_scale_));
     }
     bool any = false;
     for (index_t k = 0; k < r.num_layers(); ++k) {
@@ -287,10 +379,13 @@ class thinner {
 
   void visit_recurrent(nn::layer<Scalar>& l, const std::string& path) {
     if (p_.active) {
-      if (p_.flattened) slimnet::detail::raise<config_error>(fn, "recurrent layer '{}' after a Flatten", path);
-      const index_t in = dynamic_cast<nn::bidirectional<Scalar>*>(&l) ? dynamic_cast<nn::bidirectional<Scalar>&>(l).forward_layer().input_size()
-                                                                       : dynamic_cast<nn::recurrent_layer<Scalar>&>(l).input_size();
-      if (in != p_.total) slimnet::detail::raise<config_error>(fn, "layer '{}' has {} input features for {} units", path, in, p_.total);
+      // Out of a TimeDistributed, each unit owns a block of the step's features.
+      if (p_.flattened && !p_.per_step) slimnet::detail::raise<config_error>(fn, "recurrent layer '{}' after a Flatten", path);
+      auto* bidir = dynamic_cast<nn::bidirectional<Scalar>*>(&l);
+      const index_t in = bidir ? bidir->forward_layer().input_size() : dynamic_cast<nn::recurrent_layer<Scalar>&>(l).input_size();
+      in_cols_.clear();
+      in_scale_.clear();
+      consumer_columns(p_, in, path, in_cols_, in_scale_);
     }
     std::vector<index_t> sel;
     index_t total = 0;
@@ -319,14 +414,17 @@ class thinner {
   const unit_scales<Scalar>& scales_;
   std::set<std::string> used_;
   pending_units<Scalar> p_;
+  std::vector<index_t> in_cols_;  ///< the first recurrent layer's kept input columns
+  std::vector<Scalar> in_scale_;
 };
 
 }  // namespace detail
 
 /// `model` with the units not in `keep` removed (see the header comment), and the multipliers of
 /// `scales` folded into the consumers' input columns and their layers removed. Between a producer
-/// and its consumer only ReLU, Dropout, pooling, Flatten, Tanh / Sigmoid (not after a multiplier)
-/// and BatchNorm (not after a multiplier) may appear; anything else, unknown names, wrong lengths,
+/// and its consumer only ReLU, Dropout, pooling, zero padding, Flatten, a TimeDistributed's
+/// unfolding, a sequence mean, Tanh / Sigmoid (not after a multiplier) and BatchNorm (not after a
+/// multiplier) may appear; sensors of a SensorStack must end with the same kept channels; anything else, unknown names, wrong lengths,
 /// a layer left with no unit, removing the model's outputs, or thinning a parameter that carries a
 /// weight transform throws config_error / shape_error. `model` is not changed.
 template <class Scalar>
