@@ -38,9 +38,12 @@
 // OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE removed from its environment only (this machine sets
 // OPENBLAS_CORETYPE=Haswell, holding OpenBLAS to AVX2); the script prints the BLAS kernel chosen.
 //
-// With --dir holding lenet5-mnist-magnitude.safetensors / lenet5-mnist-dns.safetensors (written by
-// scripts/demo.sh) those real pruned models are used; otherwise random weights are magnitude-pruned
-// per layer to the densities below (Han et al. 2015 for magnitude, the demo's DNS run for DNS).
+// With --dir holding lenet5-mnist-magnitude.safetensors / lenet5-mnist-dns.safetensors /
+// lenet300-mnist-magnitude.safetensors (written by scripts/demo.sh) those real pruned models are
+// used; otherwise random weights are magnitude-pruned per layer to the densities below (Han et al.
+// 2015 for magnitude, the demo's DNS run for DNS), with a warning. A trained pruned fc1 differs from
+// a randomly pruned one where it matters at batch 1: the always-zero border pixels get no gradient,
+// so weight decay and pruning leave their columns empty (299 of 784 in the demo's file).
 // The BNN row uses lenet5-mnist-bnn.safetensors (example 07's --out) when it is there, random
 // +-1 weights and BatchNorm statistics otherwise: its float model is the same network with the
 // binarized weights as floats (conv, BatchNorm and sign layers as trained), timed as float layers.
@@ -373,7 +376,7 @@ int main(int argc, char** argv) {
       {"lenet5-dense-form", "lenet5", {}, "", form::sparse, {}},
       {"lenet5-magnitude", "lenet5", {{"conv1", 0.66}, {"conv2", 0.12}, {"fc1", 0.08}, {"fc2", 0.19}}, "lenet5-mnist-magnitude.safetensors", form::sparse, {}},
       {"lenet5-dns", "lenet5", {{"conv1", 0.14}, {"conv2", 0.03}, {"fc1", 0.005}, {"fc2", 0.04}}, "lenet5-mnist-dns.safetensors", form::sparse, {}},
-      {"lenet300-magnitude", "lenet300", {{"fc1", 0.08}, {"fc2", 0.09}, {"fc3", 0.26}}, "", form::sparse, {}},
+      {"lenet300-magnitude", "lenet300", {{"fc1", 0.08}, {"fc2", 0.09}, {"fc3", 0.26}}, "lenet300-mnist-magnitude.safetensors", form::sparse, {}},
       {"lenet5-int8", "lenet5", {}, "", form::int8, {}},
       {"lenet5-magnitude-codebook", "lenet5", {{"conv1", 0.66}, {"conv2", 0.12}, {"fc1", 0.08}, {"fc2", 0.19}}, "lenet5-mnist-magnitude.safetensors",
        form::codebook, {{"conv1", 5}, {"conv2", 5}, {"fc1", 4}, {"fc2", 4}}},
@@ -414,6 +417,12 @@ int main(int argc, char** argv) {
       }
       source = (dir / c.file).string();
     } else {
+      if (!c.file.empty())
+        fmt::print("WARNING: {} not found: {} uses random weights{} (not a trained model)\n", (dir / c.file).string(), c.name, [&] {
+          std::string d;
+          for (const auto& [layer, v] : c.density) d += fmt::format("{}{}={}", d.empty() ? " magnitude-pruned to " : ",", layer, v);
+          return d;
+        }());
       magnitude_prune(float_model, c.density);
     }
     if (c.kind == form::codebook) {

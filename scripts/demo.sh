@@ -16,6 +16,10 @@ mkdir -p out
 baseline=out/lenet5-mnist.safetensors  # trained by the first program if it does not exist yet
 ./build/examples/prune_magnitude --model lenet5 --data mnist --baseline "$baseline" --quiet --distill 0.5 \
   --out out/lenet5-mnist-magnitude.safetensors
+# LeNet-300-100 magnitude-pruned the same way (about 10 s): the whole-model benchmark's
+# lenet300-magnitude row loads it from out/ (random weights pruned to Han's densities otherwise).
+./build/examples/prune_magnitude --model lenet300 --data mnist --baseline out/lenet300-mnist.safetensors --quiet \
+  --out out/lenet300-mnist-magnitude.safetensors
 ./build/examples/dns --model lenet5 --data mnist --baseline "$baseline" --quiet --distill 0.5 \
   --c-rate conv1=1.3,conv2=4.3,fc1=7.2,fc2=3.3 --out out/lenet5-mnist-dns.safetensors
 for pruned in magnitude dns; do
