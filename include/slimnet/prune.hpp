@@ -1,5 +1,6 @@
 // slimnet::prune: masks and magnitude criteria on Eigen objects, masks on model parameters,
-// PyTorch-shaped functional API, schedules (one-shot, iterative, AGP), sensitivity analysis, DNS.
+// PyTorch-shaped functional API, schedules (one-shot, iterative, AGP), sensitivity analysis, DNS,
+// structured magnitude pruning (whole units removed through slimnet::structure).
 #pragma once
 
 #include "slimnet/prune/dns.hpp"
@@ -7,4 +8,5 @@
 #include "slimnet/prune/mask.hpp"
 #include "slimnet/prune/schedule.hpp"
 #include "slimnet/prune/sensitivity.hpp"
+#include "slimnet/prune/structured.hpp"
 #include "slimnet/prune/transform.hpp"
