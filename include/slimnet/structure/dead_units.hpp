@@ -208,15 +208,21 @@ class dead_unit_finder {
       return;
     }
     if (!p_.active) return;
-    const std::string kind = l.kind();
-    if (kind == "Flatten") {
+    const bool bn = is<nn::batch_norm<Scalar>>(l), sigmoid = is<nn::sigmoid<Scalar>>(l);
+    if (is<nn::flatten<Scalar>>(l)) {
       p_.flattened = true;
-    } else if (kind == "BatchNorm1d" || kind == "BatchNorm2d" || kind == "Sigmoid") {
-      if (kind != "Sigmoid" && p_.flattened) return keep_pending();
+    } else if (bn || sigmoid) {
+      if (bn && p_.flattened) return keep_pending();
       zero_.assign(zero_.size(), false);  // BN(0) = beta - gamma mean / sd and sigmoid(0) = 1/2
-    } else if (!(kind == "ReLU" || kind == "Tanh" || kind == "MaxPool2d" || kind == "AvgPool2d" || kind == "Dropout")) {
+    } else if (!(is<nn::relu<Scalar>>(l) || is<nn::tanh<Scalar>>(l) || is<nn::max_pool2d<Scalar>>(l) || is<nn::avg_pool2d<Scalar>>(l) ||
+                 is<nn::dropout<Scalar>>(l))) {
       keep_pending();  // a layer that mixes units: its inputs all count as read
     }
+  }
+
+  template <class T>
+  static bool is(const nn::layer<Scalar>& l) {
+    return dynamic_cast<const T*>(&l) != nullptr;
   }
 
   void linear_like(const tensor<Scalar>& w, nn::parameter<Scalar>* bias, const std::string& path) {
