@@ -149,10 +149,16 @@ TEST_CASE("thin() rejects what it cannot thin", "[deepiot][thin][errors]") {
   r.add("fc1", nn::linear<double>(3, 4));
   r.add("lstm", nn::lstm<double>(4, 2));
   REQUIRE(dynamic_cast<nn::lstm<double>&>(deepiot::thin(r, {{"fc1", {true, false, true, true}}}).find("lstm")).input_size() == 3);
-  // An unsupported layer kind between a thinned layer and its consumer (it mixes units).
+  // A TimeDistributed over (F) steps passes the units to its inner layer as input features; over
+  // (C, H, W) steps it would mix them, and is refused.
   nn::sequential<double> u;
   u.add("lstm", nn::lstm<double>(3, 4));
   u.add("td", nn::time_distributed<double>(nn::linear<double>(4, 4), {4}));
   u.add("lstm2", nn::lstm<double>(4, 2));
-  REQUIRE_THROWS_WITH(structure::thin(u, {{"lstm.l0", {true, false, true, true}}}), Contains("not supported"));
+  auto thin_u = structure::thin(u, {{"lstm.l0", {true, false, true, true}}});
+  REQUIRE(dynamic_cast<nn::linear<double>&>(dynamic_cast<nn::time_distributed<double>&>(thin_u.find("td")).inner()).in_features() == 3);
+  nn::sequential<double> v;
+  v.add("lstm", nn::lstm<double>(3, 4));
+  v.add("td", nn::time_distributed<double>(nn::conv2d<double>(1, 2, 1), {1, 2, 2}));
+  REQUIRE_THROWS_WITH(structure::thin(v, {{"lstm.l0", {true, false, true, true}}}), Contains("TimeDistributed 'td'"));
 }

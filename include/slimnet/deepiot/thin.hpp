@@ -47,7 +47,7 @@ nn::sequential<Scalar> thin(const nn::sequential<Scalar>& model, unit_selection 
   std::string last_droppable;
   for (std::size_t i = 0; i < model.size(); ++i) {
     const auto& l = model[i];
-    if (detail::droppable_kind(l.kind())) last_droppable = model.local_name(i);
+    if (dynamic_cast<const nn::linear<Scalar>*>(&l) || dynamic_cast<const nn::conv2d<Scalar>*>(&l)) last_droppable = model.local_name(i);
     const auto* g = dynamic_cast<const unit_gate<Scalar>*>(&l);
     if (g == nullptr) continue;
     if (g->mode() != gate_mode::hard) {
