@@ -37,9 +37,9 @@ TEMPLATE_TEST_CASE("energy of a Linear layer by hand", "[report][energy]", float
   const auto& l = r.layers[0];
   CHECK(l.macs == 6);
   CHECK(l.mults == 6);
-  CHECK(l.adds == 8);                                   // 6 accumulations + 2 biases
-  CHECK(l.weight_bytes == 32);                          // 8 floats
-  CHECK(l.activation_bytes == 20);                      // 3 in + 2 out
+  CHECK(l.adds == 8);               // 6 accumulations + 2 biases
+  CHECK(l.weight_bytes == 32);      // 8 floats
+  CHECK(l.activation_bytes == 20);  // 3 in + 2 out
   CHECK(r.weight_level == report::memory_level::sram_8k);
   CHECK(l.compute_pj == Approx(6 * (3.7 + 0.9) + 2 * 0.9));
   CHECK(l.weight_memory_pj == Approx(32.0 / 8 * 10));
@@ -70,27 +70,27 @@ TEMPLATE_TEST_CASE("energy of a Linear layer by hand", "[report][energy]", float
 
 TEMPLATE_TEST_CASE("energy counts of convolution, pooling, BatchNorm and containers", "[report][energy]", float, double) {
   nn::sequential<TestType> m;
-  m.add("conv", nn::conv2d<TestType>(1, 2, 3));      // (1,1,6,6) -> (1,2,4,4)
+  m.add("conv", nn::conv2d<TestType>(1, 2, 3));  // (1,1,6,6) -> (1,2,4,4)
   m.add("bn", nn::batch_norm2d<TestType>(2));
   m.add("relu", nn::relu<TestType>());
-  m.add("pool", nn::max_pool2d<TestType>(2));        // -> (1,2,2,2)
+  m.add("pool", nn::max_pool2d<TestType>(2));  // -> (1,2,2,2)
   m.add("drop", nn::dropout<TestType>(0.5));
   m.add("flatten", nn::flatten<TestType>());
   m.add("fc", nn::linear<TestType>(8, 3, false));
   const auto r = report::estimate_energy<TestType>(m, {1, 1, 6, 6});
   REQUIRE(r.layers.size() == 7);
   CHECK(r.layers[0].name == "conv");
-  CHECK(r.layers[0].macs == 18 * 16);               // 2 filters x 9 taps x 16 positions
-  CHECK(r.layers[0].adds == 18 * 16 + 32);          // + bias per output
-  CHECK(r.layers[1].mults == 32);                   // scale
-  CHECK(r.layers[1].adds == 32);                    // shift
-  CHECK(r.layers[1].weight_bytes == 16);            // 2 scales + 2 shifts
-  CHECK(r.layers[2].adds == 32);                    // ReLU: a comparison per element
-  CHECK(r.layers[3].adds == 32 - 8);                // 3 comparisons per 2x2 window
-  CHECK(r.layers[4].total_pj() == 0);               // dropout at inference
+  CHECK(r.layers[0].macs == 18 * 16);       // 2 filters x 9 taps x 16 positions
+  CHECK(r.layers[0].adds == 18 * 16 + 32);  // + bias per output
+  CHECK(r.layers[1].mults == 32);           // scale
+  CHECK(r.layers[1].adds == 32);            // shift
+  CHECK(r.layers[1].weight_bytes == 16);    // 2 scales + 2 shifts
+  CHECK(r.layers[2].adds == 32);            // ReLU: a comparison per element
+  CHECK(r.layers[3].adds == 32 - 8);        // 3 comparisons per 2x2 window
+  CHECK(r.layers[4].total_pj() == 0);       // dropout at inference
   CHECK(r.layers[5].total_pj() == 0);
   CHECK(r.layers[6].macs == 24);
-  CHECK(r.layers[6].adds == 24);                    // no bias
+  CHECK(r.layers[6].adds == 24);  // no bias
   CHECK(r.total.macs == 18 * 16 + 24);
   double sum = 0;
   for (const auto& l : r.layers) sum += l.total_pj();
@@ -125,10 +125,10 @@ TEMPLATE_TEST_CASE("energy of LSTM, GRU, bidirectional and time-distributed laye
 }
 
 TEMPLATE_TEST_CASE("energy: the weights' memory level follows the model's size", "[report][energy]", float, double) {
-  nn::linear<TestType> small(100, 10, false);   // 4,000 B
-  nn::linear<TestType> mid(100, 50, false);     // 20,000 B
-  nn::linear<TestType> large(1000, 100, false); // 400,000 B
-  nn::linear<TestType> huge(1000, 300, false);  // 1.2 MB
+  nn::linear<TestType> small(100, 10, false);    // 4,000 B
+  nn::linear<TestType> mid(100, 50, false);      // 20,000 B
+  nn::linear<TestType> large(1000, 100, false);  // 400,000 B
+  nn::linear<TestType> huge(1000, 300, false);   // 1.2 MB
   CHECK(report::estimate_energy<TestType>(small, {1, 100}).weight_level == report::memory_level::sram_8k);
   CHECK(report::estimate_energy<TestType>(mid, {1, 100}).weight_level == report::memory_level::sram_32k);
   CHECK(report::estimate_energy<TestType>(large, {1, 1000}).weight_level == report::memory_level::sram_1m);

@@ -59,10 +59,14 @@ enum class memory_level { sram_8k, sram_32k, sram_1m, dram };
 
 inline const char* to_string(memory_level m) {
   switch (m) {
-    case memory_level::sram_8k: return "SRAM 8 KiB";
-    case memory_level::sram_32k: return "SRAM 32 KiB";
-    case memory_level::sram_1m: return "SRAM 1 MiB";
-    default: return "DRAM";
+    case memory_level::sram_8k:
+      return "SRAM 8 KiB";
+    case memory_level::sram_32k:
+      return "SRAM 32 KiB";
+    case memory_level::sram_1m:
+      return "SRAM 1 MiB";
+    default:
+      return "DRAM";
   }
 }
 
@@ -70,7 +74,7 @@ inline const char* to_string(memory_level m) {
 struct energy_table {
   std::array<double, 4> mult{3.7, 1.1, 3.1, 0.2};  ///< fp32, fp16, int32, int8
   std::array<double, 4> add{0.9, 0.4, 0.1, 0.03};
-  std::array<double, 4> access64{10, 20, 100, 1300};  ///< per 64-bit access by memory_level
+  std::array<double, 4> access64{10, 20, 100, 1300};                 ///< per 64-bit access by memory_level
   std::array<double, 3> capacity{8 * 1024, 32 * 1024, 1024 * 1024};  ///< bytes of the SRAM levels
 };
 
@@ -111,9 +115,12 @@ inline memory_level level_for(double bytes, const energy_table& t) {
 inline double bytes_of(arithmetic a) {
   switch (a) {
     case arithmetic::fp32:
-    case arithmetic::int32: return 4;
-    case arithmetic::fp16: return 2;
-    default: return 1;
+    case arithmetic::int32:
+      return 4;
+    case arithmetic::fp16:
+      return 2;
+    default:
+      return 1;
   }
 }
 
@@ -217,8 +224,8 @@ class counter {
   // gates * h * (in + h) MACs per step, the gates' nonlinearities and the state update.
   void recurrent(layer_energy& r, nn::recurrent_layer<Scalar>& rec, const shape_t& in) {
     if (in.size() != 3) {
-      slimnet::detail::raise<shape_error>("slimnet::report::estimate_energy", "recurrent layer '{}' needs (N, T, F) input, got {}",
-                                          rec.name(), shape_string(in));
+      slimnet::detail::raise<shape_error>("slimnet::report::estimate_energy",
+                                          "recurrent layer '{}' needs (N, T, F) input, got {}", rec.name(), shape_string(in));
     }
     const bool lstm = dynamic_cast<nn::lstm<Scalar>*>(&rec) != nullptr;
     const double gates = lstm ? 4 : 3;
@@ -227,8 +234,10 @@ class counter {
     std::vector<const tensor<Scalar>*> mats;
     rec.visit_parameters([&](nn::parameter<Scalar>& p) {
       // weight_ih / weight_hh matrices (rank 2) are multiplied once per step; biases added.
-      if (p.used_value().rank() == 2) weights(r, p.used_value(), steps);
-      else bias(r, p.used_value(), steps);
+      if (p.used_value().rank() == 2)
+        weights(r, p.used_value(), steps);
+      else
+        bias(r, p.used_value(), steps);
     });
     for (index_t k = 0; k < rec.num_layers(); ++k) {
       const double h = static_cast<double>(rec.hidden_size(k));
@@ -289,10 +298,11 @@ energy_report estimate_energy(nn::layer<Scalar>& model, const shape_t& input_sha
 
 /// One line: "1.72 MB weights (DRAM), 2.29 M MACs: 0.291 mJ (compute 10.5 uJ, weights 280 uJ, ...)".
 inline std::string summary(const energy_report& r) {
-  return fmt::format("{:.3f} MB of weights in {}, {:.3g} M MACs: {:.4g} mJ per inference (arithmetic {:.4g} uJ, "
-                     "weight reads {:.4g} uJ, activations {:.4g} uJ)",
-                     r.total.weight_bytes / 1e6, to_string(r.weight_level), r.total.macs / 1e6, r.total_mj(),
-                     r.total.compute_pj * 1e-6, r.total.weight_memory_pj * 1e-6, r.total.activation_memory_pj * 1e-6);
+  return fmt::format(
+      "{:.3f} MB of weights in {}, {:.3g} M MACs: {:.4g} mJ per inference (arithmetic {:.4g} uJ, "
+      "weight reads {:.4g} uJ, activations {:.4g} uJ)",
+      r.total.weight_bytes / 1e6, to_string(r.weight_level), r.total.macs / 1e6, r.total_mj(), r.total.compute_pj * 1e-6,
+      r.total.weight_memory_pj * 1e-6, r.total.activation_memory_pj * 1e-6);
 }
 
 }  // namespace slimnet::report
