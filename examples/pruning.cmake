@@ -30,3 +30,7 @@ slimnet_example_smoke(dns_lenet300 dns --model lenet300 --data mnist --epochs 1 
 
 slimnet_example(sensitivity 04_sensitivity.cpp)
 slimnet_example_smoke(sensitivity_lenet5 sensitivity --model lenet5 --data mnist --epochs 1 --limit 256 --quiet)
+
+slimnet_example(structured_pruning 14_structured_pruning.cpp)
+slimnet_example_smoke(structured_pruning_lenet5 structured_pruning --model lenet5 --data mnist --epochs 1 --fractions 0.5
+                      --retrain-epochs 1 --limit 256 --quiet EXPECT "fraction 0.50: conv1 10/20  conv2 25/50  fc1 250/500")
