@@ -5,6 +5,7 @@
 #include "slimnet/core.hpp"
 #include "slimnet/data.hpp"
 #include "slimnet/deepiot.hpp"
+#include "slimnet/factorize.hpp"
 #include "slimnet/io.hpp"
 #include "slimnet/kernels.hpp"
 #include "slimnet/nn.hpp"
