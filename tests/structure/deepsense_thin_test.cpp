@@ -4,6 +4,7 @@
 // model computes what the original computes with the removed units' consumer columns zeroed, on
 // padded batches of several sequence lengths.
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <map>
@@ -205,4 +206,41 @@ TEST_CASE("thinning DeepSense refuses sensors thinned apart and bad unit lists, 
   CHECK_THROWS_WITH(thin(m, {{"gru1", ds_thin_keep(5, {1})}}), Contains("gru1"));  // the key is gru1.l0
   CHECK_THROWS_WITH(thin(m, {{"fc", ds_thin_keep(3, {1})}}), Contains("output would lose units"));
   CHECK_THROWS_WITH(thin(m, {{"frames.pad4", ds_thin_keep(c, {1})}}), Contains("not a Linear"));
+}
+
+TEST_CASE("dead units of DeepSense: channels nothing reads, across the sensor stack and the flatten", "[structure][deepsense][dead]") {
+  rng gen(44);
+  auto m = ds_thin_model(gen);
+  auto& gru1 = ds_thin_gru(m, "gru1");
+  // Nothing reads the stack's channel 1 (conv4's input channel 1: conv3's unit 1 in both sensors),
+  // conv6's channel 4 (its 8 columns of gru1) or gru1's unit 2 (its W_hh column, gru2's column).
+  ds_thin_zero_columns(ds_thin_conv(m, "frames.conv4").weight(), {1});
+  ds_thin_zero_columns(gru1.weight_ih(0), {32, 33, 34, 35, 36, 37, 38, 39});
+  ds_thin_zero_columns(gru1.weight_hh(0), {2});
+  ds_thin_zero_columns(ds_thin_gru(m, "gru2").weight_ih(0), {2});
+  // acc's conv3 filter 3 has no weight and no bias, but bn3 shifts it: not zero, not dead.
+  auto& acc3 = ds_thin_conv(m, "frames.sensors.acc.conv3");
+  const index_t filter = acc3.weight().size() / acc3.weight().value().dim(0);
+  std::fill_n(acc3.weight().value().data() + 3 * filter, filter, 0.0f);
+  acc3.bias()->value()[3] = 0.0f;
+  const auto dead = structure::dead_units(m);
+  auto dropped = [&](const std::string& key) {
+    std::set<index_t> d;
+    const auto& k = dead.at(key);
+    for (std::size_t j = 0; j < k.size(); ++j)
+      if (!k[j]) d.insert(static_cast<index_t>(j));
+    return d;
+  };
+  CHECK(dead.size() == 4);
+  CHECK(dropped("frames.sensors.acc.conv3") == std::set<index_t>{1});
+  CHECK(dropped("frames.sensors.gyro.conv3") == std::set<index_t>{1});
+  CHECK(dropped("frames.conv6") == std::set<index_t>{4});
+  CHECK(dropped("gru1.l0") == std::set<index_t>{2});
+
+  auto small = m;
+  CHECK(structure::remove_dead_units(small) == 4);
+  CHECK(ds_thin_gru(small, "gru1").input_size() == 8 * 5);
+  const auto x = testing::random_tensor<float>({3, 5, ds_thin_options().features()}, gen);
+  const std::vector<std::int32_t> lengths{5, 2, 4};
+  testing::check_close(ds_thin_eval(m, x, lengths), ds_thin_eval(small, x, lengths), 1e-5);
 }

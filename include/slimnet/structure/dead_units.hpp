@@ -6,10 +6,13 @@
 //   - nothing reads it: its consumer's input columns are all zero (for a recurrent unit also its
 //     own column of W_hh, through which the other units of its layer read it), or
 //   - it is constantly zero: no incoming weight, a zero bias, and only zero-preserving layers
-//     (ReLU, Tanh, pooling, Dropout, Flatten) before its consumer. An LSTM or GRU unit with zero
-//     rows in W_ih and W_hh and zero biases stays at h = 0 (LSTM: i = f = o = 1/2, g = 0, so c
-//     stays 0; GRU: n = 0, h_t = z h_{t-1} = 0).
-// Units of the model's output are never dead; every layer keeps at least one unit.
+//     (ReLU, Tanh, pooling, zero padding, Dropout, Flatten, a sequence mean) before its consumer.
+//     An LSTM or GRU unit with zero rows in W_ih and W_hh and zero biases stays at h = 0 (LSTM:
+//     i = f = o = 1/2, g = 0, so c stays 0; GRU: n = 0, h_t = z h_{t-1} = 0).
+// Units of the model's output are never dead; every layer keeps at least one unit. The walk
+// follows the containers thin follows (DeepSense's TimeDistributed and SensorStack): channel c of
+// a SensorStack is read if its consumer reads it and zero only if it is zero in every sensor, so
+// the sensors' last producers lose the same channels, as thin requires.
 //
 //   auto removed = structure::remove_dead_units(model);   // model thinned in place, repeatedly
 #pragma once
@@ -17,6 +20,7 @@
 #include <algorithm>
 #include <map>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -60,14 +64,56 @@ class dead_unit_finder {
   };
 
   void walk(nn::sequential<Scalar>& model, const std::string& prefix) {
-    for (std::size_t i = 0; i < model.size(); ++i) {
-      const std::string path = prefix + model.local_name(i);
-      if (auto* seq = dynamic_cast<nn::sequential<Scalar>*>(&model[i])) {
-        walk(*seq, path + ".");
-      } else {
-        visit(model[i], path);
-      }
+    for (std::size_t i = 0; i < model.size(); ++i) walk_layer(model[i], prefix + model.local_name(i));
+  }
+
+  /// Containers as structure::thin follows them (see thin.hpp's header comment).
+  void walk_layer(nn::layer<Scalar>& l, const std::string& path) {
+    if (auto* seq = dynamic_cast<nn::sequential<Scalar>*>(&l)) {
+      walk(*seq, path + ".");
+    } else if (auto* td = dynamic_cast<nn::time_distributed<Scalar>*>(&l)) {
+      if (p_.active && td->step_shape().size() != 1) keep_pending();
+      walk_layer(td->inner(), path);
+      if (p_.active) p_.flattened = p_.per_step = true;  // (N, T, C*H*W): channel-major blocks per step
+    } else if (auto* ss = dynamic_cast<nn::sensor_stack<Scalar>*>(&l)) {
+      sensors(*ss, path);
+    } else {
+      visit(l, path);
     }
+  }
+
+  /// The stack's channel c is channel c of every sensor: its origins are all of theirs, it is
+  /// zero if it is zero in every sensor, and a consumer that reads it reads all of them.
+  void sensors(nn::sensor_stack<Scalar>& ss, const std::string& path) {
+    struct state {
+      pending_units<Scalar> p;
+      std::vector<std::vector<origin>> origins;
+      std::vector<bool> zero, self;
+    };
+    const state entry{p_, origins_, zero_, self_read_};
+    std::vector<state> ends;
+    for (std::size_t k = 0; k < ss.size(); ++k) {
+      std::tie(p_, origins_, zero_, self_read_) = std::tie(entry.p, entry.origins, entry.zero, entry.self);
+      walk_layer(ss[k], path + "." + ss.branch_name(k));
+      ends.push_back({p_, origins_, zero_, self_read_});
+    }
+    const bool alike = std::all_of(ends.begin(), ends.end(), [&](const state& e) {
+      return e.p.active && !e.p.flattened && e.p.total == ends.front().p.total;
+    });
+    if (!alike) {  // thin refuses such a stack: keep every unit that reaches it
+      for (auto& e : ends) {
+        std::tie(p_, origins_, zero_, self_read_) = std::tie(e.p, e.origins, e.zero, e.self);
+        keep_pending();
+      }
+      return;
+    }
+    std::tie(p_, origins_, zero_, self_read_) = std::tie(ends[0].p, ends[0].origins, ends[0].zero, ends[0].self);
+    for (std::size_t k = 1; k < ends.size(); ++k)
+      for (std::size_t u = 0; u < origins_.size(); ++u) {
+        origins_[u].insert(origins_[u].end(), ends[k].origins[u].begin(), ends[k].origins[u].end());
+        zero_[u] = zero_[u] && ends[k].zero[u];
+        self_read_[u] = self_read_[u] || ends[k].self[u];
+      }
   }
 
   static bool all_zero(const Scalar* p, index_t n, index_t stride = 1) {
@@ -107,9 +153,9 @@ class dead_unit_finder {
         const std::size_t k = p_.unit_inner ? b * p_.sel.size() + u : u * per_unit + b;
         read = !column_zero(w, cols[k]);
       }
-      const origin& o = origins_[u];
       const bool dead = (!read && !self_read_[u]) || zero_[u];
-      if (!dead) dead_.at(o.key)[static_cast<std::size_t>(o.unit)] = true;  // true: keep
+      if (!dead)
+        for (const origin& o : origins_[u]) dead_.at(o.key)[static_cast<std::size_t>(o.unit)] = true;  // true: keep
     }
     p_.active = false;
   }
@@ -125,7 +171,8 @@ class dead_unit_finder {
       auto& keep = dead_[o.key];
       if (keep.empty()) keep.assign(static_cast<std::size_t>(count_[o.key]), false);
     }
-    origins_ = std::move(origins);
+    origins_.clear();
+    for (auto& o : origins) origins_.push_back({std::move(o)});
     zero_ = std::move(zero);
     self_read_ = std::move(self_read);
   }
@@ -134,7 +181,8 @@ class dead_unit_finder {
   /// every pending unit is kept.
   void keep_pending() {
     if (!p_.active) return;
-    for (const auto& o : origins_) dead_.at(o.key)[static_cast<std::size_t>(o.unit)] = true;
+    for (const auto& unit : origins_)
+      for (const auto& o : unit) dead_.at(o.key)[static_cast<std::size_t>(o.unit)] = true;
     p_.active = false;
   }
 
@@ -189,7 +237,7 @@ class dead_unit_finder {
     auto* bi = dynamic_cast<nn::bidirectional<Scalar>*>(&l);
     auto* rec = dynamic_cast<nn::recurrent_layer<Scalar>*>(&l);
     if (bi || rec) {
-      if (p_.active && p_.flattened) keep_pending();
+      if (p_.active && p_.flattened && !p_.per_step) keep_pending();
       std::vector<origin> top;
       std::vector<bool> zero, self;
       nn::sequence_output mode{};
@@ -210,12 +258,16 @@ class dead_unit_finder {
     if (!p_.active) return;
     const bool bn = is<nn::batch_norm<Scalar>>(l), sigmoid = is<nn::sigmoid<Scalar>>(l);
     if (is<nn::flatten<Scalar>>(l)) {
+      if (p_.per_step) return keep_pending();  // (N, T, F) -> (N, T*F): thin does not follow it
       p_.flattened = true;
+    } else if (is<nn::sequence_mean<Scalar>>(l)) {
+      if (p_.flattened && !p_.per_step) return keep_pending();
+      p_.per_step = p_.unit_inner = false;  // the mean of zeros is zero
     } else if (bn || sigmoid) {
       if (bn && p_.flattened) return keep_pending();
       zero_.assign(zero_.size(), false);  // BN(0) = beta - gamma mean / sd and sigmoid(0) = 1/2
     } else if (!(is<nn::relu<Scalar>>(l) || is<nn::tanh<Scalar>>(l) || is<nn::max_pool2d<Scalar>>(l) || is<nn::avg_pool2d<Scalar>>(l) ||
-                 is<nn::dropout<Scalar>>(l))) {
+                 is<nn::dropout<Scalar>>(l) || is<nn::zero_pad2d<Scalar>>(l))) {
       keep_pending();  // a layer that mixes units: its inputs all count as read
     }
   }
@@ -244,7 +296,7 @@ class dead_unit_finder {
     tensor<Scalar> both({wa.dim(0) + wb.dim(0), wa.dim(1)});
     std::copy_n(wa.data(), wa.size(), both.data());
     std::copy_n(wb.data(), wb.size(), both.data() + wa.size());
-    consume(both, path, true);
+    consume(both, path, false);  // input columns: one per unit, or a block per unit out of a TimeDistributed
   }
   static tensor<Scalar> first_input_weight(nn::recurrent_layer<Scalar>& d) {
     if (auto* l = dynamic_cast<nn::lstm<Scalar>*>(&d)) return l->weight_ih(0).value();
@@ -255,7 +307,7 @@ class dead_unit_finder {
 
   dead_unit_options o_;
   pending_units<Scalar> p_;
-  std::vector<origin> origins_;
+  std::vector<std::vector<origin>> origins_;  ///< per pending unit: the producers' units it is
   std::vector<bool> zero_, self_read_;
   std::map<std::string, std::vector<bool>> dead_;  // per key: true = keep
   std::map<std::string, index_t> count_;
