@@ -7,8 +7,9 @@
 //
 //   sparsesep --model lenet5 --data mnist --baseline out/lenet5-mnist.safetensors --budgets 0.005,0.01,0.02,0.05
 //
-// 1. Load the dense baseline (or train one, as example 2 does).
-// 2. Take --heldout images of the training set for the search (the test set is only reported).
+// 1. Split --heldout images off the training set for the search (the test set is only reported).
+// 2. Load the dense baseline, or train one on the rest of the training set (as example 2 does) and
+//    record the split in its metadata, so that the held-out images are never seen by it.
 // 3. For each budget: search (factorize::sparsesep_search), print the table; --csv writes one row
 //    per budget and layer.
 #include <fmt/format.h>
@@ -39,20 +40,37 @@ int main(int argc, char** argv) {
     cli::limit(data.test, a.integer("limit") > 0 ? std::max(a.integer("limit") / 4, 1L) : 0, seed + 1);
     rng gen(seed);
     auto model = cli::make_model(model_name, gen, "sparsesep");
+    // The search's held-out images come from the training set, split off before a baseline is
+    // trained here (never seen by it); a loaded baseline says in its metadata whether it left them out.
+    data::dataset<float> heldout = data.test;
+    data::split<float> work = data;
+    const long heldout_n = a.integer("heldout");
+    const bool split = heldout_n > 0 && heldout_n < data.train.size();
+    if (split) {
+      const double frac = static_cast<double>(heldout_n) / static_cast<double>(data.train.size());
+      const auto [tr, ho] = data::stratified_split(data.train.labels, data.train.num_classes, frac, seed);
+      work.train = data.train.subset(tr);
+      heldout = data.train.subset(ho);
+    }
     cli::baseline_recipe recipe;
     recipe.epochs = static_cast<int>(a.integer("epochs"));
     recipe.seed = seed;
     recipe.progress = !a.flag("quiet");
-    cli::load_or_train_baseline(model, a.str("baseline"), model_name, a.str("data"), data, recipe, "sparsesep");
-    data::dataset<float> heldout = data.test;
-    if (a.integer("heldout") > 0 && a.integer("heldout") < data.train.size()) {
-      const double frac = static_cast<double>(a.integer("heldout")) / static_cast<double>(data.train.size());
-      heldout = data.train.subset(data::stratified_split(data.train.labels, data.train.num_classes, frac, seed).second);
+    const std::string split_tag = split ? fmt::format("{} images, stratified, seed {}", heldout_n, seed) : "none";
+    const auto meta = cli::load_or_train_baseline(model, a.str("baseline"), model_name, a.str("data"), work, recipe, "sparsesep",
+                                                  {{"heldout", split_tag}});
+    if (meta.count("input_mean") && meta.count("input_std")) {
+      data::standardize(heldout, std::stod(meta.at("input_mean")), std::stod(meta.at("input_std")));
     }
+    const bool unseen = meta.count("heldout") && meta.at("heldout") == split_tag;
+    data.test = work.test;
     const train::cross_entropy<float> loss;
     const double base_test = train::evaluate(model, data.test, loss).accuracy;
-    fmt::print("{} on {}: {} held-out (from the training set) / {} test images; dense test accuracy {:.2f}%\n", model_name,
-               a.str("data"), heldout.size(), data.test.size(), 100 * base_test);
+    fmt::print("{} on {}: {} held-out images ({}) / {} test images; dense test accuracy {:.2f}%\n", model_name, a.str("data"),
+               heldout.size(),
+               !split ? "the test set itself" : unseen ? "from the training set, never seen by the baseline"
+                                                       : "from the training set, seen by the loaded baseline",
+               data.test.size(), 100 * base_test);
 
     std::vector<double> budgets;
     std::stringstream ss(a.str("budgets"));
