@@ -21,13 +21,19 @@ namespace slimnet::deepiot {
 /// (output feature) or Conv2d (output channel) stays.
 using unit_selection = structure::unit_selection;
 
-/// Number of weights (biases not counted, as the paper's tables) of the Linear and Conv2d layers.
+/// Number of weights (biases not counted, as the paper's tables) of the Linear, Conv2d and
+/// recurrent layers (weight_ih and weight_hh of every stacked layer and direction).
 template <class Scalar>
 index_t weight_count(nn::layer<Scalar>& model) {
   index_t n = 0;
   model.visit_layers([&](nn::layer<Scalar>& l) {
     if (auto* lin = dynamic_cast<nn::linear<Scalar>*>(&l)) n += lin->weight().size();
     if (auto* conv = dynamic_cast<nn::conv2d<Scalar>*>(&l)) n += conv->weight().size();
+    if (auto* rec = dynamic_cast<nn::recurrent_layer<Scalar>*>(&l)) {
+      rec->visit_parameters([&](nn::parameter<Scalar>& p) {
+        if (p.local_name().rfind("weight_", 0) == 0) n += p.size();
+      });
+    }
   });
   return n;
 }
@@ -70,10 +76,61 @@ nn::sequential<Scalar> thin(const nn::sequential<Scalar>& model, unit_selection 
   return structure::thin(model, keep, scales);
 }
 
-/// The gated model with every gate's hard scale folded in and the gates removed.
+namespace detail {
+/// Calls f(stack) with the LSTM / GRU stack of one direction as its concrete type.
+template <class Scalar, class F>
+void with_stack(nn::recurrent_layer<Scalar>& d, F&& f) {
+  if (auto* l = dynamic_cast<nn::lstm<Scalar>*>(&d)) return f(*l);
+  if (auto* g = dynamic_cast<nn::gru<Scalar>*>(&d)) return f(*g);
+  slimnet::detail::raise<config_error>("slimnet::deepiot::thin", "recurrent layer {} is not an LSTM or GRU", d.describe());
+}
+}  // namespace detail
+
+/// The gated model with every gate's hard scale folded in and the gates removed. unit_gate
+/// layers: as thin(model) above. Recurrent gates (unit masks of LSTM / GRU stacked layers): units
+/// with factor 0 are removed through structure::thin (their gate rows, recurrent columns, biases
+/// and the next layer's inputs); the factors of the kept units stay as the thinned layer's unit
+/// mask, because a factor applied to the state at every step cannot be folded into the weights
+/// (brief item 23), unless they are all 1, in which case the mask is cleared. A gate in
+/// stochastic mode throws config_error.
 template <class Scalar>
 nn::sequential<Scalar> thin(const gated_model<Scalar>& g) {
-  return thin(g.net);
+  constexpr const char* fn = "slimnet::deepiot::thin";
+  unit_selection keep;
+  std::vector<std::size_t> unmask;  // recurrent droppable layers whose kept factors are all 1
+  for (std::size_t k = 0; k < g.layers.size(); ++k) {
+    const auto& d = g.layers[k];
+    if (!d.recurrent) continue;
+    const auto& gate = g.gate(k);
+    if (gate.mode() != gate_mode::hard) {
+      slimnet::detail::raise<config_error>(fn, "the gate of recurrent layer '{}' is in stochastic mode: set hard scales first", d.name);
+    }
+    std::vector<bool> kk(static_cast<std::size_t>(gate.units()));
+    bool ones = true;
+    for (index_t j = 0; j < gate.units(); ++j) {
+      const Scalar s = gate.scale()[j];
+      kk[static_cast<std::size_t>(j)] = s != Scalar(0);
+      if (s != Scalar(0) && s != Scalar(1)) ones = false;
+    }
+    keep[d.name] = std::move(kk);
+    if (ones) unmask.push_back(k);
+  }
+  auto out = thin(g.net, keep);
+  for (std::size_t k : unmask) {
+    const auto& d = g.layers[k];
+    const std::string& child = g.net.local_name(d.layer);
+    for (std::size_t i = 0; i < out.size(); ++i) {
+      if (out.local_name(i) != child) continue;
+      nn::recurrent_layer<Scalar>* dir = nullptr;
+      if (auto* bi = dynamic_cast<nn::bidirectional<Scalar>*>(&out[i])) {
+        dir = d.reverse ? &bi->backward_layer() : &bi->forward_layer();
+      } else {
+        dir = &dynamic_cast<nn::recurrent_layer<Scalar>&>(out[i]);
+      }
+      detail::with_stack(*dir, [&](auto& stack) { stack.clear_unit_mask(d.stacked); });
+    }
+  }
+  return out;
 }
 
 }  // namespace slimnet::deepiot

@@ -41,6 +41,7 @@ struct compress_options {
   stop_rule stop{};
   double conv_keep = 0.8;  ///< initial keep probability of conv units
   double fc_keep = 0.5;    ///< ... of fully connected units
+  double rnn_keep = 0.5;   ///< ... of LSTM / GRU hidden units (the authors' RNN_KEEP_PROB)
   double eps = 1e-6;       ///< clamp of p̂ inside the log-likelihood
   std::uint64_t seed = 1;
   index_t eval_batch = 256;
@@ -64,8 +65,9 @@ struct compress_options {
                                            weight_decay, baseline_decay, eps);
     }
     detail::check_gamma(fn, gamma);
-    if (!(conv_keep >= 0 && conv_keep <= 1 && fc_keep >= 0 && fc_keep <= 1)) {
-      slimnet::detail::raise<config_error>(fn, "initial keep probabilities conv={} fc={} are outside [0, 1]", conv_keep, fc_keep);
+    if (!(conv_keep >= 0 && conv_keep <= 1 && fc_keep >= 0 && fc_keep <= 1 && rnn_keep >= 0 && rnn_keep <= 1)) {
+      slimnet::detail::raise<config_error>(fn, "initial keep probabilities conv={} fc={} rnn={} are outside [0, 1]", conv_keep, fc_keep,
+                                           rnn_keep);
     }
     compressor_optimizer.validate();
     compressor.validate();
@@ -78,7 +80,7 @@ struct compress_options {
 struct compress_check {
   std::int64_t iteration = 0;  ///< iterations done
   double tau = 0;
-  double fraction = 1;         ///< remaining weights of the Linear/Conv2d layers, thinned
+  double fraction = 1;         ///< remaining weights of the Linear/Conv2d/recurrent layers, thinned
   double accuracy = 0;         ///< held-out, units below τ removed, kept ones scaled by p
   double critic_loss = 0;      ///< mean training cross-entropy since the last check
   double baseline = 0;         ///< EMA of the compressor batch's loss
@@ -114,7 +116,7 @@ template <class Scalar>
 nn::sequential<Scalar> without_gates(const nn::sequential<Scalar>& m) {
   nn::sequential<Scalar> out;
   for (std::size_t i = 0; i < m.size(); ++i) {
-    if (m[i].kind() != "UnitGate") out.add_ptr(m.local_name(i), m[i].clone());
+    if (dynamic_cast<const unit_gate<Scalar>*>(&m[i]) == nullptr) out.add_ptr(m.local_name(i), m[i].clone());
   }
   return out;
 }
@@ -131,7 +133,7 @@ unit_selection selection(const gated_model<Scalar>& g, const std::vector<vector<
   return keep;
 }
 
-/// Remaining fraction of Linear/Conv2d weights (no biases) after thinning to `keep`.
+/// Remaining fraction of Linear/Conv2d/recurrent weights (no biases) after thinning to `keep`.
 template <class Scalar>
 double remaining_fraction(const gated_model<Scalar>& g, const unit_selection& keep) {
   auto plain = detail::without_gates(g.net);
@@ -188,7 +190,8 @@ compress_result<Scalar> compress(gated_model<Scalar>& g, const data::dataset<Sca
 
   std::vector<vector<Scalar>> p(nl);
   for (std::size_t k = 0; k < nl; ++k) {
-    p[k] = vector<Scalar>::Constant(g.layers[k].units, static_cast<Scalar>(g.layers[k].conv ? opt.conv_keep : opt.fc_keep));
+    const double keep0 = g.layers[k].recurrent ? opt.rnn_keep : g.layers[k].conv ? opt.conv_keep : opt.fc_keep;
+    p[k] = vector<Scalar>::Constant(g.layers[k].units, static_cast<Scalar>(keep0));
   }
   // Where a batch stream is, for checkpoints: its order is the permutation drawn at its last
   // reset, so the shuffling generator's state before that reset and the batches taken since

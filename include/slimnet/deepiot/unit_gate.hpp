@@ -22,10 +22,56 @@ enum class gate_mode {
   hard,
 };
 
+/// What the trainer sees of one droppable layer's gate: a unit_gate layer after a Linear / Conv2d,
+/// or the unit mask of one stacked layer (one direction) of an LSTM / GRU (recurrent_gate in
+/// gated.hpp). The same three calls drive both:
+///   set_mask(z)           stochastic training: z (N, units), exactly 0 or 1, one row per example;
+///   set_probabilities(p̂)  stochastic mode, evaluation scaled by the keep probabilities p̂;
+///   set_hard(s)           hard mode: the fixed factors s (0 = pruned) in training and evaluation.
+template <class Scalar>
+class gate_control {
+ public:
+  virtual ~gate_control() = default;
+  virtual index_t units() const = 0;
+  virtual gate_mode mode() const = 0;
+  /// p̂ in stochastic mode, the fixed factors in hard mode.
+  virtual const vector<Scalar>& scale() const = 0;
+  virtual void set_mask(const tensor<Scalar>& z) = 0;
+  virtual void set_probabilities(const vector<Scalar>& keep) = 0;
+  virtual void set_hard(const vector<Scalar>& scale) = 0;
+};
+
+namespace detail {
+/// Throws unless z is (N, units) with every value exactly 0 or 1.
+template <class Scalar>
+void check_gate_mask(const char* fn, const tensor<Scalar>& z, index_t units) {
+  if (z.rank() != 2 || z.dim(1) != units) {
+    slimnet::detail::raise<shape_error>(fn, "mask of shape {} does not fit a gate of {} units: expected (N, {})", shape_string(z.shape()),
+                                        units, units);
+  }
+  for (index_t i = 0; i < z.size(); ++i) {
+    if (z[i] != Scalar(0) && z[i] != Scalar(1)) {
+      slimnet::detail::raise<config_error>(fn, "mask value {} at {} is not 0 or 1", static_cast<double>(z[i]), i);
+    }
+  }
+}
+/// Throws unless s has `units` finite values >= 0 (and <= 1 for probabilities).
+template <class Scalar>
+void check_gate_scale(const char* fn, const vector<Scalar>& s, index_t units, bool probability) {
+  if (s.size() != units) slimnet::detail::raise<shape_error>(fn, "{} values for a gate of {} units", s.size(), units);
+  for (index_t j = 0; j < s.size(); ++j) {
+    const double v = static_cast<double>(s[j]);
+    if (!(v >= 0.0) || (probability && v > 1.0) || !std::isfinite(v)) {
+      slimnet::detail::raise<config_error>(fn, "value {} of unit {} is outside {}", v, j, probability ? "[0, 1]" : "[0, inf)");
+    }
+  }
+}
+}  // namespace detail
+
 /// Placed after a hidden layer's activation. Input of rank >= 2, unit axis 1: (N, units) after a
 /// Linear, (N, C, H, W) after a Conv2d. No parameters; backward is dx = dy * (the same factor).
 template <class Scalar>
-class unit_gate : public nn::cloneable<unit_gate<Scalar>, Scalar> {
+class unit_gate : public nn::cloneable<unit_gate<Scalar>, Scalar>, public gate_control<Scalar> {
  public:
   explicit unit_gate(index_t units) : units_(units), scale_(vector<Scalar>::Ones(units > 0 ? units : 0)) {
     if (units <= 0) slimnet::detail::raise<config_error>("slimnet::deepiot::unit_gate", "units = {} must be positive", units);
@@ -35,34 +81,25 @@ class unit_gate : public nn::cloneable<unit_gate<Scalar>, Scalar> {
   std::string describe() const override {
     return fmt::format("UnitGate({}, mode={})", units_, mode_ == gate_mode::hard ? "hard" : "stochastic");
   }
-  index_t units() const { return units_; }
-  gate_mode mode() const { return mode_; }
+  index_t units() const override { return units_; }
+  gate_mode mode() const override { return mode_; }
 
   /// The per-example training mask (stochastic mode): shape (N, units), values exactly 0 or 1.
-  void set_mask(const tensor<Scalar>& z) {
-    constexpr const char* fn = "slimnet::deepiot::unit_gate::set_mask";
-    if (z.rank() != 2 || z.dim(1) != units_) {
-      slimnet::detail::raise<shape_error>(fn, "mask of shape {} does not fit a gate of {} units: expected (N, {})",
-                                          shape_string(z.shape()), units_, units_);
-    }
-    for (index_t i = 0; i < z.size(); ++i) {
-      if (z[i] != Scalar(0) && z[i] != Scalar(1)) {
-        slimnet::detail::raise<config_error>(fn, "mask value {} at {} is not 0 or 1", static_cast<double>(z[i]), i);
-      }
-    }
+  void set_mask(const tensor<Scalar>& z) override {
+    detail::check_gate_mask("slimnet::deepiot::unit_gate::set_mask", z, units_);
     mask_ = z;
   }
   const tensor<Scalar>& mask() const { return mask_; }
 
   /// Stochastic mode; `keep` (the decayed keep probabilities p̂, in [0, 1]) scales evaluation.
-  void set_probabilities(const vector<Scalar>& keep) {
+  void set_probabilities(const vector<Scalar>& keep) override {
     check_scale("slimnet::deepiot::unit_gate::set_probabilities", keep, true);
     scale_ = keep;
     mode_ = gate_mode::stochastic;
   }
 
   /// Hard mode with a fixed per-unit scale (>= 0; 0 = pruned): used in training and evaluation.
-  void set_hard(const vector<Scalar>& scale) {
+  void set_hard(const vector<Scalar>& scale) override {
     check_scale("slimnet::deepiot::unit_gate::set_hard", scale, false);
     scale_ = scale;
     mode_ = gate_mode::hard;
@@ -70,7 +107,7 @@ class unit_gate : public nn::cloneable<unit_gate<Scalar>, Scalar> {
   }
 
   /// Evaluation factors in stochastic mode, the fixed factors in hard mode.
-  const vector<Scalar>& scale() const { return scale_; }
+  const vector<Scalar>& scale() const override { return scale_; }
 
   shape_t output_shape(const shape_t& in) const override {
     if (in.size() < 2 || in[1] != units_) {
@@ -112,15 +149,7 @@ class unit_gate : public nn::cloneable<unit_gate<Scalar>, Scalar> {
   }
 
   void check_scale(const char* fn, const vector<Scalar>& s, bool probability) const {
-    if (s.size() != units_) {
-      slimnet::detail::raise<shape_error>(fn, "{} values for a gate of {} units", s.size(), units_);
-    }
-    for (index_t j = 0; j < s.size(); ++j) {
-      const double v = static_cast<double>(s[j]);
-      if (!(v >= 0.0) || (probability && v > 1.0) || !std::isfinite(v)) {
-        slimnet::detail::raise<config_error>(fn, "value {} of unit {} is outside {}", v, j, probability ? "[0, 1]" : "[0, inf)");
-      }
-    }
+    detail::check_gate_scale(fn, s, units_, probability);
   }
 
   index_t units_;
