@@ -2,6 +2,11 @@
 // by compressor-critic training, then thinning into a smaller dense network.
 //
 //   deepiot --model lenet5 --data mnist --baseline out/lenet5-mnist.safetensors
+//   deepiot --model bilstm --layers 1 --hidden 64 --limit 8000 --epochs 15   # Bi-LSTM, sequential MNIST
+//
+// With --model bilstm every stacked layer of each LSTM direction is one droppable layer, gated by
+// its own unit mask (one mask per sequence at every step, on the input and the recurrent path);
+// the compressor reads its packed weight_ih / weight_hh rows; thinning removes the hidden units.
 //
 // 1. Load the dense baseline from --baseline, or train one (SGD, momentum 0.9, weight decay 5e-4,
 //    cosine learning rate from 0.05; written to --baseline if that is given).
@@ -27,6 +32,7 @@
 #include <filesystem>
 #include <map>
 
+#include "common/bilstm.hpp"
 #include "common/cli.hpp"
 #include "slimnet/slimnet.hpp"
 
@@ -71,9 +77,11 @@ int main(int argc, char** argv) {
                {"critic-lr", "1e-4"},      {"compressor-lr", "1e-3"},  {"conv-keep", "0.8"},
                {"fc-keep", "0.5"},         {"weight-decay", "5e-4"},   {"fold", "true"},
                {"finetune-epochs", "20"},  {"finetune-lr", "1e-3"},    {"save", ""},
-               {"quiet", "false"}},
+               {"quiet", "false"},         {"layers", "1"},            {"hidden", "64"},
+               {"rnn-keep", "0.5"},        {"baseline-lr", "0.05"}},
               "deepiot: DeepIoT compressor-critic structure pruning and thinning of LeNet-5 (lenet5), "
-              "LeNet-300-100 (lenet300) or the VGG-style net (vgg)\n"
+              "LeNet-300-100 (lenet300), the VGG-style net (vgg) or the Bi-LSTM on sequential MNIST (bilstm: --layers, "
+              "--hidden per direction; every stacked layer of each direction gated by its unit mask)\n"
               "  --alpha 0.02 --min-accuracy 0.98   stop once < 2% of the weights remain at >= 98% held-out "
               "accuracy\n"
               "  (--min-accuracy -1: the baseline's test accuracy minus 1 point)");
@@ -86,7 +94,13 @@ int main(int argc, char** argv) {
     cli::limit(data.train, a.integer("limit"), seed);
     cli::limit(data.test, a.integer("limit") > 0 ? std::max(a.integer("limit") / 4, 1L) : 0, seed + 1);
     rng gen(seed);
-    auto model = cli::make_model(model_name, gen, "deepiot");
+    const bool recurrent_model = model_name == "bilstm";
+    auto model = recurrent_model ? cli::make_bilstm(a.integer("layers"), a.integer("hidden"), gen)
+                                 : cli::make_model(model_name, gen, "deepiot");
+    if (recurrent_model) {  // 28 steps of 28 pixels
+      cli::as_sequences(data.train);
+      cli::as_sequences(data.test);
+    }
     const train::cross_entropy<float> loss;
 
     // 1. Baseline.
@@ -94,6 +108,7 @@ int main(int argc, char** argv) {
     recipe.epochs = static_cast<int>(a.integer("epochs"));
     recipe.seed = seed;
     recipe.progress = !quiet;
+    recipe.lr = a.real("baseline-lr");
     auto metadata = cli::load_or_train_baseline(model, a.str("baseline"), model_name, a.str("data"), data, recipe, "deepiot");
     // The stop rule's held-out set comes from the training set; the test set is only reported.
     data::dataset<float> train_part = data.train, heldout;
@@ -122,6 +137,7 @@ int main(int argc, char** argv) {
     o.gamma = a.real("gamma");
     o.conv_keep = a.real("conv-keep");
     o.fc_keep = a.real("fc-keep");
+    o.rnn_keep = a.real("rnn-keep");
     o.tau = {0.0, a.real("tau-step"), a.integer("tau-every"), a.real("tau-final")};
     // A loaded baseline has seen the held-out images (100% there), so the default floor follows
     // its test accuracy: one point below it.
@@ -149,7 +165,7 @@ int main(int argc, char** argv) {
                100 * result.last.accuracy);
 
     // 3. Hard mask, thinning, fine-tuning of the thinned dense network.
-    deepiot::harden(g, result.probabilities, result.tau, a.flag("fold"));
+    const auto hard_keep = deepiot::harden(g, result.probabilities, result.tau, a.flag("fold"));
     auto thinned = deepiot::thin(g);
     const double hard_acc = train::evaluate(g.net, data.test, loss).accuracy;
     const double thin_acc = train::evaluate(thinned, data.test, loss).accuracy;
@@ -210,6 +226,26 @@ int main(int argc, char** argv) {
     fmt::print("{:<7} {:>15} {:>17} {:>7.2f}% | {:>11} {:>12}\n", "total", "",
                fmt::format("{:.0f}/{:.0f}", total_thin, total_orig), 100 * total_thin / total_orig, "",
                paper.empty() ? "" : paper.at("total").second);
+    // Recurrent stacked layers (one row per layer and direction): units kept, and the weights of
+    // weight_ih / weight_hh, which also shrink with the layer below.
+    for (const auto& d : g.layers) {
+      if (!d.recurrent) continue;
+      const auto& kk = hard_keep.at(d.name);
+      const auto kept = std::count(kk.begin(), kk.end(), true);
+      auto stack_weights = [&](nn::sequential<float>& m) {
+        index_t w = 0;
+        for (std::size_t i = 0; i < m.size(); ++i) {
+          if (m.local_name(i) != g.net.local_name(d.layer)) continue;
+          auto* bi = dynamic_cast<nn::bidirectional<float>*>(&m[i]);
+          auto& dir = bi ? (d.reverse ? bi->backward_layer() : bi->forward_layer()) : dynamic_cast<nn::recurrent_layer<float>&>(m[i]);
+          deepiot::detail::with_stack(dir, [&](auto& st) { w = st.weight_ih(d.stacked).size() + st.weight_hh(d.stacked).size(); });
+        }
+        return w;
+      };
+      const index_t w1 = stack_weights(thinned), w0 = stack_weights(orig);
+      fmt::print("{:<18} {:>15} {:>17} {:>7.2f}%\n", d.name, fmt::format("{}/{}", kept, kk.size()), fmt::format("{}/{}", w1, w0),
+                 100.0 * static_cast<double>(w1) / static_cast<double>(w0));
+    }
     fmt::print("compression {:.1f}x (weights; biases not counted, as the paper); with biases {} -> {} parameters\n",
                total_orig / total_thin, orig.parameter_count(), thinned.parameter_count());
     fmt::print("test accuracy: baseline {:.2f}%, hard-masked before fine-tuning {:.2f}%, thinned + fine-tuned {:.2f}% "
