@@ -25,7 +25,7 @@
 
 #include "slimnet/core/error.hpp"
 #include "slimnet/kernels/dispatch.hpp"
-#include "slimnet/kernels/gemm.hpp"
+#include "slimnet/kernels/matrix_ref.hpp"
 #include "slimnet/kernels/intrinsics.hpp"
 
 SLIMNET_INTRINSICS_BEGIN
