@@ -12,7 +12,7 @@ targets=("$@")
 ((${#targets[@]})) || targets=(core_tests data_tests io_tests nn_tests kernels_tests compressed_tests fuzz_replay)
 command -v clang++ >/dev/null || { echo "sanitize: clang++ is missing (SLIMNET_SETUP_CLANG=1 scripts/setup.sh installs it)" >&2; exit 1; }
 flags="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
-cmake -S . -B build-asan -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g" \
+cmake -S . -B build-asan -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g1" \
   -DCMAKE_CXX_FLAGS="$flags -Werror" -DCMAKE_EXE_LINKER_FLAGS="$flags" \
   -DSLIMNET_BUILD_TESTS=ON -DSLIMNET_BUILD_EXAMPLES=OFF -DSLIMNET_BUILD_BENCHMARKS=OFF >/dev/null
 cmake --build build-asan -j "$(nproc 2>/dev/null || echo 2)" --target "${targets[@]}"

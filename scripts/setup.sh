@@ -11,6 +11,9 @@ cd "$(dirname "$0")/.."
 
 packages=(g++ make cmake libeigen3-dev libfmt-dev catch2 zlib1g-dev nlohmann-json3-dev dataset-fashion-mnist ca-certificates)
 cmake_args=(${SLIMNET_CMAKE_ARGS:-})
+# build/ is shared by the demo and the tests: a check build (-O1, scripts/test.sh) must not leave
+# the demo's training at -O1, so every configure states it.
+[[ " ${cmake_args[*]} " == *" -DSLIMNET_CHECK_BUILD="* ]] || cmake_args+=(-DSLIMNET_CHECK_BUILD=OFF)
 if [[ "${1:-}" == "--peers" ]]; then
   packages+=(python3 python3-torch libopenblas0-pthread libopenblas-dev gnuplot-nox pkg-config)
   cmake_args+=(-DSLIMNET_BUILD_BENCHMARKS=ON)
