@@ -61,6 +61,11 @@ struct sparse_options {
   /// skipping zero inputs replaces SELL-16 when timed faster on the layer's weights at that density
   /// (kernels::measure_column_form; a known density is what the timing needs). < 0: unknown (SELL-16).
   double input_density = -1;
+  /// Per input column, the fraction of inputs in which it is not zero (compress fills it from
+  /// compress_options::input_frequency, nn/compressed/calibrate.hpp input_frequencies): with
+  /// input_density, the timing also tries SELL-16 over the columns reordered by it
+  /// (kernels::reordered_columns). Empty: ordered by weight counts.
+  std::vector<double> input_frequency;
 };
 
 struct xnor_options {
@@ -106,9 +111,11 @@ std::unique_ptr<engine<Scalar>> make_sparse_engine(const row_matrix<Scalar>& w, 
   if (!c.sparse) return std::make_unique<dense_engine<Scalar>>(w, std::move(bias));
   if (batch <= 1 && o.input_density >= 0 && std::is_same_v<Scalar, float> && w.rows() <= 65536) {
     const row_matrix<float> wf = w.template cast<float>();
-    const auto cf = kernels::measure_column_form(kernels::row_major<const float>(wf.data(), wf.rows(), wf.cols()), o.input_density);
+    const auto cf = kernels::measure_column_form(kernels::row_major<const float>(wf.data(), wf.rows(), wf.cols()), o.input_density, 5,
+                                                 o.input_frequency);
     if (choice) choice->column_form = cf.describe();
     if (cf.column) return std::make_unique<sparse_engine<Scalar>>(w, std::move(bias), 1, o.threads, /*column_form=*/true);
+    if (cf.reordered) return std::make_unique<sparse_engine<Scalar>>(w, std::move(bias), 1, o.threads, false, cf.order_of_columns);
   }
   auto s = std::make_unique<sparse_engine<Scalar>>(w, bias, batch, o.threads);
   // SELL-16 (rows sorted by length) is the fastest batch-1 form but pads each step to its busiest
@@ -360,6 +367,8 @@ struct compress_options {
   shape_t input_shape;
   /// Fraction of nonzero inputs per Linear (local or full name), for sparse_options::input_density.
   std::map<std::string, double> input_density;
+  /// Per Linear, each input column's fraction of nonzero inputs, for sparse_options::input_frequency.
+  std::map<std::string, std::vector<double>> input_frequency;
 };
 
 namespace detail {
@@ -457,6 +466,8 @@ void compress_sequential(sequential<Scalar>& model, format f, const compress_opt
     }
     for (const auto& key : {name, model.local_name(i)})
       if (const auto d = o.input_density.find(key); lin && d != o.input_density.end()) so.input_density = d->second;
+    for (const auto& key : {name, model.local_name(i)})
+      if (const auto d = o.input_frequency.find(key); lin && d != o.input_frequency.end()) so.input_frequency = d->second;
     switch (f) {
       case format::sparse:
         c = lin ? std::unique_ptr<layer<Scalar>>(std::make_unique<compressed_linear<Scalar>>(to_sparse(*lin, so, &choice)))

@@ -24,12 +24,40 @@ class sparse_engine : public engine<Scalar> {
 
   /// From the (masked) weights: SELL-16 when batch_hint == 1, column-blocked CSR otherwise;
   /// column_form (batch_hint 1 only, at most 65536 rows): CSC skipping zero inputs instead of SELL-16.
+  /// column_order (batch_hint 1, SELL-16 only): the SELL-16 form over these columns only, in this
+  /// order (each input gathered into that order per call); every column holding a nonzero must be
+  /// listed, once. kernels::reordered_columns gives the order: the columns that hold nonzeros,
+  /// those whose input is most often nonzero first, so that the rarely-nonzero inputs share column
+  /// blocks that spmv_sell skips when they are all zero, and empty columns cost nothing.
   sparse_engine(const row_matrix<Scalar>& w, std::optional<vector<Scalar>> bias, index_t batch_hint, int threads = 1,
-                bool column_form = false)
-      : rows_(w.rows()), cols_(w.cols()), bias_(std::move(bias)), threads_(threads) {
+                bool column_form = false, std::vector<std::int32_t> column_order = {})
+      : rows_(w.rows()), cols_(w.cols()), bias_(std::move(bias)), threads_(threads), order_(std::move(column_order)) {
     const char* fn = "slimnet::nn::compressed::sparse_engine";
     detail::check_bias(fn, bias_, rows_);
     const auto wv = kernels::row_major<const Scalar>(w.data(), w.rows(), w.cols());
+    if (!order_.empty()) {
+      if (column_form || batch_hint > 1) {
+        slimnet::detail::raise<config_error>(fn, "a column order serves the batch-1 SELL-16 form only (batch {}, column form {})", batch_hint,
+                                             column_form);
+      }
+      std::vector<char> listed(static_cast<std::size_t>(cols_), 0);
+      for (const auto j : order_) {
+        if (j < 0 || j >= cols_ || listed[static_cast<std::size_t>(j)]) {
+          slimnet::detail::raise<config_error>(fn, "column order entry {} is out of [0, {}) or listed twice", j, cols_);
+        }
+        listed[static_cast<std::size_t>(j)] = 1;
+      }
+      row_matrix<Scalar> kept(rows_, static_cast<index_t>(order_.size()));
+      for (std::size_t k = 0; k < order_.size(); ++k) kept.col(static_cast<index_t>(k)) = w.col(order_[k]);
+      if ((kept.array() != Scalar(0)).count() != (w.array() != Scalar(0)).count()) {
+        slimnet::detail::raise<config_error>(fn, "the column order ({} of {} columns) leaves out columns that hold nonzeros", order_.size(),
+                                             cols_);
+      }
+      const auto kv = kernels::row_major<const Scalar>(kept.data(), kept.rows(), kept.cols());
+      format_ = sell_type::from_csr(kernels::csr_matrix<Scalar, std::uint32_t>::from_dense(kv), 0, /*sort_rows=*/true);
+      xg_.resize(order_.size() + 1);
+      return;
+    }
     if (column_form) {
       if (batch_hint > 1 || rows_ > 65536) {
         slimnet::detail::raise<config_error>(fn, "the column form serves batch 1 and at most 65536 rows: batch {}, {} rows", batch_hint,
@@ -58,6 +86,10 @@ class sparse_engine : public engine<Scalar> {
       return fmt::format("CSC skipping zero inputs, {:.1f}% nonzeros", 100 * density());
     }
     if (const auto* s = std::get_if<sell_type>(&format_)) {
+      if (!order_.empty()) {
+        return fmt::format("SELL-16 with {}-column blocks over {} of {} columns reordered, {:.1f}% nonzeros", s->block_cols(), order_.size(),
+                           cols_, 100 * density());
+      }
       return fmt::format("SELL-16 with {}-column blocks, {:.1f}% nonzeros", s->block_cols(), 100 * density());
     }
     const index_t width = std::visit(
@@ -75,7 +107,7 @@ class sparse_engine : public engine<Scalar> {
   index_t out_features() const override { return rows_; }
   index_t in_features() const override { return cols_; }
   std::size_t bytes() const override {
-    return std::visit([](const auto& f) { return f.bytes(); }, format_);
+    return std::visit([](const auto& f) { return f.bytes(); }, format_) + order_.size() * sizeof(std::int32_t);
   }
   index_t nnz() const {
     return std::visit([](const auto& f) { return f.nnz(); }, format_);
@@ -85,14 +117,16 @@ class sparse_engine : public engine<Scalar> {
     return std::holds_alternative<sell_type>(format_) || std::holds_alternative<csc_type>(format_) ? layout::rows : layout::cols;
   }
   bool column_form() const { return std::holds_alternative<csc_type>(format_); }
+  /// The columns the reordered SELL-16 form holds, in its order (empty: all, in order).
+  const std::vector<std::int32_t>& column_order() const { return order_; }
 
   void apply_rows(const Scalar* x, index_t n, Scalar* y) override {
     if (const auto* c = std::get_if<csc_type>(&format_)) {
       for (index_t i = 0; i < n; ++i) kernels::spmv_csc(c->ref(), x + i * cols_, y + i * rows_, params());
       return;
     }
-    if (const auto* s = std::get_if<sell_type>(&format_)) {
-      for (index_t i = 0; i < n; ++i) kernels::spmv_sell(s->ref(), x + i * cols_, y + i * rows_, params());
+    if (std::holds_alternative<sell_type>(format_)) {
+      for (index_t i = 0; i < n; ++i) sell_product(x + i * cols_, y + i * rows_);
       return;
     }
     xt_.resize(static_cast<std::size_t>(cols_ * n));
@@ -115,7 +149,7 @@ class sparse_engine : public engine<Scalar> {
       if (const auto* c = std::get_if<csc_type>(&format_)) {
         kernels::spmv_csc(c->ref(), x, z, params());
       } else {
-        kernels::spmv_sell(std::get<sell_type>(format_).ref(), x, z, params());
+        sell_product(x, z);
       }
       return;
     }
@@ -138,7 +172,10 @@ class sparse_engine : public engine<Scalar> {
         for (index_t b = 0; b < r.blocks; ++b)
           for (auto t = r.step_offsets[sl * r.blocks + b]; t < r.step_offsets[sl * r.blocks + b + 1]; ++t)
             for (index_t l = 0; l < 16; ++l)
-              if ((r.step_masks[t] >> l) & 1u) w(r.lane_rows[sl * 16 + l], b * r.block_cols + r.col_indices[t * 16 + l]) = r.values[t * 16 + l];
+              if ((r.step_masks[t] >> l) & 1u) {
+                const index_t c = b * r.block_cols + r.col_indices[t * 16 + l];
+                w(r.lane_rows[sl * 16 + l], order_.empty() ? c : order_[static_cast<std::size_t>(c)]) = r.values[t * 16 + l];
+              }
     } else {
       std::visit(
           [&](const auto& f) {
@@ -159,6 +196,17 @@ class sparse_engine : public engine<Scalar> {
   std::unique_ptr<engine<Scalar>> clone() const override { return std::make_unique<sparse_engine>(*this); }
 
  private:
+  /// y = W x + bias with the SELL-16 form (x gathered into the column order first, when there is one).
+  void sell_product(const Scalar* x, Scalar* y) {
+    const auto& s = std::get<sell_type>(format_);
+    if (order_.empty()) {
+      kernels::spmv_sell(s.ref(), x, y, params());
+      return;
+    }
+    for (std::size_t k = 0; k < order_.size(); ++k) xg_[k] = x[order_[k]];
+    kernels::spmv_sell(s.ref(), xg_.data(), y, params());
+  }
+
   kernels::sparse_params<Scalar> params() const {
     kernels::sparse_params<Scalar> p;
     p.bias = bias_ ? bias_->data() : nullptr;
@@ -171,6 +219,8 @@ class sparse_engine : public engine<Scalar> {
   int threads_;
   std::variant<sell_type, blocked_type, wide_blocked_type, csc_type> format_;
   std::vector<Scalar> xt_, zt_;  // transposes (scratch)
+  std::vector<std::int32_t> order_;  // the reordered SELL-16 form's columns (empty: all, in order)
+  std::vector<Scalar> xg_;          // an input gathered into that order (scratch, sized once)
 };
 
 }  // namespace slimnet::nn::compressed

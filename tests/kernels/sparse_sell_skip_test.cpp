@@ -1,0 +1,114 @@
+// spmv_sell skipping column blocks whose inputs are all +-0 (kernels/sparse_sell.hpp): over odd
+// shapes, weight densities and inputs with whole zero blocks (none, some, all; +0 and -0 mixed),
+// both paths and every lookup width (16, 32, 64 and a gathered 7), outputs poisoned first, against
+// a dense double product; all-zero inputs give the bias exactly; inf and NaN inputs are not skipped.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "slimnet/core/random.hpp"
+#include "slimnet/kernels/sparse_sell.hpp"
+#include "support/poison.hpp"
+
+using namespace slimnet;
+using slimnet::testing::poison;
+
+namespace {
+
+/// x with each block of `block` columns all zero with probability `zero_blocks` (+0 and -0
+/// alternating), and single zeros elsewhere.
+template <class Scalar>
+std::vector<Scalar> sell_skip_input(index_t cols, index_t block, double zero_blocks, rng& gen) {
+  std::vector<Scalar> x(static_cast<std::size_t>(cols));
+  bool negative = false;
+  for (index_t b0 = 0; b0 < cols; b0 += block) {
+    const bool blank = gen.uniform() < zero_blocks;
+    for (index_t j = b0; j < std::min(cols, b0 + block); ++j) {
+      if (blank || gen.uniform() < 0.3) {
+        x[static_cast<std::size_t>(j)] = negative ? -Scalar(0) : Scalar(0);
+        negative = !negative;
+      } else {
+        x[static_cast<std::size_t>(j)] = static_cast<Scalar>(gen.uniform(-1, 1));
+      }
+    }
+  }
+  return x;
+}
+
+template <class Scalar>
+void check_sell_skip(index_t rows, index_t cols, double density, double zero_blocks, index_t block, std::uint64_t seed) {
+  rng gen(seed);
+  std::vector<Scalar> w(static_cast<std::size_t>(rows * cols), Scalar(0)), bias(static_cast<std::size_t>(rows));
+  for (auto& v : w)
+    if (gen.uniform() < density) v = static_cast<Scalar>(gen.uniform(-1, 1));
+  for (auto& v : bias) v = static_cast<Scalar>(gen.uniform(-1, 1));
+  const auto x = sell_skip_input<Scalar>(cols, block, zero_blocks, gen);
+  const auto wv = kernels::row_major<const Scalar>(w.data(), rows, cols);
+  const double eps = std::numeric_limits<Scalar>::epsilon();
+  for (bool sorted : {false, true}) {
+    const auto s = kernels::sell_matrix<Scalar, std::uint8_t>::from_dense(wv, block, sorted);
+    for (auto path : {kernels::kernel_path::automatic, kernels::kernel_path::portable}) {
+      kernels::sparse_params<Scalar> params;
+      params.bias = bias.data();
+      params.path = path;
+      std::vector<Scalar> y(static_cast<std::size_t>(rows));
+      poison(y);
+      kernels::spmv_sell(s.ref(), x.data(), y.data(), params);
+      index_t bad = 0;
+      for (index_t i = 0; i < rows; ++i) {
+        double sum = bias[static_cast<std::size_t>(i)], mag = std::abs(sum);
+        index_t terms = 1;
+        for (index_t j = 0; j < cols; ++j) {
+          const double t = double(w[static_cast<std::size_t>(i * cols + j)]) * double(x[static_cast<std::size_t>(j)]);
+          terms += w[static_cast<std::size_t>(i * cols + j)] != Scalar(0);
+          sum += t;
+          mag += std::abs(t);
+        }
+        if (!(std::abs(double(y[static_cast<std::size_t>(i)]) - sum) <= double(terms + 2) * eps * mag)) ++bad;
+      }
+      INFO(rows << " x " << cols << " at " << density << ", " << zero_blocks << " zero blocks of " << block << ", sorted " << sorted
+                << ", path " << static_cast<int>(path));
+      CHECK(bad == 0);
+      // All inputs zero: every block skipped, the outputs are the bias exactly.
+      if (zero_blocks == 1.0) {
+        for (index_t i = 0; i < rows; ++i) CHECK(y[static_cast<std::size_t>(i)] == bias[static_cast<std::size_t>(i)]);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("spmv_sell skips blocks of zero inputs and equals the dense product", "[kernels][sparse][sell]", float, double) {
+  std::uint64_t seed = 900;
+  for (const index_t block : {index_t{16}, index_t{32}, index_t{64}, index_t{7}})
+    for (const auto& [rows, cols] : {std::pair<index_t, index_t>{1, 1}, {17, 31}, {33, 200}, {300, 784}, {5, 64}, {129, 65}})
+      for (const double density : {0.0, 0.08, 0.5, 1.0})
+        for (const double zero_blocks : {0.0, 0.5, 1.0}) check_sell_skip<TestType>(rows, cols, density, zero_blocks, block, ++seed);
+}
+
+TEST_CASE("spmv_sell: an inf or NaN input block is not skipped", "[kernels][sparse][sell]") {
+  const index_t rows = 20, cols = 70;
+  std::vector<float> w(static_cast<std::size_t>(rows * cols), 0.0f), x(static_cast<std::size_t>(cols), 0.0f), y(static_cast<std::size_t>(rows));
+  for (index_t i = 0; i < rows; ++i) w[static_cast<std::size_t>(i * cols + 65)] = 1.0f;  // the last (partial) 64-column block
+  const auto s = kernels::sell_matrix<float>::from_dense(kernels::row_major<const float>(w.data(), rows, cols), 64, true);
+  for (auto path : {kernels::kernel_path::automatic, kernels::kernel_path::portable}) {
+    kernels::sparse_params<float> params;
+    params.path = path;
+    x[65] = std::numeric_limits<float>::infinity();
+    poison(y);
+    kernels::spmv_sell(s.ref(), x.data(), y.data(), params);
+    for (const float v : y) CHECK(std::isinf(v));
+    x[65] = std::numeric_limits<float>::quiet_NaN();
+    poison(y);
+    y.assign(y.size(), 0.0f);
+    kernels::spmv_sell(s.ref(), x.data(), y.data(), params);
+    for (const float v : y) CHECK(std::isnan(v));
+    x[65] = 0.0f;
+    poison(y);
+    kernels::spmv_sell(s.ref(), x.data(), y.data(), params);
+    for (const float v : y) CHECK(v == 0.0f);
+  }
+}
