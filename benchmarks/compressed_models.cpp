@@ -15,6 +15,7 @@
 //                     [--bnn-fold true|false (fold the BNN's BatchNorm + sign pairs into per-channel thresholds)]
 //                     [--zero-skip auto|force|off (batch-1 column form: as measured, on every sparse Linear, or not tried)]
 //                     [--bnn-direct true|false (the BNN's first conv, pool and threshold as one direct pass, conv1_sign.hpp)]
+//                     [--rss true|false (peak RSS columns: each row's float and compressed model in a fresh child process)]
 //   compressed_models --files out/a.slim.safetensors,out/b.slim.safetensors [--rounds 5] [--against original.safetensors]
 //                     (model files: each one's bytes next to its speed-up over its decoded float model,
 //                     or over the model file given by --against, e.g. the network a DeepIoT file was thinned from)
@@ -24,9 +25,11 @@
 // 4 batches of 64 at batch 64) so no single image is timed; the float and compressed models see the
 // same sequence. Without the files: uniform random pixels (no zeros), with a warning.
 // Activation sparsity (EIE): at batch 1 each sparse model is also converted with each Linear's
-// fraction of nonzero inputs measured on 256 training digits (compress_options::input_density);
-// the measured choice ("zero-skip choice:" lines) gives a layer the column form when CSC skipping
-// zero inputs times under 0.9 x SELL-16, and then a "+zero-skip" row follows. The float model
+// fraction of nonzero inputs, overall and per input column, measured on 256 training digits
+// (compress_options::input_density, input_frequency); the measured choice ("zero-skip choice:"
+// lines) gives a layer the column form when CSC skipping zero inputs times under 0.9 x SELL-16, or
+// SELL-16 over its nonempty columns ordered by input frequency (rarely-nonzero inputs share the
+// column blocks spmv_sell skips when all zero) when that does, and then a "+zero-skip" row follows. The float model
 // computes every product (a dense model could skip zero inputs too), so that row's gain over the
 // row above is activation sparsity alone.
 // The BNN row runs its first layer as one direct pass (conv1_sign.hpp, --bnn-direct true); the
@@ -64,6 +67,7 @@
 #include <fmt/format.h>
 
 #include "common/cli.hpp"
+#include "common/peak_rss.hpp"
 #include "common/pytorch.hpp"
 #include "common/timing.hpp"
 #include "common/weight_stats.hpp"
@@ -358,21 +362,9 @@ void file_rows(const std::string& list, int rounds, const std::string& against) 
   }
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  cli::args args(argc, argv, {{"rounds", "21"}, {"csv", "compressed_models.csv"}, {"profile", "false"}, {"dir", "out"}, {"only", ""}, {"measure", "false"}, {"verbose", "false"}, {"sweep", "false"}, {"batch", "0"}, {"pytorch", "true"}, {"python", "/usr/bin/python3"}, {"bnn-first", "dense-form"}, {"bnn-fold", "true"}, {"bnn-direct", "true"}, {"zero-skip", "auto"}, {"files", ""}, {"against", ""}},
-                 "compressed_models: whole compressed models against their float models, one thread");
-  const int rounds = static_cast<int>(args.integer("rounds"));
-  if (!args.str("files").empty()) {
-    fmt::print("compressed_models --files: one thread, {} rounds, median per call (thread CPU time), load average {}\n", rounds,
-               load_average());
-    file_rows(args.str("files"), rounds, args.str("against"));
-    return 0;
-  }
-  const std::filesystem::path dir = args.str("dir");
-  const mnist_images mnist = load_mnist_images();
-  const std::vector<model_case> cases = {
+/// The rows of the benchmark.
+std::vector<model_case> all_cases() {
+  return {
       {"lenet5-dense-form", "lenet5", {}, "", form::sparse, {}},
       {"lenet5-magnitude", "lenet5", {{"conv1", 0.66}, {"conv2", 0.12}, {"fc1", 0.08}, {"fc2", 0.19}}, "lenet5-mnist-magnitude.safetensors", form::sparse, {}},
       {"lenet5-dns", "lenet5", {{"conv1", 0.14}, {"conv2", 0.03}, {"fc1", 0.005}, {"fc2", 0.04}}, "lenet5-mnist-dns.safetensors", form::sparse, {}},
@@ -382,7 +374,118 @@ int main(int argc, char** argv) {
        form::codebook, {{"conv1", 5}, {"conv2", 5}, {"fc1", 4}, {"fc2", 4}}},
       {"lenet5-bnn", "bnn-lenet5", {}, "lenet5-mnist-bnn.safetensors", form::xnor, {}},
   };
+}
+
+/// The float model of a row: its trained file from `dir` when there, random weights (pruned to
+/// the row's densities, with a warning when a file was expected) otherwise; `source` says which.
+nn::sequential<float> float_model_of(const model_case& c, const std::filesystem::path& dir, std::string& source) {
+  rng gen(42);
+  nn::sequential<float> float_model = c.model == "bnn-lenet5" ? bnn_lenet5(gen) : cli::make_model(c.model, gen, "compressed_models");
+  source = c.kind == form::xnor ? "random +-1 weights" : "random, magnitude-pruned per layer";
+  if (!c.file.empty() && std::filesystem::exists(dir / c.file)) {
+    if (c.kind == form::xnor) {
+      // A model file (io::save_model): decoded to float layers, the same network timed as floats.
+      io::load_model_options lo;
+      lo.decode = true;
+      auto loaded = io::load_model<float>(dir / c.file, lo);
+      auto* seq = dynamic_cast<nn::sequential<float>*>(loaded.get());
+      if (seq == nullptr) throw config_error(fmt::format("compressed_models: {} does not hold a Sequential", (dir / c.file).string()));
+      float_model = nn::sequential<float>(*seq);
+    } else {
+      io::load_parameters(float_model, dir / c.file);
+    }
+    source = (dir / c.file).string();
+  } else {
+    if (!c.file.empty())
+      fmt::print("WARNING: {} not found: {} uses random weights{} (not a trained model)\n", (dir / c.file).string(), c.name, [&] {
+        std::string d;
+        for (const auto& [layer, v] : c.density) d += fmt::format("{}{}={}", d.empty() ? " magnitude-pruned to " : ",", layer, v);
+        return d;
+      }());
+    magnitude_prune(float_model, c.density);
+  }
+  if (c.kind == form::codebook) {
+    codebook_quantize(float_model, c.codebook_bits);
+    std::string bits;
+    for (const auto& [layer, b] : c.codebook_bits) bits += fmt::format("{}{}={}", bits.empty() ? "" : ",", layer, b);
+    source += ", codebook bits " + bits;
+  }
+  if (c.density.empty() && c.file.empty()) source = "random, dense";
+  return float_model;
+}
+
+/// The --rss-child mode: in this fresh process, the row `name`'s float model built (its file
+/// loaded), with `which` == "compressed" converted as the benchmark converts it for `batch`, then
+/// 16 forward passes on random inputs of that batch; prints the peak RSS. "idle" builds nothing.
+int rss_child(const cli::args& args, const std::filesystem::path& dir) {
+  std::stringstream in(args.str("rss-child"));
+  std::string name, batch_text, which;
+  std::getline(in, name, ',');
+  std::getline(in, batch_text, ',');
+  std::getline(in, which, ',');
+  if (which == "idle") {
+    print_peak_rss();
+    return 0;
+  }
+  const index_t batch = std::stol(batch_text);
+  for (const auto& c : all_cases()) {
+    if (c.name != name) continue;
+    std::string source;
+    nn::sequential<float> model = float_model_of(c, dir, source);
+    if (which == "compressed") {
+      if (c.kind == form::xnor) {
+        nc::bnn_options bo;
+        bo.dense_first = args.str("bnn-first") == "dense-form";
+        bo.fold = args.flag("bnn-fold");
+        bo.direct_first = args.flag("bnn-direct");
+        nc::compress_bnn(model, bo);
+      } else {
+        nc::compress_options o;
+        o.sparse.batch = batch;
+        o.sparse.measure = args.flag("measure");
+        o.input_shape = {batch, 1, 28, 28};
+        nc::compress(model, c.kind == form::int8 ? nc::format::int8 : c.kind == form::codebook ? nc::format::codebook : nc::format::sparse, o);
+      }
+    }
+    rng xg(7);
+    const tensor<float> x = random_input("", batch, xg);
+    tensor<float> y;
+    for (int r = 0; r < 16; ++r) model.forward(x, y, {});
+    print_peak_rss();
+    return 0;
+  }
+  fmt::print("compressed_models --rss-child: no row named {}\n", name);
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  cli::args args(argc, argv, {{"rounds", "21"}, {"csv", "compressed_models.csv"}, {"profile", "false"}, {"dir", "out"}, {"only", ""}, {"measure", "false"}, {"verbose", "false"}, {"sweep", "false"}, {"batch", "0"}, {"pytorch", "true"}, {"python", "/usr/bin/python3"}, {"bnn-first", "dense-form"}, {"bnn-fold", "true"}, {"bnn-direct", "true"}, {"zero-skip", "auto"}, {"files", ""}, {"against", ""}, {"rss", "true"}, {"rss-child", ""}},
+                 "compressed_models: whole compressed models against their float models, one thread");
+  const int rounds = static_cast<int>(args.integer("rounds"));
+  if (!args.str("files").empty()) {
+    fmt::print("compressed_models --files: one thread, {} rounds, median per call (thread CPU time), load average {}\n", rounds,
+               load_average());
+    file_rows(args.str("files"), rounds, args.str("against"));
+    return 0;
+  }
+  const std::filesystem::path dir = args.str("dir");
+  if (!args.str("rss-child").empty()) return rss_child(args, dir);
+  const mnist_images mnist = load_mnist_images();
+  const std::vector<model_case> cases = all_cases();
   fmt::print("compressed_models: one thread, {} rounds, median per call (thread CPU time), load average {}\n", rounds, load_average());
+  // Peak RSS columns: each row's float and compressed model run in a fresh child process (--rss-child).
+  const std::string child_flags =
+      fmt::format("--dir '{}' --bnn-first {} --bnn-fold {} --bnn-direct {} --measure {}", dir.string(), args.str("bnn-first"),
+                  args.str("bnn-fold"), args.str("bnn-direct"), args.str("measure"));
+  std::optional<long> idle_kib;
+  if (args.flag("rss")) {
+    idle_kib = child_peak_rss_kib("--rss-child idle,1,idle " + child_flags);
+    fmt::print("peak RSS columns: a fresh process loads the row's model, converts it (compressed) and runs 16 forward passes; an idle one "
+               "(nothing loaded) peaks at {:.1f} MiB, included in every figure\n",
+               idle_kib ? *idle_kib / 1024.0 : NAN);
+  }
   std::map<std::pair<std::string, index_t>, double> pytorch;
   std::vector<std::string> torch_models;
   for (const auto& c : cases)
@@ -393,45 +496,16 @@ int main(int argc, char** argv) {
   if (args.flag("pytorch") && !torch_models.empty())
     pytorch = pytorch_dense_latencies(SLIMNET_BENCH_SOURCE_DIR, args.str("python"), rounds, torch_models, {1, 64});
 #endif
-  fmt::print("{:<26} {:>5} {:>8} {:>11} {:>11} {:>8} {:>11} {:>8} {:>11} {:>11} {:>8} {:>10}  {}\n", "model", "batch", "weights%",
-             "float us", "compr. us", "speedup", "PyTorch us", "vs PyT.", "float B", "compr. B", "B/nnz", "max|diff|", "weights from");
+  fmt::print("{:<26} {:>5} {:>8} {:>11} {:>11} {:>8} {:>11} {:>8} {:>11} {:>11} {:>8} {:>10} {:>9} {:>9}  {}\n", "model", "batch", "weights%",
+             "float us", "compr. us", "speedup", "PyTorch us", "vs PyT.", "float B", "compr. B", "B/nnz", "max|diff|", "fl. RSS", "co. RSS",
+             "weights from");
   std::ofstream csv(args.str("csv"));
   csv << "model,batch,weights_kept,float_seconds,compressed_seconds,speedup,pytorch_dense_seconds,speedup_vs_pytorch_dense,"
-         "float_weight_bytes,compressed_weight_bytes,sparse_bytes_per_nonzero,max_abs_diff,source\n";
+         "float_weight_bytes,compressed_weight_bytes,sparse_bytes_per_nonzero,max_abs_diff,peak_rss_float_kib,peak_rss_compressed_kib,source\n";
   for (const auto& c : cases) {
     if (!args.str("only").empty() && c.name.find(args.str("only")) == std::string::npos) continue;
-    rng gen(42);
-    nn::sequential<float> float_model = c.model == "bnn-lenet5" ? bnn_lenet5(gen) : cli::make_model(c.model, gen, "compressed_models");
-    std::string source = c.kind == form::xnor ? "random +-1 weights" : "random, magnitude-pruned per layer";
-    if (!c.file.empty() && std::filesystem::exists(dir / c.file)) {
-      if (c.kind == form::xnor) {
-        // A model file (io::save_model): decoded to float layers, the same network timed as floats.
-        io::load_model_options lo;
-        lo.decode = true;
-        auto loaded = io::load_model<float>(dir / c.file, lo);
-        auto* seq = dynamic_cast<nn::sequential<float>*>(loaded.get());
-        if (seq == nullptr) throw config_error(fmt::format("compressed_models: {} does not hold a Sequential", (dir / c.file).string()));
-        float_model = nn::sequential<float>(*seq);
-      } else {
-        io::load_parameters(float_model, dir / c.file);
-      }
-      source = (dir / c.file).string();
-    } else {
-      if (!c.file.empty())
-        fmt::print("WARNING: {} not found: {} uses random weights{} (not a trained model)\n", (dir / c.file).string(), c.name, [&] {
-          std::string d;
-          for (const auto& [layer, v] : c.density) d += fmt::format("{}{}={}", d.empty() ? " magnitude-pruned to " : ",", layer, v);
-          return d;
-        }());
-      magnitude_prune(float_model, c.density);
-    }
-    if (c.kind == form::codebook) {
-      codebook_quantize(float_model, c.codebook_bits);
-      std::string bits;
-      for (const auto& [layer, b] : c.codebook_bits) bits += fmt::format("{}{}={}", bits.empty() ? "" : ",", layer, b);
-      source += ", codebook bits " + bits;
-    }
-    if (c.density.empty() && c.file.empty()) source = "random, dense";
+    std::string source;
+    nn::sequential<float> float_model = float_model_of(c, dir, source);
     const weight_stats fs = stats_of(float_model);
     for (index_t batch : {index_t{1}, index_t{64}}) {
       if (args.integer("batch") > 0 && batch != args.integer("batch")) continue;
@@ -480,10 +554,11 @@ int main(int argc, char** argv) {
         const tensor<float> calib = image_batches(mnist.train, 256, 1, 0, cg).front();
         nc::compress_options oz = o;
         oz.input_density = nc::input_densities(float_model, calib);
+        oz.input_frequency = nc::input_frequencies(float_model, calib);
         skipping = float_model;
         const auto zr = nc::compress(*skipping, f, oz);
         bool any = false;
-        for (const auto& line : zr) any |= line.find("CSC skipping") != std::string::npos;
+        for (const auto& line : zr) any |= line.find("CSC skipping") != std::string::npos || line.find("reordered,") != std::string::npos;
         for (const auto& line : zr)
           if (line.find("column form") != std::string::npos || line.find("row form") != std::string::npos) fmt::print("  zero-skip choice: {}\n", line);
         if (args.str("zero-skip") == "force") {
@@ -520,16 +595,25 @@ int main(int argc, char** argv) {
       const auto t = median_side_by_side(calls, rounds);
       const auto pt = pytorch.find({c.model, batch});
       const double pt_s = pt == pytorch.end() ? NAN : pt->second;
+      double rss_float = NAN, rss_compressed = NAN;  // MiB; the alternative rows are not measured
+      if (args.flag("rss")) {
+        const std::string row = fmt::format("--rss-child {},{},", c.name, batch);
+        if (const auto k = child_peak_rss_kib(row + "float " + child_flags)) rss_float = *k / 1024.0;
+        if (const auto k = child_peak_rss_kib(row + "compressed " + child_flags)) rss_compressed = *k / 1024.0;
+      }
       for (std::size_t m = 1; m < models.size(); ++m) {
         const weight_stats ms = stats_of(*models[m]);
+        const double rss_c = m == 1 ? rss_compressed : NAN;
         const double bpn = ms.sparse_nnz > 0 ? ms.sparse_bytes / ms.sparse_nnz : NAN;
         const std::string name = m == 1 ? c.name : alternative_name;
-        fmt::print("{:<26} {:>5} {:>7.2f}% {:>11.1f} {:>11.1f} {:>7.2f}x {:>11.1f} {:>7.2f}x {:>11.0f} {:>11.0f} {:>8.2f} {:>10.2e}  {}{}\n",
-                   name, batch, 100 * fs.nnz / fs.weights, 1e6 * t[0], 1e6 * t[m], t[0] / t[m], 1e6 * pt_s, pt_s / t[m], fs.bytes,
-                   ms.bytes, bpn, diffs[m], source, input_note);
-        csv << fmt::format("{},{},{:.5f},{:.4e},{:.4e},{:.3f},{:.4e},{:.3f},{:.0f},{:.0f},{:.3f},{:.3e},{}{}\n", name, batch,
-                           fs.nnz / fs.weights, t[0], t[m], t[0] / t[m], pt_s, pt_s / t[m], fs.bytes, ms.bytes, bpn, diffs[m], source,
-                           input_note);
+        fmt::print(
+            "{:<26} {:>5} {:>7.2f}% {:>11.1f} {:>11.1f} {:>7.2f}x {:>11.1f} {:>7.2f}x {:>11.0f} {:>11.0f} {:>8.2f} {:>10.2e} {:>8.1f}M {:>8.1f}M  "
+            "{}{}\n",
+            name, batch, 100 * fs.nnz / fs.weights, 1e6 * t[0], 1e6 * t[m], t[0] / t[m], 1e6 * pt_s, pt_s / t[m], fs.bytes, ms.bytes, bpn,
+            diffs[m], rss_float, rss_c, source, input_note);
+        csv << fmt::format("{},{},{:.5f},{:.4e},{:.4e},{:.3f},{:.4e},{:.3f},{:.0f},{:.0f},{:.3f},{:.3e},{:.0f},{:.0f},{}{}\n", name, batch,
+                           fs.nnz / fs.weights, t[0], t[m], t[0] / t[m], pt_s, pt_s / t[m], fs.bytes, ms.bytes, bpn, diffs[m],
+                           rss_float * 1024, rss_c * 1024, source, input_note);
       }
       if (args.flag("profile")) {
         for (auto* m : {&float_model, &compressed}) {
