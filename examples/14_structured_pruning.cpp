@@ -46,9 +46,23 @@ std::string units_kept(nn::sequential<float>& pruned, nn::sequential<float>& ori
 
 int main(int argc, char** argv) {
   cli::args a(argc, argv,
-              {{"model", "lenet5"}, {"data", "mnist"}, {"epochs", "20"}, {"batch", "64"}, {"lr", "0.05"}, {"momentum", "0.9"},
-               {"weight-decay", "5e-4"}, {"seed", "1"}, {"baseline", ""}, {"fractions", "0.25,0.5,0.75,0.9"}, {"norm", "l1"},
-               {"global", "false"}, {"retrain-epochs", "2"}, {"retrain-lr", "0.01"}, {"csv", ""}, {"limit", "0"}, {"quiet", "false"}},
+              {{"model", "lenet5"},
+               {"data", "mnist"},
+               {"epochs", "20"},
+               {"batch", "64"},
+               {"lr", "0.05"},
+               {"momentum", "0.9"},
+               {"weight-decay", "5e-4"},
+               {"seed", "1"},
+               {"baseline", ""},
+               {"fractions", "0.25,0.5,0.75,0.9"},
+               {"norm", "l1"},
+               {"global", "false"},
+               {"retrain-epochs", "2"},
+               {"retrain-lr", "0.01"},
+               {"csv", ""},
+               {"limit", "0"},
+               {"quiet", "false"}},
               "structured_pruning: structured magnitude pruning (Li et al. 2017) + fine-tuning of lenet5, lenet300 or vgg\n"
               "  --fractions 0.25,0.5   fractions of each layer's units to remove, one run each\n"
               "  --norm l1|l2           unit ranking criterion; --global ranks all layers together");
@@ -77,8 +91,8 @@ int main(int argc, char** argv) {
     so.criterion = a.str("norm") == "l1" ? prune::norm::l1 : prune::norm::l2;
     so.global = a.flag("global");
     const int epochs = static_cast<int>(a.integer("retrain-epochs"));
-    fmt::print("pruning {} by {} norm, fine-tuning {} epochs from lr {}\n", so.global ? "globally" : "each layer", a.str("norm"), epochs,
-               a.real("retrain-lr"));
+    fmt::print("pruning {} by {} norm, fine-tuning {} epochs from lr {}\n", so.global ? "globally" : "each layer", a.str("norm"),
+               epochs, a.real("retrain-lr"));
 
     std::string csv = "fraction,units_kept,weights_kept_pct,accuracy_pruned,accuracy_finetuned,baseline_accuracy\n";
     std::stringstream list(a.str("fractions"));
@@ -98,8 +112,8 @@ int main(int argc, char** argv) {
       const double tuned = train::evaluate(small, data.test, loss).accuracy;
       const double kept = 100.0 * static_cast<double>(weight_count(small)) / static_cast<double>(dense_weights);
       const std::string units = units_kept(small, model);
-      fmt::print("fraction {:.2f}: {}  weights kept {:6.2f}%  accuracy pruned {:.2f}%  fine-tuned {:.2f}% ({:+.2f} pp)\n", f, units, kept,
-                 100 * pruned, 100 * tuned, 100 * (tuned - baseline));
+      fmt::print("fraction {:.2f}: {}  weights kept {:6.2f}%  accuracy pruned {:.2f}%  fine-tuned {:.2f}% ({:+.2f} pp)\n", f,
+                 units, kept, 100 * pruned, 100 * tuned, 100 * (tuned - baseline));
       std::fflush(stdout);
       csv += fmt::format("{},{},{:.4f},{:.4f},{:.4f},{:.4f}\n", f, units, kept, pruned, tuned, baseline);
     }

@@ -5,6 +5,6 @@
 // removable units and the weights each owns.
 #pragma once
 
-#include "slimnet/structure/thin.hpp"
 #include "slimnet/structure/dead_units.hpp"
+#include "slimnet/structure/thin.hpp"
 #include "slimnet/structure/units.hpp"

@@ -71,14 +71,15 @@ nn::sequential<Scalar> structured_test_mlp(rng& gen) {
 
 }  // namespace
 
-TEMPLATE_TEST_CASE("structured pruning removes the units of smallest L1 norm in each layer", "[prune][structured]", float, double) {
+TEMPLATE_TEST_CASE("structured pruning removes the units of smallest L1 norm in each layer", "[prune][structured]", float,
+                   double) {
   rng gen(11);
   auto m = structured_test_mlp<TestType>(gen);
   structured_test_scale_units(structured_test_weight(m, "fc1"), {2, 5, 7}, 0.01);
   structured_test_scale_units(structured_test_weight(m, "fc2"), {1, 6}, 0.01);
 
   const auto keep = prune::structured_selection(m, 0.3);  // round(3.0) of 10, round(2.4) of 8
-  REQUIRE(keep.size() == 2);                               // fc3 (the output) is not a candidate
+  REQUIRE(keep.size() == 2);                              // fc3 (the output) is not a candidate
   CHECK(structured_test_dropped(keep.at("fc1")) == std::set<index_t>{2, 5, 7});
   CHECK(structured_test_dropped(keep.at("fc2")) == std::set<index_t>{1, 6});
 
@@ -90,7 +91,8 @@ TEMPLATE_TEST_CASE("structured pruning removes the units of smallest L1 norm in 
   const auto x = testing::random_tensor<TestType>({5, 6}, gen);
   structured_test_zero_columns(structured_test_weight(m, "fc2"), {2, 5, 7});
   structured_test_zero_columns(structured_test_weight(m, "fc3"), {1, 6});
-  testing::check_close(testing::poisoned_forward(m, x), testing::poisoned_forward(small, x), std::is_same_v<TestType, float> ? 1e-5 : 1e-12);
+  testing::check_close(testing::poisoned_forward(m, x), testing::poisoned_forward(small, x),
+                       std::is_same_v<TestType, float> ? 1e-5 : 1e-12);
 }
 
 TEST_CASE("structured pruning ranks by L1 or L2 as asked, and reports the norms", "[prune][structured]") {
@@ -145,7 +147,8 @@ TEST_CASE("structured pruning of a CNN removes filters, BatchNorm entries and th
   testing::check_close(testing::poisoned_forward(m, x), testing::poisoned_forward(small, x), 1e-5);
 }
 
-TEST_CASE("structured pruning of an LSTM stack ranks hidden units by their rows in every gate", "[prune][structured][recurrent]") {
+TEST_CASE("structured pruning of an LSTM stack ranks hidden units by their rows in every gate",
+          "[prune][structured][recurrent]") {
   rng gen(13);
   nn::recurrent_options o;
   o.num_layers = 2;
@@ -226,7 +229,8 @@ TEST_CASE("structured pruning of DeepSense ranks coupled sensor convolutions as 
   auto keep = prune::structured_selection(m, one);
   CHECK(structured_test_dropped(keep.at("frames.sensors.acc.conv3")) == std::set<index_t>{4});
   CHECK(keep.at("frames.sensors.gyro.conv3") == keep.at("frames.sensors.acc.conv3"));
-  keep = prune::structured_selection(m, std::map<std::string, prune::amount>{{"frames.sensors.acc.conv3", prune::amount::count(2)}});
+  keep =
+      prune::structured_selection(m, std::map<std::string, prune::amount>{{"frames.sensors.acc.conv3", prune::amount::count(2)}});
   CHECK(structured_test_dropped(keep.at("frames.sensors.gyro.conv3")) == std::set<index_t>{2, 4});
 
   auto small = prune::structured_prune(m, 0.5);  // every block but fc loses half of its units

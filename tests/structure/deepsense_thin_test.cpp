@@ -3,8 +3,8 @@
 // flatten into gru1's input columns (channel-major: c * H*W + position) and the GRUs. The thinned
 // model computes what the original computes with the removed units' consumer columns zeroed, on
 // padded batches of several sequence lengths.
-#include <catch2/catch.hpp>
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <cstdint>
 #include <limits>
 #include <map>
@@ -68,14 +68,19 @@ void ds_thin_zero_columns(nn::parameter<float>& w, const std::vector<index_t>& c
       for (index_t k = 0; k < inner; ++k) t.data()[(r * in + c) * inner + k] = 0.0f;
 }
 
-nn::conv2d<float>& ds_thin_conv(nn::sequential<float>& m, const std::string& name) { return dynamic_cast<nn::conv2d<float>&>(m.find(name)); }
-nn::gru<float>& ds_thin_gru(nn::sequential<float>& m, const std::string& name) { return dynamic_cast<nn::gru<float>&>(m.find(name)); }
+nn::conv2d<float>& ds_thin_conv(nn::sequential<float>& m, const std::string& name) {
+  return dynamic_cast<nn::conv2d<float>&>(m.find(name));
+}
+nn::gru<float>& ds_thin_gru(nn::sequential<float>& m, const std::string& name) {
+  return dynamic_cast<nn::gru<float>&>(m.find(name));
+}
 
 /// A random set of at least one and at most n - 1 of n units.
 std::set<index_t> ds_thin_random_drop(index_t n, rng& gen) {
   std::set<index_t> drop;
   const index_t count = 1 + static_cast<index_t>(gen.uniform(0, 1) * static_cast<double>(n - 1)) % (n - 1);
-  while (static_cast<index_t>(drop.size()) < count) drop.insert(static_cast<index_t>(gen.uniform(0, 1) * static_cast<double>(n)) % n);
+  while (static_cast<index_t>(drop.size()) < count)
+    drop.insert(static_cast<index_t>(gen.uniform(0, 1) * static_cast<double>(n)) % n);
   return drop;
 }
 
@@ -93,7 +98,8 @@ std::set<std::string> ds_thin_parameter_names(nn::layer<float>& m) {
 
 }  // namespace
 
-TEST_CASE("thinning DeepSense removes units of every block, coupled across the sensor stack and the flatten", "[structure][deepsense]") {
+TEST_CASE("thinning DeepSense removes units of every block, coupled across the sensor stack and the flatten",
+          "[structure][deepsense]") {
   rng gen(41);
   const auto o = ds_thin_options();
   const index_t c = o.channels, h = o.hidden, positions = 8;  // 2 sensors x 4 positions per merge channel
@@ -103,8 +109,8 @@ TEST_CASE("thinning DeepSense removes units of every block, coupled across the s
     // Trial 0 thins every block; later trials a random subset of blocks.
     auto pick = [&] { return trial == 0 || gen.uniform(0, 1) < 0.5; };
     std::map<std::string, std::set<index_t>> drop;
-    for (const char* name : {"frames.sensors.acc.conv1", "frames.sensors.gyro.conv1", "frames.sensors.acc.conv2", "frames.sensors.gyro.conv2",
-                             "frames.conv4", "frames.conv5", "frames.conv6"})
+    for (const char* name : {"frames.sensors.acc.conv1", "frames.sensors.gyro.conv1", "frames.sensors.acc.conv2",
+                             "frames.sensors.gyro.conv2", "frames.conv4", "frames.conv5", "frames.conv6"})
       if (pick()) drop[name] = ds_thin_random_drop(c, gen);
     if (pick()) drop["conv3"] = ds_thin_random_drop(c, gen);  // one channel set for both sensors
     for (const char* name : {"gru1.l0", "gru2.l0"})
@@ -143,7 +149,9 @@ TEST_CASE("thinning DeepSense removes units of every block, coupled across the s
     zero("gru2.l0", prune::find_parameter(m.find("fc"), "weight", "test"), 1);
 
     // Sizes: each block lost its units, each consumer their columns.
-    auto kept = [&](const std::string& name, index_t n) { return n - static_cast<index_t>(drop.count(name) ? drop.at(name).size() : 0); };
+    auto kept = [&](const std::string& name, index_t n) {
+      return n - static_cast<index_t>(drop.count(name) ? drop.at(name).size() : 0);
+    };
     for (const std::string s : {"acc", "gyro"}) {
       const std::string p = "frames.sensors." + s;
       CHECK(ds_thin_conv(small, p + ".conv1").out_channels() == kept(p + ".conv1", c));
@@ -195,10 +203,12 @@ TEST_CASE("thinning DeepSense refuses sensors thinned apart and bad unit lists, 
   CHECK_THROWS_AS(thin(m, {{"frames.sensors.acc.conv3", ds_thin_keep(c, {1})}}), config_error);
   CHECK_THROWS_WITH(thin(m, {{"frames.sensors.acc.conv3", ds_thin_keep(c, {1})}}),
                     Contains("slimnet::structure::thin") && Contains("acc") && Contains("gyro") && Contains("frames.sensors"));
-  CHECK_THROWS_AS(thin(m, {{"frames.sensors.acc.conv3", ds_thin_keep(c, {1})}, {"frames.sensors.gyro.conv3", ds_thin_keep(c, {2})}}),
-                  config_error);
+  CHECK_THROWS_AS(
+      thin(m, {{"frames.sensors.acc.conv3", ds_thin_keep(c, {1})}, {"frames.sensors.gyro.conv3", ds_thin_keep(c, {2})}}),
+      config_error);
   // Per-sensor convolutions before conv3 are independent.
-  CHECK_NOTHROW(thin(m, {{"frames.sensors.acc.conv1", ds_thin_keep(c, {1})}, {"frames.sensors.gyro.conv2", ds_thin_keep(c, {0, 3})}}));
+  CHECK_NOTHROW(
+      thin(m, {{"frames.sensors.acc.conv1", ds_thin_keep(c, {1})}, {"frames.sensors.gyro.conv2", ds_thin_keep(c, {0, 3})}}));
   CHECK_THROWS_AS(thin(m, {{"frames.conv4", ds_thin_keep(c + 1, {1})}}), shape_error);
   CHECK_THROWS_WITH(thin(m, {{"frames.conv4", ds_thin_keep(c + 1, {1})}}), Contains("frames.conv4") && Contains("7 entries"));
   CHECK_THROWS_WITH(thin(m, {{"frames.sensors.magnet.conv1", ds_thin_keep(c, {1})}}), Contains("frames.sensors.magnet.conv1"));
@@ -208,7 +218,8 @@ TEST_CASE("thinning DeepSense refuses sensors thinned apart and bad unit lists, 
   CHECK_THROWS_WITH(thin(m, {{"frames.pad4", ds_thin_keep(c, {1})}}), Contains("not a Linear"));
 }
 
-TEST_CASE("dead units of DeepSense: channels nothing reads, across the sensor stack and the flatten", "[structure][deepsense][dead]") {
+TEST_CASE("dead units of DeepSense: channels nothing reads, across the sensor stack and the flatten",
+          "[structure][deepsense][dead]") {
   rng gen(44);
   auto m = ds_thin_model(gen);
   auto& gru1 = ds_thin_gru(m, "gru1");

@@ -76,8 +76,8 @@ std::vector<double> group_norms(const structure::unit_group<Scalar>& g, norm cri
 
 /// The groups to prune: those named in `keys` (each must name a group), or all but the last.
 template <class Scalar>
-std::vector<std::size_t> chosen_groups(const std::vector<structure::unit_group<Scalar>>& groups, const std::vector<std::string>& keys,
-                                       const char* fn) {
+std::vector<std::size_t> chosen_groups(const std::vector<structure::unit_group<Scalar>>& groups,
+                                       const std::vector<std::string>& keys, const char* fn) {
   std::vector<std::size_t> out;
   if (keys.empty()) {
     for (std::size_t i = 0; i + 1 < groups.size(); ++i) out.push_back(i);
@@ -114,14 +114,16 @@ void select_group(structure::unit_selection& out, const structure::unit_group<Sc
 }
 
 template <class Scalar>
-structure::unit_selection select(nn::sequential<Scalar>& model, const std::map<std::string, amount>* per_layer, const amount* how_much,
-                                 const structured_options& o) {
+structure::unit_selection select(nn::sequential<Scalar>& model, const std::map<std::string, amount>* per_layer,
+                                 const amount* how_much, const structured_options& o) {
   constexpr const char* fn = "slimnet::prune::structured_selection";
   const auto groups = structure::unit_groups(model);
   std::vector<std::string> keys = o.layers;
   if (per_layer) {
-    if (!o.layers.empty()) slimnet::detail::raise<config_error>(fn, "give the layers either as per-layer amounts or in options.layers, not both");
-    if (o.global) slimnet::detail::raise<config_error>(fn, "global ranking takes one amount for all layers, not per-layer amounts");
+    if (!o.layers.empty())
+      slimnet::detail::raise<config_error>(fn, "give the layers either as per-layer amounts or in options.layers, not both");
+    if (o.global)
+      slimnet::detail::raise<config_error>(fn, "global ranking takes one amount for all layers, not per-layer amounts");
     for (const auto& entry : *per_layer) keys.push_back(entry.first);
   }
   const auto chosen = chosen_groups(groups, keys, fn);
@@ -135,7 +137,9 @@ structure::unit_selection select(nn::sequential<Scalar>& model, const std::map<s
           if (per_layer->count(key)) a = &per_layer->at(key);
       }
       const index_t m = a->units_to_prune(g.units, g.units, fn);
-      if (m >= g.units) slimnet::detail::raise<config_error>(fn, "pruning {} of the {} units of '{}' would leave none", m, g.units, g.keys.front());
+      if (m >= g.units)
+        slimnet::detail::raise<config_error>(fn, "pruning {} of the {} units of '{}' would leave none", m, g.units,
+                                             g.keys.front());
       index_t per_unit = 0;
       select_group(out, g, drop_smallest(group_norms(g, o.criterion, per_unit), m));
     }
@@ -165,7 +169,8 @@ structure::unit_selection select(nn::sequential<Scalar>& model, const std::map<s
   }
   const index_t m = how_much->units_to_prune(total, total, fn);
   if (m > total - static_cast<index_t>(chosen.size())) {
-    slimnet::detail::raise<config_error>(fn, "pruning {} of {} units in {} layers would leave a layer with none", m, total, chosen.size());
+    slimnet::detail::raise<config_error>(fn, "pruning {} of {} units in {} layers would leave a layer with none", m, total,
+                                         chosen.size());
   }
   std::stable_sort(all.begin(), all.end(), [](const entry& a, const entry& b) { return a.score < b.score; });
   index_t pruned = 0;
@@ -199,7 +204,8 @@ std::map<std::string, std::vector<double>> unit_norms(nn::sequential<Scalar>& mo
 /// Throws config_error for unknown layers, amounts outside their range and a layer left with no
 /// unit.
 template <class Scalar>
-structure::unit_selection structured_selection(nn::sequential<Scalar>& model, const amount& how_much, const structured_options& o = {}) {
+structure::unit_selection structured_selection(nn::sequential<Scalar>& model, const amount& how_much,
+                                               const structured_options& o = {}) {
   return detail::select(model, nullptr, &how_much, o);
 }
 

@@ -266,8 +266,8 @@ class dead_unit_finder {
     } else if (bn || sigmoid) {
       if (bn && p_.flattened) return keep_pending();
       zero_.assign(zero_.size(), false);  // BN(0) = beta - gamma mean / sd and sigmoid(0) = 1/2
-    } else if (!(is<nn::relu<Scalar>>(l) || is<nn::tanh<Scalar>>(l) || is<nn::max_pool2d<Scalar>>(l) || is<nn::avg_pool2d<Scalar>>(l) ||
-                 is<nn::dropout<Scalar>>(l) || is<nn::zero_pad2d<Scalar>>(l))) {
+    } else if (!(is<nn::relu<Scalar>>(l) || is<nn::tanh<Scalar>>(l) || is<nn::max_pool2d<Scalar>>(l) ||
+                 is<nn::avg_pool2d<Scalar>>(l) || is<nn::dropout<Scalar>>(l) || is<nn::zero_pad2d<Scalar>>(l))) {
       keep_pending();  // a layer that mixes units: its inputs all count as read
     }
   }

@@ -32,9 +32,9 @@
 #include <vector>
 
 #include "slimnet/core/error.hpp"
+#include "slimnet/nn/activation.hpp"
 #include "slimnet/nn/batch_norm.hpp"
 #include "slimnet/nn/bidirectional.hpp"
-#include "slimnet/nn/activation.hpp"
 #include "slimnet/nn/conv2d.hpp"
 #include "slimnet/nn/dropout.hpp"
 #include "slimnet/nn/flatten.hpp"
@@ -161,7 +161,8 @@ class thinner {
   /// The thinned copy of `src` (containers rebuilt from their thinned children), or null for a
   /// multiplier layer whose scales went into the consumer's columns.
   std::unique_ptr<nn::layer<Scalar>> rebuild(const nn::layer<Scalar>& src, const std::string& path) {
-    if (auto* seq = dynamic_cast<const nn::sequential<Scalar>*>(&src)) return std::make_unique<nn::sequential<Scalar>>(walk(*seq, path + "."));
+    if (auto* seq = dynamic_cast<const nn::sequential<Scalar>*>(&src))
+      return std::make_unique<nn::sequential<Scalar>>(walk(*seq, path + "."));
     if (auto* td = dynamic_cast<const nn::time_distributed<Scalar>*>(&src)) return rebuild_time_distributed(*td, path);
     if (auto* ss = dynamic_cast<const nn::sensor_stack<Scalar>*>(&src)) return rebuild_sensor_stack(*ss, path);
     if (scales_.count(path)) {
@@ -176,8 +177,9 @@ class thinner {
   std::unique_ptr<nn::layer<Scalar>> rebuild_time_distributed(const nn::time_distributed<Scalar>& td, const std::string& path) {
     // (F) steps: the inner layer sees the pending units as its input features.
     if (p_.active && td.step_shape().size() != 1) {
-      slimnet::detail::raise<config_error>(fn, "the units of a thinned layer feed TimeDistributed '{}', whose steps are {} tensors", path,
-                                           shape_string(td.step_shape()));
+      slimnet::detail::raise<config_error>(fn,
+                                           "the units of a thinned layer feed TimeDistributed '{}', whose steps are {} tensors",
+                                           path, shape_string(td.step_shape()));
     }
     auto inner = rebuild(td.inner(), path);
     if (!inner) slimnet::detail::raise<config_error>(fn, "TimeDistributed '{}' would be left without its inner layer", path);
@@ -197,13 +199,15 @@ class thinner {
       const std::string branch = path + "." + ss.branch_name(k);
       auto b = rebuild(ss[k], branch);
       if (!b) slimnet::detail::raise<config_error>(fn, "sensor '{}' would be left without layers", branch);
-      if (p_.active && p_.flattened) slimnet::detail::raise<config_error>(fn, "sensor '{}' flattens its output: the stack needs (C, H, W)", branch);
+      if (p_.active && p_.flattened)
+        slimnet::detail::raise<config_error>(fn, "sensor '{}' flattens its output: the stack needs (C, H, W)", branch);
       if (k == 0) {
         first = p_;
       } else if (!same_units(first, p_)) {
         slimnet::detail::raise<config_error>(
-            fn, "sensors '{}' and '{}' of '{}' end with different units ({} and {} of {} / {} kept): the stack concatenates them channel "
-                "by channel, so their last producers must keep the same channels with the same multipliers",
+            fn,
+            "sensors '{}' and '{}' of '{}' end with different units ({} and {} of {} / {} kept): the stack concatenates them channel "
+            "by channel, so their last producers must keep the same channels with the same multipliers",
             ss.branch_name(0), ss.branch_name(k), path, first.active ? first.sel.size() : static_cast<std::size_t>(first.total),
             p_.active ? p_.sel.size() : static_cast<std::size_t>(p_.total), first.total, p_.total);
       }
@@ -315,7 +319,8 @@ class thinner {
       return;
     }
     auto unsupported = [&] {
-      slimnet::detail::raise<config_error>(fn, "a {} ('{}') between a thinned layer and its consumer is not supported", l.kind(), path);
+      slimnet::detail::raise<config_error>(fn, "a {} ('{}') between a thinned layer and its consumer is not supported", l.kind(),
+                                           path);
     };
     if (is<nn::flatten<Scalar>>(l)) {
       if (p_.per_step) unsupported();  // (N, T, F) -> (N, T*F) would interleave the steps
@@ -331,7 +336,8 @@ class thinner {
     // Per-unit layers pass the selection on; positively homogeneous ones commute with a factor
     // (relu(s x) = s relu(x) for s > 0, the same for pooling and zero padding), tanh and sigmoid
     // do not. Pooling and padding act on (C, H, W) maps, not on flattened features.
-    const bool elementwise = is<nn::relu<Scalar>>(l) || is<nn::dropout<Scalar>>(l) || is<nn::tanh<Scalar>>(l) || is<nn::sigmoid<Scalar>>(l);
+    const bool elementwise =
+        is<nn::relu<Scalar>>(l) || is<nn::dropout<Scalar>>(l) || is<nn::tanh<Scalar>>(l) || is<nn::sigmoid<Scalar>>(l);
     const bool spatial = is<nn::max_pool2d<Scalar>>(l) || is<nn::avg_pool2d<Scalar>>(l) || is<nn::zero_pad2d<Scalar>>(l);
     const bool homogeneous = !(is<nn::tanh<Scalar>>(l) || is<nn::sigmoid<Scalar>>(l));
     if (!(elementwise || spatial) || (!homogeneous && p_.scaled()) || (p_.flattened && spatial)) unsupported();
@@ -424,9 +430,9 @@ class thinner {
 /// `scales` folded into the consumers' input columns and their layers removed. Between a producer
 /// and its consumer only ReLU, Dropout, pooling, zero padding, Flatten, a TimeDistributed's
 /// unfolding, a sequence mean, Tanh / Sigmoid (not after a multiplier) and BatchNorm (not after a
-/// multiplier) may appear; sensors of a SensorStack must end with the same kept channels; anything else, unknown names, wrong lengths,
-/// a layer left with no unit, removing the model's outputs, or thinning a parameter that carries a
-/// weight transform throws config_error / shape_error. `model` is not changed.
+/// multiplier) may appear; sensors of a SensorStack must end with the same kept channels; anything else, unknown names, wrong
+/// lengths, a layer left with no unit, removing the model's outputs, or thinning a parameter that carries a weight transform
+/// throws config_error / shape_error. `model` is not changed.
 template <class Scalar>
 nn::sequential<Scalar> thin(const nn::sequential<Scalar>& model, const unit_selection& keep,
                             const unit_scales<Scalar>& scales = {}) {

@@ -84,13 +84,15 @@ class unit_group_finder {
       const std::string branch_path = path + "." + ss.branch_name(k);
       walk(ss[k], branch_path, branch);
       if (branch.empty()) {
-        if (k > 0 && !last.keys.empty()) slimnet::detail::raise<config_error>(fn, "sensor '{}' produces no units, the others do", branch_path);
+        if (k > 0 && !last.keys.empty())
+          slimnet::detail::raise<config_error>(fn, "sensor '{}' produces no units, the others do", branch_path);
         continue;
       }
       for (std::size_t g = 0; g + 1 < branch.size(); ++g) out.push_back(std::move(branch[g]));
       unit_group<Scalar>& end = branch.back();
       if (k > 0 && (last.keys.empty() || end.units != last.units)) {
-        slimnet::detail::raise<config_error>(fn, "sensor '{}' ends with {} units, the first sensor with {}", branch_path, end.units, last.units);
+        slimnet::detail::raise<config_error>(fn, "sensor '{}' ends with {} units, the first sensor with {}", branch_path,
+                                             end.units, last.units);
       }
       last.units = end.units;
       last.keys.insert(last.keys.end(), end.keys.begin(), end.keys.end());
@@ -100,12 +102,16 @@ class unit_group_finder {
   }
 
   template <class Cell>
-  void stack(nn::recurrent<Scalar, Cell>& r, const std::string& path, const std::string& suffix, std::vector<unit_group<Scalar>>& out) {
+  void stack(nn::recurrent<Scalar, Cell>& r, const std::string& path, const std::string& suffix,
+             std::vector<unit_group<Scalar>>& out) {
     for (index_t k = 0; k < r.num_layers(); ++k) {
-      out.push_back({{fmt::format("{}.l{}{}", path, k, suffix)}, r.hidden_size(k), {{&r.weight_ih(k), Cell::gates}, {&r.weight_hh(k), Cell::gates}}});
+      out.push_back({{fmt::format("{}.l{}{}", path, k, suffix)},
+                     r.hidden_size(k),
+                     {{&r.weight_ih(k), Cell::gates}, {&r.weight_hh(k), Cell::gates}}});
     }
   }
-  void direction(nn::recurrent_layer<Scalar>& d, const std::string& path, const std::string& suffix, std::vector<unit_group<Scalar>>& out) {
+  void direction(nn::recurrent_layer<Scalar>& d, const std::string& path, const std::string& suffix,
+                 std::vector<unit_group<Scalar>>& out) {
     if (auto* l = dynamic_cast<nn::lstm<Scalar>*>(&d)) return stack(*l, path, suffix, out);
     if (auto* g = dynamic_cast<nn::gru<Scalar>*>(&d)) return stack(*g, path, suffix, out);
     slimnet::detail::raise<config_error>(fn, "recurrent layer '{}' is a {}, not an LSTM or GRU", path, d.kind());
