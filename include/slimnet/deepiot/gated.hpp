@@ -177,12 +177,21 @@ struct gated_model {
     return {w, b};
   }
 
-  // Filled by attach_gates.
-  std::vector<std::unique_ptr<gate_control<Scalar>>> owned_gates_;    ///< the recurrent gates
-  std::vector<gate_control<Scalar>*> gates_;                          ///< per droppable layer
-  std::vector<std::function<const tensor<Scalar>&()>> packers_;      ///< recurrent: packs the matrix
+  /// Registers droppable layer `d` (what attach_gates does): `gate` drives its mask (a unit_gate
+  /// inside `net`, or an owned recurrent_gate), `pack` builds its compressor matrix (recurrent).
+  void add_droppable(droppable_layer d, gate_control<Scalar>& gate, std::unique_ptr<gate_control<Scalar>> owned = {},
+                     std::function<const tensor<Scalar>&()> pack = {}) {
+    layers.push_back(std::move(d));
+    gates_.push_back(&gate);
+    if (owned) owned_gates_.push_back(std::move(owned));
+    packers_.push_back(std::move(pack));
+  }
 
  private:
+  std::vector<std::unique_ptr<gate_control<Scalar>>> owned_gates_;  // the recurrent gates
+  std::vector<gate_control<Scalar>*> gates_;                        // per droppable layer
+  std::vector<std::function<const tensor<Scalar>&()>> packers_;    // recurrent: packs the matrix
+
   nn::layer<Scalar>& feedforward(std::size_t k) {
     if (layers.at(k).recurrent) {
       slimnet::detail::raise<config_error>("slimnet::deepiot::gated_model::weight",
@@ -212,10 +221,9 @@ void add_recurrent_gates(gated_model<Scalar>& g, nn::recurrent<Scalar, Cell>& r,
     d.fan_in = gates * (in + d.units + (bias ? 2 : 0));
     d.bias = false;
     auto gate = std::make_unique<recurrent_gate<Scalar, Cell>>(r, k);
-    g.gates_.push_back(gate.get());
-    g.owned_gates_.push_back(std::move(gate));
+    auto& gate_ref = *gate;
     auto buffer = std::make_shared<tensor<Scalar>>(shape_t{d.units, d.fan_in});
-    g.packers_.push_back([&r, k, buffer]() -> const tensor<Scalar>& {
+    auto pack = [&r, k, buffer]() -> const tensor<Scalar>& {
       const index_t h = r.hidden_size(k), f = r.weight_ih(k).value().dim(1);
       const bool has_bias = r.bias_ih(k) != nullptr;
       const index_t per_gate = f + h + (has_bias ? 2 : 0);
@@ -236,8 +244,8 @@ void add_recurrent_gates(gated_model<Scalar>& g, nn::recurrent<Scalar, Cell>& r,
         }
       }
       return *buffer;
-    });
-    g.layers.push_back(d);
+    };
+    g.add_droppable(std::move(d), gate_ref, std::move(gate), pack);
   }
 }
 
@@ -294,9 +302,7 @@ gated_model<Scalar> attach_gates(const nn::sequential<Scalar>& model, std::vecto
     pending.gate = g.net.size();
     auto& gate = static_cast<unit_gate<Scalar>&>(
         g.net.add_ptr(pending.name + "_gate", std::make_unique<unit_gate<Scalar>>(pending.units)));
-    g.gates_.push_back(&gate);
-    g.packers_.emplace_back();
-    g.layers.push_back(pending);
+    g.add_droppable(pending, gate);
     open = false;
   };
   for (std::size_t i = 0; i < model.size(); ++i) {
