@@ -54,6 +54,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <sstream>
 #include <filesystem>
 #include <fstream>
@@ -460,7 +461,7 @@ int rss_child(const cli::args& args, const std::filesystem::path& dir) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   cli::args args(argc, argv, {{"rounds", "21"}, {"csv", "compressed_models.csv"}, {"profile", "false"}, {"dir", "out"}, {"only", ""}, {"measure", "false"}, {"verbose", "false"}, {"sweep", "false"}, {"batch", "0"}, {"pytorch", "true"}, {"python", "/usr/bin/python3"}, {"bnn-first", "dense-form"}, {"bnn-fold", "true"}, {"bnn-direct", "true"}, {"zero-skip", "auto"}, {"files", ""}, {"against", ""}, {"rss", "true"}, {"rss-child", ""}},
                  "compressed_models: whole compressed models against their float models, one thread");
   const int rounds = static_cast<int>(args.integer("rounds"));
@@ -628,4 +629,13 @@ int main(int argc, char** argv) {
   if (args.flag("sweep")) conv_sweep(std::max(3, rounds / 3));
   fmt::print("CSV: {}\n", args.str("csv"));
   return 0;
+}
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {  // a bad file or option: say which, do not abort
+    fmt::print(stderr, "compressed_models: {}\n", e.what());
+    return 1;
+  }
 }
