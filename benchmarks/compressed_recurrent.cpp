@@ -17,7 +17,8 @@
 // hidden per direction, the same 28 x 28 sequences; one thread, same timing rule), measured by
 // pytorch_dense_models.py --models bilstm before the C++ rounds, with OPENBLAS_CORETYPE and
 // OPENBLAS_L2_SIZE removed from its environment only (benchmarks/common/pytorch.hpp); the script
-// prints the BLAS library and kernel it chose. Only for the 2 x 128 shape the script builds.
+// prints the BLAS library and kernel it chose. Only for the 2 x 128 shape the script builds. The
+// DeepSense rows' column: the same script's dense DeepSense (HHAR sizes, evaluation mode).
 //
 // Without --model (or when the file is missing) the weights are random with each weight matrix
 // (W_ih, W_hh of both directions and layers, fc) kept at --density by a random mask: a stand-in
@@ -167,7 +168,7 @@ void magnitude_prune_each(nn::layer<float>& m, double density) {
 /// 64 channels, GRUs of 120) with random weights magnitude-pruned per weight matrix to
 /// --deepsense-density, float against compress(model, format::sparse), which converts the
 /// convolutions inside the per-interval frames (time_distributed, sensor_stack) and both GRUs.
-void deepsense_rows(const cli::args& args, int rounds, std::ofstream& csv) {
+void deepsense_rows(const cli::args& args, int rounds, std::ofstream& csv, const std::map<std::pair<std::string, index_t>, double>& pytorch) {
   const double density = args.real("deepsense-density");
   nn::models::deepsense_options ds;
   rng gen(static_cast<std::uint64_t>(args.integer("seed")));
@@ -197,11 +198,13 @@ void deepsense_rows(const cli::args& args, int rounds, std::ofstream& csv) {
     for (index_t i = 0; i < yf.size(); ++i) diff = std::max(diff, static_cast<double>(std::abs(yf[i] - yc[i])));
     const auto t = median_side_by_side({[&] { float_model.forward(x, yf, {}); }, [&] { compressed.forward(x, yc, {}); }}, rounds);
     const double bpn = cs.sparse_nnz > 0 ? cs.sparse_bytes / cs.sparse_nnz : NAN;
-    fmt::print("{:<20} {:>5} {:>7.2f}% {:>11.1f} {:>11.1f} {:>7.2f}x {:>11} {:>9} {:>11} {:>8} {:>11.0f} {:>11.0f} {:>8.2f} {:>10.2e}  {}\n",
-               name, batch, 100 * fs.nnz / bs.weights, 1e6 * t[0], 1e6 * t[1], t[0] / t[1], "", "", "", "", fs.bytes, cs.bytes, bpn, diff,
-               source);
-    csv << fmt::format("{},{},{:.5f},{:.4e},{:.4e},{:.3f},nan,nan,{:.0f},{:.0f},{:.3f},{:.3e},{},nan,nan\n", name, batch,
-                       fs.nnz / bs.weights, t[0], t[1], t[0] / t[1], fs.bytes, cs.bytes, bpn, diff, source);
+    const auto pt = pytorch.find({"deepsense", batch});
+    const double pt_s = pt == pytorch.end() ? NAN : pt->second;  // PyTorch running the dense DeepSense
+    fmt::print("{:<20} {:>5} {:>7.2f}% {:>11.1f} {:>11.1f} {:>7.2f}x {:>11} {:>9} {:>11.1f} {:>7.2f}x {:>11.0f} {:>11.0f} {:>8.2f} {:>10.2e}  {}\n",
+               name, batch, 100 * fs.nnz / bs.weights, 1e6 * t[0], 1e6 * t[1], t[0] / t[1], "", "", 1e6 * pt_s, pt_s / t[1], fs.bytes, cs.bytes,
+               bpn, diff, source);
+    csv << fmt::format("{},{},{:.5f},{:.4e},{:.4e},{:.3f},{:.4e},{:.3f},{:.0f},{:.0f},{:.3f},{:.3e},{},nan,nan\n", name, batch,
+                       fs.nnz / bs.weights, t[0], t[1], t[0] / t[1], pt_s, pt_s / t[1], fs.bytes, cs.bytes, bpn, diff, source);
     if (args.flag("profile")) {
       for (auto* m : {&float_model, &compressed}) {
         std::string line = fmt::format("  {} layers (us):", m == &float_model ? "float" : "compressed");
@@ -264,11 +267,14 @@ int main(int argc, char** argv) {
       if (args.integer("batch") <= 0 || b == args.integer("batch")) batches.push_back(b);
     if (args.flag("pytorch")) {
 #if defined(SLIMNET_BENCH_SOURCE_DIR)
+      std::vector<std::string> torch_models;
       if (layers == 2 && hidden == 128) {
-        pytorch = pytorch_dense_latencies(SLIMNET_BENCH_SOURCE_DIR, args.str("python"), rounds, {"bilstm"}, batches);
+        torch_models.push_back("bilstm");
       } else {
-        fmt::print("PyTorch column skipped: pytorch_dense_models.py builds the 2 x 128 Bi-LSTM only\n");
+        fmt::print("PyTorch column skipped for the Bi-LSTM: pytorch_dense_models.py builds the 2 x 128 Bi-LSTM only\n");
       }
+      if (args.flag("deepsense")) torch_models.push_back("deepsense");  // HHAR sizes, as deepsense_rows builds it
+      if (!torch_models.empty()) pytorch = pytorch_dense_latencies(SLIMNET_BENCH_SOURCE_DIR, args.str("python"), rounds, torch_models, batches);
 #endif
     }
     fmt::print("{:<20} {:>5} {:>8} {:>11} {:>11} {:>8} {:>11} {:>9} {:>11} {:>8} {:>11} {:>11} {:>8} {:>10}  {}\n", "model", "batch",
@@ -319,7 +325,7 @@ int main(int argc, char** argv) {
                           x, std::max(5, rounds / 3));
       }
     }
-    if (args.flag("deepsense")) deepsense_rows(args, rounds, csv);
+    if (args.flag("deepsense")) deepsense_rows(args, rounds, csv, pytorch);
     if (args.flag("accuracy")) {
       auto data = cli::load_dataset("mnist");
       cli::as_sequences(data.test);

@@ -4,7 +4,9 @@ float LeNet-5 and LeNet-300-100 (the architectures of nn::models, Caffe-style Le
 activation after the convolutions) and of the BNN LeNet-5 style net of example 07 run as a dense
 float network ("bnn-lenet5": conv 32 - pool - BN - sign - conv 64 - pool - BN - sign - fc 512 - BN -
 sign - fc 10 - BN, evaluation mode) and of example 08's dense Bi-LSTM ("bilstm": 2 layers x 128 per
-direction over 28 steps of 28 features, fc 10; benchmarks/compressed_recurrent's peer) at the given
+direction over 28 steps of 28 features, fc 10; benchmarks/compressed_recurrent's peer) and DeepSense at
+HHAR's sizes ("deepsense": nn::models::deepsense, 20 intervals of 120 features; compressed_recurrent's
+DeepSense row) at the given
 batch sizes, what each compressed model is compared with in the "vs PyTorch dense" column.
 
 Timing matches the C++ side: thread CPU time, `--rounds` rounds of at least `--min-sample` seconds
@@ -62,7 +64,44 @@ class BiLSTM(torch.nn.Module):
         return self.fc(torch.cat((h[-2], h[-1]), dim=1))
 
 
+class DeepSense(torch.nn.Module):
+    """nn::models::deepsense at HHAR's sizes (benchmarks/compressed_recurrent's DeepSense row), evaluation
+    mode: per interval of 120 features, each sensor's 60 through conv1 64 @ 1x18 stride 6, conv2 and
+    conv3 64 @ 1x3 (BN, ReLU after each), the two sensors stacked on the height axis (64, 2, 4), conv4
+    2x8, conv5 2x6, conv6 2x4 with TensorFlow SAME padding (extra row / column last; BN, ReLU), 512
+    features per interval; GRU(512, 120) and GRU(120, 120) over the 20 intervals, the mean over them,
+    Linear(120, 6). Dropout is the identity in evaluation mode and left out."""
+
+    def __init__(self, intervals=20, per_sensor=60, sensors=2, c=64, hidden=120, classes=6):
+        super().__init__()
+        nn = torch.nn
+        self.per_sensor = per_sensor
+        self.branches = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(1, c, (1, 18), stride=(1, 6)), nn.BatchNorm2d(c), nn.ReLU(),
+                          nn.Conv2d(c, c, (1, 3)), nn.BatchNorm2d(c), nn.ReLU(),
+                          nn.Conv2d(c, c, (1, 3)), nn.BatchNorm2d(c), nn.ReLU()) for _ in range(sensors))
+        merge = []
+        for kw in (8, 6, 4):  # SAME: (left, right, top, bottom) = ((kw-1)//2, kw//2, 0, 1) for kh = 2
+            merge += [nn.ZeroPad2d(((kw - 1) // 2, kw // 2, 0, 1)), nn.Conv2d(c, c, (2, kw)), nn.BatchNorm2d(c), nn.ReLU()]
+        self.merge = nn.Sequential(*merge, nn.Flatten())
+        positions = (per_sensor - 18) // 6 + 1 - 4
+        self.gru1 = nn.GRU(c * sensors * positions, hidden, batch_first=True)
+        self.gru2 = nn.GRU(hidden, hidden, batch_first=True)
+        self.fc = nn.Linear(hidden, classes)
+
+    def forward(self, x):
+        n, t, f = x.shape
+        frames = x.reshape(n * t, 1, 1, f)
+        per = [b(frames[..., k * self.per_sensor:(k + 1) * self.per_sensor]) for k, b in enumerate(self.branches)]
+        z = self.merge(torch.cat(per, dim=2)).reshape(n, t, -1)
+        z, _ = self.gru1(z)
+        z, _ = self.gru2(z)
+        return self.fc(z.mean(dim=1))
+
+
 def dense_model(name):
+    if name == "deepsense":
+        return DeepSense()
     if name == "bnn-lenet5":
         return bnn_lenet5()
     if name == "bilstm":
@@ -71,7 +110,10 @@ def dense_model(name):
 
 
 def dense_input(name, batch):
-    """(N, 28, 28) sequences for the Bi-LSTM (step t is image row t), (N, 1, 28, 28) images otherwise."""
+    """(N, 28, 28) sequences for the Bi-LSTM (step t is image row t), (N, 20, 120) intervals for DeepSense,
+    (N, 1, 28, 28) images otherwise."""
+    if name == "deepsense":
+        return torch.rand(batch, 20, 120) * 2 - 1
     return torch.rand(batch, 28, 28) if name == "bilstm" else torch.rand(batch, 1, 28, 28)
 
 

@@ -23,6 +23,14 @@
 // Batch N > 1 ("cols"): A stays (G*H, S*N), B_t and h are (., N), and the gate pass walks the first B_t columns (the sequences still running) in strips of 8 units.
 // Sequences that have ended keep their state; their columns of B_t are computed and ignored.
 // Buffers are kept between calls: no allocation per call once the shapes repeat.
+//
+// Gate pass. For float with AVX-512 it is one fused loop (detail::lstm_cells / gru_cells) over 16
+// (unit, sequence) cells at a time: the gate pre-activations of A and B_t added, the sigmoids and
+// tanhs (kernels/vector_math.hpp, <= 3e-7 from std::tanh), the cell and state updates, the unit
+// mask and the copy into the layer's output sequence, all in registers, each operand read once.
+// The Eigen expressions it replaces made one pass per gate over the strips (and wrote the
+// activated gates back into A): 1.74 of 2.76 ms of a direction at batch 64 of the pruned Bi-LSTM.
+// Otherwise (double, or no AVX-512) the Eigen expressions run.
 #pragma once
 
 #include <algorithm>
@@ -36,6 +44,7 @@
 #include <vector>
 
 #include "slimnet/core/error.hpp"
+#include "slimnet/kernels/vector_math.hpp"
 #include "slimnet/nn/compressed/engine.hpp"
 #include "slimnet/nn/gru.hpp"
 #include "slimnet/nn/layer.hpp"
@@ -43,6 +52,84 @@
 #include "slimnet/nn/recurrent.hpp"
 
 namespace slimnet::nn::compressed {
+
+namespace detail {
+
+#if defined(__AVX512F__)
+/// Where the gate pass reads and writes: element (r, c) of gate q of a buffer is at
+/// p + q * gate_stride + r * row_stride + c. Batch 1: one row of H units; batch N: H rows of the
+/// first B_t sequences.
+struct gate_grid {
+  index_t rows, cols;
+  const float* a;  ///< A_t: input-product gates (bias b_a included)
+  index_t a_row, a_gate;
+  const float* b;  ///< B_t: recurrent-product gates (bias b_b included)
+  index_t b_row, b_gate;
+  float* h;  ///< state h, updated in place (row stride s_row; c and the mask share it)
+  float* c;  ///< LSTM cell state, updated in place; unused for a GRU
+  const float* mask;  ///< unit mask or null
+  index_t s_row;
+  float* out;  ///< the layer's output sequence at this step, or null
+  index_t out_row;
+};
+
+inline __mmask16 lanes_below(index_t n) { return n >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u); }
+
+/// LSTM (gates i, f, g, o of nn/lstm.hpp): c = sigma(f) c + sigma(i) tanh(g), h = sigma(o) tanh(c) m.
+inline void lstm_cells(const gate_grid& g) {
+  using kernels::sigmoid16;
+  using kernels::tanh16;
+  for (index_t r = 0; r < g.rows; ++r) {
+    const float* a = g.a + r * g.a_row;
+    const float* b = g.b + r * g.b_row;
+    float* h = g.h + r * g.s_row;
+    float* c = g.c + r * g.s_row;
+    const float* m = g.mask ? g.mask + r * g.s_row : nullptr;
+    float* o = g.out ? g.out + r * g.out_row : nullptr;
+    for (index_t j = 0; j < g.cols; j += 16) {
+      const __mmask16 k = lanes_below(g.cols - j);
+      auto gate = [&](index_t q) {
+        return _mm512_add_ps(_mm512_maskz_loadu_ps(k, a + q * g.a_gate + j), _mm512_maskz_loadu_ps(k, b + q * g.b_gate + j));
+      };
+      const __m512 gi = sigmoid16(gate(0)), gf = sigmoid16(gate(1)), gg = tanh16(gate(2)), go = sigmoid16(gate(3));
+      const __m512 cn = _mm512_fmadd_ps(gf, _mm512_maskz_loadu_ps(k, c + j), _mm512_mul_ps(gi, gg));
+      __m512 hn = _mm512_mul_ps(go, tanh16(cn));
+      if (m) hn = _mm512_mul_ps(hn, _mm512_maskz_loadu_ps(k, m + j));
+      _mm512_mask_storeu_ps(c + j, k, cn);
+      _mm512_mask_storeu_ps(h + j, k, hn);
+      if (o) _mm512_mask_storeu_ps(o + j, k, hn);
+    }
+  }
+}
+
+/// GRU (gates r, z, n of nn/gru.hpp; B's n gate holds W_hn h + b_hn):
+/// n = tanh(A_n + sigma(r) B_n), h = ((1 - sigma(z)) n + sigma(z) h) m.
+inline void gru_cells(const gate_grid& g) {
+  using kernels::sigmoid16;
+  using kernels::tanh16;
+  for (index_t r = 0; r < g.rows; ++r) {
+    const float* a = g.a + r * g.a_row;
+    const float* b = g.b + r * g.b_row;
+    float* h = g.h + r * g.s_row;
+    const float* m = g.mask ? g.mask + r * g.s_row : nullptr;
+    float* o = g.out ? g.out + r * g.out_row : nullptr;
+    for (index_t j = 0; j < g.cols; j += 16) {
+      const __mmask16 k = lanes_below(g.cols - j);
+      const __m512 gr = sigmoid16(_mm512_add_ps(_mm512_maskz_loadu_ps(k, a + j), _mm512_maskz_loadu_ps(k, b + j)));
+      const __m512 gz = sigmoid16(_mm512_add_ps(_mm512_maskz_loadu_ps(k, a + g.a_gate + j), _mm512_maskz_loadu_ps(k, b + g.b_gate + j)));
+      const __m512 gn = tanh16(_mm512_fmadd_ps(gr, _mm512_maskz_loadu_ps(k, b + 2 * g.b_gate + j), _mm512_maskz_loadu_ps(k, a + 2 * g.a_gate + j)));
+      const __m512 hp = _mm512_maskz_loadu_ps(k, h + j);
+      // (1 - z) n + z h = n + z (h - n)
+      __m512 hn = _mm512_fmadd_ps(gz, _mm512_sub_ps(hp, gn), gn);
+      if (m) hn = _mm512_mul_ps(hn, _mm512_maskz_loadu_ps(k, m + j));
+      _mm512_mask_storeu_ps(h + j, k, hn);
+      if (o) _mm512_mask_storeu_ps(o + j, k, hn);
+    }
+  }
+}
+#endif
+
+}  // namespace detail
 
 /// What the bidirectional pair sees of a compressed LSTM or GRU.
 template <class Scalar>
@@ -244,7 +331,20 @@ class compressed_recurrent : public compressed_recurrent_layer<Scalar> {
           w.recurrent->apply_cols(state_.data(), n, b_.data());
           Scalar* A = a_.data() + (rows_mode ? (t - t0) * g : (t - t0) * n);
           Scalar* O = out_k && !rows_mode ? out_k + (t - t0) * n : nullptr;
-          for (index_t j = 0; j < h; j += chunk) {
+          bool fused = false;
+#if defined(__AVX512F__)
+          if constexpr (std::is_same_v<Scalar, float>) {
+            const detail::gate_grid grid{rows_mode ? 1 : h,  rows_mode ? h : b, A, us_a, h * us_a, b_.data(), us_n, h * us_n,
+                                         state_.data(),      is_lstm ? cell_.data() : nullptr,   mask, us_n, O, us_a};
+            if constexpr (is_lstm) {
+              detail::lstm_cells(grid);
+            } else {
+              detail::gru_cells(grid);
+            }
+            fused = true;
+          }
+#endif
+          for (index_t j = 0; !fused && j < h; j += chunk) {
             const index_t u = std::min(chunk, h - j);
             // (u units x b sequences) of a buffer whose unit stride is `us`, starting at unit j of gate q.
             auto at = [&](Scalar* base, index_t q, index_t us) {
