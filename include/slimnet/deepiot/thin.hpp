@@ -86,36 +86,46 @@ void with_stack(nn::recurrent_layer<Scalar>& d, F&& f) {
 }
 }  // namespace detail
 
-/// The gated model with every gate's hard scale folded in and the gates removed. unit_gate
-/// layers: as thin(model) above. Recurrent gates (unit masks of LSTM / GRU stacked layers): units
-/// with factor 0 are removed through structure::thin (their gate rows, recurrent columns, biases
-/// and the next layer's inputs); the factors of the kept units stay as the thinned layer's unit
-/// mask, because a factor applied to the state at every step cannot be folded into the weights
-/// (brief item 23), unless they are all 1, in which case the mask is cleared. A gate in
-/// stochastic mode throws config_error.
+/// The gated model with every gate's hard scale folded in and the gates removed, wherever they
+/// sit (nested Sequentials, TimeDistributed, SensorStack). unit_gate layers: units with scale 0 are
+/// removed from the producer before the gate (for a coupled gate, from every sensor's last
+/// producer: its keys), the scales of kept units are folded into the consumer's input columns
+/// (through a TimeDistributed's flatten: the H*W columns of each channel of gru1's input) and the
+/// gate is dropped. Recurrent gates (unit masks of LSTM / GRU stacked layers): units with factor 0
+/// are removed through structure::thin (their gate rows, recurrent columns, biases and the next
+/// layer's inputs); the factors of the kept units stay as the thinned layer's unit mask, because a
+/// factor applied to the state at every step cannot be folded into the weights (brief item 23),
+/// unless they are all 1, in which case the mask is cleared. The result computes what the gated
+/// model computes in evaluation mode. A gate in stochastic mode throws config_error.
 template <class Scalar>
 nn::sequential<Scalar> thin(const gated_model<Scalar>& g) {
   constexpr const char* fn = "slimnet::deepiot::thin";
   unit_selection keep;
+  structure::unit_scales<Scalar> scales;
   std::vector<std::size_t> unmask;  // recurrent droppable layers whose kept factors are all 1
   for (std::size_t k = 0; k < g.layers.size(); ++k) {
     const auto& d = g.layers[k];
-    if (!d.recurrent) continue;
     const auto& gate = g.gate(k);
     if (gate.mode() != gate_mode::hard) {
-      slimnet::detail::raise<config_error>(fn, "the gate of recurrent layer '{}' is in stochastic mode: set hard scales first", d.name);
+      slimnet::detail::raise<config_error>(fn, "the gate of {}layer '{}' is in stochastic mode: set hard scales first",
+                                           d.recurrent ? "recurrent " : "", d.name);
     }
     std::vector<bool> kk(static_cast<std::size_t>(gate.units()));
+    std::vector<Scalar> s(static_cast<std::size_t>(gate.units()));
     bool ones = true;
     for (index_t j = 0; j < gate.units(); ++j) {
-      const Scalar s = gate.scale()[j];
-      kk[static_cast<std::size_t>(j)] = s != Scalar(0);
-      if (s != Scalar(0) && s != Scalar(1)) ones = false;
+      s[static_cast<std::size_t>(j)] = gate.scale()[j];
+      kk[static_cast<std::size_t>(j)] = s[static_cast<std::size_t>(j)] != Scalar(0);
+      if (s[static_cast<std::size_t>(j)] != Scalar(0) && s[static_cast<std::size_t>(j)] != Scalar(1)) ones = false;
     }
-    keep[d.name] = std::move(kk);
-    if (ones) unmask.push_back(k);
+    for (const auto& key : d.keys) keep[key] = kk;
+    if (!d.recurrent) {
+      scales[d.gate_path] = std::move(s);
+    } else if (ones) {
+      unmask.push_back(k);
+    }
   }
-  auto out = thin(g.net, keep);
+  auto out = structure::thin(g.net, keep, scales);
   for (std::size_t k : unmask) {
     const auto& d = g.layers[k];
     const std::string& child = g.net.local_name(d.layer);

@@ -111,25 +111,55 @@ std::vector<double> per_example_cross_entropy(const tensor<Scalar>& out, const s
   return l;
 }
 
-/// Copy of a Sequential without its unit gates.
+/// Copy of a layer without its unit gates, through nested Sequentials, TimeDistributed and
+/// SensorStack (null for a gate itself).
+template <class Scalar>
+std::unique_ptr<nn::layer<Scalar>> without_gates_layer(const nn::layer<Scalar>& l);
+
+/// Copy of a Sequential without its unit gates (also those nested in its containers).
 template <class Scalar>
 nn::sequential<Scalar> without_gates(const nn::sequential<Scalar>& m) {
   nn::sequential<Scalar> out;
   for (std::size_t i = 0; i < m.size(); ++i) {
-    if (dynamic_cast<const unit_gate<Scalar>*>(&m[i]) == nullptr) out.add_ptr(m.local_name(i), m[i].clone());
+    if (auto c = without_gates_layer(m[i])) out.add_ptr(m.local_name(i), std::move(c));
   }
   return out;
 }
+
+template <class Scalar>
+std::unique_ptr<nn::layer<Scalar>> without_gates_layer(const nn::layer<Scalar>& l) {
+  if (dynamic_cast<const unit_gate<Scalar>*>(&l)) return nullptr;
+  if (auto* seq = dynamic_cast<const nn::sequential<Scalar>*>(&l)) return std::make_unique<nn::sequential<Scalar>>(without_gates(*seq));
+  if (auto* td = dynamic_cast<const nn::time_distributed<Scalar>*>(&l)) {
+    auto inner = without_gates_layer(td->inner());
+    if (!inner) slimnet::detail::raise<config_error>("slimnet::deepiot::without_gates", "TimeDistributed '{}' holds only a gate", td->name());
+    return std::make_unique<nn::time_distributed<Scalar>>(std::move(inner), td->step_shape());
+  }
+  if (auto* ss = dynamic_cast<const nn::sensor_stack<Scalar>*>(&l)) {
+    auto out = std::make_unique<nn::sensor_stack<Scalar>>();
+    for (std::size_t b = 0; b < ss->size(); ++b) {
+      auto branch = without_gates_layer((*ss)[b]);
+      if (!branch) slimnet::detail::raise<config_error>("slimnet::deepiot::without_gates", "sensor '{}' is only a gate", ss->branch_name(b));
+      out->add_ptr(ss->branch_name(b), std::move(branch));
+    }
+    return out;
+  }
+  return l.clone();
+}
 }  // namespace detail
 
-/// Kept units (p >= τ, at least one per layer) of every droppable layer, by layer name.
+/// Kept units (p >= τ, at least one per layer) of every droppable layer, by its thinning keys
+/// (droppable_layer::keys: the name, or every sensor's producer of a coupled group).
 template <class Scalar>
 unit_selection selection(const gated_model<Scalar>& g, const std::vector<vector<Scalar>>& p, double tau) {
   if (p.size() != g.layers.size()) {
     slimnet::detail::raise<shape_error>("slimnet::deepiot::selection", "{} probability vectors for {} layers", p.size(), g.layers.size());
   }
   unit_selection keep;
-  for (std::size_t k = 0; k < p.size(); ++k) keep[g.layers[k].name] = kept_units(p[k], tau);
+  for (std::size_t k = 0; k < p.size(); ++k) {
+    auto kk = kept_units(p[k], tau);
+    for (const auto& key : g.layers[k].keys) keep[key] = kk;  // a coupled group: every sensor's producer
+  }
   return keep;
 }
 
@@ -148,7 +178,7 @@ template <class Scalar>
 unit_selection harden(gated_model<Scalar>& g, const std::vector<vector<Scalar>>& p, double tau, bool fold_probabilities) {
   auto keep = selection(g, p, tau);
   for (std::size_t k = 0; k < g.layers.size(); ++k) {
-    const auto& z = keep[g.layers[k].name];
+    const auto& z = keep[g.layers[k].keys.front()];
     vector<Scalar> s(p[k].size());
     for (index_t j = 0; j < s.size(); ++j) s[j] = z[static_cast<std::size_t>(j)] ? (fold_probabilities ? p[k][j] : Scalar(1)) : Scalar(0);
     g.gate(k).set_hard(s);
@@ -348,7 +378,7 @@ compress_result<Scalar> compress(gated_model<Scalar>& g, const data::dataset<Sca
       const auto keep = selection(g, p, tau);
       c.fraction = remaining_fraction(g, keep);
       for (std::size_t k = 0; k < nl; ++k) {
-        const auto& kk = keep.at(g.layers[k].name);
+        const auto& kk = keep.at(g.layers[k].keys.front());
         c.kept.push_back(static_cast<index_t>(std::count(kk.begin(), kk.end(), true)));
         vector<Scalar> s(p[k].size());
         for (index_t j = 0; j < s.size(); ++j) s[j] = kk[static_cast<std::size_t>(j)] ? p[k][j] : Scalar(0);

@@ -70,18 +70,28 @@ void check_gate_scale(const char* fn, const vector<Scalar>& s, index_t units, bo
 
 /// Placed after a hidden layer's activation. Input of rank >= 2, unit axis 1: (N, units) after a
 /// Linear, (N, C, H, W) after a Conv2d. No parameters; backward is dx = dy * (the same factor).
+///
+/// A gate inside a TimeDistributed (`folded_steps`, DeepSense's per-interval convolutions) sees
+/// the T steps of each sequence folded into the batch: rows n*T .. n*T + T - 1 of its (N*T, ...)
+/// input are the steps of sequence n. DeepIoT draws one mask per example (brief item 3:
+/// noise_shape [B, 1, 1, C]), so the (N, units) training mask is repeated over the T steps of
+/// its sequence: row i uses mask row floor(i / T), with T = (input rows) / N.
 template <class Scalar>
 class unit_gate : public nn::cloneable<unit_gate<Scalar>, Scalar>, public gate_control<Scalar> {
  public:
-  explicit unit_gate(index_t units) : units_(units), scale_(vector<Scalar>::Ones(units > 0 ? units : 0)) {
+  explicit unit_gate(index_t units, bool folded_steps = false)
+      : units_(units), folded_(folded_steps), scale_(vector<Scalar>::Ones(units > 0 ? units : 0)) {
     if (units <= 0) slimnet::detail::raise<config_error>("slimnet::deepiot::unit_gate", "units = {} must be positive", units);
   }
 
   std::string kind() const override { return "UnitGate"; }
   std::string describe() const override {
-    return fmt::format("UnitGate({}, mode={})", units_, mode_ == gate_mode::hard ? "hard" : "stochastic");
+    return fmt::format("UnitGate({}, mode={}{})", units_, mode_ == gate_mode::hard ? "hard" : "stochastic",
+                       folded_ ? ", per sequence over folded steps" : "");
   }
   index_t units() const override { return units_; }
+  /// True when the input batch is (N*T) folded steps and a mask row covers T consecutive rows.
+  bool folded_steps() const { return folded_; }
   gate_mode mode() const override { return mode_; }
 
   /// The per-example training mask (stochastic mode): shape (N, units), values exactly 0 or 1.
@@ -122,7 +132,18 @@ class unit_gate : public nn::cloneable<unit_gate<Scalar>, Scalar>, public gate_c
     y.resize(output_shape(x.shape()));
     const index_t n = x.dim(0), inner = n == 0 ? 0 : x.size() / (n * units_);
     per_example_ = ctx.training && mode_ == gate_mode::stochastic;
-    if (per_example_ && (mask_.rank() != 2 || mask_.dim(0) != n)) {
+    steps_ = 1;
+    if (per_example_ && folded_) {
+      // (N*T, ...) rows for an (N, units) mask: T = rows / N steps per sequence (T may be 0).
+      const index_t rows = mask_.rank() == 2 ? mask_.dim(0) : 0;
+      if (mask_.rank() != 2 || (rows == 0 ? n != 0 : n % rows != 0)) {
+        slimnet::detail::raise<shape_error>("slimnet::deepiot::unit_gate::forward",
+                                            "training in stochastic mode over folded steps needs an (N, {}) mask whose N divides the "
+                                            "{} input rows (N sequences of T steps), got {}",
+                                            units_, n, shape_string(mask_.shape()));
+      }
+      steps_ = rows == 0 ? 1 : n / rows;
+    } else if (per_example_ && (mask_.rank() != 2 || mask_.dim(0) != n)) {
       slimnet::detail::raise<shape_error>("slimnet::deepiot::unit_gate::forward",
                                           "training in stochastic mode needs a mask of shape ({}, {}), got {}", n, units_,
                                           shape_string(mask_.shape()));
@@ -141,7 +162,7 @@ class unit_gate : public nn::cloneable<unit_gate<Scalar>, Scalar>, public gate_c
   void apply(const Scalar* in, Scalar* out, index_t n, index_t inner) const {
     for (index_t i = 0; i < n; ++i) {
       for (index_t j = 0; j < units_; ++j) {
-        const Scalar f = per_example_ ? mask_.data()[i * units_ + j] : scale_[j];
+        const Scalar f = per_example_ ? mask_.data()[(i / steps_) * units_ + j] : scale_[j];
         const index_t off = (i * units_ + j) * inner;
         for (index_t k = 0; k < inner; ++k) out[off + k] = in[off + k] * f;
       }
@@ -153,6 +174,8 @@ class unit_gate : public nn::cloneable<unit_gate<Scalar>, Scalar>, public gate_c
   }
 
   index_t units_;
+  bool folded_ = false;   // input rows are the folded steps of mask_.dim(0) sequences
+  index_t steps_ = 1;     // mask row i / steps_ gates input row i (training, stochastic)
   gate_mode mode_ = gate_mode::stochastic;
   vector<Scalar> scale_;  // p̂ (stochastic, eval) or the fixed factor (hard)
   tensor<Scalar> mask_;   // (N, units) in stochastic training
