@@ -18,7 +18,9 @@
 //                     [--rss true|false (peak RSS columns: each row's float and compressed model in a fresh child process)]
 //   compressed_models --files out/a.slim.safetensors,out/b.slim.safetensors [--rounds 5] [--against original.safetensors]
 //                     (model files: each one's bytes next to its speed-up over its decoded float model,
-//                     or over the model file given by --against, e.g. the network a DeepIoT file was thinned from)
+//                     or over the model file given by --against, e.g. the network a DeepIoT file was thinned from;
+//                     "vs PyT" columns: PyTorch running that float side's dense network when it is a LeNet-5 or
+//                     LeNet-300-100 (the --against original, or an unthinned file), per compressed model)
 //
 // Inputs: real MNIST test digits (the examples' MNIST subset under $SLIMNET_DATA_DIR/mnist-subset,
 // scale 1/255, 75% of the pixels exactly 0), cycled call by call (64 single digits at batch 1,
@@ -314,7 +316,25 @@ decoded_file decode_file(const std::string& file) {
   return out;
 }
 
-void file_rows(const std::string& list, int rounds, const std::string& against) {
+/// The name pytorch_dense_models.py gives the dense network of `m`'s architecture ("lenet5" or
+/// "lenet300": the same parameter shapes in the same order as cli::make_model's), or "" when neither
+/// (a DeepIoT-thinned file has other shapes: its dense peer is the --against original).
+std::string pytorch_name_of(nn::sequential<float>& m) {
+  auto shapes = [](nn::sequential<float>& s) {
+    std::vector<shape_t> out;
+    s.visit_parameters([&](nn::parameter<float>& p) { out.push_back(p.value().shape()); });
+    return out;
+  };
+  const auto mine = shapes(m);
+  for (const char* name : {"lenet5", "lenet300"}) {
+    rng gen(1);
+    nn::sequential<float> reference = cli::make_model(name, gen, "compressed_models");
+    if (shapes(reference) == mine) return name;
+  }
+  return "";
+}
+
+void file_rows(const std::string& list, int rounds, const std::string& against, const cli::args& args) {
   std::optional<nn::sequential<float>> original;
   std::uint64_t original_dense_bytes = 0;  // the --against network's float32 weight bytes
   if (!against.empty()) {
@@ -322,17 +342,39 @@ void file_rows(const std::string& list, int rounds, const std::string& against) 
     original_dense_bytes = io::describe_model_file(against).dense_f32_bytes;
     fmt::print("float side of every row: {} (decoded)\n", against);
   }
-  fmt::print("{:<46} {:>9} {:>12} {:>8} {:>11} {:>11} {:>10}\n", "model file", "bytes", "dense f32 B", "smaller", "batch 1", "batch 64",
-             "max|diff|");
-  std::stringstream in(list);
-  std::string file;
-  while (std::getline(in, file, ',')) {
-    if (file.empty()) continue;
+  // The "vs PyTorch dense" columns: PyTorch running the dense network of the float side's
+  // architecture (the --against original, or each file's own shape when it is an unthinned
+  // LeNet-5 / LeNet-300-100), against the compressed slimnet model of the row.
+  std::vector<std::string> files;
+  {
+    std::stringstream in(list);
+    std::string file;
+    while (std::getline(in, file, ','))
+      if (!file.empty()) files.push_back(file);
+  }
+  std::map<std::string, std::string> torch_name;  // file -> PyTorch model name ("" none)
+  std::vector<std::string> torch_models;
+  for (const auto& file : files) {
+    nn::sequential<float> float_side = original ? *original : decode_file(file).model;
+    torch_name[file] = pytorch_name_of(float_side);
+    if (!torch_name[file].empty() && std::find(torch_models.begin(), torch_models.end(), torch_name[file]) == torch_models.end())
+      torch_models.push_back(torch_name[file]);
+  }
+  std::map<std::pair<std::string, index_t>, double> pytorch;
+#if defined(SLIMNET_BENCH_SOURCE_DIR)
+  if (args.flag("pytorch") && !torch_models.empty())
+    pytorch = pytorch_dense_latencies(SLIMNET_BENCH_SOURCE_DIR, args.str("python"), rounds, torch_models, {1, 64});
+#else
+  (void)args;
+#endif
+  fmt::print("{:<46} {:>9} {:>12} {:>8} {:>11} {:>11} {:>10} {:>9} {:>11} {:>11} {:>11} {:>11}\n", "model file", "bytes", "dense f32 B",
+             "smaller", "batch 1", "batch 64", "max|diff|", "PyTorch", "PyT b1 us", "vs PyT b1", "PyT b64 us", "vs PyT b64");
+  for (const auto& file : files) {
     const io::model_file_summary summary = io::describe_model_file(file);
     const decoded_file decoded = decode_file(file);
     const nn::sequential<float>* seq = &decoded.model;
     const bool bnn = decoded.sign_bits;
-    double speedup[2] = {NAN, NAN}, diff = 0;
+    double speedup[2] = {NAN, NAN}, compressed_s[2] = {NAN, NAN}, diff = 0;
     for (int b = 0; b < 2; ++b) {
       const index_t batch = b == 0 ? 1 : 64;
       nn::sequential<float> float_model(original ? *original : *seq), compressed(*seq);
@@ -356,10 +398,18 @@ void file_rows(const std::string& list, int rounds, const std::string& against) 
       }
       const auto t = median_side_by_side({[&] { float_model.forward(x, yf, {}); }, [&] { compressed.forward(x, yc, {}); }}, rounds);
       speedup[b] = t[0] / t[1];
+      compressed_s[b] = t[1];
+    }
+    double pt_s[2] = {NAN, NAN};
+    for (int b = 0; b < 2; ++b) {
+      const auto it = pytorch.find({torch_name[file], b == 0 ? 1 : 64});
+      if (it != pytorch.end()) pt_s[b] = it->second;
     }
     const std::uint64_t dense_bytes = original ? original_dense_bytes : summary.dense_f32_bytes;
-    fmt::print("{:<46} {:>9} {:>12} {:>7.1f}x {:>10.2f}x {:>10.2f}x {:>10.2e}\n", file, summary.file_bytes, dense_bytes,
-               static_cast<double>(dense_bytes) / static_cast<double>(summary.file_bytes), speedup[0], speedup[1], diff);
+    fmt::print("{:<46} {:>9} {:>12} {:>7.1f}x {:>10.2f}x {:>10.2f}x {:>10.2e} {:>9} {:>11.1f} {:>10.2f}x {:>11.1f} {:>10.2f}x\n", file,
+               summary.file_bytes, dense_bytes, static_cast<double>(dense_bytes) / static_cast<double>(summary.file_bytes), speedup[0],
+               speedup[1], diff, torch_name[file].empty() ? "-" : torch_name[file], 1e6 * pt_s[0], pt_s[0] / compressed_s[0], 1e6 * pt_s[1],
+               pt_s[1] / compressed_s[1]);
   }
 }
 
@@ -468,7 +518,7 @@ int run(int argc, char** argv) {
   if (!args.str("files").empty()) {
     fmt::print("compressed_models --files: one thread, {} rounds, median per call (thread CPU time), load average {}\n", rounds,
                load_average());
-    file_rows(args.str("files"), rounds, args.str("against"));
+    file_rows(args.str("files"), rounds, args.str("against"), args);
     return 0;
   }
   const std::filesystem::path dir = args.str("dir");
