@@ -79,7 +79,8 @@ int main(int argc, char** argv) {
   // clang-format off
   cli::args a(argc, argv,
               {{"hhar", ""}, {"csv-dir", ""}, {"test-user", "a"}, {"seconds", "45"}, {"epochs", "12"}, {"batch", "64"},
-               {"lr", "1e-3"}, {"weight-decay", "5e-4"}, {"augment", "0"}, {"seed", "1"}, {"limit", "0"}, {"quiet", "false"}},
+               {"lr", "1e-3"}, {"weight-decay", "5e-4"}, {"augment", "0"}, {"seed", "1"}, {"limit", "0"}, {"quiet", "false"},
+               {"deepiot", "0"}, {"deepiot-tau-every", "50"}, {"deepiot-heldout", "0.1"}},
               "deepsense_hhar: DeepSense on HHAR-style phone IMU windows (synthetic unless --hhar DIR is given)");
   // clang-format on
   try {
@@ -118,6 +119,20 @@ int main(int argc, char** argv) {
     for (auto len : split.train.lengths) padded += len < 20;
     fmt::print("{} recordings -> {} training windows ({} shorter than 20 intervals), {} test windows of user '{}'\n",
                recordings.size(), split.train.size(), padded, split.test.size(), a.str("test-user"));
+
+    // --deepiot N: held-out windows for DeepIoT's checks are split off the training set before the
+    // dense model is trained, so the dense model never sees them.
+    data::dataset<float> heldout;
+    if (a.integer("deepiot") > 0) {
+      const index_t n = split.train.size(), h = std::max<index_t>(1, static_cast<index_t>(a.real("deepiot-heldout") * static_cast<double>(n)));
+      std::vector<index_t> perm(static_cast<std::size_t>(n));
+      for (index_t i = 0; i < n; ++i) perm[static_cast<std::size_t>(i)] = i;
+      rng split_gen(seed + 77);
+      for (index_t i = n - 1; i > 0; --i) std::swap(perm[static_cast<std::size_t>(i)], perm[static_cast<std::size_t>(split_gen.uniform() * static_cast<double>(i + 1)) % static_cast<std::size_t>(i + 1)]);
+      heldout = split.train.subset(std::vector<index_t>(perm.begin(), perm.begin() + h));
+      split.train = split.train.subset(std::vector<index_t>(perm.begin() + h, perm.end()));
+      fmt::print("DeepIoT: {} training windows held out for the compressor's checks\n", heldout.size());
+    }
 
     rng gen(seed);
     auto model = nn::models::deepsense<float>(gen);
@@ -164,6 +179,33 @@ int main(int argc, char** argv) {
         "\nDeepSense on {} data, leave-user-'{}'-out: test accuracy {:.2f}% (loss {:.4f}) after {} epochs, {:.0f} windows/s\n",
         synthetic ? "SYNTHETIC" : "HHAR", a.str("test-user"), 100.0 * test.accuracy, test.loss, epochs, throughput);
     if (synthetic) fmt::print("(synthetic data: not comparable with DeepIoT's 94.6% on the real HHAR)\n");
+
+    // --deepiot N: N compressor-critic iterations (deepiot::compress) on the trained model, its
+    // gates on each sensor's conv1 / conv2, the shared conv3, conv4-6 and both GRUs; then the hard
+    // mask (p folded), thinning, and the thinned model's test accuracy (no fine-tuning here).
+    if (a.integer("deepiot") > 0) {
+      auto g = deepiot::attach_gates(model);
+      deepiot::compress_options co;
+      co.seed = seed;
+      co.tau = {0.0, 0.025, a.integer("deepiot-tau-every"), 0.825};
+      co.stop = {0.07, std::max(0.0, test.accuracy - 0.02), std::max<std::int64_t>(1, a.integer("deepiot") / 10), a.integer("deepiot")};
+      auto r = deepiot::compress(g, split.train, heldout, co, [&](const deepiot::compress_check& c) {
+        std::string kept;
+        for (std::size_t k = 0; k < c.kept.size(); ++k) kept += fmt::format("{}{}={}", k ? " " : "", g.layers[k].name, c.kept[k]);
+        fmt::print("  it {:5}  τ {:.3f}  kept [{}]  weights {:.2f}%  held-out {:.2f}%\n", c.iteration, c.tau, kept, 100 * c.fraction,
+                   100 * c.accuracy);
+        std::fflush(stdout);
+      });
+      deepiot::harden(g, r.probabilities, r.tau, true);
+      auto thinned = deepiot::thin(g);
+      const double gated_acc = train::evaluate(g.net, split.test, loss).accuracy;
+      const double thin_acc = train::evaluate(thinned, split.test, loss).accuracy;
+      fmt::print("DeepIoT on DeepSense: {} iterations, τ {:.3f}, {} of {} weights kept ({:.2f}%), test accuracy {:.2f}% thinned "
+                 "({:.2f}% hard-masked gated; dense {:.2f}%), no fine-tuning\n",
+                 r.iterations, r.tau, deepiot::weight_count(thinned), deepiot::weight_count(model),
+                 100.0 * static_cast<double>(deepiot::weight_count(thinned)) / static_cast<double>(deepiot::weight_count(model)),
+                 100 * thin_acc, 100 * gated_acc, 100 * test.accuracy);
+    }
   } catch (const slimnet::error& e) {
     fmt::print(stderr, "error: {}\n", e.what());
     return 1;

@@ -352,6 +352,7 @@ compress_result<Scalar> compress(gated_model<Scalar>& g, const data::dataset<Sca
       z[k] = sample_masks(p_hat[k], bb.size(), gen);
       g.gate(k).set_mask(z[k]);
     }
+    ctx.lengths = bb.lengths.empty() ? nullptr : &bb.lengths;  // padded sequences (DeepSense)
     g.net.forward(bb.inputs, out, ctx);
     const auto losses = detail::per_example_cross_entropy(out, bb.labels);
     baseline.update(losses);
