@@ -13,7 +13,6 @@
 // the rebuilt model names them. The concrete layer types are told apart here and nowhere else.
 #pragma once
 
-#include <cstdio>
 #include <functional>
 #include <map>
 #include <memory>
@@ -50,16 +49,6 @@ template <class Scalar>
 using tensor_setters = std::vector<std::pair<std::function<void(tensor<Scalar>)>, std::string>>;
 
 namespace detail {
-
-/// Hyper-parameters only describe() shows (pooling windows, ZeroPad2d): read back with a fixed format.
-inline std::vector<long> describe_numbers(const std::string& text, const char* format, int count, const std::string& kind) {
-  long v[4] = {0, 0, 0, 0};
-  const int got = std::sscanf(text.c_str(), format, &v[0], &v[1], &v[2], &v[3]);
-  if (got != count) {
-    slimnet::detail::raise<config_error>("slimnet::io::architecture_of", "cannot read the hyper-parameters of {} from '{}'", kind, text);
-  }
-  return std::vector<long>(v, v + count);
-}
 
 template <class Scalar, class Cell>
 nlohmann::json recurrent_json(nn::recurrent<Scalar, Cell>& r, extra_tensors<Scalar>& extras) {
@@ -126,9 +115,11 @@ nlohmann::json layer_json(nn::layer<Scalar>& l, extra_tensors<Scalar>& extras) {
     return {{"kind", kind},        {"in_channels", c->in_channels()}, {"out_channels", c->out_channels()}, {"kernel", {w.kernel_h, w.kernel_w}},
             {"stride", w.stride_h}, {"padding", w.pad_h},               {"bias", c->bias() != nullptr}};
   }
-  if (dynamic_cast<max_pool2d<Scalar>*>(&l) || dynamic_cast<avg_pool2d<Scalar>*>(&l)) {
-    const auto v = describe_numbers(l.describe(), (kind + "(kernel_size=%ld, stride=%ld, padding=%ld)").c_str(), 3, kind);
-    return {{"kind", kind}, {"kernel", v[0]}, {"stride", v[1]}, {"padding", v[2]}};
+  if (auto* p = dynamic_cast<max_pool2d<Scalar>*>(&l)) {
+    return {{"kind", kind}, {"kernel", p->window().kernel_h}, {"stride", p->window().stride_h}, {"padding", p->window().pad_h}};
+  }
+  if (auto* p = dynamic_cast<avg_pool2d<Scalar>*>(&l)) {
+    return {{"kind", kind}, {"kernel", p->window().kernel_h}, {"stride", p->window().stride_h}, {"padding", p->window().pad_h}};
   }
   if (dynamic_cast<relu<Scalar>*>(&l) || dynamic_cast<nn::tanh<Scalar>*>(&l) || dynamic_cast<sigmoid<Scalar>*>(&l) ||
       dynamic_cast<flatten<Scalar>*>(&l) || dynamic_cast<sequence_mean<Scalar>*>(&l)) {
@@ -162,9 +153,8 @@ nlohmann::json layer_json(nn::layer<Scalar>& l, extra_tensors<Scalar>& extras) {
     const auto& o = b->settings();
     return {{"kind", kind}, {"features", b->features()}, {"eps", o.eps}, {"momentum", o.momentum}, {"affine", o.affine}};
   }
-  if (dynamic_cast<zero_pad2d<Scalar>*>(&l)) {
-    const auto v = describe_numbers(l.describe(), "ZeroPad2d((%ld, %ld, %ld, %ld))", 4, kind);
-    return {{"kind", kind}, {"padding", v}};
+  if (auto* z = dynamic_cast<zero_pad2d<Scalar>*>(&l)) {
+    return {{"kind", kind}, {"padding", {z->left(), z->right(), z->top(), z->bottom()}}};
   }
   slimnet::detail::raise<config_error>("slimnet::io::architecture_of", "layer '{}' of kind {} cannot be saved in a model file (no serializer for {})",
                                        l.name(), kind, kind);

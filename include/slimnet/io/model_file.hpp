@@ -199,8 +199,9 @@ inline model_file_view view_of(const raw_file& file, const std::string& version,
 template <class Scalar>
 bool reads_signs(const nn::sequential<Scalar>& s, std::size_t i) {
   while (i-- > 0) {
-    const std::string kind = s[i].kind();
-    if (kind == "Flatten" || kind == "MaxPool2d" || kind == "Dropout") continue;
+    if (dynamic_cast<const nn::flatten<Scalar>*>(&s[i]) || dynamic_cast<const nn::max_pool2d<Scalar>*>(&s[i]) ||
+        dynamic_cast<const nn::dropout<Scalar>*>(&s[i]))
+      continue;
     return dynamic_cast<const quant::sign_activation<Scalar>*>(&s[i]) != nullptr;
   }
   return false;

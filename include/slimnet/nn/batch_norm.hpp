@@ -40,6 +40,8 @@ class batch_norm : public cloneable<batch_norm<Scalar>, Scalar> {
     return fmt::format("{}({}, eps={}, momentum={})", kind(), features(), opt_.eps, opt_.momentum);
   }
   index_t features() const { return weight_.size(); }
+  /// 2 for BatchNorm2d (N, C, H, W); 0 or 1 for BatchNorm1d.
+  int spatial_rank() const { return spatial_rank_; }
   parameter<Scalar>& weight() { return weight_; }
   parameter<Scalar>& bias() { return bias_; }
   parameter<Scalar>& running_mean() { return running_mean_; }

@@ -287,6 +287,10 @@ class zero_pad2d : public cloneable<zero_pad2d<Scalar>, Scalar> {
 
   std::string kind() const override { return "ZeroPad2d"; }
   std::string describe() const override { return fmt::format("ZeroPad2d(({}, {}, {}, {}))", left_, right_, top_, bottom_); }
+  index_t left() const { return left_; }
+  index_t right() const { return right_; }
+  index_t top() const { return top_; }
+  index_t bottom() const { return bottom_; }
   shape_t output_shape(const shape_t& in) const override {
     if (in.size() != 4)
       slimnet::detail::raise<shape_error>("slimnet::nn::zero_pad2d::forward", "input of shape {} is not (N, C, H, W)",

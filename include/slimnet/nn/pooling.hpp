@@ -49,6 +49,8 @@ class max_pool2d : public cloneable<max_pool2d<Scalar>, Scalar> {
   std::string describe() const override {
     return fmt::format("MaxPool2d(kernel_size={}, stride={}, padding={})", win_.kernel_h, win_.stride_h, win_.pad_h);
   }
+  /// The pooling window (square: kernel_h == kernel_w, equal strides and paddings).
+  const window2d& window() const { return win_; }
   shape_t output_shape(const shape_t& in) const override {
     return detail::pool_output_shape("slimnet::nn::max_pool2d::forward", describe(), win_, in);
   }
@@ -203,6 +205,8 @@ class avg_pool2d : public cloneable<avg_pool2d<Scalar>, Scalar> {
   std::string describe() const override {
     return fmt::format("AvgPool2d(kernel_size={}, stride={}, padding={})", win_.kernel_h, win_.stride_h, win_.pad_h);
   }
+  /// The pooling window (square: kernel_h == kernel_w, equal strides and paddings).
+  const window2d& window() const { return win_; }
   shape_t output_shape(const shape_t& in) const override {
     return detail::pool_output_shape("slimnet::nn::avg_pool2d::forward", describe(), win_, in);
   }

@@ -17,7 +17,9 @@
 
 #include "slimnet/core/error.hpp"
 #include "slimnet/core/random.hpp"
+#include "slimnet/nn/conv2d.hpp"
 #include "slimnet/nn/layer.hpp"
+#include "slimnet/nn/linear.hpp"
 #include "slimnet/nn/parameter.hpp"
 #include "slimnet/nn/sequential.hpp"
 #include "slimnet/quant/fixed_point.hpp"
@@ -244,8 +246,9 @@ struct limited_precision_options {
 
 namespace detail {
 
-inline bool is_weight_layer(const std::string& kind) {
-  return kind == "Linear" || kind == "Conv2d";
+template <class Scalar>
+bool is_weight_layer(const nn::layer<Scalar>& l) {
+  return dynamic_cast<const nn::linear<Scalar>*>(&l) || dynamic_cast<const nn::conv2d<Scalar>*>(&l);
 }
 
 template <class Scalar>
@@ -261,7 +264,7 @@ void copy_limited_precision(const nn::sequential<Scalar>& from, nn::sequential<S
     } else {
       l = src.clone();
     }
-    const bool weights = is_weight_layer(l->kind());
+    const bool weights = is_weight_layer(*l);
     if (weights && o.weights) {
       l->visit_parameters([&](nn::parameter<Scalar>& p) {
         if (!p.trainable()) return;

@@ -40,8 +40,7 @@ template <class Scalar>
 std::vector<std::string> compress_bnn(sequential<Scalar>& model, const bnn_options& o = {}) {
   std::vector<std::string> layers;
   for (std::size_t i = 0; i < model.size(); ++i) {
-    const std::string kind = model[i].kind();
-    if (kind == "Linear" || kind == "Conv2d") layers.push_back(model.local_name(i));
+    if (dynamic_cast<linear<Scalar>*>(&model[i]) || dynamic_cast<conv2d<Scalar>*>(&model[i])) layers.push_back(model.local_name(i));
   }
   if (layers.size() < 2) {
     slimnet::detail::raise<config_error>("slimnet::nn::compressed::compress_bnn",
@@ -55,7 +54,7 @@ std::vector<std::string> compress_bnn(sequential<Scalar>& model, const bnn_optio
     if (const auto b = effective_bias(conv->bias())) first_bias->assign(b->data(), b->data() + b->size());
   }
   std::vector<std::string> report;
-  if (o.dense_first && model.find(first).kind() == "Conv2d") {
+  if (o.dense_first && dynamic_cast<conv2d<Scalar>*>(&model.find(first))) {
     compress_options dense;
     dense.keep.assign(layers.begin() + 1, layers.end());
     for (auto& line : compress(model, format::sparse, dense))

@@ -14,7 +14,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <cstdio>
 #include <map>
 #include <memory>
 #include <optional>
@@ -31,9 +30,11 @@
 #include "slimnet/nn/compressed/sparse_codebook_engine.hpp"
 #include "slimnet/nn/compressed/sparse_engine.hpp"
 #include "slimnet/nn/compressed/xnor_engine.hpp"
+#include "slimnet/nn/activation.hpp"
 #include "slimnet/nn/bidirectional.hpp"
 #include "slimnet/nn/conv2d.hpp"
 #include "slimnet/nn/linear.hpp"
+#include "slimnet/nn/pooling.hpp"
 #include "slimnet/nn/sequential.hpp"
 
 namespace slimnet::nn::compressed {
@@ -373,15 +374,14 @@ struct compress_options {
 
 namespace detail {
 
-/// kernel and stride of a MaxPool2d without padding, from its description; false for other layers.
+/// kernel and stride of a MaxPool2d without padding; false for other layers.
 template <class Scalar>
 bool max_pool_window(const layer<Scalar>& l, index_t& kernel, index_t& stride) {
-  if (l.kind() != "MaxPool2d") return false;
-  long k = 0, s = 0, p = -1;
-  if (std::sscanf(l.describe().c_str(), "MaxPool2d(kernel_size=%ld, stride=%ld, padding=%ld)", &k, &s, &p) != 3 || p != 0) return false;
-  kernel = k;
-  stride = s;
-  return k > 0 && s > 0;
+  const auto* pool = dynamic_cast<const max_pool2d<Scalar>*>(&l);
+  if (pool == nullptr || pool->window().pad_h != 0) return false;
+  kernel = pool->window().kernel_h;
+  stride = pool->window().stride_h;
+  return kernel > 0 && stride > 0;
 }
 
 template <class Scalar>
@@ -503,7 +503,7 @@ void compress_sequential(sequential<Scalar>& model, format f, const compress_opt
     bool pooled = false;
     for (; j < model.size(); ++j) {
       index_t k = 0, s = 0;
-      if (model[j].kind() == "ReLU" && !e.relu) {
+      if (dynamic_cast<const relu<Scalar>*>(&model[j]) && !e.relu) {
         e.relu = true;
       } else if (!pooled && max_pool_window(model[j], k, s)) {
         e.pool_kernel = k;

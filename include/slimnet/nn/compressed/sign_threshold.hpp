@@ -58,7 +58,7 @@ class sign_threshold : public layer<Scalar> {
   static sign_threshold from(batch_norm<Scalar>& bn, quant::sign_activation<Scalar>& sign) {
     const index_t c = bn.features();
     const auto n = static_cast<std::size_t>(c);
-    const int rank = bn.kind() == "BatchNorm2d" ? 2 : 1;
+    const int rank = bn.spatial_rank() == 2 ? 2 : 1;
     tensor<Scalar> probe(rank == 2 ? shape_t{1, c, 1, 1} : shape_t{1, c}), normed, signs;
     // plus(v): the pair's answer (+1?) for input v[ch] in each channel.
     auto plus = [&](const std::vector<Scalar>& v) {
