@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include "slimnet/nn.hpp"
+#include "slimnet/nn/compressed/convert.hpp"
 #include "slimnet/report/energy.hpp"
 
 using namespace slimnet;
@@ -151,4 +152,10 @@ TEMPLATE_TEST_CASE("energy: refusals name the function and the value", "[report]
   CHECK_THROWS_WITH(report::estimate_energy<TestType>(m, {1, 2}), Contains("odd") && Contains("Unknown"));
   nn::lstm<TestType> lstm(3, 2);
   CHECK_THROWS_AS(report::estimate_energy<TestType>(lstm, {1, 3}), shape_error);
+  // An inference-only compressed layer keeps its weights outside parameters: refused, not
+  // counted as an elementwise operation.
+  nn::sequential<TestType> c;
+  c.add("fc", nn::linear<TestType>(4, 3));
+  nn::compressed::compress(c, nn::compressed::format::sparse);
+  CHECK_THROWS_WITH(report::estimate_energy<TestType>(c, {1, 4}), Contains("fc") && Contains("changes the shape"));
 }

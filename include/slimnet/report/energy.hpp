@@ -189,10 +189,12 @@ class counter {
     } else {
       bool has_parameters = false;
       l.visit_parameters([&](nn::parameter<Scalar>&) { has_parameters = true; });
-      if (has_parameters) {
+      // Anything else must be elementwise: a parameter-free layer that changes the shape (an
+      // nn::compressed inference layer holds its weights outside parameters) would be miscounted.
+      if (has_parameters || out != in) {
         slimnet::detail::raise<config_error>("slimnet::report::estimate_energy",
-                                             "layer '{}' ({}) has parameters the energy model does not know how to count",
-                                             l.name(), l.describe());
+                                             "layer '{}' ({}) {} the energy model does not know how to count", l.name(),
+                                             l.describe(), has_parameters ? "has parameters" : "changes the shape in a way");
       }
       r.adds += n_out;  // an elementwise activation or gate: one operation per output
     }
