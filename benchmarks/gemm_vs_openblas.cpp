@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include <Eigen/Core>
+#include "slimnet/core/eigen.hpp"  // Eigen, with GCC 12's false -Wuninitialized silenced
 #include <fmt/format.h>
 
 #include "common/cli.hpp"

@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include <Eigen/Core>
+#include "slimnet/core/eigen.hpp"  // Eigen, with GCC 12's false -Wuninitialized silenced
 #include <Eigen/SparseCore>
 #include <fmt/format.h>
 

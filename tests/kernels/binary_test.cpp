@@ -6,7 +6,7 @@
 #include <limits>
 #include <vector>
 
-#include <Eigen/Core>
+#include "slimnet/core/eigen.hpp"  // Eigen, with GCC 12's false -Wuninitialized silenced
 
 #include "slimnet/core/random.hpp"
 #include "slimnet/kernels/binary_gemm.hpp"

@@ -2,7 +2,7 @@
 // structured rows, global ranking, masks that only shrink, and clear errors.
 #include "slimnet/prune/mask.hpp"
 
-#include <Eigen/Core>
+#include "slimnet/core/eigen.hpp"  // Eigen, with GCC 12's false -Wuninitialized silenced
 #include <catch2/catch.hpp>
 #include <unsupported/Eigen/CXX11/Tensor>
 
