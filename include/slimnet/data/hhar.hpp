@@ -490,6 +490,61 @@ split<Scalar> leave_one_user_out(const std::vector<recording>& recordings, const
   return {make_windows<Scalar>(train_recs, o).data, make_windows<Scalar>(test_recs, clean).data};
 }
 
+/// The UserID task (DeepSense's user identification, DeepIoT's Table 6): windows of the given
+/// activities (by default walking only: users are told apart by their gait), labelled by user, and
+/// split at random, stratified per user: test_fraction of each user's windows go to the test side
+/// (0.1 is one fold of the 10-fold cross-validation the DeepSense paper is reported to use;
+/// unverified). Not leave-one-user-out: every test user is also a training user. Windows overlap
+/// (stride 5 of 20 intervals), so a test window shares intervals with training windows of the
+/// same recording, as in any random split of HHAR windows.
+struct user_id_options {
+  std::vector<std::int32_t> activities{3};  ///< class indices of hhar::activities(); 3 = walk
+  double test_fraction = 0.1;
+  std::uint64_t seed = 1;
+};
+
+/// The users of `recordings` in sorted order: label k of user_id_split is users[k].
+inline std::vector<std::string> user_names(const std::vector<recording>& recordings) {
+  std::vector<std::string> names;
+  for (const auto& r : recordings) names.push_back(r.user);
+  std::sort(names.begin(), names.end());
+  names.erase(std::unique(names.begin(), names.end()), names.end());
+  return names;
+}
+
+/// UserID split (see user_id_options): labels are indices into user_names(recordings), num_classes
+/// the number of users. Throws config_error for augmentation (a noisy copy of a test window would
+/// be trained on), an activity outside [0, 6), a test_fraction outside (0, 1), or no window.
+template <class Scalar = float>
+split<Scalar> user_id_split(const std::vector<recording>& recordings, const user_id_options& u = {},
+                            const preprocess_options& o = {}) {
+  constexpr const char* fn = "slimnet::data::hhar::user_id_split";
+  if (o.augment_copies != 0) {
+    slimnet::detail::raise<config_error>(fn, "augment_copies = {}: augmentation is not supported for a random window split",
+                                         o.augment_copies);
+  }
+  if (!(u.test_fraction > 0 && u.test_fraction < 1)) {
+    slimnet::detail::raise<config_error>(fn, "test_fraction = {} must be in (0, 1)", u.test_fraction);
+  }
+  const auto classes = static_cast<std::int32_t>(activities().size());
+  for (auto a : u.activities) {
+    if (a < 0 || a >= classes) slimnet::detail::raise<config_error>(fn, "activity {} is outside [0, {})", a, classes);
+  }
+  const auto names = user_names(recordings);
+  std::vector<recording> chosen;
+  for (const auto& r : recordings) {
+    if (std::find(u.activities.begin(), u.activities.end(), r.activity) != u.activities.end()) chosen.push_back(r);
+  }
+  auto w = make_windows<Scalar>(chosen, o);
+  if (w.data.size() == 0) slimnet::detail::raise<config_error>(fn, "no window of the chosen activities");
+  for (std::size_t i = 0; i < w.users.size(); ++i) {
+    w.data.labels[i] = static_cast<std::int32_t>(std::lower_bound(names.begin(), names.end(), w.users[i]) - names.begin());
+  }
+  w.data.num_classes = static_cast<index_t>(names.size());
+  const auto [train, test] = stratified_split(w.data.labels, w.data.num_classes, u.test_fraction, u.seed);
+  return {w.data.subset(train), w.data.subset(test)};
+}
+
 /// Reads `dir`/Phones_accelerometer.csv and `dir`/Phones_gyroscope.csv and pairs them.
 inline std::vector<recording> read_recordings(const std::filesystem::path& dir, const preprocess_options& o = {}) {
   return pair_sensors(read_sensor_csv(dir / "Phones_accelerometer.csv"), read_sensor_csv(dir / "Phones_gyroscope.csv"), o);
