@@ -5,7 +5,9 @@
 #include <cstring>
 #include <fstream>
 #include <limits>
+#include <vector>
 
+#include "slimnet/io/model_file.hpp"
 #include "slimnet/io/safetensors.hpp"
 #include "slimnet/nn.hpp"
 #include "support/temp_dir.hpp"
@@ -66,6 +68,38 @@ TEST_CASE("a saved and reloaded model gives identical logits", "[io]") {
 
   auto small = nn::models::lenet_300_100<float>(other);
   CHECK_THROWS_WITH(io::load_parameters(small, dir / "lenet5.safetensors"), Catch::Contains("fc1.weight"));
+}
+
+TEST_CASE("a const model saves: save_parameters and save_model read it through the const visit", "[io]") {
+  const auto dir = slimnet::testing::temp_dir("st_const_model");
+  rng gen(21);
+  const auto model = nn::models::vgg_small<float>(gen);  // BatchNorm buffers are saved too
+  io::save_parameters(model, dir / "params.safetensors", {{"arch", "vgg_small"}});
+  io::save_model(model, dir / "model.safetensors");
+
+  // Every parameter and buffer comes back with the saved values, in the model's order.
+  rng other(22);
+  auto fresh = nn::models::vgg_small<float>(other);
+  CHECK(io::load_parameters(fresh, dir / "params.safetensors").at("arch") == "vgg_small");
+  std::vector<const nn::parameter<float>*> saved, loaded;
+  model.visit_parameters([&](const nn::parameter<float>& p) { saved.push_back(&p); });
+  fresh.visit_parameters([&](nn::parameter<float>& p) { loaded.push_back(&p); });
+  REQUIRE(saved.size() == loaded.size());
+  REQUIRE(saved.size() == 40);  // 6 x (conv weight, bias, bn weight, bias, running mean, var) + 2 x (fc weight, bias)
+  for (std::size_t i = 0; i < saved.size(); ++i) {
+    INFO(saved[i]->name());
+    CHECK(loaded[i]->name() == saved[i]->name());
+    CHECK(loaded[i]->value().shape() == saved[i]->value().shape());
+    CHECK(loaded[i]->value().flat() == saved[i]->value().flat());
+  }
+
+  // The model file reloads to a network that computes what the const model computes.
+  tensor<float> x({2, 1, 28, 28}), expected, got;
+  for (index_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(gen.uniform());
+  model.clone()->forward(x, expected, {});
+  io::load_model<float>(dir / "model.safetensors")->forward(x, got, {});
+  REQUIRE(got.shape() == expected.shape());
+  for (index_t i = 0; i < got.size(); ++i) CHECK(got[i] == Approx(expected[i]).margin(1e-5));
 }
 
 TEST_CASE("loading checks shapes and leaves the model unchanged on failure", "[io][errors]") {

@@ -240,6 +240,11 @@ class separable_conv2d : public nn::cloneable<separable_conv2d<Scalar>, Scalar> 
     visit(horizontal_);
     if (bias_) visit(*bias_);
   }
+  void visit_parameters(const typename nn::layer<Scalar>::const_parameter_visitor& visit) const override {
+    visit(vertical_);
+    visit(horizontal_);
+    if (bias_) visit(*bias_);
+  }
 
  private:
   nn::parameter<Scalar> vertical_;    // (K, C, kh, 1)

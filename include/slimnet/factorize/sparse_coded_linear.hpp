@@ -145,6 +145,11 @@ class sparse_coded_linear : public nn::cloneable<sparse_coded_linear<Scalar>, Sc
     visit(codes_);
     if (bias_) visit(*bias_);
   }
+  void visit_parameters(const typename nn::layer<Scalar>::const_parameter_visitor& visit) const override {
+    visit(basis_);
+    visit(codes_);
+    if (bias_) visit(*bias_);
+  }
 
  private:
   using code_map = Eigen::Map<const Eigen::SparseMatrix<Scalar, Eigen::RowMajor, storage_index>>;

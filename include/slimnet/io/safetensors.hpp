@@ -183,7 +183,7 @@ inline std::map<std::string, std::string> read_safetensors_metadata(const std::f
 /// default), F64, or F16 / BF16 (rounded to nearest even, half the bytes; values beyond the format's
 /// range become +-Inf, which load_parameters then refuses unless allow_non_finite).
 template <class Scalar>
-void save_parameters(nn::layer<Scalar>& model, const std::filesystem::path& path,
+void save_parameters(const nn::layer<Scalar>& model, const std::filesystem::path& path,
                      const std::map<std::string, std::string>& metadata = {}, dtype type = dtype::f32) {
   constexpr const char* fn = "slimnet::io::save_parameters";
   if (!is_floating(type)) {
@@ -191,8 +191,9 @@ void save_parameters(nn::layer<Scalar>& model, const std::filesystem::path& path
   }
   raw_file file;
   file.metadata = metadata;
-  model.visit_parameters([&](nn::parameter<Scalar>& p) {
-    if (p.name().empty() || p.name() == "__metadata__") slimnet::detail::raise<config_error>(fn, "invalid parameter name '{}'", p.name());
+  model.visit_parameters([&](const nn::parameter<Scalar>& p) {
+    if (p.name().empty() || p.name() == "__metadata__")
+      slimnet::detail::raise<config_error>(fn, "invalid parameter name '{}'", p.name());
     if (file.tensors.count(p.name()) != 0) slimnet::detail::raise<config_error>(fn, "two parameters are named '{}'", p.name());
     file.tensors.emplace(p.name(), detail::encode_tensor(p.value(), type, p.name(), fn));
   });

@@ -91,6 +91,10 @@ class bidirectional : public layer<Scalar> {
     forward_->visit_parameters(visit);
     backward_->visit_parameters(visit);
   }
+  void visit_parameters(const typename layer<Scalar>::const_parameter_visitor& visit) const override {
+    std::as_const(*forward_).visit_parameters(visit);
+    std::as_const(*backward_).visit_parameters(visit);
+  }
   void visit_layers(const typename layer<Scalar>::layer_visitor& visit) override {
     visit(*this);
     forward_->visit_layers(visit);

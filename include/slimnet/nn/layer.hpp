@@ -16,6 +16,7 @@ class layer {
  public:
   using scalar_type = Scalar;
   using parameter_visitor = std::function<void(parameter<Scalar>&)>;
+  using const_parameter_visitor = std::function<void(const parameter<Scalar>&)>;
   using layer_visitor = std::function<void(layer<Scalar>&)>;
 
   virtual ~layer() = default;
@@ -46,7 +47,17 @@ class layer {
     return y;
   }
 
+  /// Visits every parameter and buffer of the layer (and of its children), always in the same
+  /// order: names, files, checkpoints and optimizer state follow it. Does not change the layer.
   virtual void visit_parameters(const parameter_visitor& /*visit*/) {}
+  /// The same visit on a const layer (saving, reports): the same parameters in the same order.
+  /// Every slimnet layer with parameters overrides both. The default forwards to the mutable visit,
+  /// which changes nothing (the contract above), so a layer that overrides only that one is still
+  /// seen whole. A lambda taking `const nn::parameter<S>&` picks the mutable overload on a mutable
+  /// layer and this one on a const layer; both see the same parameters.
+  virtual void visit_parameters(const const_parameter_visitor& visit) const {
+    const_cast<layer*>(this)->visit_parameters(parameter_visitor([&](parameter<Scalar>& p) { visit(p); }));
+  }
   /// Visits this layer (containers visit their children after themselves).
   virtual void visit_layers(const layer_visitor& visit) { visit(*this); }
 
@@ -63,9 +74,9 @@ class layer {
   }
 
   /// Number of parameter values (trainable ones only unless `include_buffers`).
-  index_t parameter_count(bool include_buffers = false) {
+  index_t parameter_count(bool include_buffers = false) const {
     index_t n = 0;
-    visit_parameters([&](parameter<Scalar>& p) {
+    visit_parameters([&](const parameter<Scalar>& p) {
       if (p.trainable() || include_buffers) n += p.size();
     });
     return n;

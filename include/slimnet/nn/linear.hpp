@@ -73,6 +73,10 @@ class linear : public cloneable<linear<Scalar>, Scalar> {
     visit(weight_);
     if (bias_) visit(*bias_);
   }
+  void visit_parameters(const typename layer<Scalar>::const_parameter_visitor& visit) const override {
+    visit(weight_);
+    if (bias_) visit(*bias_);
+  }
 
   void reset_parameters(rng& gen) override { init::pytorch_default(weight_.value(), bias_ ? &bias_->value() : nullptr, gen); }
 

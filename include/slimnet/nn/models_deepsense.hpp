@@ -99,6 +99,9 @@ class time_distributed : public layer<Scalar> {
   }
 
   void visit_parameters(const typename layer<Scalar>::parameter_visitor& visit) override { inner_->visit_parameters(visit); }
+  void visit_parameters(const typename layer<Scalar>::const_parameter_visitor& visit) const override {
+    std::as_const(*inner_).visit_parameters(visit);
+  }
   void visit_layers(const typename layer<Scalar>::layer_visitor& visit) override {
     visit(*this);
     inner_->visit_layers(visit);
@@ -227,6 +230,9 @@ class sensor_stack : public layer<Scalar> {
 
   void visit_parameters(const typename layer<Scalar>::parameter_visitor& visit) override {
     for (auto& b : branches_) b->visit_parameters(visit);
+  }
+  void visit_parameters(const typename layer<Scalar>::const_parameter_visitor& visit) const override {
+    for (const auto& b : branches_) std::as_const(*b).visit_parameters(visit);
   }
   void visit_layers(const typename layer<Scalar>::layer_visitor& visit) override {
     visit(*this);

@@ -547,6 +547,14 @@ class recurrent : public recurrent_layer<Scalar> {
       if (w.bias_hh) visit(*w.bias_hh);
     }
   }
+  void visit_parameters(const typename layer<Scalar>::const_parameter_visitor& visit) const override {
+    for (const auto& w : weights_) {
+      visit(w.weight_ih);
+      visit(w.weight_hh);
+      if (w.bias_ih) visit(*w.bias_ih);
+      if (w.bias_hh) visit(*w.bias_hh);
+    }
+  }
 
   /// PyTorch's initialisation: every weight and bias U(-1/sqrt(H), 1/sqrt(H)).
   void reset_parameters(rng& gen) override {

@@ -127,6 +127,9 @@ class sequential : public layer<Scalar> {
   void visit_parameters(const typename layer<Scalar>::parameter_visitor& visit) override {
     for (auto& l : layers_) l->visit_parameters(visit);
   }
+  void visit_parameters(const typename layer<Scalar>::const_parameter_visitor& visit) const override {
+    for (const auto& l : layers_) std::as_const(*l).visit_parameters(visit);
+  }
   void visit_layers(const typename layer<Scalar>::layer_visitor& visit) override {
     visit(*this);
     for (auto& l : layers_) l->visit_layers(visit);

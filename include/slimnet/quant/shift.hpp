@@ -204,6 +204,14 @@ class shift_batch_norm : public nn::cloneable<shift_batch_norm<Scalar>, Scalar> 
     visit(running_mean_);
     visit(running_var_);
   }
+  void visit_parameters(const typename nn::layer<Scalar>::const_parameter_visitor& visit) const override {
+    if (opt_.affine) {
+      visit(weight_);
+      visit(bias_);
+    }
+    visit(running_mean_);
+    visit(running_var_);
+  }
 
   void reset_parameters(rng&) override {
     weight_.value().fill(Scalar(1));
