@@ -1,7 +1,8 @@
 // The direct sparse convolution (kernels/sparse_conv.hpp): its reference against an independent
 // dense convolution in double, and the fast kernel (automatic and portable paths) against the
 // reference, over odd shapes (1, primes, empty filters, 0 nonzeros), densities {0, 0.01, 0.1, 0.5,
-// 1}, padding and the fused ReLU / max-pool epilogues. Outputs are poisoned with NaN first.
+// 1}, padding and the fused ReLU / max-pool epilogues, a batch run batch-innermost and one image at
+// a time. Outputs are poisoned with NaN first.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -119,11 +120,15 @@ void run_case(const conv_case& c, std::uint64_t seed, kernels::sparse_conv_works
   check(y, "reference");
   kernels::sparse_conv_workspace<Scalar> local;
   kernels::sparse_conv_workspace<Scalar>& ws = shared != nullptr ? *shared : local;
-  for (auto path : {kernels::kernel_path::automatic, kernels::kernel_path::portable}) {
-    for (int call = 0; call < 2; ++call) {  // the second call reuses the workspace
-      std::fill(y.begin(), y.end(), nan);
-      kernels::sparse_conv2d(filters.ref(), x.data(), in, bias.data(), c.ep, y.data(), ws, path);
-      check(y, path == kernels::kernel_path::portable ? "portable" : "automatic");
+  for (auto layout : {kernels::conv_batch_layout::batch_innermost, kernels::conv_batch_layout::image_at_a_time}) {
+    for (auto path : {kernels::kernel_path::automatic, kernels::kernel_path::portable}) {
+      for (int call = 0; call < 2; ++call) {  // the second call reuses the workspace
+        std::fill(y.begin(), y.end(), nan);
+        kernels::sparse_conv2d(filters.ref(), x.data(), in, bias.data(), c.ep, y.data(), ws, path, layout);
+        const bool per_image = layout == kernels::conv_batch_layout::image_at_a_time;
+        check(y, path == kernels::kernel_path::portable ? (per_image ? "portable, one image at a time" : "portable")
+                                                        : (per_image ? "automatic, one image at a time" : "automatic"));
+      }
     }
   }
 }

@@ -87,6 +87,37 @@ TEMPLATE_TEST_CASE("spmv_sell skips blocks of zero inputs and equals the dense p
     for (const auto& [rows, cols] : {std::pair<index_t, index_t>{1, 1}, {17, 31}, {33, 200}, {300, 784}, {5, 64}, {129, 65}})
       for (const double density : {0.0, 0.08, 0.5, 1.0})
         for (const double zero_blocks : {0.0, 0.5, 1.0}) check_sell_skip<TestType>(rows, cols, density, zero_blocks, block, ++seed);
+  // More than 64 slices: the AVX-512 path then runs slice by slice instead of block by block.
+  for (const index_t block : {index_t{32}, index_t{64}})
+    for (const double zero_blocks : {0.0, 0.5}) check_sell_skip<TestType>(1041, 150, 0.05, zero_blocks, block, ++seed);
+}
+
+TEST_CASE("spmv_sell: block by block (<= 64 slices) and slice by slice give bitwise the same result", "[kernels][sparse][sell]") {
+  // 1041 rows = 66 slices: one thread runs them slice by slice, two threads each run <= 64 slices
+  // block by block; each lane sums the same products in the same order either way.
+  rng gen(77);
+  const index_t rows = 1041, cols = 200;
+  std::vector<float> w(static_cast<std::size_t>(rows * cols), 0.0f), bias(static_cast<std::size_t>(rows));
+  for (auto& v : w)
+    if (gen.uniform() < 0.07) v = static_cast<float>(gen.uniform(-1, 1));
+  for (auto& v : bias) v = static_cast<float>(gen.uniform(-1, 1));
+  const auto x = sell_skip_input<float>(cols, 64, 0.3, gen);
+  for (bool sorted : {false, true}) {
+    const auto s = kernels::sell_matrix<float>::from_dense(kernels::row_major<const float>(w.data(), rows, cols), 64, sorted);
+    REQUIRE(s.ref().slices > kernels::detail::avx512_sell_block_outer_slices());
+    kernels::sparse_params<float> one, two;
+    one.bias = two.bias = bias.data();
+    two.threads = 2;
+    std::vector<float> y1(static_cast<std::size_t>(rows)), y2(y1.size());
+    poison(y1);
+    poison(y2);
+    kernels::spmv_sell(s.ref(), x.data(), y1.data(), one);
+    kernels::spmv_sell(s.ref(), x.data(), y2.data(), two);
+    index_t differ = 0;
+    for (std::size_t i = 0; i < y1.size(); ++i) differ += !(y1[i] == y2[i]);
+    INFO("sorted " << sorted);
+    CHECK(differ == 0);
+  }
 }
 
 TEST_CASE("spmv_sell: an inf or NaN input block is not skipped", "[kernels][sparse][sell]") {

@@ -669,15 +669,37 @@ void sparse_conv2d_single(const sparse_filters_ref<Value>& f, const Value* x, co
 
 }  // namespace detail
 
+/// How a batch of several images runs (the result is the same; the speed is not):
+///   batch_innermost  one pass over the batch, images interleaved in the vectors (xp(c, h, w, n)):
+///                    every nonzero streams OW N contiguous floats, but a filter sweeps the whole
+///                    batch's input (C Hp Wp N floats: 737 KB for LeNet-5's conv2 at batch 64, from
+///                    L2) for each of its nonzeros, and the input and the pooled output are transposed;
+///   image_at_a_time  the batch-1 kernel once per image (the phase planes when the pool kernel equals
+///                    its stride): an image's shifted input stays in L1 across all filters, nothing
+///                    is transposed, but short planes fill vectors less well.
+/// Which wins depends on the layer, its density and the machine: nn::compressed measures both on the
+/// layer (compressed_conv2d::choose_batch_layout) rather than assuming one.
+enum class conv_batch_layout { batch_innermost, image_at_a_time };
+
 /// The direct kernel: same result as the reference within float rounding (products summed in
 /// another order). `ws` keeps its buffers between calls; threads are not used (one image plane per
-/// filter is too little work to split).
+/// filter is too little work to split). `layout` says how a batch of several images runs.
 template <class Value>
 void sparse_conv2d(const sparse_filters_ref<Value>& f, const Value* x, const conv_input& in, const typename detail::same<Value>::type* bias,
-                   const conv_epilogue& ep, Value* y, sparse_conv_workspace<Value>& ws, kernel_path path = kernel_path::automatic) {
+                   const conv_epilogue& ep, Value* y, sparse_conv_workspace<Value>& ws, kernel_path path = kernel_path::automatic,
+                   conv_batch_layout layout = conv_batch_layout::batch_innermost) {
   detail::check_sparse_conv("slimnet::kernels::sparse_conv2d", f.out_channels, f.in_channels, f.kernel_h, f.kernel_w, in, ep);
   const index_t batch = in.batch, c_n = in.channels, h = in.height, w = in.width;
   if (batch == 0 || f.out_channels == 0) return;
+  if (batch > 1 && layout == conv_batch_layout::image_at_a_time) {
+    conv_input one = in;
+    one.batch = 1;
+    const index_t in_size = c_n * h * w;
+    const shape_t out = sparse_conv2d_output_shape(f.out_channels, f.kernel_h, f.kernel_w, one, ep);
+    const index_t out_size = out[1] * out[2] * out[3];
+    for (index_t n = 0; n < batch; ++n) sparse_conv2d(f, x + n * in_size, one, bias, ep, y + n * out_size, ws, path);
+    return;
+  }
   const index_t hp = h + 2 * in.pad_h, wp = w + 2 * in.pad_w, oh = hp - f.kernel_h + 1, ow = wp - f.kernel_w + 1;
   const index_t ph = ep.out(oh), pw = ep.out(ow);
   if (batch == 1 && (!ep.pooled() || ep.pool_kernel == ep.pool_stride)) {
