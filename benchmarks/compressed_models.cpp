@@ -22,6 +22,12 @@
 //                     "vs PyT" columns: PyTorch running that float side's dense network when it is a LeNet-5 or
 //                     LeNet-300-100 (the --against original, or an unthinned file), per compressed model)
 //
+// Conversion: compress(format::sparse) with the row's batch and input shape, so at batch 64 each
+// direct sparse convolution times its two batch layouts (one image at a time through the batch-1
+// phase-plane kernel, or all images interleaved batch-innermost) with its fused pooling and keeps
+// the faster (compressed_conv2d::choose_batch_layout; --verbose prints both times), and the Flatten
+// and ReLU layers around each compressed Linear are folded into it (compress_options::fuse_linear).
+//
 // Inputs: real MNIST test digits (the examples' MNIST subset under $SLIMNET_DATA_DIR/mnist-subset,
 // scale 1/255, 75% of the pixels exactly 0), cycled call by call (64 single digits at batch 1,
 // 4 batches of 64 at batch 64) so no single image is timed; the float and compressed models see the
@@ -619,8 +625,11 @@ int run(int argc, char** argv) {
             if (cl == nullptr || cl->weights().kind_prefix() != "Sparse") continue;
             const row_matrix<float> w = cl->weights().effective_weights();
             auto& lin = dynamic_cast<nn::linear<float>&>(float_model.find(skipping->local_name(i)));
-            skipping->replace(i, std::make_unique<nc::compressed_linear<float>>(
-                                     std::make_unique<nc::sparse_engine<float>>(w, nc::effective_bias(lin.bias()), 1, 1, /*column_form=*/true)));
+            auto column = std::make_unique<nc::compressed_linear<float>>(
+                std::make_unique<nc::sparse_engine<float>>(w, nc::effective_bias(lin.bias()), 1, 1, /*column_form=*/true));
+            column->fuse_relu(cl->relu_fused());  // the Flatten / ReLU compress folded into the layer it replaces
+            column->fuse_flatten(cl->flatten_fused());
+            skipping->replace(i, std::move(column));
             any = true;
           }
         }

@@ -132,10 +132,14 @@ TEST_CASE("compress: a pruned LeNet-5 (fused, direct convolutions) equals the fl
       o.sparse.batch = batch;
       const auto report = nc::compress(compressed, nc::format::sparse, o);
       INFO(compressed.describe());
-      CHECK(compressed.size() == 6);  // conv1+pool1, conv2+pool2, flatten, fc1, relu1, fc2
-      CHECK(report.size() == 6);
+      CHECK(compressed.size() == 4);  // conv1+pool1, conv2+pool2, flatten+fc1+relu1, fc2
+      CHECK(report.size() == 8);
+      CHECK(std::find(report.begin(), report.end(), "flatten: fused into fc1") != report.end());
       CHECK(std::find(report.begin(), report.end(), "pool1: fused into conv1") != report.end());
       CHECK(std::find(report.begin(), report.end(), "pool2: fused into conv2") != report.end());
+      CHECK(std::find(report.begin(), report.end(), "relu1: fused into fc1") != report.end());
+      CHECK(compressed.find("fc1").describe().find("+ ReLU") != std::string::npos);
+      CHECK(compressed.find("fc1").describe().rfind("Flatten + ", 0) == 0);
       if (!densities.empty()) CHECK(compressed[1].kind() == "SparseConv2d");  // conv2; conv1 at 66% may stay dense
       const auto x = random_tensor<float>({batch, 1, 28, 28}, gen, 0, 1);
       tensor<float> yf;
@@ -145,6 +149,91 @@ TEST_CASE("compress: a pruned LeNet-5 (fused, direct convolutions) equals the fl
       check_close(poisoned_forward(copy, x), yf, "LeNet-5 copy");
     }
   }
+}
+
+TEST_CASE("direct sparse convolutions at batch > 1: both batch layouts give the float outputs, compress times them", "[compressed][sparse]") {
+  rng gen(21);
+  auto model = nn::models::lenet5<float>(gen);
+  prune_weights<float>(model, {{"conv1", 0.14}, {"conv2", 0.03}, {"fc1", 0.005}, {"fc2", 0.04}}, gen);
+  const index_t batch = 5;
+  auto compressed = model;
+  nc::compress_options o;
+  o.sparse.batch = batch;
+  o.input_shape = {batch, 1, 28, 28};
+  const auto report = nc::compress(compressed, nc::format::sparse, o);
+  INFO(compressed.describe());
+  for (const std::string layer : {"conv1: ", "conv2: "}) {  // one line each: the layout timed
+    const auto n = std::count_if(report.begin(), report.end(), [&](const std::string& l) {
+      return l.rfind(layer, 0) == 0 && l.find("batch innermost") != std::string::npos && l.find("measured") != std::string::npos;
+    });
+    CHECK(n == 1);
+  }
+  const auto x = random_tensor<float>({batch, 1, 28, 28}, gen, 0, 1);
+  tensor<float> yf;
+  model.forward(x, yf, {});
+  check_close(poisoned_forward(compressed, x), yf, "LeNet-5, measured layouts");
+  for (auto layout : {kernels::conv_batch_layout::batch_innermost, kernels::conv_batch_layout::image_at_a_time}) {
+    for (std::size_t i : {std::size_t{0}, std::size_t{1}}) {
+      auto& conv = dynamic_cast<nc::compressed_conv2d<float>&>(compressed[i]);
+      auto& direct = dynamic_cast<nc::csr16_engine<float>&>(conv.weights());
+      direct.set_batch_layout(layout);
+      CHECK((conv.describe().find("one image at a time") != std::string::npos) == (layout == kernels::conv_batch_layout::image_at_a_time));
+    }
+    auto copy = compressed;  // clones keep the layout
+    for (auto* m : {&compressed, &copy}) {
+      check_close(poisoned_forward(*m, x), yf, "LeNet-5, one layout");
+      const auto one = random_tensor<float>({1, 1, 28, 28}, gen, 0, 1);  // and a single image through the same layers
+      tensor<float> y1;
+      model.forward(one, y1, {});
+      check_close(poisoned_forward(*m, one), y1, "LeNet-5, one image");
+    }
+  }
+  // Without the input shape, or with measure_batch_layout off, nothing is timed.
+  auto unmeasured = model;
+  o.sparse.measure_batch_layout = false;
+  const auto plain = nc::compress(unmeasured, nc::format::sparse, o);
+  CHECK(std::none_of(plain.begin(), plain.end(), [](const std::string& l) { return l.find("batch innermost") != std::string::npos; }));
+}
+
+TEST_CASE("compress folds the Flatten and ReLUs around compressed Linears (LeNet-300-100): float outputs, NaN to 0",
+          "[compressed][sparse]") {
+  rng gen(31);
+  auto model = nn::models::lenet_300_100<float>(gen);
+  prune_weights<float>(model, {{"fc1", 0.08}, {"fc2", 0.09}, {"fc3", 0.26}}, gen);
+  for (index_t batch : {1, 3}) {
+    auto compressed = model;
+    nc::compress_options o;
+    o.sparse.batch = batch;
+    const auto report = nc::compress(compressed, nc::format::sparse, o);
+    INFO(compressed.describe());
+    CHECK(compressed.size() == 3);  // flatten+fc1+relu1, fc2+relu2, fc3
+    CHECK(std::find(report.begin(), report.end(), "flatten: fused into fc1") != report.end());
+    CHECK(std::find(report.begin(), report.end(), "relu1: fused into fc1") != report.end());
+    CHECK(std::find(report.begin(), report.end(), "relu2: fused into fc2") != report.end());
+    const auto x = random_tensor<float>({batch, 1, 28, 28}, gen, 0, 1);
+    tensor<float> yf;
+    model.forward(x, yf, {});
+    check_close(poisoned_forward(compressed, x), yf, "LeNet-300-100, ReLUs fused");
+    auto copy = compressed;  // clones keep the fused ReLU
+    check_close(poisoned_forward(copy, x), yf, "LeNet-300-100 copy");
+    o.fuse_linear = false;
+    auto unfused = model;
+    nc::compress(unfused, nc::format::sparse, o);
+    CHECK(unfused.size() == 6);
+    check_close(poisoned_forward(unfused, x), yf, "LeNet-300-100, ReLUs as layers");
+  }
+  // The fused ReLU alone: negative outputs and NaN become 0, positive ones pass.
+  row_matrix<float> w(3, 2);
+  w << 1, 0, -1, 0, 0, 1;
+  nc::compressed_linear<float> fc(std::make_unique<nc::sparse_engine<float>>(w, std::nullopt, 1));  // zeros skipped: 0 x NaN not formed
+  fc.fuse_relu();
+  tensor<float> x({1, 2});
+  x[0] = 2.0f;
+  x[1] = std::numeric_limits<float>::quiet_NaN();
+  const auto y = poisoned_forward(fc, x);
+  CHECK(y[0] == 2.0f);
+  CHECK(y[1] == 0.0f);
+  CHECK(y[2] == 0.0f);
 }
 
 TEST_CASE("compress converts nested Sequentials and fuses inside them", "[compressed][sparse]") {
@@ -161,7 +250,8 @@ TEST_CASE("compress converts nested Sequentials and fuses inside them", "[compre
   prune_weights<float>(model, {{"features.conv", 0.3}, {"fc", 0.2}}, gen);
   auto compressed = model;
   const auto report = nc::compress(compressed, nc::format::sparse);
-  REQUIRE(report.size() == 4);
+  REQUIRE(report.size() == 5);
+  CHECK(report[4] == "flatten: fused into fc");
   CHECK(report[0].rfind("features.conv: SparseConv2d", 0) == 0);
   CHECK(report[1] == "features.relu: fused into features.conv");
   CHECK(report[2] == "features.pool: fused into features.conv");
@@ -187,14 +277,14 @@ TEST_CASE("the dense compressed form and fused int8 convolutions give the float 
   auto dense = model;
   nc::compress(dense, nc::format::sparse);
   CHECK(dense[0].kind() == "DenseConv2d");
-  CHECK(dense.size() == 6);
+  CHECK(dense.size() == 4);  // flatten and relu1 fused into fc1
   const auto x = random_tensor<float>({5, 1, 28, 28}, gen, 0, 1);
   tensor<float> yf;
   model.forward(x, yf, {});
   check_close(poisoned_forward(dense, x), yf, "dense form");
   auto int8 = model;
   nc::compress(int8, nc::format::int8);
-  CHECK(int8.size() == 6);
+  CHECK(int8.size() == 4);
   const auto yi = poisoned_forward(int8, x);
   double worst = 0;
   for (index_t i = 0; i < yf.size(); ++i) worst = std::max(worst, std::abs(double(yi[i]) - double(yf[i])));

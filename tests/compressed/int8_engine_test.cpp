@@ -154,7 +154,9 @@ TEST_CASE("the int8 LeNet-5 stays within the bound propagated from its quantizat
   rng gen(23);
   auto model = nn::models::lenet5<float>(gen);
   auto int8 = model;
-  const auto report = nc::compress(int8, nc::format::int8);
+  nc::compress_options unfused_linear;  // flatten and relu1 stay layers: the checks below step through them
+  unfused_linear.fuse_linear = false;
+  const auto report = nc::compress(int8, nc::format::int8, unfused_linear);
   REQUIRE(int8.size() == 6);  // conv1+pool1, conv2+pool2, flatten, fc1, relu1, fc2
   REQUIRE(int8[0].kind() == "Int8Conv2d");
   REQUIRE(int8[1].kind() == "Int8Conv2d");
@@ -243,7 +245,9 @@ TEST_CASE("the int8 LeNet-5 stays within the bound propagated from its quantizat
 TEMPLATE_TEST_CASE("an image holding NaN or Inf gives NaN outputs for that image only", "[compressed][int8]", float, double) {
   rng gen(24);
   auto model = nn::models::lenet5<TestType>(gen);
-  nc::compress(model, nc::format::int8);
+  nc::compress_options unfused_linear;  // flatten and relu1 stay layers: fc1's own output is checked
+  unfused_linear.fuse_linear = false;
+  nc::compress(model, nc::format::int8, unfused_linear);
   // Up to fc1 (ReLU after it would turn NaN into 0, in the float model too).
   auto through_fc1 = [](nn::sequential<TestType>& m, const tensor<TestType>& x) {
     tensor<TestType> a = x;

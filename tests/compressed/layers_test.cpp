@@ -307,9 +307,11 @@ TEST_CASE("compress: a pruned LeNet-5 runs sparse and gives the float outputs", 
   nc::compress_options o;
   o.sparse.batch = 3;
   const auto report = nc::compress(sparse, nc::format::sparse, o);
-  REQUIRE(report.size() == 6);  // four layers, two pools fused into the convolutions
-  for (const auto& line : report) CHECK((line.find("Sparse") != std::string::npos || line.find("fused into conv") != std::string::npos));
-  CHECK(sparse.size() == 6);
+  REQUIRE(report.size() == 8);  // four layers, two pools fused into the convolutions, flatten and relu1 into fc1
+  for (const auto& line : report)
+    CHECK((line.find("Sparse") != std::string::npos || line.find("fused into conv") != std::string::npos || line == "relu1: fused into fc1" ||
+           line == "flatten: fused into fc1"));
+  CHECK(sparse.size() == 4);
   sparse.forward(x, y_sparse, {});
   check_close(y_sparse, y_float, 1e-4, "sparse LeNet-5");
   tensor<float> dy(y_sparse.shape(), 1.0f);

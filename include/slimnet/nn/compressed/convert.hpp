@@ -33,6 +33,7 @@
 #include "slimnet/nn/activation.hpp"
 #include "slimnet/nn/bidirectional.hpp"
 #include "slimnet/nn/conv2d.hpp"
+#include "slimnet/nn/flatten.hpp"
 #include "slimnet/nn/linear.hpp"
 #include "slimnet/nn/pooling.hpp"
 #include "slimnet/nn/sequential.hpp"
@@ -67,6 +68,10 @@ struct sparse_options {
   /// input_density, the timing also tries SELL-16 over the columns reordered by it
   /// (kernels::reordered_columns). Empty: ordered by weight counts.
   std::vector<double> input_frequency;
+  /// At batch > 1 with the input shape known (compress_options::input_shape), each direct sparse
+  /// convolution is timed on the spot one image at a time and batch-innermost, epilogue fused
+  /// (compressed_conv2d::choose_batch_layout), and keeps the faster layout. false: batch-innermost.
+  bool measure_batch_layout = true;
 };
 
 struct xnor_options {
@@ -360,9 +365,14 @@ struct compress_options {
   /// layers of a binarized network.
   std::vector<std::string> keep;
   /// Fold the ReLU and MaxPool2d (no padding) layers that directly follow a compressed Conv2d into
-  /// it (compressed_conv2d::fuse): the layers disappear from the Sequential, the outputs stay the
+  /// it (compressed_conv2d::fuse), and a ReLU that follows a compressed Linear into it
+  /// (compressed_linear::fuse_relu): the layers disappear from the Sequential, the outputs stay the
   /// same, and the direct sparse convolution never writes its unpooled output.
   bool fuse = true;
+  /// With fuse (formats other than xnor): also fold a Flatten before and a ReLU after a compressed
+  /// Linear into it (compressed_linear::fuse_flatten / fuse_relu); false: only the convolutions'
+  /// epilogues, the Flatten and ReLU layers around a Linear stay.
+  bool fuse_linear = true;
   /// Shape of the model's input, e.g. {1, 1, 28, 28} (batch ignored): with sparse.measure, each
   /// Conv2d is timed at its own input size. Empty: unknown (convolutions use the model).
   shape_t input_shape;
@@ -412,12 +422,17 @@ void compress_nested(layer<Scalar>& l, format f, const compress_options& o, std:
 /// Converts the layers of `model` (recursing into nested Sequentials and the Sequentials inside
 /// other containers); `shape` is the input shape when known (empty otherwise) and becomes the output shape.
 template <class Scalar>
+void fuse_epilogues(sequential<Scalar>& model, const std::string& prefix, std::vector<std::string>& report, bool linear);
+
+template <class Scalar>
 void compress_sequential(sequential<Scalar>& model, format f, const compress_options& o, const std::string& prefix,
                          std::vector<std::string>& report, shape_t& shape) {
+  std::map<std::string, shape_t> conv_inputs;  // local name -> input shape, of the converted convolutions
   for (std::size_t i = 0; i < model.size(); ++i) {
     layer<Scalar>& l = model[i];
     const shape_t in = shape;
     if (!shape.empty()) shape = l.output_shape(shape);
+    if (dynamic_cast<conv2d<Scalar>*>(&l) != nullptr && in.size() == 4) conv_inputs[model.local_name(i)] = in;
     if (auto* inner = dynamic_cast<sequential<Scalar>*>(&l)) {
       shape_t s = in;
       compress_sequential(*inner, f, o, prefix + model.local_name(i) + ".", report, s);
@@ -491,11 +506,42 @@ void compress_sequential(sequential<Scalar>& model, format f, const compress_opt
     report.push_back(line);
     model.replace(i, std::move(c));
   }
-  if (!o.fuse) return;
-  // Fold [ReLU] [MaxPool2d] [ReLU] after each compressed convolution (ReLU and max commute).
+  if (o.fuse) fuse_epilogues(model, prefix, report, o.fuse_linear && f != format::xnor);
+  // The direct convolutions' batch layout, timed with the epilogue each now carries.
+  if (f != format::sparse && f != format::codebook) return;
+  if (!o.sparse.measure_batch_layout || o.sparse.batch <= 1) return;
+  for (std::size_t i = 0; i < model.size(); ++i) {
+    auto* cc = dynamic_cast<compressed_conv2d<Scalar>*>(&model[i]);
+    const auto in = conv_inputs.find(model.local_name(i));
+    if (cc == nullptr || in == conv_inputs.end()) continue;
+    const std::string timed = cc->choose_batch_layout(in->second);
+    if (!timed.empty()) report.push_back(prefix + model.local_name(i) + ": " + timed);
+  }
+}
+
+/// Folds [ReLU] [MaxPool2d] [ReLU] after each compressed convolution into it (ReLU and max commute)
+/// and, with linear_relu, a ReLU after a compressed Linear into it.
+template <class Scalar>
+void fuse_epilogues(sequential<Scalar>& model, const std::string& prefix, std::vector<std::string>& report, bool linear) {
   std::vector<bool> drop(model.size(), false);
   bool any = false;
   for (std::size_t i = 0; i < model.size(); ++i) {
+    if (auto* cl = dynamic_cast<compressed_linear<Scalar>*>(&model[i]); linear && cl != nullptr) {
+      if (i > 0 && !drop[i - 1] && !cl->flatten_fused() && dynamic_cast<const flatten<Scalar>*>(&model[i - 1]) != nullptr) {
+        cl->fuse_flatten();
+        drop[i - 1] = true;
+        report.push_back(prefix + model.local_name(i - 1) + ": fused into " + prefix + model.local_name(i));
+        any = true;
+      }
+      if (!cl->relu_fused() && i + 1 < model.size() && dynamic_cast<const relu<Scalar>*>(&model[i + 1]) != nullptr) {
+        cl->fuse_relu();
+        drop[i + 1] = true;
+        report.push_back(prefix + model.local_name(i + 1) + ": fused into " + prefix + model.local_name(i));
+        any = true;
+        ++i;
+      }
+      continue;
+    }
     auto* cc = dynamic_cast<compressed_conv2d<Scalar>*>(&model[i]);
     if (cc == nullptr || cc->fused()) continue;
     kernels::conv_epilogue e;

@@ -28,9 +28,14 @@ class csr16_engine : public engine<Scalar> {
   }
 
   std::string format() const override {
-    return fmt::format("CSR with 16-bit indices, {:.1f}% nonzeros, {:.1f} bytes per nonzero", 100 * density(),
-                       nnz() ? static_cast<double>(bytes()) / static_cast<double>(nnz()) : 0.0);
+    return fmt::format("CSR with 16-bit indices, {:.1f}% nonzeros, {:.1f} bytes per nonzero{}", 100 * density(),
+                       nnz() ? static_cast<double>(bytes()) / static_cast<double>(nnz()) : 0.0,
+                       layout_ == kernels::conv_batch_layout::image_at_a_time ? ", one image at a time" : "");
   }
+  /// How the direct convolution runs a batch of several images (kernels::conv_batch_layout; set by
+  /// compressed_conv2d::choose_batch_layout from a timing, batch-innermost until then).
+  kernels::conv_batch_layout batch_layout() const { return layout_; }
+  void set_batch_layout(kernels::conv_batch_layout l) { layout_ = l; }
   std::string kind_prefix() const override { return "Sparse"; }
   index_t out_features() const override { return filters_.out_channels(); }
   index_t in_features() const override { return filters_.in_channels() * filters_.kernel_h() * filters_.kernel_w(); }
@@ -99,6 +104,7 @@ class csr16_engine : public engine<Scalar> {
 
   kernels::sparse_filters<Scalar> filters_;
   std::optional<vector<Scalar>> bias_;
+  kernels::conv_batch_layout layout_ = kernels::conv_batch_layout::batch_innermost;
   std::vector<Scalar> xt_, zt_;  // transposes (scratch)
   std::vector<Scalar> products_;  // spmv_csr_products' scratch
 };

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "slimnet/core/random.hpp"
+#include "slimnet/kernels/sparse_choice.hpp"
 #include "slimnet/kernels/sparse_conv.hpp"
 #include "slimnet/nn/compressed/csr16_engine.hpp"
 #include "slimnet/nn/compressed/engine.hpp"
@@ -25,13 +27,14 @@ class compressed_linear : public layer<Scalar> {
   explicit compressed_linear(std::unique_ptr<engine<Scalar>> e) : engine_(std::move(e)) {
     if (!engine_) slimnet::detail::raise<config_error>("slimnet::nn::compressed::compressed_linear", "null engine");
   }
-  compressed_linear(const compressed_linear& other) : layer<Scalar>(other), engine_(other.engine_->clone()) {}
+  compressed_linear(const compressed_linear& other)
+      : layer<Scalar>(other), engine_(other.engine_->clone()), relu_(other.relu_), flatten_(other.flatten_) {}
   compressed_linear(compressed_linear&&) noexcept = default;
 
   std::string kind() const override { return engine_->kind_prefix() + "Linear"; }
   std::string describe() const override {
-    return fmt::format("{}({}, {}, {}, {} bytes)", kind(), engine_->in_features(), engine_->out_features(), engine_->format(),
-                       engine_->bytes());
+    return fmt::format("{}{}({}, {}, {}, {} bytes){}", flatten_ ? "Flatten + " : "", kind(), engine_->in_features(), engine_->out_features(),
+                       engine_->format(), engine_->bytes(), relu_ ? " + ReLU" : "");
   }
   index_t in_features() const { return engine_->in_features(); }
   index_t out_features() const { return engine_->out_features(); }
@@ -39,17 +42,34 @@ class compressed_linear : public layer<Scalar> {
   engine<Scalar>& weights() { return *engine_; }
 
   shape_t output_shape(const shape_t& in) const override {
-    if (in.size() != 2 || in[1] != in_features()) {
-      slimnet::detail::raise<shape_error>("slimnet::nn::compressed::compressed_linear::forward",
-                                          "input of shape {} does not fit {}: expected (N, {})", shape_string(in), describe(), in_features());
+    // With the Flatten fused: any (N, d1, d2, ...) whose d1 d2 ... is in_features, read as (N, in).
+    const bool fits = flatten_ ? in.size() >= 2 && shape_size(in) == in[0] * in_features() && (in[0] > 0 || shape_size(in) == 0)
+                               : in.size() == 2 && in[1] == in_features();
+    if (!fits) {
+      slimnet::detail::raise<shape_error>("slimnet::nn::compressed::compressed_linear::forward", "input of shape {} does not fit {}: expected (N, {}{})",
+                                          shape_string(in), describe(), flatten_ ? "... of " : "", in_features());
     }
     return {in[0], out_features()};
   }
 
   void forward(const tensor<Scalar>& x, tensor<Scalar>& y, const forward_context&) override {
     y.resize(output_shape(x.shape()));
-    if (x.dim(0) > 0) engine_->apply_rows(x.data(), x.dim(0), y.data());
+    if (x.dim(0) == 0) return;
+    engine_->apply_rows(x.data(), x.dim(0), y.data());
+    if (!relu_) return;
+    // max(0, v), NaN -> 0 (as the fused convolution epilogue).
+    Scalar* out = y.data();
+    for (index_t i = 0; i < y.size(); ++i) out[i] = out[i] > Scalar(0) ? out[i] : Scalar(0);
   }
+
+  /// A ReLU applied to the output inside forward (compress folds the ReLU layer that follows a
+  /// compressed Linear into it: one layer call and one pass over the activations fewer).
+  void fuse_relu(bool on = true) { relu_ = on; }
+  bool relu_fused() const { return relu_; }
+  /// The Flatten before it folded in (compress does this): an (N, C, H, W) input is read as the
+  /// (N, C H W) rows it already is in memory, with no copy and no layer call.
+  void fuse_flatten(bool on = true) { flatten_ = on; }
+  bool flatten_fused() const { return flatten_; }
 
   void backward(const tensor<Scalar>&, const tensor<Scalar>&, const tensor<Scalar>&, tensor<Scalar>*) override {
     slimnet::detail::raise<config_error>("slimnet::nn::compressed::compressed_linear::backward",
@@ -59,6 +79,8 @@ class compressed_linear : public layer<Scalar> {
 
  private:
   std::unique_ptr<engine<Scalar>> engine_;
+  bool relu_ = false;
+  bool flatten_ = false;
 };
 
 namespace detail {
@@ -123,6 +145,7 @@ class compressed_conv2d : public layer<Scalar> {
   index_t out_channels() const { return engine_->out_features(); }
   const window2d& window() const { return win_; }
   const engine<Scalar>& weights() const { return *engine_; }
+  engine<Scalar>& weights() { return *engine_; }
 
   shape_t output_shape(const shape_t& in) const override {
     if (in.size() != 4 || in[1] != in_channels_ || !win_.fits(in[2], in[3])) {
@@ -146,7 +169,8 @@ class compressed_conv2d : public layer<Scalar> {
     if (direct != nullptr && win_.stride_h == 1 && win_.stride_w == 1) {
       // The direct sparse convolution with the epilogue fused: no im2col, no unpooled output.
       const kernels::conv_input in{batch, in_channels_, x.dim(2), x.dim(3), win_.pad_h, win_.pad_w};
-      kernels::sparse_conv2d(direct->filters().ref(), x.data(), in, direct->bias_data(), epilogue_, y.data(), direct_ws_);
+      kernels::sparse_conv2d(direct->filters().ref(), x.data(), in, direct->bias_data(), epilogue_, y.data(), direct_ws_,
+                             kernels::kernel_path::automatic, direct->batch_layout());
       return;
     }
     auto* int8 = dynamic_cast<int8_engine<Scalar>*>(engine_.get());
@@ -190,6 +214,31 @@ class compressed_conv2d : public layer<Scalar> {
   }
   const kernels::conv_epilogue& epilogue() const { return epilogue_; }
   bool fused() const { return epilogue_.relu || epilogue_.pooled(); }
+
+  /// For the direct sparse convolution (a csr16 engine, stride 1): times this layer, epilogue
+  /// included, on a random input of `input_shape` (N, C, H, W) in each kernels::conv_batch_layout
+  /// (kernels::best_seconds_per_call, `rounds` rounds) and keeps the faster one. Returns what was
+  /// timed, e.g. "one image at a time (batch 64: one image at a time 131.7 us, batch innermost 267.9 us,
+  /// measured)", or "" when
+  /// the layer has no such choice (another engine, a stride, a batch of one image).
+  std::string choose_batch_layout(const shape_t& input_shape, int rounds = 5) {
+    auto* direct = dynamic_cast<csr16_engine<Scalar>*>(engine_.get());
+    if (direct == nullptr || win_.stride_h != 1 || win_.stride_w != 1 || input_shape.size() != 4 || input_shape[0] <= 1) return "";
+    output_shape(input_shape);  // a shape that does not fit throws here, before any timing
+    tensor<Scalar> x(input_shape), y;
+    rng gen(5);
+    for (index_t i = 0; i < x.size(); ++i) x[i] = static_cast<Scalar>(gen.uniform(-1, 1));
+    double t[2];
+    const kernels::conv_batch_layout layouts[2] = {kernels::conv_batch_layout::image_at_a_time, kernels::conv_batch_layout::batch_innermost};
+    for (int i = 0; i < 2; ++i) {
+      direct->set_batch_layout(layouts[i]);
+      t[i] = kernels::best_seconds_per_call([&] { forward(x, y, {}); }, rounds);
+    }
+    const int best = t[0] < t[1] ? 0 : 1;
+    direct->set_batch_layout(layouts[best]);
+    return fmt::format("{} (batch {}: one image at a time {:.1f} us, batch innermost {:.1f} us, measured)",
+                       best == 0 ? "one image at a time" : "batch innermost", input_shape[0], 1e6 * t[0], 1e6 * t[1]);
+  }
 
   void backward(const tensor<Scalar>&, const tensor<Scalar>&, const tensor<Scalar>&, tensor<Scalar>*) override {
     slimnet::detail::raise<config_error>("slimnet::nn::compressed::compressed_conv2d::backward",
