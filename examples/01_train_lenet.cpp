@@ -40,7 +40,8 @@ int main(int argc, char** argv) {
 
     const double lr = a.real("lr");
     const int epochs = static_cast<int>(a.integer("epochs"));
-    train::sgd<float> opt({lr, a.real("momentum"), 0.0, a.real("weight-decay"), false});
+    train::sgd<float> opt(
+        train::sgd_options{}.with_lr(lr).with_momentum(a.real("momentum")).with_weight_decay(a.real("weight-decay")));
     train::fit_options o;
     o.epochs = epochs;
     o.batch_size = a.integer("batch");

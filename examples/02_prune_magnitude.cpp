@@ -213,7 +213,8 @@ int main(int argc, char** argv) {
     }
     round_printer printer;
     printer.params = params;
-    train::sgd<float> ropt({retrain_lr, a.real("momentum"), 0.0, a.real("weight-decay"), false});
+    train::sgd<float> ropt(
+        train::sgd_options{}.with_lr(retrain_lr).with_momentum(a.real("momentum")).with_weight_decay(a.real("weight-decay")));
     if (use_agp) {
       const index_t steps_per_epoch = (data.train.size() + ro.batch_size - 1) / ro.batch_size;
       prune::agp_options ao;
@@ -259,7 +260,8 @@ int main(int argc, char** argv) {
       fmt::print("saved the pruned model to {}\n", a.str("out"));
     }
     if (a.flag("control")) {
-      train::sgd<float> copt({retrain_lr, a.real("momentum"), 0.0, a.real("weight-decay"), false});
+      train::sgd<float> copt(
+          train::sgd_options{}.with_lr(retrain_lr).with_momentum(a.real("momentum")).with_weight_decay(a.real("weight-decay")));
       train::fit(control_model, copt, retrain_loss, data.train, ro);
       fmt::print("control: the dense baseline retrained with the same schedule reaches {:.2f}%\n",
                  100 * train::evaluate(control_model, data.test, loss).accuracy);

@@ -178,7 +178,8 @@ int main(int argc, char** argv) {
       const int left = dns_epochs - surgery_epochs;
       return lr * 0.5 * (1.0 + std::cos(M_PI * (epoch - surgery_epochs) / std::max(left, 1)));
     };
-    train::sgd<float> opt({lr, a.real("momentum"), 0.0, a.real("weight-decay"), false});
+    train::sgd<float> opt(
+        train::sgd_options{}.with_lr(lr).with_momentum(a.real("momentum")).with_weight_decay(a.real("weight-decay")));
     train::fit(model, opt, dns_loss, data.train, o, {&printer}, &data.test);
     for (const auto& g : groups) {
       fmt::print("  {:<6} surgeries {:5}  pruned {:8}  spliced {:8}\n", g->name(), g->surgeries(),

@@ -129,9 +129,9 @@ int main(int argc, char** argv) {
         lr, a.real("momentum"), epochs);
 
     const train::cross_entropy<float> loss;
-    auto train_one = [&](nn::sequential<float>& model,
-                         std::vector<train::callback<float>*> callbacks) {
-      train::sgd<float> opt({lr, a.real("momentum"), 0.0, a.real("weight-decay"), false});
+    auto train_one = [&](nn::sequential<float>& model, std::vector<train::callback<float>*> callbacks) {
+      train::sgd<float> opt(
+          train::sgd_options{}.with_lr(lr).with_momentum(a.real("momentum")).with_weight_decay(a.real("weight-decay")));
       train::fit_options o;
       o.epochs = epochs;
       o.batch_size = a.integer("batch");

@@ -167,7 +167,8 @@ int main(int argc, char** argv) {
     const train::cross_entropy<float> loss;
     const int epochs = static_cast<int>(a.integer("epochs"));
     {
-      train::sgd<float> opt({a.real("lr"), a.real("momentum"), 0.0, a.real("weight-decay"), false});
+      train::sgd<float> opt(
+          train::sgd_options{}.with_lr(a.real("lr")).with_momentum(a.real("momentum")).with_weight_decay(a.real("weight-decay")));
       train::fit_options o;
       o.epochs = epochs;
       o.batch_size = a.integer("batch");
@@ -208,7 +209,7 @@ int main(int argc, char** argv) {
         // normalisation (identical for the weights of a cluster, which therefore stay tied) moves
         // every centroid by about the rate per step whatever its cluster's size, where plain SGD
         // needs a rate per layer and k.
-        train::adam<float> opt({a.real("finetune-lr"), 0.9, 0.999, 1e-8, 0.0});
+        train::adam<float> opt(train::adam_options{}.with_lr(a.real("finetune-lr")));
         train::fit_options o;
         o.epochs = ft_epochs;
         o.batch_size = a.integer("batch");

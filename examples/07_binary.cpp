@@ -367,11 +367,9 @@ int main(int argc, char** argv) {
           if (shift && a.real("lr-shift") > 0) lr = a.real("lr-shift");
           std::unique_ptr<train::optimizer<float>> opt;
           if (shift) {
-            opt = std::make_unique<quant::shift_adamax<float>>(
-                quant::shift_adamax<float>::options{lr, 0.9, 0.999, 1e-8, 0.0});
+            opt = std::make_unique<quant::shift_adamax<float>>(train::adamax_options{}.with_lr(lr));
           } else {
-            opt = std::make_unique<train::adam<float>>(
-                train::adam<float>::options{lr, 0.9, 0.999, 1e-8, 0.0});
+            opt = std::make_unique<train::adam<float>>(train::adam_options{}.with_lr(lr));
           }
           train::fit_options o;
           o.epochs = epochs;

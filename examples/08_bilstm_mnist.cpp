@@ -43,7 +43,7 @@ int main(int argc, char** argv) {
     fmt::print("{}\n{} parameters\n", model.describe(), model.parameter_count());
 
     const int epochs = static_cast<int>(a.integer("epochs"));
-    train::adam<float> opt({a.real("lr")});
+    train::adam<float> opt(train::adam_options{}.with_lr(a.real("lr")));
     train::fit_options o;
     o.epochs = epochs;
     o.batch_size = a.integer("batch");

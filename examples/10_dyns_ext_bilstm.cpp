@@ -115,7 +115,7 @@ int main(int argc, char** argv) {
       fmt::print("baseline loaded from {}\n", baseline_path);
     } else {
       const int epochs = static_cast<int>(a.integer("epochs"));
-      train::adam<float> opt({a.real("lr")});
+      train::adam<float> opt(train::adam_options{}.with_lr(a.real("lr")));
       train::fit_options o;
       o.epochs = epochs;
       o.batch_size = batch;
@@ -200,7 +200,7 @@ int main(int argc, char** argv) {
     printer.total = total0;
     {
       const double lr = a.real("dns-lr");
-      train::adam<float> opt({lr});
+      train::adam<float> opt(train::adam_options{}.with_lr(lr));
       train::fit_options o;
       o.epochs = dns_epochs;
       o.batch_size = batch;
@@ -233,7 +233,7 @@ int main(int argc, char** argv) {
     const int finetune = static_cast<int>(a.integer("finetune-epochs"));
     if (finetune > 0) {
       freeze_zeros(model);
-      train::adam<float> opt({a.real("dns-lr") * 0.1});
+      train::adam<float> opt(train::adam_options{}.with_lr(a.real("dns-lr") * 0.1));
       train::fit_options o;
       o.epochs = finetune;
       o.batch_size = batch;

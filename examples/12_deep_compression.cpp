@@ -288,7 +288,8 @@ int main(int argc, char** argv) {
     {
       const double retrain_wd = a.real("retrain-weight-decay") >= 0 ? a.real("retrain-weight-decay")
                                                                     : a.real("weight-decay");
-      train::sgd<float> opt({a.real("retrain-lr"), a.real("momentum"), 0.0, retrain_wd, false});
+      train::sgd<float> opt(
+          train::sgd_options{}.with_lr(a.real("retrain-lr")).with_momentum(a.real("momentum")).with_weight_decay(retrain_wd));
       train::fit_options o;
       o.epochs = io.total_epochs();
       o.batch_size = a.integer("batch");
@@ -349,7 +350,7 @@ int main(int argc, char** argv) {
     // 4. Fine-tune the centroids (Adam: see example 6 for why).
     double finetuned = clustered;
     if (a.integer("finetune-epochs") > 0) {
-      train::adam<float> opt({a.real("finetune-lr"), 0.9, 0.999, 1e-8, 0.0});
+      train::adam<float> opt(train::adam_options{}.with_lr(a.real("finetune-lr")));
       train::fit_options o;
       o.epochs = static_cast<int>(a.integer("finetune-epochs"));
       o.batch_size = a.integer("batch");

@@ -101,7 +101,10 @@ int main(int argc, char** argv) {
       const double f = std::stod(item);
       auto small = prune::structured_prune(model, f, so);
       const double pruned = train::evaluate(small, data.test, loss).accuracy;
-      train::sgd<float> opt({a.real("retrain-lr"), a.real("momentum"), 0.0, a.real("weight-decay"), false});
+      train::sgd<float> opt(train::sgd_options{}
+                                .with_lr(a.real("retrain-lr"))
+                                .with_momentum(a.real("momentum"))
+                                .with_weight_decay(a.real("weight-decay")));
       train::fit_options o;
       o.epochs = epochs;
       o.batch_size = a.integer("batch");

@@ -196,7 +196,8 @@ inline std::map<std::string, std::string> load_or_train_baseline(nn::layer<float
     fmt::print("baseline loaded from {}\n", path);
     return meta;
   }
-  train::sgd<float> opt({recipe.lr, recipe.momentum, 0.0, recipe.weight_decay, false});
+  train::sgd<float> opt(
+      train::sgd_options{}.with_lr(recipe.lr).with_momentum(recipe.momentum).with_weight_decay(recipe.weight_decay));
   train::fit_options o;
   o.epochs = recipe.epochs;
   o.batch_size = recipe.batch;

@@ -90,7 +90,7 @@ TEMPLATE_TEST_CASE(
     (void)x1;
     d.targets[i] = static_cast<TestType>(2 * x0);
   }
-  train::sgd<TestType> opt({0.05});
+  train::sgd<TestType> opt(train::sgd_options{}.with_lr(0.05));
   train::fit_options fo;
   fo.epochs = 10;
   fo.batch_size = 20;
@@ -220,7 +220,7 @@ TEST_CASE("DNS on a small classifier prunes most weights, splices some back and 
   index_t kept_at_start = 0;
   for (auto* p : prune::prunable_parameters(m))
     kept_at_start += prune::count_nonzero(prune::masked_weight(*p));
-  train::sgd<float> opt({0.05, 0.9, 0.0, 5e-4});
+  train::sgd<float> opt(train::sgd_options{}.with_lr(0.05).with_momentum(0.9).with_weight_decay(5e-4));
   train::fit_options fo;
   fo.epochs = 20;
   fo.batch_size = 20;

@@ -190,7 +190,7 @@ TEMPLATE_TEST_CASE("DyNS-Ext finish bakes W * T after training and removes dead 
   const index_t before_training = run.kept();
   rng data_gen(8);
   auto data = dyns_ext_testing::random_sequences<TestType>(48, 5, 4, data_gen);
-  train::adam<TestType> opt({0.05});
+  train::adam<TestType> opt(train::adam_options{}.with_lr(0.05));
   train::fit_options fo;
   fo.epochs = 2;
   fo.batch_size = 16;

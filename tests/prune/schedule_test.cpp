@@ -96,7 +96,7 @@ TEMPLATE_TEST_CASE("AGP callback prunes at t0 + k dt to the exact cubic levels",
   prune::agp<TestType> schedule(pruner, o);
   sparsity_log<TestType> log;
   log.params = params;
-  train::sgd<TestType> opt({0.05, 0.9});
+  train::sgd<TestType> opt(train::sgd_options{}.with_lr(0.05).with_momentum(0.9));
   train::fit(model, opt, train::cross_entropy<TestType>(), data, quiet_options<TestType>(4),
              {&schedule, &log});
   CHECK(schedule.pruned_at() == std::vector<index_t>{10, 15, 20, 25, 30});
@@ -132,7 +132,7 @@ TEMPLATE_TEST_CASE("iterative pruning: geometric and linear levels, one round pe
   prune::iterative<TestType> schedule(prune::magnitude_pruner<TestType>::uniform(params, 0.875), o);
   sparsity_log<TestType> log;
   log.params = params;
-  train::sgd<TestType> opt({0.05, 0.9});
+  train::sgd<TestType> opt(train::sgd_options{}.with_lr(0.05).with_momentum(0.9));
   train::fit(model, opt, train::cross_entropy<TestType>(), data, quiet_options<TestType>(7),
              {&schedule, &log});
   CHECK(schedule.rounds_done() == 3);
@@ -154,7 +154,7 @@ TEMPLATE_TEST_CASE("one-shot and global pruners", "[prune][schedule][fit]", floa
   prune::one_shot<TestType> shot(prune::magnitude_pruner<TestType>::global(params, 0.75), 1);
   sparsity_log<TestType> log;
   log.params = params;
-  train::adam<TestType> opt({0.01});
+  train::adam<TestType> opt(train::adam_options{}.with_lr(0.01));
   train::fit(model, opt, train::cross_entropy<TestType>(), data, quiet_options<TestType>(3), {&shot, &log});
   CHECK(log.epoch_zeros[0][0] + log.epoch_zeros[0][1] == 0);
   CHECK(log.epoch_zeros[1][0] + log.epoch_zeros[1][1] == 120);  // 75% of 160, ranked together

@@ -21,7 +21,7 @@ TEMPLATE_TEST_CASE("sensitivity analysis prunes one layer at a time and restores
   m.add("relu", nn::relu<TestType>());
   m.add("fc2", nn::linear<TestType>(16, 3));
   m.reset_parameters(gen);
-  train::sgd<TestType> opt({0.05, 0.9});
+  train::sgd<TestType> opt(train::sgd_options{}.with_lr(0.05).with_momentum(0.9));
   train::fit_options fo;
   fo.epochs = 5;
   fo.batch_size = 15;

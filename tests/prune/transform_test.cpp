@@ -122,10 +122,9 @@ TEMPLATE_TEST_CASE("pruned weights stay exactly zero through fit() with SGD mome
     std::unique_ptr<train::optimizer<TestType>> opt;
     if (which == 0) {
       opt = std::make_unique<train::sgd<TestType>>(
-          typename train::sgd<TestType>::options{0.05, 0.9, 0.0, 1e-3, true});
+          train::sgd_options{}.with_lr(0.05).with_momentum(0.9).with_weight_decay(1e-3).with_nesterov());
     } else {
-      opt = std::make_unique<train::adam<TestType>>(
-          typename train::adam<TestType>::options{0.01, 0.9, 0.999, 1e-8, 1e-3});
+      opt = std::make_unique<train::adam<TestType>>(train::adam_options{}.with_lr(0.01).with_weight_decay(1e-3));
     }
     // Epoch 0 builds momentum / Adam moments on the dense weights; pruning happens at epoch 1.
     auto params = prune::prunable_parameters(model);
@@ -151,7 +150,7 @@ TEST_CASE("the invariant test can fail: without the after-step mask, momentum re
           "[prune][transform][fit]") {
   const auto data = blobs<float>(240, 1);
   auto model = mlp<float>(2);
-  train::sgd<float> opt({0.05, 0.9});
+  train::sgd<float> opt(train::sgd_options{}.with_lr(0.05).with_momentum(0.9));
   train::fit(model, opt, train::cross_entropy<float>(), data, quiet<float>(1));
   auto& w = prune::find_parameter(model, std::string("fc2.weight"));
   auto t = std::make_shared<no_after_step_mask<float>>();
@@ -249,6 +248,24 @@ TEMPLATE_TEST_CASE("structured pruning of a Conv2d weight zeroes whole filters",
     if (s == 0) CHECK(w.value().matrix().row(f).cwiseAbs().sum() == 0);
   }
   CHECK(dead == 2);
+}
+
+TEMPLATE_TEST_CASE("global_unstructured({&a.weight(), &b.weight()}, amount) deduces the scalar type",
+                   "[prune][functional]", float, double) {
+  // The documented call: a braced list of weight addresses, no explicit template argument.
+  nn::linear<TestType> a(6, 4), b(4, 3);  // 24 + 12 = 36 weights
+  for (index_t k = 0; k < 24; ++k) a.weight().value()[k] = TestType(0.01) * static_cast<TestType>(k + 1);
+  for (index_t k = 0; k < 12; ++k) b.weight().value()[k] = -static_cast<TestType>(k + 1);  // |b| > every |a|
+  prune::global_unstructured({&a.weight(), &b.weight()}, 0.5);  // half of 36: a's 18 smallest
+  const auto ma = prune::mask_of(a.weight()), mb = prune::mask_of(b.weight());
+  for (index_t k = 0; k < 24; ++k) CHECK(ma[k] == (k < 18 ? TestType(0) : TestType(1)));
+  for (index_t k = 0; k < 12; ++k) CHECK(mb[k] == TestType(1));
+  // A sparsity target counts both parameters together: 27 of 36 means all of a and b's 3 smallest.
+  prune::global_unstructured({&a.weight(), &b.weight()}, prune::amount::sparsity(0.75));
+  CHECK(prune::sparsity(a.weight()) == 1.0);
+  const auto mb2 = prune::mask_of(b.weight());
+  for (index_t k = 0; k < 12; ++k) CHECK(mb2[k] == (k < 3 ? TestType(0) : TestType(1)));
+  CHECK_THROWS_WITH(prune::global_unstructured({&a.weight(), &a.weight()}, 0.1), Contains("listed twice"));
 }
 
 TEMPLATE_TEST_CASE("global_unstructured ranks the whole model; existing masks stay",

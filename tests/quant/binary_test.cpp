@@ -108,7 +108,7 @@ TEST_CASE(
   // dx was computed with the binary weights: dx = dy W_b.
   CHECK(dx.matrix() == (dy.matrix() * wb.matrix()).eval());
   // After an update the real weights are clipped to [-1, 1].
-  train::sgd<double> opt({10.0, 0.0, 0.0, 0.0, false});
+  train::sgd<double> opt(train::sgd_options{}.with_lr(10.0));
   opt.step(l);
   l.weight().after_step();
   CHECK(l.weight().value().flat().cwiseAbs().maxCoeff() <= 1.0);
@@ -252,7 +252,7 @@ TEST_CASE("shift-based BatchNorm computes Hubara et al.'s Algorithm 3", "[quant]
 TEST_CASE("shift-based AdaMax takes AdaMax's step with power-of-two factors", "[quant][shift]") {
   nn::linear<double> l(3, 1, false);
   l.weight().value().flat() << 0.5, -0.5, 0.1;
-  quant::shift_adamax<double> opt({0.01, 0.9, 0.999, 1e-8, 0.0});
+  quant::shift_adamax<double> opt(train::adamax_options{}.with_lr(0.01));
   vector<double> m = vector<double>::Zero(3), v = vector<double>::Zero(3),
                  w = l.weight().value().flat();
   rng gen(5);
@@ -266,7 +266,7 @@ TEST_CASE("shift-based AdaMax takes AdaMax's step with power-of-two factors", "[
     for (int i = 0; i < 3; ++i) w[i] -= rate * m[i] * quant::ap2(1.0 / (v[i] + 1e-8));
     CHECK((l.weight().value().flat() - w).cwiseAbs().maxCoeff() < 1e-15);
   }
-  CHECK_THROWS_AS(quant::shift_adamax<double>({0.01, 1.0, 0.999, 1e-8, 0.0}), config_error);
+  CHECK_THROWS_AS(quant::shift_adamax<double>(train::adamax_options{}.with_lr(0.01).with_betas(1.0, 0.999)), config_error);
 }
 
 namespace {
@@ -302,7 +302,7 @@ TEMPLATE_TEST_CASE("a trained BNN deployed on XNOR layers computes exactly what 
   for (index_t i = 0; i < d.inputs.size(); ++i) d.inputs[i] = static_cast<TestType>(gen.uniform());
   for (int i = 0; i < 48; ++i) d.labels.push_back(i % 10);
   d.num_classes = 10;
-  train::adam<TestType> opt({0.01, 0.9, 0.999, 1e-8, 0.0});
+  train::adam<TestType> opt(train::adam_options{}.with_lr(0.01));
   train::fit_options fo;
   fo.epochs = 2;
   fo.batch_size = 16;

@@ -325,7 +325,7 @@ TEMPLATE_TEST_CASE("fine-tuning: each centroid moves by the sum of its weights' 
   // An SGD step with momentum and weight decay keeps shared weights equal; after_step reads the
   // centroids back: c_j - lr * (g_j + wd c_j) for the first step.
   nn::linear<TestType> holder(4, 6, false);
-  train::sgd<TestType> opt({0.1, 0.9, 0.0, 0.01, false});
+  train::sgd<TestType> opt(train::sgd_options{}.with_lr(0.1).with_momentum(0.9).with_weight_decay(0.01));
   holder.weight().value() = p.value();
   holder.weight().grad() = p.grad();
   holder.weight().add_transform(t);
@@ -371,7 +371,7 @@ TEMPLATE_TEST_CASE("fine-tuning product and residual codebooks keeps W on the co
           1e-5);
     // Plain SGD: W moves by -lr * grad, which the centroids can represent exactly; the refit
     // recovers it (RQ through coordinate descent) and W equals the codebook's reconstruction.
-    train::sgd<TestType> opt({0.01, 0.0, 0.0, 0.0, false});
+    train::sgd<TestType> opt(train::sgd_options{}.with_lr(0.01));
     const row_matrix<double> stepped =
         l.weight().value().matrix().template cast<double>() - 0.01 * expected;
     opt.step(l);
@@ -397,7 +397,7 @@ TEST_CASE("fine-tuning a shared-weight layer lowers the loss", "[quant][finetune
   quant::share_weights(l.weight(), quant::kmeans(l.weight().value(), 4));
   const train::mse<double> loss;
   const double before = train::evaluate(l, d, loss).loss;
-  train::sgd<double> opt({0.002, 0.9, 0.0, 0.0, false});
+  train::sgd<double> opt(train::sgd_options{}.with_lr(0.002).with_momentum(0.9));
   train::fit_options o;
   o.epochs = 5;
   o.batch_size = 32;

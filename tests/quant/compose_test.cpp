@@ -61,7 +61,7 @@ tensor<Scalar> sgd_step(nn::layer<Scalar>& l, bool conv, double lr, std::uint64_
   l.backward(x, y, dy, nullptr);
   const tensor<Scalar> grad_eff = weight_of(l).grad();
   l.visit_parameters([](nn::parameter<Scalar>& p) { p.transform_gradient(); });
-  train::sgd<Scalar> opt({lr, 0.0, 0.0, 0.0, false});
+  train::sgd<Scalar> opt(train::sgd_options{}.with_lr(lr));
   opt.step(l);
   l.visit_parameters([](nn::parameter<Scalar>& p) { p.after_step(); });
   return grad_eff;
@@ -292,9 +292,9 @@ TEST_CASE("prune + 3-bit k-means fine-tuned by fit(): masks hold through SGD mom
     }
     std::unique_ptr<train::optimizer<float>> opt;
     if (which == 0) {
-      opt = std::make_unique<train::sgd<float>>(train::sgd<float>::options{0.05, 0.9, 0.0, 1e-3, false});
+      opt = std::make_unique<train::sgd<float>>(train::sgd_options{}.with_lr(0.05).with_momentum(0.9).with_weight_decay(1e-3));
     } else {
-      opt = std::make_unique<train::adam<float>>(train::adam<float>::options{1e-2, 0.9, 0.999, 1e-8, 0.0});
+      opt = std::make_unique<train::adam<float>>(train::adam_options{}.with_lr(1e-2));
     }
     train::fit_options o;
     o.epochs = 3;

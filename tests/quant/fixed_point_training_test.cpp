@@ -169,7 +169,7 @@ TEST_CASE("limited_precision inserts quantizers and transforms; gradient_quantiz
   for (index_t i = 0; i < d.inputs.size(); ++i) d.inputs[i] = static_cast<float>(gen.uniform());
   for (int i = 0; i < 64; ++i) d.labels.push_back(i % 10);
   d.num_classes = 10;
-  train::sgd<float> opt({0.1, 0.0, 0.0, 0.0, false});
+  train::sgd<float> opt(train::sgd_options{}.with_lr(0.1));
   train::fit_options fo;
   fo.epochs = 2;
   fo.batch_size = 16;

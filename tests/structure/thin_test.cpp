@@ -215,7 +215,7 @@ TEST_CASE("a thinned model is an ordinary model: pruning and BinaryConnect attac
   quant::attach_binary_connect(w1, bc);
   const auto mask = prune::mask_of(w2);
   const auto data = testing::blobs<float>(60, 8);
-  train::sgd<float> opt({0.05, 0.9, 0.0, 0.0, false});
+  train::sgd<float> opt(train::sgd_options{}.with_lr(0.05).with_momentum(0.9));
   train::fit_options o;
   o.epochs = 2;
   o.batch_size = 10;

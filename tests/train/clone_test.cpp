@@ -44,7 +44,7 @@ nn::sequential<float> clone_test_mlp() {
 
 void clone_test_train(nn::layer<float>& model, std::uint64_t seed) {
   const auto data = testing::blobs<float>(96, 5);
-  train::sgd<float> opt({0.05, 0.9, 0.0, 0.0, false});
+  train::sgd<float> opt(train::sgd_options{}.with_lr(0.05).with_momentum(0.9));
   train::fit_options o;
   o.epochs = 3;
   o.batch_size = 16;

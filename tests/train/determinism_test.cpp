@@ -71,7 +71,7 @@ std::vector<float> train_once(std::uint64_t seed, const Attach& attach) {
   const auto d = bars(90, 3);
   auto m = small_cnn(11);
   attach(m);
-  train::sgd<float> opt({0.05, 0.9});
+  train::sgd<float> opt(train::sgd_options{}.with_lr(0.05).with_momentum(0.9));
   train::fit_options o;
   o.epochs = 3;
   o.batch_size = 10;

@@ -88,7 +88,7 @@ struct recorder : train::callback<float> {
 TEST_CASE("the loss of a small net on a separable problem falls to near zero", "[train]") {
   const auto train_set = separable(300, 1), test_set = separable(150, 2);
   auto model = small_mlp(3);
-  train::sgd<float> opt({0.1, 0.9});
+  train::sgd<float> opt(train::sgd_options{}.with_lr(0.1).with_momentum(0.9));
   train::fit_options o;
   o.epochs = 30;
   o.batch_size = 16;
@@ -107,7 +107,7 @@ TEST_CASE("same seed, one thread: bitwise identical training", "[train]") {
   const auto train_set = separable(120, 4);
   auto run = [&]() {
     auto model = small_mlp(5);
-    train::adam<float> opt({0.01});
+    train::adam<float> opt(train::adam_options{}.with_lr(0.01));
     train::fit_options o;
     o.epochs = 3;
     o.batch_size = 10;
@@ -127,7 +127,7 @@ TEST_CASE("same seed, one thread: bitwise identical training", "[train]") {
 TEST_CASE("fit calls callbacks in order, applies the schedule, and stops on request", "[train]") {
   const auto train_set = separable(30, 6);
   auto model = small_mlp(7);
-  train::sgd<float> opt({0.1});
+  train::sgd<float> opt(train::sgd_options{}.with_lr(0.1));
   train::fit_options o;
   o.epochs = 10;
   o.batch_size = 8;
@@ -168,7 +168,7 @@ TEST_CASE("fit stops at the step where a gradient or a weight stops being finite
   o.shuffle = false;
   {
     auto model = small_mlp(9);
-    train::sgd<float> opt({0.1});
+    train::sgd<float> opt(train::sgd_options{}.with_lr(0.1));
     CHECK_THROWS_WITH(train::fit(model, opt, nan_gradient_at(3), train_set, o),
                       Catch::Contains("slimnet::train::fit") && Catch::Contains("the gradient of fc1.weight became nan") &&
                           Catch::Contains("epoch 1 step 3"));
@@ -177,7 +177,7 @@ TEST_CASE("fit stops at the step where a gradient or a weight stops being finite
   }
   {
     auto model = small_mlp(9);
-    train::sgd<float> opt({1e39});  // finite in double, infinite once a float step is taken
+    train::sgd<float> opt(train::sgd_options{}.with_lr(1e39));  // finite in double, infinite once a float step is taken
     CHECK_THROWS_WITH(train::fit(model, opt, train::cross_entropy<float>(), train_set, o),
                       Catch::Contains("the value of fc1.weight became") && Catch::Contains("epoch 1 step 0"));
   }
@@ -185,7 +185,7 @@ TEST_CASE("fit stops at the step where a gradient or a weight stops being finite
     // The check can be switched off: the same NaN gradient then reaches the weights silently
     // (until the loss turns NaN).
     auto model = small_mlp(9);
-    train::sgd<float> opt({0.1});
+    train::sgd<float> opt(train::sgd_options{}.with_lr(0.1));
     o.check_finite = false;
     o.epochs = 1;
     CHECK_THROWS_WITH(train::fit(model, opt, nan_gradient_at(3), train_set, o), Catch::Contains("loss became nan"));

@@ -1,6 +1,8 @@
 // Each optimizer against steps computed by hand from its published update rule.
 #include <catch2/catch.hpp>
 
+#include <limits>
+
 #include "slimnet/nn.hpp"
 #include "slimnet/train.hpp"
 
@@ -23,7 +25,7 @@ void set_grad(single& m, double g0, double g1) { m.p.grad().flat() << g0, g1; }
 TEST_CASE("SGD with momentum, Nesterov and weight decay follows PyTorch's rule", "[train][optimizer]") {
   single m;
   m.p.value().flat() << 1.0, -2.0;
-  train::sgd<double> opt({0.1, 0.9, 0.0, 0.01, false});
+  train::sgd<double> opt(train::sgd_options{}.with_lr(0.1).with_momentum(0.9).with_weight_decay(0.01));
   set_grad(m, 0.5, 1.0);
   opt.step(m);
   // d = g + wd*w = (0.51, 0.98); buf = d; w = w - 0.1 buf
@@ -37,21 +39,21 @@ TEST_CASE("SGD with momentum, Nesterov and weight decay follows PyTorch's rule",
 
   single n;
   n.p.value().flat() << 1.0, 1.0;
-  train::sgd<double> nesterov({0.1, 0.9, 0.0, 0.0, true});
+  train::sgd<double> nesterov(train::sgd_options{}.with_lr(0.1).with_momentum(0.9).with_nesterov());
   set_grad(n, 1.0, 1.0);
   nesterov.step(n);  // buf = 1; update = g + 0.9 buf = 1.9
   CHECK(n.p.value()[0] == Approx(1.0 - 0.19));
   set_grad(n, 1.0, 1.0);
   nesterov.step(n);  // buf = 1.9; update = 1 + 1.71 = 2.71
   CHECK(n.p.value()[0] == Approx(0.81 - 0.271));
-  CHECK_THROWS_AS(train::sgd<double>({0.1, 0.0, 0.0, 0.0, true}), config_error);
+  CHECK_THROWS_AS(train::sgd<double>(train::sgd_options{}.with_lr(0.1).with_nesterov()), config_error);
 }
 
 TEST_CASE("Adam, AdaMax and RMSProp match hand-computed steps", "[train][optimizer]") {
   SECTION("Adam") {
     single m;
     m.p.value().flat() << 1.0, 1.0;
-    train::adam<double> opt({0.01, 0.9, 0.999, 1e-8, 0.0});
+    train::adam<double> opt(train::adam_options{}.with_lr(0.01));
     set_grad(m, 0.2, -0.4);
     opt.step(m);
     // First step: mhat = g, vhat = g^2 -> w -= lr * g / (|g| + eps) = lr * sign(g)
@@ -66,7 +68,7 @@ TEST_CASE("Adam, AdaMax and RMSProp match hand-computed steps", "[train][optimiz
   SECTION("AdaMax") {
     single m;
     m.p.value().flat() << 0.0, 0.0;
-    train::adamax<double> opt({0.002, 0.9, 0.999, 1e-8, 0.0});
+    train::adamax<double> opt(train::adamax_options{}.with_lr(0.002));
     set_grad(m, 0.5, -2.0);
     opt.step(m);  // m = 0.1 g, u = |g| + eps, w -= lr/(0.1) * 0.1 g / |g|
     CHECK(m.p.value()[0] == Approx(-0.002).epsilon(1e-6));
@@ -79,7 +81,7 @@ TEST_CASE("Adam, AdaMax and RMSProp match hand-computed steps", "[train][optimiz
   SECTION("RMSProp with momentum") {
     single m;
     m.p.value().flat() << 1.0, 1.0;
-    train::rmsprop<double> opt({0.01, 0.9, 1e-8, 0.5, 0.0});
+    train::rmsprop<double> opt(train::rmsprop_options{}.with_lr(0.01).with_alpha(0.9).with_momentum(0.5));
     set_grad(m, 1.0, 2.0);
     opt.step(m);  // v = 0.1 g^2; d = g / sqrt(0.1 g^2) = sign(g)/sqrt(0.1); buf = d
     const double d = 1.0 / std::sqrt(0.1);
@@ -91,11 +93,71 @@ TEST_CASE("Adam, AdaMax and RMSProp match hand-computed steps", "[train][optimiz
   }
 }
 
+TEST_CASE("optimizer options: named setters, the aggregate form and validate", "[train][optimizer]") {
+  // Each with_* changes one field of a copy and leaves the rest (and the original) alone.
+  const auto base = train::sgd_options{};
+  const auto named = base.with_lr(0.05).with_momentum(0.9).with_weight_decay(5e-4).with_dampening(0.1);
+  CHECK(base.lr == 0.01);
+  CHECK(base.momentum == 0.0);
+  CHECK(named.lr == 0.05);
+  CHECK(named.momentum == 0.9);
+  CHECK(named.weight_decay == 5e-4);
+  CHECK(named.dampening == 0.1);
+  CHECK_FALSE(named.nesterov);
+  CHECK(base.with_momentum(0.5).with_nesterov().nesterov);
+  CHECK_FALSE(base.with_nesterov().with_nesterov(false).nesterov);
+
+  const auto adam = train::adam_options{}.with_lr(0.02).with_betas(0.8, 0.95).with_eps(1e-6).with_weight_decay(0.1);
+  CHECK(adam.lr == 0.02);
+  CHECK(adam.beta1 == 0.8);
+  CHECK(adam.beta2 == 0.95);
+  CHECK(adam.eps == 1e-6);
+  CHECK(adam.weight_decay == 0.1);
+  CHECK(train::adam_options{}.with_beta2(0.9).beta1 == 0.9);
+  CHECK(train::adamax_options{}.lr == 2e-3);  // PyTorch's Adamax default, not Adam's
+  CHECK(train::adamax_options{}.with_beta1(0.5).beta2 == 0.999);
+  const auto rms = train::rmsprop_options{}.with_lr(0.1).with_alpha(0.9).with_eps(1e-7).with_momentum(0.5).with_weight_decay(0.01);
+  CHECK(rms.lr == 0.1);
+  CHECK(rms.alpha == 0.9);
+  CHECK(rms.eps == 1e-7);
+  CHECK(rms.momentum == 0.5);
+  CHECK(rms.weight_decay == 0.01);
+
+  // The aggregate form users wrote before the setters still compiles and means the same thing:
+  // two optimizers built both ways take identical steps.
+  single a, b;
+  a.p.value().flat() << 1.0, -2.0;
+  b.p.value().flat() << 1.0, -2.0;
+  train::sgd<double> positional({0.1, 0.9, 0.0, 0.01, false});
+  train::sgd<double> by_name(train::sgd<double>::options{}.with_lr(0.1).with_momentum(0.9).with_weight_decay(0.01));
+  for (int step = 0; step < 3; ++step) {
+    set_grad(a, 0.5, -1.0);
+    set_grad(b, 0.5, -1.0);
+    positional.step(a);
+    by_name.step(b);
+  }
+  CHECK(a.p.value()[0] == b.p.value()[0]);
+  CHECK(a.p.value()[1] == b.p.value()[1]);
+  CHECK(a.p.value()[0] != 1.0);
+
+  // validate() names the optimizer and the bad value; the constructors call it.
+  CHECK_THROWS_AS(train::sgd_options{}.with_lr(-1.0).validate(), config_error);
+  CHECK_THROWS_WITH(train::sgd<double>(train::sgd_options{}.with_momentum(-0.5)),
+                    Catch::Contains("slimnet::train::sgd") && Catch::Contains("momentum=-0.5"));
+  CHECK_THROWS_WITH(train::adam<double>(train::adam_options{}.with_betas(0.9, 1.0)),
+                    Catch::Contains("slimnet::train::adam") && Catch::Contains("beta2=1"));
+  CHECK_THROWS_WITH(train::adamax<double>(train::adamax_options{}.with_eps(-1.0)), Catch::Contains("slimnet::train::adamax"));
+  CHECK_THROWS_WITH(train::rmsprop<double>(train::rmsprop_options{}.with_alpha(1.5)),
+                    Catch::Contains("slimnet::train::rmsprop") && Catch::Contains("alpha=1.5"));
+  CHECK_THROWS_AS(train::rmsprop_options{}.with_lr(std::numeric_limits<double>::infinity()).validate(), config_error);
+  CHECK_NOTHROW(train::rmsprop_options{}.validate());
+}
+
 TEST_CASE("optimizer state follows parameter identity and resets on resize", "[train][optimizer]") {
   single a, b;
   a.p.value().flat() << 0, 0;
   b.p.value().flat() << 0, 0;
-  train::sgd<double> opt({1.0, 0.5, 0.0, 0.0, false});
+  train::sgd<double> opt(train::sgd_options{}.with_lr(1.0).with_momentum(0.5));
   set_grad(a, 1, 1);
   opt.step(a);
   set_grad(b, 1, 1);

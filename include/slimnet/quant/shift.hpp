@@ -235,13 +235,8 @@ class shift_batch_norm : public nn::cloneable<shift_batch_norm<Scalar>, Scalar> 
 template <class Scalar>
 class shift_adamax : public train::optimizer<Scalar> {
  public:
-  struct options {
-    double lr = 2e-3;
-    double beta1 = 0.9;
-    double beta2 = 0.999;
-    double eps = 1e-8;
-    double weight_decay = 0.0;
-  };
+  /// AdaMax's options (named setters: train::adamax_options{}.with_lr(...)); eps must be > 0 here.
+  using options = train::adamax_options;
   explicit shift_adamax(options opt) : train::optimizer<Scalar>(opt.lr), opt_(opt) {
     if (!(opt.beta1 >= 0 && opt.beta1 < 1 && opt.beta2 >= 0 && opt.beta2 < 1 && opt.eps > 0 &&
           opt.weight_decay >= 0)) {

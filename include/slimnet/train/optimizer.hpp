@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <set>
 #include <string>
+#include <type_traits>
 #include <unordered_map>
 
 #include "slimnet/core/error.hpp"
@@ -15,6 +16,122 @@
 #include "slimnet/nn/state.hpp"
 
 namespace slimnet::train {
+
+// Optimizer options are plain aggregates with PyTorch's defaults and chainable setters, so a call
+// names what it sets instead of listing values by position:
+//   train::sgd<float> opt(train::sgd_options{}.with_lr(0.05).with_momentum(0.9).with_weight_decay(5e-4));
+// Each with_* returns a modified copy (nothing can dangle when the chain starts from a temporary);
+// the optimizer's constructor calls validate(). The aggregate form (`sgd_options{0.05, 0.9}`, fields
+// in declaration order) still compiles, and each optimizer names its options `options` too.
+
+namespace detail {
+/// A copy of `o` with `o.*field = v`: the body of every with_* setter below.
+template <class Options, class T>
+Options with(const Options& o, T Options::*field, T v) {
+  Options copy = o;
+  copy.*field = v;
+  return copy;
+}
+
+/// Adam and AdaMax share their options' contract: lr finite and >= 0, betas in [0, 1), eps and
+/// weight_decay >= 0.
+inline void validate_adam_like(const char* fn, double lr, double beta1, double beta2, double eps, double weight_decay) {
+  if (!(lr >= 0.0) || !std::isfinite(lr) ||
+      !(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1 && eps >= 0 && weight_decay >= 0)) {
+    slimnet::detail::raise<config_error>(fn, "invalid options: lr={} beta1={} beta2={} eps={} weight_decay={}", lr, beta1, beta2,
+                                         eps, weight_decay);
+  }
+}
+}  // namespace detail
+
+/// Options of train::sgd (torch.optim.SGD's arguments and defaults).
+struct sgd_options {
+  double lr = 0.01;
+  double momentum = 0.0;
+  double dampening = 0.0;
+  double weight_decay = 0.0;
+  bool nesterov = false;
+
+  sgd_options with_lr(double v) const { return detail::with(*this, &sgd_options::lr, v); }
+  sgd_options with_momentum(double v) const { return detail::with(*this, &sgd_options::momentum, v); }
+  sgd_options with_dampening(double v) const { return detail::with(*this, &sgd_options::dampening, v); }
+  sgd_options with_weight_decay(double v) const { return detail::with(*this, &sgd_options::weight_decay, v); }
+  sgd_options with_nesterov(bool v = true) const { return detail::with(*this, &sgd_options::nesterov, v); }
+
+  /// Throws config_error unless lr is finite and >= 0, momentum, dampening and weight_decay are
+  /// >= 0, and Nesterov momentum has momentum > 0 and no dampening (as torch.optim.SGD).
+  void validate() const {
+    if (!(lr >= 0.0) || !std::isfinite(lr) || !(momentum >= 0) || !(weight_decay >= 0) || !(dampening >= 0) ||
+        (nesterov && (momentum <= 0 || dampening != 0))) {
+      slimnet::detail::raise<config_error>("slimnet::train::sgd",
+                                           "invalid options: lr={} momentum={} dampening={} weight_decay={} nesterov={}", lr,
+                                           momentum, dampening, weight_decay, nesterov);
+    }
+  }
+};
+
+/// Options of train::adam (torch.optim.Adam; weight_decay is L2 added to the gradient).
+struct adam_options {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+
+  adam_options with_lr(double v) const { return detail::with(*this, &adam_options::lr, v); }
+  /// PyTorch's `betas=(beta1, beta2)`.
+  adam_options with_betas(double b1, double b2) const { return with_beta1(b1).with_beta2(b2); }
+  adam_options with_beta1(double v) const { return detail::with(*this, &adam_options::beta1, v); }
+  adam_options with_beta2(double v) const { return detail::with(*this, &adam_options::beta2, v); }
+  adam_options with_eps(double v) const { return detail::with(*this, &adam_options::eps, v); }
+  adam_options with_weight_decay(double v) const { return detail::with(*this, &adam_options::weight_decay, v); }
+
+  void validate() const { detail::validate_adam_like("slimnet::train::adam", lr, beta1, beta2, eps, weight_decay); }
+};
+
+/// Options of train::adamax (torch.optim.Adamax; its default lr is 2e-3).
+struct adamax_options {
+  double lr = 2e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+
+  adamax_options with_lr(double v) const { return detail::with(*this, &adamax_options::lr, v); }
+  /// PyTorch's `betas=(beta1, beta2)`.
+  adamax_options with_betas(double b1, double b2) const { return with_beta1(b1).with_beta2(b2); }
+  adamax_options with_beta1(double v) const { return detail::with(*this, &adamax_options::beta1, v); }
+  adamax_options with_beta2(double v) const { return detail::with(*this, &adamax_options::beta2, v); }
+  adamax_options with_eps(double v) const { return detail::with(*this, &adamax_options::eps, v); }
+  adamax_options with_weight_decay(double v) const { return detail::with(*this, &adamax_options::weight_decay, v); }
+
+  void validate() const { detail::validate_adam_like("slimnet::train::adamax", lr, beta1, beta2, eps, weight_decay); }
+};
+
+/// Options of train::rmsprop (torch.optim.RMSprop's arguments and defaults; not centered).
+struct rmsprop_options {
+  double lr = 1e-2;
+  double alpha = 0.99;
+  double eps = 1e-8;
+  double momentum = 0.0;
+  double weight_decay = 0.0;
+
+  rmsprop_options with_lr(double v) const { return detail::with(*this, &rmsprop_options::lr, v); }
+  rmsprop_options with_alpha(double v) const { return detail::with(*this, &rmsprop_options::alpha, v); }
+  rmsprop_options with_eps(double v) const { return detail::with(*this, &rmsprop_options::eps, v); }
+  rmsprop_options with_momentum(double v) const { return detail::with(*this, &rmsprop_options::momentum, v); }
+  rmsprop_options with_weight_decay(double v) const { return detail::with(*this, &rmsprop_options::weight_decay, v); }
+
+  /// Throws config_error unless lr is finite and >= 0, alpha in [0, 1), eps, momentum and
+  /// weight_decay >= 0.
+  void validate() const {
+    if (!(lr >= 0.0) || !std::isfinite(lr) || !(alpha >= 0 && alpha < 1 && eps >= 0 && momentum >= 0 && weight_decay >= 0)) {
+      slimnet::detail::raise<config_error>("slimnet::train::rmsprop",
+                                           "invalid options: lr={} alpha={} eps={} momentum={} weight_decay={}", lr, alpha, eps,
+                                           momentum, weight_decay);
+    }
+  }
+};
 
 template <class Scalar>
 class optimizer {
@@ -43,10 +160,10 @@ class optimizer {
 
   /// Writes the learning rate and, under each trainable parameter's name, its step count and
   /// buffers (or that it has none yet). Names must be unique (config_error otherwise).
-  void save_state(nn::layer<Scalar>& model, nn::state_writer<Scalar>& out) const {
+  void save_state(const nn::layer<Scalar>& model, nn::state_writer<Scalar>& out) const {
     out.put_text("kind", name());
     out.put_real("lr", lr_);
-    each_trainable(model, "slimnet::train::optimizer::save_state", [&](nn::parameter<Scalar>& p) {
+    each_trainable(model, "slimnet::train::optimizer::save_state", [&](const nn::parameter<Scalar>& p) {
       auto scope = out.scope(p.name());
       const auto it = states_.find(p.id());
       const bool present = it != states_.end() && it->second.a.size() == p.size();
@@ -91,6 +208,13 @@ class optimizer {
 
  protected:
   explicit optimizer(double lr) { set_learning_rate(lr); }
+  /// Validates a derived optimizer's options before the base takes their learning rate, so a bad
+  /// option is reported in the options' terms.
+  template <class Options>
+  static double validated_lr(const Options& o) {
+    o.validate();
+    return o.lr;
+  }
 
   struct state {
     std::int64_t steps = 0;
@@ -113,11 +237,13 @@ class optimizer {
   double lr_ = 0.0;
 
  private:
-  template <class F>
-  static void each_trainable(nn::layer<Scalar>& model, const char* fn, const F& f) {
+  /// f(p) once per trainable parameter of `model` (a const model gives const parameters).
+  template <class Model, class F>
+  static void each_trainable(Model& model, const char* fn, const F& f) {
+    using parameter_type = std::conditional_t<std::is_const_v<Model>, const nn::parameter<Scalar>, nn::parameter<Scalar>>;
     std::set<std::uint64_t> seen;  // a parameter shared by two layers is visited twice, stepped once
     std::set<std::string> names;
-    model.visit_parameters([&](nn::parameter<Scalar>& p) {
+    model.visit_parameters([&](parameter_type& p) {
       if (!p.trainable() || !seen.insert(p.id()).second) return;
       if (!names.insert(p.name()).second) slimnet::detail::raise<config_error>(fn, "two parameters are named '{}'", p.name());
       f(p);
@@ -137,19 +263,8 @@ class optimizer {
 template <class Scalar>
 class sgd : public optimizer<Scalar> {
  public:
-  struct options {
-    double lr = 0.01;
-    double momentum = 0.0;
-    double dampening = 0.0;
-    double weight_decay = 0.0;
-    bool nesterov = false;
-  };
-  explicit sgd(options opt) : optimizer<Scalar>(opt.lr), opt_(opt) {
-    if (opt.momentum < 0 || opt.weight_decay < 0 || opt.dampening < 0 || (opt.nesterov && (opt.momentum <= 0 || opt.dampening != 0))) {
-      slimnet::detail::raise<config_error>("slimnet::train::sgd", "invalid options: momentum={} dampening={} weight_decay={} nesterov={}",
-                                  opt.momentum, opt.dampening, opt.weight_decay, opt.nesterov);
-    }
-  }
+  using options = sgd_options;
+  explicit sgd(options opt) : optimizer<Scalar>(optimizer<Scalar>::validated_lr(opt)), opt_(opt) {}
   std::string name() const override { return "SGD"; }
 
  protected:
@@ -188,19 +303,8 @@ class sgd : public optimizer<Scalar> {
 template <class Scalar>
 class adam : public optimizer<Scalar> {
  public:
-  struct options {
-    double lr = 1e-3;
-    double beta1 = 0.9;
-    double beta2 = 0.999;
-    double eps = 1e-8;
-    double weight_decay = 0.0;
-  };
-  explicit adam(options opt) : optimizer<Scalar>(opt.lr), opt_(opt) {
-    if (!(opt.beta1 >= 0 && opt.beta1 < 1 && opt.beta2 >= 0 && opt.beta2 < 1 && opt.eps >= 0 && opt.weight_decay >= 0)) {
-      slimnet::detail::raise<config_error>("slimnet::train::adam", "invalid options: beta1={} beta2={} eps={} weight_decay={}",
-                                  opt.beta1, opt.beta2, opt.eps, opt.weight_decay);
-    }
-  }
+  using options = adam_options;
+  explicit adam(options opt) : optimizer<Scalar>(optimizer<Scalar>::validated_lr(opt)), opt_(opt) {}
   std::string name() const override { return "Adam"; }
 
  protected:
@@ -226,19 +330,8 @@ class adam : public optimizer<Scalar> {
 template <class Scalar>
 class adamax : public optimizer<Scalar> {
  public:
-  struct options {
-    double lr = 2e-3;
-    double beta1 = 0.9;
-    double beta2 = 0.999;
-    double eps = 1e-8;
-    double weight_decay = 0.0;
-  };
-  explicit adamax(options opt) : optimizer<Scalar>(opt.lr), opt_(opt) {
-    if (!(opt.beta1 >= 0 && opt.beta1 < 1 && opt.beta2 >= 0 && opt.beta2 < 1 && opt.eps >= 0 && opt.weight_decay >= 0)) {
-      slimnet::detail::raise<config_error>("slimnet::train::adamax", "invalid options: beta1={} beta2={} eps={} weight_decay={}",
-                                  opt.beta1, opt.beta2, opt.eps, opt.weight_decay);
-    }
-  }
+  using options = adamax_options;
+  explicit adamax(options opt) : optimizer<Scalar>(optimizer<Scalar>::validated_lr(opt)), opt_(opt) {}
   std::string name() const override { return "AdaMax"; }
 
  protected:
@@ -263,19 +356,8 @@ class adamax : public optimizer<Scalar> {
 template <class Scalar>
 class rmsprop : public optimizer<Scalar> {
  public:
-  struct options {
-    double lr = 1e-2;
-    double alpha = 0.99;
-    double eps = 1e-8;
-    double momentum = 0.0;
-    double weight_decay = 0.0;
-  };
-  explicit rmsprop(options opt) : optimizer<Scalar>(opt.lr), opt_(opt) {
-    if (!(opt.alpha >= 0 && opt.alpha < 1 && opt.eps >= 0 && opt.momentum >= 0 && opt.weight_decay >= 0)) {
-      slimnet::detail::raise<config_error>("slimnet::train::rmsprop", "invalid options: alpha={} eps={} momentum={} weight_decay={}",
-                                  opt.alpha, opt.eps, opt.momentum, opt.weight_decay);
-    }
-  }
+  using options = rmsprop_options;
+  explicit rmsprop(options opt) : optimizer<Scalar>(optimizer<Scalar>::validated_lr(opt)), opt_(opt) {}
   std::string name() const override { return "RMSProp"; }
 
  protected:
