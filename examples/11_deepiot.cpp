@@ -148,7 +148,7 @@ int main(int argc, char** argv) {
 
     // 2. Compressor-critic training.
     auto g = deepiot::attach_gates(model);
-    deepiot::compress_options o;
+    deepiot::deepiot_options o;
     o.seed = seed;
     o.critic_lr = a.real("critic-lr");
     o.weight_decay = a.real("weight-decay");
@@ -198,7 +198,7 @@ int main(int argc, char** argv) {
     }
     const int ft_epochs = static_cast<int>(a.integer("finetune-epochs"));
     if (ft_epochs > 0) {
-      train::adam<float> opt({a.real("finetune-lr"), 0.9, 0.999, 1e-8, 0.0});
+      train::adam<float> opt(train::adam_options{}.with_lr(a.real("finetune-lr")));
       train::fit_options fo;
       fo.epochs = ft_epochs;
       fo.seed = seed + 7;

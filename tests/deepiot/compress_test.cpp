@@ -3,11 +3,24 @@
 // thinned model keeps the accuracy.
 #include <catch2/catch.hpp>
 
+#include <type_traits>
+
 #include "slimnet/deepiot.hpp"
+#include "slimnet/nn/compressed/convert.hpp"
 #include "slimnet/nn.hpp"
 #include "slimnet/train.hpp"
 
 using namespace slimnet;
+
+// The run's options are deepiot::deepiot_options; the former name, which clashed with
+// nn::compressed::compress_options (another meaning), remains as a deprecated alias of the same type.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+static_assert(std::is_same_v<deepiot::compress_options, deepiot::deepiot_options>,
+              "deepiot::compress_options must stay an alias of deepiot::deepiot_options.");
+#pragma GCC diagnostic pop
+static_assert(!std::is_same_v<deepiot::deepiot_options, nn::compressed::compress_options>,
+              "DeepIoT's options and nn::compressed's conversion options are different types.");
 
 namespace {
 
@@ -40,7 +53,7 @@ TEST_CASE("compressor-critic training prunes dead units and thinning keeps the a
   m.reset_parameters(gen);
   // Pretrain, then kill 16 of the 24 hidden units (zero weights and bias: ReLU(0) = 0 and no
   // gradient ever reaches them again).
-  train::adam<float> opt({0.01});
+  train::adam<float> opt(train::adam_options{}.with_lr(0.01));
   train::fit_options fo;
   fo.epochs = 5;
   fo.progress = false;
@@ -61,7 +74,7 @@ TEST_CASE("compressor-critic training prunes dead units and thinning keeps the a
 
   auto g = deepiot::attach_gates(m);
   REQUIRE(g.layers.size() == 1);
-  deepiot::compress_options o;
+  deepiot::deepiot_options o;
   o.critic_lr = 1e-3;
   o.tau = {0.0, 0.05, 150, 0.7};
   o.stop = {0.2, 0.9, 100, 3000};

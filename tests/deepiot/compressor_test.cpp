@@ -231,7 +231,7 @@ TEST_CASE("bad probabilities, gamma, tau and options throw", "[deepiot][errors]"
   REQUIRE_THROWS_AS((deepiot::threshold_schedule{0.5, 0.1, 0, 0.8}.validate()), config_error);
   REQUIRE_THROWS_AS((deepiot::threshold_schedule{0.5, 0.1, 10, 0.2}.validate()), config_error);
   REQUIRE_THROWS_AS((deepiot::stop_rule{0.0, 0.9, 10, 10}.validate()), config_error);
-  deepiot::compress_options o;
+  deepiot::deepiot_options o;
   o.gamma = 2;
   REQUIRE_THROWS_WITH(o.validate(), Contains("gamma = 2"));
   o = {};

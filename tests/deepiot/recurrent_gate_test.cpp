@@ -352,7 +352,7 @@ TEST_CASE("compress() trains the gates of a small Bi-LSTM", "[deepiot][recurrent
     }
   }
   auto g = deepiot::attach_gates(rg_bilstm<float>());
-  deepiot::compress_options o;
+  deepiot::deepiot_options o;
   o.batch_size = 32;
   o.critic_lr = 3e-3;
   o.tau = {0.0, 0.1, 20, 0.6};

@@ -184,7 +184,7 @@ void check_resume(const std::string& name, const Build& build, const MakeOpt& ma
 
 template <class Scalar>
 std::unique_ptr<train::optimizer<Scalar>> momentum_sgd() {
-  return std::make_unique<train::sgd<Scalar>>(typename train::sgd<Scalar>::options{0.05, 0.9});
+  return std::make_unique<train::sgd<Scalar>>(train::sgd_options{}.with_lr(0.05).with_momentum(0.9));
 }
 
 template <class Scalar>
@@ -245,7 +245,7 @@ TEMPLATE_TEST_CASE("an MLP with dropout, momentum SGD and a step schedule resume
 
 TEST_CASE("a conv net with Adam resumes bitwise", "[train][checkpoint]") {
   const auto d = bands<float>(48, 5);
-  const auto adam = [] { return std::make_unique<train::adam<float>>(train::adam<float>::options{0.01}); };
+  const auto adam = [] { return std::make_unique<train::adam<float>>(train::adam_options{}.with_lr(0.01)); };
   check_resume<float>("cnn", [] { return cnn<float>(11); }, adam, d, small_run<float>(3), 1, 2);
 }
 
@@ -342,7 +342,7 @@ TEST_CASE("checkpoint_every: a run stopped between checkpoints resumes from the 
 TEST_CASE("optimizer state is saved and loaded by parameter name, with named errors", "[train][checkpoint]") {
   const auto d = testing::blobs<double>(30, 9);
   auto a = mlp<double>(1);
-  train::rmsprop<double> opt({0.01, 0.9, 1e-8, 0.5});
+  train::rmsprop<double> opt(train::rmsprop_options{}.with_lr(0.01).with_alpha(0.9).with_momentum(0.5));
   auto o = small_run<double>(1);
   train::fit(a, opt, train::cross_entropy<double>(), d, o);
   nn::state_dict<double> saved;
@@ -358,7 +358,8 @@ TEST_CASE("optimizer state is saved and loaded by parameter name, with named err
       if (q.name() == p.name()) p.value() = q.value();
     });
   });
-  train::rmsprop<double> opt_b({0.5, 0.9, 1e-8, 0.5});  // another rate: restored from the state
+  train::rmsprop<double> opt_b(
+      train::rmsprop_options{}.with_lr(0.5).with_alpha(0.9).with_momentum(0.5));  // another rate: restored from the state
   opt_b.load_state(b, nn::state_reader<double>(saved));
   CHECK(opt_b.learning_rate() == opt.learning_rate());
   auto o2 = small_run<double>(1);
@@ -369,14 +370,14 @@ TEST_CASE("optimizer state is saved and loaded by parameter name, with named err
 
   // A model with another width: the buffer of the wrong size is named.
   auto wide = mlp<double>(1, 17);
-  train::rmsprop<double> opt_w({0.01, 0.9, 1e-8, 0.5});
+  train::rmsprop<double> opt_w(train::rmsprop_options{}.with_lr(0.01).with_alpha(0.9).with_momentum(0.5));
   CHECK_THAT(error_of<config_error>([&] { opt_w.load_state(wide, nn::state_reader<double>(saved)); }), Catch::Matchers::Contains("fc1.weight/a") && Catch::Matchers::Contains("shape"));
   // A model with a parameter the state does not have.
   auto more = mlp<double>(1);
   more.add("fc3", nn::linear<double>(3, 3));
   CHECK_THAT(error_of<io_error>([&] { opt_w.load_state(more, nn::state_reader<double>(saved)); }), Catch::Matchers::Contains("fc3.weight/present"));
   // Another kind of optimizer.
-  train::adam<double> adam({});
+  train::adam<double> adam(train::adam_options{});
   CHECK_THAT(error_of<config_error>([&] { adam.load_state(a, nn::state_reader<double>(saved)); }), Catch::Matchers::Contains("RMSProp") && Catch::Matchers::Contains("Adam"));
 }
 
@@ -486,7 +487,7 @@ TEST_CASE("a damaged or mismatched checkpoint is refused, naming the problem, an
     CHECK_THAT(error_of<io_error>([&] { train::load_checkpoint<float>(path, m, opt.get()); }), Contains("nothing in the model claims") && Contains("fc2"));
   }
   SECTION("another optimizer") {
-    train::adam<float> adam({});
+    train::adam<float> adam(train::adam_options{});
     CHECK_THAT(error_of<config_error>([&] { train::load_checkpoint<float>(path, target, &adam); }), Contains("optimizer/kind"));
     CHECK(unchanged());
   }
@@ -575,7 +576,7 @@ TEST_CASE("DeepIoT's compressor-critic training resumes bitwise (compressor, cri
     m.reset_parameters(gen);
     return deepiot::attach_gates(m);
   };
-  deepiot::compress_options o;
+  deepiot::deepiot_options o;
   o.batch_size = 16;
   o.critic_lr = 1e-2;
   o.compressor.hidden = 8;
@@ -626,7 +627,8 @@ TEST_CASE("DeepIoT's compressor-critic training resumes bitwise (compressor, cri
   const auto whole_bytes = testing::read_bytes(whole_opt.checkpoint_path);
   CHECK(testing::read_bytes(resumed_opt.checkpoint_path) == whole_bytes);
   CHECK(at_stop != whole_bytes);  // the resumed iterations did change the state
-  CHECK(same_state(full_state(g1.net, train::adam<float>({})), full_state(g3.net, train::adam<float>({}))));
+  CHECK(same_state(full_state(g1.net, train::adam<float>(train::adam_options{})),
+                   full_state(g3.net, train::adam<float>(train::adam_options{}))));
 
   // Another seed: refused, naming it.
   auto other = resumed_opt;

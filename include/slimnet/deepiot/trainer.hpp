@@ -25,7 +25,11 @@
 
 namespace slimnet::deepiot {
 
-struct compress_options {
+/// Options of a DeepIoT run (deepiot::compress): the critic's and the compressor's optimizers, the
+/// initial keep probabilities, the threshold schedule and the stop rule. Named after the method, as
+/// prune::dns_options, so it is not confused with nn::compressed::compress_options (how a trained
+/// model is converted for inference).
+struct deepiot_options {
   index_t batch_size = 64;
   // Critic (the task network W): Adam(1e-4, 0.5, 0.9), L2 5e-4 * 1/2 |v|^2 on every parameter.
   double critic_lr = 1e-4;
@@ -75,6 +79,9 @@ struct compress_options {
     stop.validate();
   }
 };
+
+/// The former name of deepiot_options.
+using compress_options [[deprecated("use deepiot::deepiot_options (nn::compressed::compress_options is another thing)")]] = deepiot_options;
 
 /// What the stop rule saw at a check.
 struct compress_check {
@@ -198,7 +205,7 @@ unit_selection harden(gated_model<Scalar>& g, const std::vector<vector<Scalar>>&
 /// training ends when stop.satisfied(...). The gates are left in stochastic mode with p̂.
 template <class Scalar>
 compress_result<Scalar> compress(gated_model<Scalar>& g, const data::dataset<Scalar>& train_data,
-                                 const data::dataset<Scalar>& heldout, const compress_options& opt,
+                                 const data::dataset<Scalar>& heldout, const deepiot_options& opt,
                                  const std::function<void(const compress_check&)>& on_check = {}) {
   constexpr const char* fn = "slimnet::deepiot::compress";
   opt.validate();
