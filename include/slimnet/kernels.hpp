@@ -7,6 +7,7 @@
 #include "slimnet/kernels/binary_gemm.hpp"
 #include "slimnet/kernels/bitpack.hpp"
 #include "slimnet/kernels/codebook_gemm.hpp"
+#include "slimnet/kernels/cpu_features.hpp"
 #include "slimnet/kernels/dispatch.hpp"
 #include "slimnet/kernels/int8_gemm.hpp"
 #include "slimnet/kernels/sparse.hpp"
