@@ -12,18 +12,36 @@
 // horizontal sum is needed (a dot product of two packed rows would need one per output, which at
 // K = 1024 costs as much as the 16 words of work). This is the fp32 GEMM's register tile with
 // FMA replaced by xor + popcount + add: the ceiling is 512 multiply-adds per 3 ops, about 20x fp32.
+//
+// Paths, chosen per call at run time (cpu_features.hpp), all compiled in every x86-64 build with
+// function target attributes, whatever the program's -march:
+//   avx512    the tile above (AVX-512 F/BW/VL/DQ + VPOPCNTDQ: Ice Lake, Zen 4 and later);
+//   avx2      no vector popcount: the nibble table (Mula): popcount of a byte = T[lo 4 bits] +
+//             T[hi 4 bits] with T in a register and VPSHUFB doing 32 look-ups at once, then
+//             VPSADBW against zero sums the 8 byte counts of each 64-bit lane. A 4 x 8 tile (8
+//             accumulators of 4 uint64) per word: 10 ops per 256 bits instead of 3 per 512;
+//   portable  scalar popcount, 4 columns at a time (the only path on other architectures).
+// An avx512 choice on a CPU without VPOPCNTDQ (Skylake-X, Cascade Lake) runs the avx2 path.
+// gemm_xnor_path() says which path a call takes; gemm_xnor_path_calls() counts the calls that ran
+// each one (tests assert on it, so "fast vs portable" never compares the portable path with itself).
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <type_traits>
 #include <vector>
 
 #include "slimnet/core/error.hpp"
 #include "slimnet/kernels/bitpack.hpp"
+#include "slimnet/kernels/cpu_features.hpp"
 #include "slimnet/kernels/dispatch.hpp"
 #include "slimnet/kernels/matrix_ref.hpp"
 #include "slimnet/kernels/intrinsics.hpp"
+
+#if defined(SLIMNET_DISPATCH_X86)
+#include <immintrin.h>
+#endif
 
 SLIMNET_INTRINSICS_BEGIN
 
@@ -122,13 +140,15 @@ void gemm_xnor_portable(const bit_matrix_ref& a, const xnor_packed_rhs& b, const
   }
 }
 
-#if defined(SLIMNET_KERNELS_AVX512_POPCNT)
+#if defined(SLIMNET_DISPATCH_X86)
 namespace avx512 {
+
+#define SLIMNET_XNOR_AVX512 SLIMNET_TARGET("avx512f,avx512bw,avx512vl,avx512dq,avx512vpopcntdq")
 
 /// One MR x 32 tile: rows a[0..MR) (row r at a + r * lda; rows past `rows` repeat the last valid
 /// row and are not stored), all kw words, columns [0, cols) of the panel.
 template <int MR, class Out>
-inline void xnor_tile(const bit_word* a, index_t lda, index_t rows, const bit_word* bp, index_t kw, index_t k, Out* c, index_t ldc,
+SLIMNET_XNOR_AVX512 inline void xnor_tile(const bit_word* a, index_t lda, index_t rows, const bit_word* bp, index_t kw, index_t k, Out* c, index_t ldc,
                       index_t cols, index_t col0, const xnor_params& params) {
   const bit_word* ar[MR];
   for (int r = 0; r < MR; ++r) ar[r] = a + std::min<index_t>(r, rows - 1) * lda;
@@ -174,8 +194,8 @@ inline void xnor_tile(const bit_word* a, index_t lda, index_t rows, const bit_wo
 }
 
 template <class Out>
-void gemm_xnor(const bit_matrix_ref& a, const xnor_packed_rhs& b, const matrix_ref<Out>& c, index_t p0, index_t p1, index_t i0,
-               index_t i1, const xnor_params& params) {
+SLIMNET_XNOR_AVX512 void gemm_xnor(const bit_matrix_ref& a, const xnor_packed_rhs& b, const matrix_ref<Out>& c, index_t p0, index_t p1,
+                                   index_t i0, index_t i1, const xnor_params& params) {
   constexpr index_t mr = 6, pc = xnor_packed_rhs::panel_cols;
   for (index_t p = p0; p < p1; ++p) {
     const index_t col0 = p * pc, cols = std::min(pc, b.cols() - col0);
@@ -186,10 +206,96 @@ void gemm_xnor(const bit_matrix_ref& a, const xnor_packed_rhs& b, const matrix_r
   }
 }
 
+#undef SLIMNET_XNOR_AVX512
 }  // namespace avx512
+
+namespace avx2 {
+
+#define SLIMNET_XNOR_AVX2 SLIMNET_TARGET("avx2")
+
+/// One MR x 8 tile: rows a[0..MR) (row r at a + r * lda; rows past `rows` repeat the last valid
+/// row and are not stored), all kw words, columns [0, cols) of the 8 at bp (a panel's word w of
+/// them at bp + 32 w). Per word and (row, 4 columns): xor, the two nibble look-ups, vpsadbw, add.
+template <int MR, class Out>
+SLIMNET_XNOR_AVX2 inline void xnor_tile(const bit_word* a, index_t lda, index_t rows, const bit_word* bp, index_t kw, index_t k, Out* c,
+                                        index_t ldc, index_t cols, index_t col0, const xnor_params& params) {
+  const bit_word* ar[MR];
+  for (int r = 0; r < MR; ++r) ar[r] = a + std::min<index_t>(r, rows - 1) * lda;
+  // popcount of each nibble value 0..15, once per 128-bit lane (VPSHUFB looks up within a lane)
+  const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+  const __m256i nibble = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
+  __m256i acc[MR][2];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+  for (index_t w = 0; w < kw; ++w) {
+    const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bp + w * 32));
+    const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bp + w * 32 + 4));
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      const __m256i av = _mm256_set1_epi64x(static_cast<long long>(ar[r][w]));
+      const __m256i x0 = _mm256_xor_si256(av, b0), x1 = _mm256_xor_si256(av, b1);
+      const __m256i c0 = _mm256_add_epi8(_mm256_shuffle_epi8(table, _mm256_and_si256(x0, nibble)),
+                                         _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(x0, 4), nibble)));
+      const __m256i c1 = _mm256_add_epi8(_mm256_shuffle_epi8(table, _mm256_and_si256(x1, nibble)),
+                                         _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(x1, 4), nibble)));
+      acc[r][0] = _mm256_add_epi64(acc[r][0], _mm256_sad_epu8(c0, zero));  // byte counts (<= 8) summed per 64-bit lane
+      acc[r][1] = _mm256_add_epi64(acc[r][1], _mm256_sad_epu8(c1, zero));
+    }
+  }
+  alignas(32) std::int64_t pop[8];
+  for (int r = 0; r < MR && r < rows; ++r) {
+    _mm256_store_si256(reinterpret_cast<__m256i*>(pop), acc[r][0]);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(pop + 4), acc[r][1]);
+    Out* cr = c + r * ldc;
+    for (index_t q = 0; q < cols; ++q) cr[q] = xnor_output<Out>(k - 2 * pop[q], col0 + q, params);
+  }
+}
+
+template <class Out>
+SLIMNET_XNOR_AVX2 void gemm_xnor(const bit_matrix_ref& a, const xnor_packed_rhs& b, const matrix_ref<Out>& c, index_t p0, index_t p1,
+                                 index_t i0, index_t i1, const xnor_params& params) {
+  constexpr index_t mr = 4, nr = 8, pc = xnor_packed_rhs::panel_cols;
+  for (index_t p = p0; p < p1; ++p) {
+    const index_t pcols = std::min(pc, b.cols() - p * pc);
+    for (index_t g = 0; g < pcols; g += nr) {
+      const index_t col0 = p * pc + g, cols = std::min(nr, pcols - g);
+      for (index_t i = i0; i < i1; i += mr) {
+        xnor_tile<mr, Out>(a.words + i * a.row_words, a.row_words, std::min(mr, i1 - i), b.panel(p) + g, b.words(), b.depth(),
+                           c.data + i * c.row_stride + col0, c.row_stride, cols, col0, params);
+      }
+    }
+  }
+}
+
+#undef SLIMNET_XNOR_AVX2
+}  // namespace avx2
 #endif
 
+/// Calls of gemm_xnor that ran each path (indexed by isa).
+inline std::atomic<std::uint64_t>* xnor_path_counters() {
+  static std::atomic<std::uint64_t> counters[4] = {};
+  return counters;
+}
+
 }  // namespace detail
+
+/// The path gemm_xnor takes with `params` under the current active_isa(): avx512 (with VPOPCNTDQ),
+/// avx2 (an avx2 choice, or avx512 without VPOPCNTDQ), else portable; always portable when
+/// params.path is kernel_path::portable.
+inline isa gemm_xnor_path(const xnor_params& params = {}) {
+  if (params.path == kernel_path::portable) return isa::portable;
+#if defined(SLIMNET_DISPATCH_X86)
+  const isa active = active_isa();
+  if (active == isa::avx512 && cpu_features().avx512_vpopcntdq) return isa::avx512;
+  if (active == isa::avx512 || active == isa::avx2) return isa::avx2;
+#endif
+  return isa::portable;
+}
+
+/// How many gemm_xnor calls (one per call, whatever its threads) ran `path` since the program started.
+inline std::uint64_t gemm_xnor_path_calls(isa path) {
+  return detail::xnor_path_counters()[static_cast<int>(path)].load(std::memory_order_relaxed);
+}
 
 /// The definition: C(i, j) = sum_k A(i, k) B(j, k) over the +-1 values, bit by bit; a float C gets
 /// col_scale[j] * dot + col_bias[j].
@@ -218,14 +324,20 @@ void gemm_xnor(const bit_matrix_ref& a, const xnor_packed_rhs& b, matrix_ref<Out
   const int threads = std::min<index_t>(detail::resolve_threads(params.threads), std::max(b.panels(), (a.rows + 5) / 6));
   const bool by_panels = b.panels() >= threads;
   const auto bounds = by_panels ? detail::even_split(b.panels(), threads) : detail::even_split(a.rows, threads, 6);
+  const isa path = gemm_xnor_path(params);  // once per call: every thread runs the same path
+  detail::xnor_path_counters()[static_cast<int>(path)].fetch_add(1, std::memory_order_relaxed);
   detail::run_threads(threads, [&](int t, int) {
     const index_t lo = bounds[static_cast<std::size_t>(t)], hi = bounds[static_cast<std::size_t>(t) + 1];
     if (lo >= hi) return;
     const index_t p0 = by_panels ? lo : 0, p1 = by_panels ? hi : b.panels();
     const index_t i0 = by_panels ? 0 : lo, i1 = by_panels ? a.rows : hi;
-#if defined(SLIMNET_KERNELS_AVX512_POPCNT)
-    if (params.path != kernel_path::portable) {
+#if defined(SLIMNET_DISPATCH_X86)
+    if (path == isa::avx512) {
       detail::avx512::gemm_xnor<Out>(a, b, c, p0, p1, i0, i1, params);
+      return;
+    }
+    if (path == isa::avx2) {
+      detail::avx2::gemm_xnor<Out>(a, b, c, p0, p1, i0, i1, params);
       return;
     }
 #endif

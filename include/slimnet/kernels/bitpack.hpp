@@ -13,6 +13,10 @@
 // disagrees and XOR counts nothing there: the epilogue uses the real K. (Counting agreements
 // instead, popcount(XNOR) over K_pad = 64 * words bits would include the K_pad - K padding bits:
 // a . b = 2 * (popcount(a XNOR b) - (K_pad - K)) - K. The XOR form needs no correction.)
+//
+// pack_signs of contiguous float rows is dispatched at run time (cpu_features.hpp): AVX-512 turns 16
+// compares into a mask register, AVX2 8 compares into VMOVMSKPS's sign bits; other inputs and the
+// portable path pack one value at a time.
 #pragma once
 
 #include <cstdint>
@@ -21,9 +25,14 @@
 #include <vector>
 
 #include "slimnet/core/error.hpp"
+#include "slimnet/kernels/cpu_features.hpp"
 #include "slimnet/kernels/dispatch.hpp"
 #include "slimnet/kernels/matrix_ref.hpp"
 #include "slimnet/kernels/intrinsics.hpp"
+
+#if defined(SLIMNET_DISPATCH_X86)
+#include <immintrin.h>
+#endif
 
 SLIMNET_INTRINSICS_BEGIN
 
@@ -85,6 +94,34 @@ inline bit_word pack_word(const Scalar* v, index_t stride, index_t n) {
   return w;
 }
 
+#if defined(SLIMNET_DISPATCH_X86)
+/// Words [0, full) of a contiguous float row: 4 compares of 16 floats -> 4 16-bit masks per word.
+SLIMNET_TARGET("avx512f") inline void pack_row_avx512(const float* xr, index_t full, bit_word* o) {
+  const __m512 zero = _mm512_setzero_ps();
+  for (index_t w = 0; w < full; ++w) {
+    const bit_word m0 = _mm512_cmp_ps_mask(_mm512_loadu_ps(xr + 64 * w), zero, _CMP_LT_OQ);
+    const bit_word m1 = _mm512_cmp_ps_mask(_mm512_loadu_ps(xr + 64 * w + 16), zero, _CMP_LT_OQ);
+    const bit_word m2 = _mm512_cmp_ps_mask(_mm512_loadu_ps(xr + 64 * w + 32), zero, _CMP_LT_OQ);
+    const bit_word m3 = _mm512_cmp_ps_mask(_mm512_loadu_ps(xr + 64 * w + 48), zero, _CMP_LT_OQ);
+    o[w] = m0 | (m1 << 16) | (m2 << 32) | (m3 << 48);
+  }
+}
+
+/// The same with AVX2: x < 0 (ordered, so NaN and -0 give 0) sets all bits of a lane, VMOVMSKPS
+/// gathers the 8 sign bits.
+SLIMNET_TARGET("avx2") inline void pack_row_avx2(const float* xr, index_t full, bit_word* o) {
+  const __m256 zero = _mm256_setzero_ps();
+  for (index_t w = 0; w < full; ++w) {
+    bit_word word = 0;
+    for (int q = 0; q < 8; ++q) {
+      const int m = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(xr + 64 * w + 8 * q), zero, _CMP_LT_OQ));
+      word |= static_cast<bit_word>(static_cast<unsigned>(m)) << (8 * q);
+    }
+    o[w] = word;
+  }
+}
+#endif
+
 }  // namespace detail
 
 /// Packs the signs of x (rows x cols, any strides) along its rows into `out` (resized when its shape
@@ -93,21 +130,19 @@ template <class Scalar>
 void pack_signs(matrix_ref<const Scalar> x, bit_matrix& out) {
   if (out.rows() != x.rows || out.cols() != x.cols) out = bit_matrix(x.rows, x.cols);
   const index_t full = x.cols / 64;
+  [[maybe_unused]] const isa path = active_isa();
   for (index_t i = 0; i < x.rows; ++i) {
     const Scalar* xr = x.data + i * x.row_stride;
     bit_word* o = out.row(i);
     index_t w = 0;
-#if defined(SLIMNET_KERNELS_AVX512)
+#if defined(SLIMNET_DISPATCH_X86)
     if constexpr (std::is_same_v<Scalar, float>) {
-      if (x.col_stride == 1) {
-        for (; w < full; ++w) {
-          const __m512 zero = _mm512_setzero_ps();
-          const bit_word m0 = _mm512_cmp_ps_mask(_mm512_loadu_ps(xr + 64 * w), zero, _CMP_LT_OQ);
-          const bit_word m1 = _mm512_cmp_ps_mask(_mm512_loadu_ps(xr + 64 * w + 16), zero, _CMP_LT_OQ);
-          const bit_word m2 = _mm512_cmp_ps_mask(_mm512_loadu_ps(xr + 64 * w + 32), zero, _CMP_LT_OQ);
-          const bit_word m3 = _mm512_cmp_ps_mask(_mm512_loadu_ps(xr + 64 * w + 48), zero, _CMP_LT_OQ);
-          o[w] = m0 | (m1 << 16) | (m2 << 32) | (m3 << 48);
-        }
+      if (x.col_stride == 1 && path == isa::avx512) {
+        detail::pack_row_avx512(xr, full, o);
+        w = full;
+      } else if (x.col_stride == 1 && path == isa::avx2) {
+        detail::pack_row_avx2(xr, full, o);
+        w = full;
       }
     }
 #endif
