@@ -11,8 +11,8 @@
 // f(t) = f0 (1 + w_c x(t)) and a(t) = amp (1 + w_a y(t)), x and y independent Ornstein-Uhlenbeck
 // processes (unit variance, time constant 4 s): cadence and effort wander within a recording, so
 // its windows are not copies of one period. f0 = the activity's cadence (bike 1.2 Hz, walking
-// 1.8 Hz, stairs 1.6 / 2.0 Hz before the overlap, postural sway for sitting and standing) times a per-user factor and
-// +-5% per recording; g_a the activity's posture (gravity, 9.81 m/s^2); A, G its harmonic
+// 1.8 Hz, stairs 1.6 / 2.0 Hz before the overlap, postural sway for sitting and standing) times a
+// per-user factor and +-5% per recording; g_a the activity's posture (gravity, 9.81 m/s^2); A, G its harmonic
 // amplitudes (3 harmonics x 3 axes); R a random phone rotation per recording (+-35 degrees about
 // each axis: the pouch is never worn the same way twice).
 //
@@ -37,8 +37,8 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
-#include <initializer_list>
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
