@@ -245,7 +245,7 @@ TEST_CASE("synthetic IMU: the same options give the same streams, every option c
   c.seed = 5;
   CHECK(differs(c));
   c = o;
-  c.activity_overlap = 0.2;
+  c.activity_overlap = 0.35;
   CHECK(differs(c));
   c = o;
   c.gait_spread = 0.1;
