@@ -18,8 +18,8 @@
 //   avx512    the tile above (AVX-512 F/BW/VL/DQ + VPOPCNTDQ: Ice Lake, Zen 4 and later);
 //   avx2      no vector popcount: the nibble table (Mula): popcount of a byte = T[lo 4 bits] +
 //             T[hi 4 bits] with T in a register and VPSHUFB doing 32 look-ups at once, then
-//             VPSADBW against zero sums the 8 byte counts of each 64-bit lane. A 4 x 8 tile (8
-//             accumulators of 4 uint64) per word: 10 ops per 256 bits instead of 3 per 512;
+//             VPSADBW against zero sums the byte counts of each 64-bit lane every 31 words. A 4 x 8
+//             tile (8 byte accumulators) per word: 8 ops per 256 bits instead of 3 per 512;
 //   portable  scalar popcount, 4 columns at a time (the only path on other architectures).
 // An avx512 choice on a CPU without VPOPCNTDQ (Skylake-X, Cascade Lake) runs the avx2 path.
 // gemm_xnor_path() says which path a call takes; gemm_xnor_path_calls() counts the calls that ran
@@ -227,19 +227,30 @@ SLIMNET_XNOR_AVX2 inline void xnor_tile(const bit_word* a, index_t lda, index_t 
   __m256i acc[MR][2];
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
-  for (index_t w = 0; w < kw; ++w) {
-    const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bp + w * 32));
-    const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bp + w * 32 + 4));
+  // Byte counts add up in bytes for up to 31 words (<= 8 per word: <= 248 < 256), then VPSADBW
+  // sums each lane's 8 bytes into its 64-bit accumulator: 8 ops per word and vector, not 10.
+  for (index_t w0 = 0; w0 < kw; w0 += 31) {
+    const index_t w1 = std::min<index_t>(kw, w0 + 31);
+    __m256i bytes[MR][2];
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) bytes[r][0] = bytes[r][1] = _mm256_setzero_si256();
+    for (index_t w = w0; w < w1; ++w) {
+      const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bp + w * 32));
+      const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bp + w * 32 + 4));
+#pragma GCC unroll 8
+      for (int r = 0; r < MR; ++r) {
+        const __m256i av = _mm256_set1_epi64x(static_cast<long long>(ar[r][w]));
+        const __m256i x0 = _mm256_xor_si256(av, b0), x1 = _mm256_xor_si256(av, b1);
+        bytes[r][0] = _mm256_add_epi8(bytes[r][0], _mm256_add_epi8(_mm256_shuffle_epi8(table, _mm256_and_si256(x0, nibble)),
+                                                                   _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(x0, 4), nibble))));
+        bytes[r][1] = _mm256_add_epi8(bytes[r][1], _mm256_add_epi8(_mm256_shuffle_epi8(table, _mm256_and_si256(x1, nibble)),
+                                                                   _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(x1, 4), nibble))));
+      }
+    }
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
-      const __m256i av = _mm256_set1_epi64x(static_cast<long long>(ar[r][w]));
-      const __m256i x0 = _mm256_xor_si256(av, b0), x1 = _mm256_xor_si256(av, b1);
-      const __m256i c0 = _mm256_add_epi8(_mm256_shuffle_epi8(table, _mm256_and_si256(x0, nibble)),
-                                         _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(x0, 4), nibble)));
-      const __m256i c1 = _mm256_add_epi8(_mm256_shuffle_epi8(table, _mm256_and_si256(x1, nibble)),
-                                         _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(x1, 4), nibble)));
-      acc[r][0] = _mm256_add_epi64(acc[r][0], _mm256_sad_epu8(c0, zero));  // byte counts (<= 8) summed per 64-bit lane
-      acc[r][1] = _mm256_add_epi64(acc[r][1], _mm256_sad_epu8(c1, zero));
+      acc[r][0] = _mm256_add_epi64(acc[r][0], _mm256_sad_epu8(bytes[r][0], zero));
+      acc[r][1] = _mm256_add_epi64(acc[r][1], _mm256_sad_epu8(bytes[r][1], zero));
     }
   }
   alignas(32) std::int64_t pop[8];
