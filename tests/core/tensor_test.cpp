@@ -66,3 +66,12 @@ TEST_CASE("errors name the function and derive from slimnet::error", "[core]") {
     CHECK(std::string(e.what()) == "slimnet::example: fraction 1.5 is outside [0, 1]");
   }
 }
+
+TEST_CASE("slimnet's names do not collide with std's under both using-directives", "[core]") {
+  using namespace std;
+  using namespace slimnet;
+  vector<int> v{1, 2, 3};  // std::vector: slimnet's Eigen column vector is column_vector
+  column_vector<float> c = column_vector<float>::Constant(3, 2.0f);
+  CHECK(v.size() == 3);
+  CHECK(c.sum() == 6.0f);
+}

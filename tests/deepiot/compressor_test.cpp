@@ -71,10 +71,10 @@ TEST_CASE("the compressor's gradient of the REINFORCE surrogate matches finite d
   surrogate_fixture f(c, 9);
   // Analytic: dS/dp = reinforce_gradient(p̂) * dp̂/dp, then backward through the compressor.
   auto p = c.forward(f.weights(), f.biases());
-  std::vector<vector<double>> dp;
+  std::vector<column_vector<double>> dp;
   index_t decayed = 0;
   for (std::size_t k = 0; k < p.size(); ++k) {
-    vector<double> factor;
+    column_vector<double> factor;
     const auto p_hat = deepiot::soft_delete(p[k], f.tau, f.gamma, &factor);
     decayed += (factor.array() < 1.0).count();
     for (index_t j = 0; j < p[k].size(); ++j) REQUIRE(std::abs(p[k][j] - f.tau) > 1e-4);  // FD steps stay on one side
@@ -123,7 +123,7 @@ TEST_CASE("the compressor reads layer weights with the bias as an extra row and 
   b.flat() << -7, 30;
   auto p2 = c.forward({&w}, {&b});
   REQUIRE((p2[0] - p1[0]).norm() > 0);
-  c.backward({vector<double>::Ones(2)});
+  c.backward({column_vector<double>::Ones(2)});
   REQUIRE(w[0] == 1.0);
   REQUIRE(c.parameter_count() == 4 + 2 * 64 + 64 * 2 + 4 * 64 * 128 + 4 * 64);
   REQUIRE_THROWS_AS(c.forward({&w}, {nullptr}), shape_error);
@@ -132,7 +132,7 @@ TEST_CASE("the compressor reads layer weights with the bias as an extra row and 
 }
 
 TEST_CASE("Bernoulli masks are seeded and unbiased", "[deepiot]") {
-  vector<double> p(4);
+  column_vector<double> p(4);
   p << 0.05, 0.3, 0.5, 0.9;
   rng g1(7), g2(7);
   const auto z1 = deepiot::sample_masks(p, 20000, g1);
@@ -151,9 +151,9 @@ TEST_CASE("Bernoulli masks are seeded and unbiased", "[deepiot]") {
 }
 
 TEST_CASE("soft deletion, log-likelihood and the EMA baseline", "[deepiot]") {
-  vector<double> p(3);
+  column_vector<double> p(3);
   p << 0.2, 0.6, 0.4;
-  vector<double> factor;
+  column_vector<double> factor;
   const auto ph = deepiot::soft_delete(p, 0.45, 0.5, &factor);
   REQUIRE(ph[0] == Approx(0.1));
   REQUIRE(ph[1] == 0.6);
@@ -166,7 +166,7 @@ TEST_CASE("soft deletion, log-likelihood and the EMA baseline", "[deepiot]") {
   deepiot::add_log_likelihood(ph, z, 1e-6, logp);
   REQUIRE(logp[0] == Approx(std::log(0.1) + std::log(0.4) + std::log(0.2)));
   // p̂ = 1 with z = 0 would be -inf without the clamp.
-  vector<double> one = vector<double>::Ones(1);
+  column_vector<double> one = column_vector<double>::Ones(1);
   tensor<double> z0({1, 1}, 0.0);
   std::vector<double> l0(1, 0.0);
   deepiot::add_log_likelihood(one, z0, 1e-6, l0);
@@ -205,14 +205,14 @@ TEST_CASE("threshold schedule and stop rule arithmetic", "[deepiot]") {
   REQUIRE(!r.satisfied(0.07, 0.99));
   REQUIRE(!r.satisfied(0.01, 0.929));
 
-  vector<double> p(4);
+  column_vector<double> p(4);
   p << 0.1, 0.5, 0.49, 0.8;
   REQUIRE(deepiot::kept_units(p, 0.5) == std::vector<bool>{false, true, false, true});
   REQUIRE(deepiot::kept_units(p, 0.9) == std::vector<bool>{false, false, false, true});  // at least one
 }
 
 TEST_CASE("bad probabilities, gamma, tau and options throw", "[deepiot][errors]") {
-  vector<double> p(2);
+  column_vector<double> p(2);
   p << 0.5, 1.2;
   REQUIRE_THROWS_WITH(deepiot::soft_delete(p, 0.3, 0.5), Contains("soft_delete") && Contains("1.2"));
   p << 0.5, -0.01;

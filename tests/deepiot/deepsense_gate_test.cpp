@@ -121,14 +121,14 @@ TEST_CASE("attach_gates reaches DeepSense's nested layers: per-sensor convs, the
   CHECK(p[4].size() == 6);
 
   // Gates at keep 1 in evaluation change nothing.
-  for (std::size_t k = 0; k < g.layers.size(); ++k) g.gate(k).set_probabilities(vector<double>::Ones(g.gate(k).units()));
+  for (std::size_t k = 0; k < g.layers.size(); ++k) g.gate(k).set_probabilities(column_vector<double>::Ones(g.gate(k).units()));
   const auto x = testing::random_tensor<double>({3, 4, 120}, gen);
   const std::vector<std::int32_t> lengths{4, 2, 3};
   testing::check_close(dsg_run(m, x, lengths), dsg_run(g.net, x, lengths), 1e-12);
 
   // The selection names both sensors' conv3 and the remaining fraction counts them.
-  std::vector<vector<double>> probs;
-  for (std::size_t k = 0; k < g.layers.size(); ++k) probs.push_back(vector<double>::Constant(g.layers[k].units, 0.9));
+  std::vector<column_vector<double>> probs;
+  for (std::size_t k = 0; k < g.layers.size(); ++k) probs.push_back(column_vector<double>::Constant(g.layers[k].units, 0.9));
   probs[4][0] = probs[4][3] = 0.1;
   const auto keep = deepiot::selection(g, probs, 0.5);
   REQUIRE(keep.count("frames.sensors.acc.conv3"));
@@ -220,7 +220,7 @@ TEMPLATE_TEST_CASE("thin() of a gated DeepSense equals the hard-masked gated mod
     std::vector<index_t> kept(g.layers.size());
     for (std::size_t k = 0; k < g.layers.size(); ++k) {
       const index_t u = g.gate(k).units();
-      vector<TestType> s(u);
+      column_vector<TestType> s(u);
       for (index_t j = 0; j < u; ++j) {
         // Odd trials fold keep probabilities into the kept units (scales in (0.3, 1]).
         const bool drop = gen.uniform() < 0.4;
@@ -269,7 +269,7 @@ TEST_CASE("attach_gates / thin on nested containers: typed errors", "[deepiot][d
   REQUIRE_THROWS_WITH(deepiot::attach_gates(m, {"mean"}), Contains("not a Linear"));
   auto g = deepiot::attach_gates(m, {"frames.conv5", "frames.sensors.conv3"});
   REQUIRE(g.layers.size() == 2);
-  g.gate(1).set_hard(vector<float>::Ones(6));
+  g.gate(1).set_hard(column_vector<float>::Ones(6));
   REQUIRE_THROWS_WITH(deepiot::thin(g), Contains("thin") && Contains("'frames.sensors.conv3'") && Contains("stochastic mode"));
   // A training mask whose rows do not divide the folded batch.
   // (The gate infers T = rows / N, so it can only refuse an N that does not divide N*T: 5 of 12.)

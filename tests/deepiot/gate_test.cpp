@@ -32,7 +32,7 @@ TEST_CASE("unit_gate passes the gradient check with a per-example mask", "[deepi
   }
   SECTION("hard mode") {
     deepiot::unit_gate<double> g(4);
-    vector<double> s(4);
+    column_vector<double> s(4);
     s << 0.0, 0.7, 1.0, 0.25;
     g.set_hard(s);
     testing::require_gradients(g, {3, 4}, o);
@@ -46,7 +46,7 @@ TEMPLATE_TEST_CASE("unit_gate masks per example in training and scales by p in e
   tensor<TestType> z({2, 3});
   z.flat() << 1, 0, 1, 0, 1, 1;
   g.set_mask(z);
-  vector<TestType> p(3);
+  column_vector<TestType> p(3);
   p << TestType(0.25), TestType(0.5), TestType(0.125);
   g.set_probabilities(p);
   tensor<TestType> y;
@@ -66,7 +66,7 @@ TEMPLATE_TEST_CASE("unit_gate masks per example in training and scales by p in e
         REQUIRE(y[at] == x[at] * p[c]);  // exact: one multiplication
       }
   // Hard mode ignores the mask in training too.
-  vector<TestType> hard(3);
+  column_vector<TestType> hard(3);
   hard << 1, 0, 1;
   g.set_hard(hard);
   g.forward(x, y, {true, &gen});
@@ -79,12 +79,12 @@ TEST_CASE("unit_gate rejects bad masks, probabilities and inputs", "[deepiot][er
   REQUIRE_THROWS_WITH(g.set_mask(tensor<float>({2, 4})), Contains("unit_gate::set_mask") && Contains("(2, 4)"));
   tensor<float> z({2, 3}, 0.5f);
   REQUIRE_THROWS_WITH(g.set_mask(z), Contains("0.5") && Contains("not 0 or 1"));
-  vector<float> p(3);
+  column_vector<float> p(3);
   p << 0.5f, 1.5f, 0.2f;
   REQUIRE_THROWS_WITH(g.set_probabilities(p), Contains("set_probabilities") && Contains("1.5"));
   p << 0.5f, -0.1f, 0.2f;
   REQUIRE_THROWS_AS(g.set_hard(p), config_error);
-  REQUIRE_THROWS_AS(g.set_probabilities(vector<float>::Ones(2)), shape_error);
+  REQUIRE_THROWS_AS(g.set_probabilities(column_vector<float>::Ones(2)), shape_error);
   tensor<float> x({4, 3}, 1.0f), y;
   rng gen(1);
   g.set_mask(tensor<float>({2, 3}, 1.0f));

@@ -73,7 +73,7 @@ tensor<Scalar> rg_sequences(index_t n, std::uint64_t seed) {
 }
 
 template <class Scalar>
-tensor<Scalar> rg_as_tensor(const vector<Scalar>& v) {
+tensor<Scalar> rg_as_tensor(const column_vector<Scalar>& v) {
   tensor<Scalar> t({v.size()});
   t.flat() = v;
   return t;
@@ -100,9 +100,9 @@ template <class Scalar, class Stack>
 void rg_check_thin(deepiot::gated_model<Scalar>& g, bool fold, std::uint64_t seed) {
   const double tol = std::is_same_v<Scalar, float> ? 2e-5 : 1e-12;
   rng gen(seed);
-  std::vector<vector<Scalar>> p;
+  std::vector<column_vector<Scalar>> p;
   for (const auto& l : g.layers) {
-    vector<Scalar> v(l.units);
+    column_vector<Scalar> v(l.units);
     for (index_t j = 0; j < v.size(); ++j) v[j] = static_cast<Scalar>(gen.uniform());
     v[0] = Scalar(0.9);  // a kept and a pruned unit in every layer
     v[1] = Scalar(0.1);
@@ -178,7 +178,7 @@ TEMPLATE_TEST_CASE("recurrent gates equal the unit masks set by hand", "[deepiot
   };
   SECTION("hard factors") {
     for (std::size_t k = 0; k < 2; ++k) {
-      vector<TestType> s(6);
+      column_vector<TestType> s(6);
       s << 1, 0, TestType(0.5), 1, 0, TestType(2);
       if (k == 1) s.reverseInPlace();
       g.gate(k).set_hard(s);
@@ -201,7 +201,8 @@ TEMPLATE_TEST_CASE("recurrent gates equal the unit masks set by hand", "[deepiot
     ref_lstm.set_unit_mask(0, z0);
     ref_lstm.set_unit_mask(1, z1);
     check_same(true);
-    vector<TestType> p0 = vector<TestType>::LinSpaced(6, TestType(0.1), TestType(0.9)), p1 = vector<TestType>::Constant(6, TestType(0.3));
+    column_vector<TestType> p0 = column_vector<TestType>::LinSpaced(6, TestType(0.1), TestType(0.9)),
+                            p1 = column_vector<TestType>::Constant(6, TestType(0.3));
     g.gate(0).set_probabilities(p0);
     g.gate(1).set_probabilities(p1);
     CHECK(g.gate(1).mode() == deepiot::gate_mode::stochastic);
@@ -313,9 +314,9 @@ TEST_CASE("recurrent gates: typed errors", "[deepiot][recurrent][errors]") {
     tensor<double> z({2, 6});
     z.flat().setConstant(0.5);
     REQUIRE_THROWS_AS(g.gate(0).set_mask(z), config_error);
-    REQUIRE_THROWS_WITH(g.gate(1).set_hard(vector<double>::Constant(6, -1.0)), Contains("recurrent_gate::set_hard"));
-    REQUIRE_THROWS_AS(g.gate(1).set_probabilities(vector<double>::Constant(6, 1.5)), config_error);
-    REQUIRE_THROWS_AS(g.gate(1).set_probabilities(vector<double>::Constant(5, 0.5)), shape_error);
+    REQUIRE_THROWS_WITH(g.gate(1).set_hard(column_vector<double>::Constant(6, -1.0)), Contains("recurrent_gate::set_hard"));
+    REQUIRE_THROWS_AS(g.gate(1).set_probabilities(column_vector<double>::Constant(6, 1.5)), config_error);
+    REQUIRE_THROWS_AS(g.gate(1).set_probabilities(column_vector<double>::Constant(5, 0.5)), shape_error);
     REQUIRE_THROWS_AS(g.weight(0), config_error);
   }
   SECTION("thinning a stochastic recurrent gate") {

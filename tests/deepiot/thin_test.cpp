@@ -25,9 +25,9 @@ void randomize(nn::layer<Scalar>& m, std::uint64_t seed) {
 template <class Scalar>
 void check_thin_equals_hard(deepiot::gated_model<Scalar>& g, const shape_t& input, bool fold, double tol) {
   rng gen(9);
-  std::vector<vector<Scalar>> p;
+  std::vector<column_vector<Scalar>> p;
   for (const auto& l : g.layers) {
-    vector<Scalar> v(l.units);
+    column_vector<Scalar> v(l.units);
     for (index_t j = 0; j < v.size(); ++j) v[j] = static_cast<Scalar>(gen.uniform());
     p.push_back(v);
   }
@@ -140,7 +140,7 @@ TEST_CASE("thin() rejects what it cannot thin", "[deepiot][thin][errors]") {
   s.add("tanh", nn::tanh<double>());
   s.add("fc3", nn::linear<double>(4, 2));
   auto gs = deepiot::attach_gates(s, {"fc1"});
-  vector<double> scale(4);
+  column_vector<double> scale(4);
   scale << 0.5, 0, 1, 1;
   gs.gate(0).set_hard(scale);
   REQUIRE_NOTHROW(deepiot::thin(gs));

@@ -86,11 +86,10 @@ TEST_CASE(
   o.mode = binarization::stochastic;
   auto t = quant::attach_binary_connect(l.weight(), o);
   // Attaching clips the real weights.
-  CHECK(l.weight().value().flat() ==
-        (vector<double>(6) << 0.5, -0.2, 1.0, -1.0, 0.0, 0.9).finished());
+  CHECK(l.weight().value().flat() == (column_vector<double>(6) << 0.5, -0.2, 1.0, -1.0, 0.0, 0.9).finished());
   rng gen(1);
   const auto& eval = l.weight().forward_value({false, &gen});  // evaluation: deterministic signs
-  CHECK(eval.flat() == (vector<double>(6) << 1, -1, 1, -1, 1, 1).finished());
+  CHECK(eval.flat() == (column_vector<double>(6) << 1, -1, 1, -1, 1, 1).finished());
   const auto& train_w = l.weight().forward_value({true, &gen});
   CHECK((train_w.flat().array().abs() == 1.0).all());
   CHECK(train_w[2] == 1.0);   // w = 1: P(+1) = 1
@@ -127,8 +126,7 @@ TEST_CASE(
   so.rescale = true;
   so.scale = 0.5;
   quant::attach_binary_connect(s.weight(), so);
-  CHECK(s.weight().value().flat().isApprox(
-      (vector<double>(6) << 0.25, -0.5, 0.125, 0.0, 0.375, -0.25).finished()));
+  CHECK(s.weight().value().flat().isApprox((column_vector<double>(6) << 0.25, -0.5, 0.125, 0.0, 0.375, -0.25).finished()));
 
   // binary_connect() binarizes the weights of every Linear and Conv2d, never the biases.
   rng g2(2);
@@ -151,9 +149,9 @@ TEMPLATE_TEST_CASE("sign activation: forward sign, straight-through gradient g_r
   dy.flat() << 1, 2, 3, 4, 5, 6, 7, 8;
   rng gen(1);
   s.forward(x, y, {true, &gen});
-  CHECK(y.flat() == (vector<TestType>(8) << -1, -1, -1, 1, 1, 1, 1, 1).finished());
+  CHECK(y.flat() == (column_vector<TestType>(8) << -1, -1, -1, 1, 1, 1, 1, 1).finished());
   s.backward(x, y, dy, &dx);
-  CHECK(dx.flat() == (vector<TestType>(8) << 0, 2, 3, 4, 5, 6, 0, 0).finished());
+  CHECK(dx.flat() == (column_vector<TestType>(8) << 0, 2, 3, 4, 5, 6, 0, 0).finished());
 
   quant::sign_activation<TestType> st(binarization::stochastic);
   tensor<TestType> z({1, 10000}, TestType(0.5));
@@ -253,12 +251,11 @@ TEST_CASE("shift-based AdaMax takes AdaMax's step with power-of-two factors", "[
   nn::linear<double> l(3, 1, false);
   l.weight().value().flat() << 0.5, -0.5, 0.1;
   quant::shift_adamax<double> opt(train::adamax_options{}.with_lr(0.01));
-  vector<double> m = vector<double>::Zero(3), v = vector<double>::Zero(3),
-                 w = l.weight().value().flat();
+  column_vector<double> m = column_vector<double>::Zero(3), v = column_vector<double>::Zero(3), w = l.weight().value().flat();
   rng gen(5);
   for (int t = 1; t <= 4; ++t) {
     for (int i = 0; i < 3; ++i) l.weight().grad()[i] = gen.normal(0, 0.1);
-    const vector<double> g = l.weight().grad().flat();
+    const column_vector<double> g = l.weight().grad().flat();
     opt.step(l);
     m = 0.9 * m + 0.1 * g;
     v = (0.999 * v).cwiseMax(g.cwiseAbs());

@@ -124,7 +124,7 @@ TEMPLATE_TEST_CASE(
   dy.flat() << 1, 2, 3, 4, 5, 6;
   q.backward(x, y, dy, &dx);
   // Gradient passes where x is inside [-2, 1.875] (both ends included), 0 where it saturated.
-  CHECK(dx.flat() == (vector<TestType>(6) << 1, 2, 0, 0, 5, 6).finished());
+  CHECK(dx.flat() == (column_vector<TestType>(6) << 1, 2, 0, 0, 5, 6).finished());
 
   o.clip_gradient = false;
   o.gradients = fixed_point_format{4, 1};  // gradients on a grid of 1/2
@@ -134,9 +134,9 @@ TEMPLATE_TEST_CASE(
       TestType(1.25);
   qg.forward(x, y, {true, &gen});
   qg.backward(x, y, dy, &dx);
-  CHECK(dx.flat() == (vector<TestType>(6) << TestType(0), TestType(0.5), TestType(-0.5),
-                      TestType(7.5), TestType(0), TestType(1.5))
-                         .finished());
+  CHECK(dx.flat() ==
+        (column_vector<TestType>(6) << TestType(0), TestType(0.5), TestType(-0.5), TestType(7.5), TestType(0), TestType(1.5))
+            .finished());
   CHECK(qg.describe() == "QuantizeActivation(<2,3> nearest, gradients <4,1> nearest)");
 }
 

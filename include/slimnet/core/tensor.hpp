@@ -22,8 +22,10 @@ using shape_t = std::vector<index_t>;
 
 template <class Scalar>
 using row_matrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+/// Not `vector`: under `using namespace std; using namespace slimnet;` that name made every
+/// unqualified vector<T> ambiguous.
 template <class Scalar>
-using vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
+using column_vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
 
 /// Number of elements of a shape (1 for rank 0). Throws shape_error, naming `function` and the
 /// shape as written, when a dimension is negative or the product does not fit index_t (a wrapped
@@ -40,8 +42,8 @@ class tensor {
   using scalar_type = Scalar;
   using matrix_map = Eigen::Map<row_matrix<Scalar>, Eigen::Aligned16>;
   using const_matrix_map = Eigen::Map<const row_matrix<Scalar>, Eigen::Aligned16>;
-  using flat_map = Eigen::Map<vector<Scalar>, Eigen::Aligned16>;
-  using const_flat_map = Eigen::Map<const vector<Scalar>, Eigen::Aligned16>;
+  using flat_map = Eigen::Map<column_vector<Scalar>, Eigen::Aligned16>;
+  using const_flat_map = Eigen::Map<const column_vector<Scalar>, Eigen::Aligned16>;
 
   tensor() = default;
   explicit tensor(shape_t shape) { resize(std::move(shape)); }
@@ -120,7 +122,7 @@ class tensor {
   }
 
   shape_t shape_{0};
-  vector<Scalar> data_;
+  column_vector<Scalar> data_;
 };
 
 /// Throws shape_error unless `t` has exactly `expected` shape.

@@ -58,7 +58,7 @@ template <class Scalar>
 class compressor {
  public:
   using matrix = row_matrix<Scalar>;
-  using vec = vector<Scalar>;
+  using vec = column_vector<Scalar>;
 
   compressor(std::vector<compressor_layer> layers, compressor_options opt, rng& gen) : layers_(std::move(layers)), opt_(opt) {
     constexpr const char* fn = "slimnet::deepiot::compressor";
@@ -270,7 +270,7 @@ class tf_rmsprop {
     std::vector<index_t> sizes;
     c.visit_parameters([&](nn::parameter<Scalar>& p) { sizes.push_back(p.size()); });
     const auto count = static_cast<std::size_t>(in.get_integer("count", 0, static_cast<std::int64_t>(sizes.size())));
-    std::vector<vector<Scalar>> ms;
+    std::vector<column_vector<Scalar>> ms;
     for (std::size_t k = 0; k < count; ++k) {
       tensor<Scalar> t({sizes[k]});
       in.read_tensor(std::to_string(k), t);
@@ -283,7 +283,7 @@ class tf_rmsprop {
     std::size_t k = 0;
     const auto decay = static_cast<Scalar>(opt_.decay), lr = static_cast<Scalar>(opt_.lr), eps = static_cast<Scalar>(opt_.eps);
     c.visit_parameters([&](nn::parameter<Scalar>& p) {
-      if (ms_.size() <= k) ms_.push_back(vector<Scalar>::Ones(p.size()));
+      if (ms_.size() <= k) ms_.push_back(column_vector<Scalar>::Ones(p.size()));
       auto& ms = ms_[k++];
       const auto g = p.grad().flat();
       ms = decay * ms + (Scalar(1) - decay) * g.cwiseAbs2();
@@ -293,7 +293,7 @@ class tf_rmsprop {
 
  private:
   options opt_;
-  std::vector<vector<Scalar>> ms_;
+  std::vector<column_vector<Scalar>> ms_;
 };
 
 }  // namespace slimnet::deepiot

@@ -77,28 +77,28 @@ template <class Scalar, class Cell>
 class recurrent_gate : public gate_control<Scalar> {
  public:
   recurrent_gate(nn::recurrent<Scalar, Cell>& layer, index_t stacked)
-      : layer_(&layer), stacked_(stacked), scale_(vector<Scalar>::Ones(layer.hidden_size(stacked))) {}
+      : layer_(&layer), stacked_(stacked), scale_(column_vector<Scalar>::Ones(layer.hidden_size(stacked))) {}
 
   index_t units() const override { return layer_->hidden_size(stacked_); }
   gate_mode mode() const override { return mode_; }
-  const vector<Scalar>& scale() const override { return scale_; }
+  const column_vector<Scalar>& scale() const override { return scale_; }
 
   void set_mask(const tensor<Scalar>& z) override {
     detail::check_gate_mask("slimnet::deepiot::recurrent_gate::set_mask", z, units());
     if (mode_ == gate_mode::hard) return;
     layer_->set_unit_mask(stacked_, z);
   }
-  void set_probabilities(const vector<Scalar>& keep) override {
+  void set_probabilities(const column_vector<Scalar>& keep) override {
     detail::check_gate_scale("slimnet::deepiot::recurrent_gate::set_probabilities", keep, units(), true);
     install(keep, gate_mode::stochastic);
   }
-  void set_hard(const vector<Scalar>& scale) override {
+  void set_hard(const column_vector<Scalar>& scale) override {
     detail::check_gate_scale("slimnet::deepiot::recurrent_gate::set_hard", scale, units(), false);
     install(scale, gate_mode::hard);
   }
 
  private:
-  void install(const vector<Scalar>& s, gate_mode mode) {
+  void install(const column_vector<Scalar>& s, gate_mode mode) {
     scale_ = s;
     mode_ = mode;
     tensor<Scalar> m({s.size()});
@@ -109,7 +109,7 @@ class recurrent_gate : public gate_control<Scalar> {
   nn::recurrent<Scalar, Cell>* layer_;
   index_t stacked_;
   gate_mode mode_ = gate_mode::stochastic;
-  vector<Scalar> scale_;
+  column_vector<Scalar> scale_;
 };
 
 /// One droppable layer of a gated model.

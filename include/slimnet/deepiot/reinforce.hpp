@@ -17,7 +17,7 @@ namespace slimnet::deepiot {
 
 namespace detail {
 template <class Scalar>
-void check_probabilities(const char* fn, const vector<Scalar>& p) {
+void check_probabilities(const char* fn, const column_vector<Scalar>& p) {
   for (index_t j = 0; j < p.size(); ++j) {
     const double v = static_cast<double>(p[j]);
     if (!(v >= 0.0 && v <= 1.0)) slimnet::detail::raise<config_error>(fn, "probability {} of unit {} is outside [0, 1]", v, j);
@@ -34,12 +34,13 @@ inline void check_tau(const char* fn, double tau) {
 /// Soft deletion (Eq. 10): p̂_j = γ p_j if p_j < τ, else p_j. `derivative` (if given) receives
 /// dp̂_j/dp_j (γ or 1): the REINFORCE gradient passes through the factor.
 template <class Scalar>
-vector<Scalar> soft_delete(const vector<Scalar>& p, double tau, double gamma, vector<Scalar>* derivative = nullptr) {
+column_vector<Scalar> soft_delete(const column_vector<Scalar>& p, double tau, double gamma,
+                                  column_vector<Scalar>* derivative = nullptr) {
   constexpr const char* fn = "slimnet::deepiot::soft_delete";
   detail::check_probabilities(fn, p);
   detail::check_tau(fn, tau);
   detail::check_gamma(fn, gamma);
-  vector<Scalar> out(p.size());
+  column_vector<Scalar> out(p.size());
   if (derivative) derivative->resize(p.size());
   for (index_t j = 0; j < p.size(); ++j) {
     const bool low = static_cast<double>(p[j]) < tau;
@@ -51,7 +52,7 @@ vector<Scalar> soft_delete(const vector<Scalar>& p, double tau, double gamma, ve
 
 /// z (n x units) with z_ij ~ Bernoulli(p_j) independently: 1 = keep.
 template <class Scalar>
-tensor<Scalar> sample_masks(const vector<Scalar>& p, index_t n, rng& gen) {
+tensor<Scalar> sample_masks(const column_vector<Scalar>& p, index_t n, rng& gen) {
   constexpr const char* fn = "slimnet::deepiot::sample_masks";
   detail::check_probabilities(fn, p);
   if (n < 0) slimnet::detail::raise<config_error>(fn, "n = {} is negative", n);
@@ -65,7 +66,7 @@ tensor<Scalar> sample_masks(const vector<Scalar>& p, index_t n, rng& gen) {
 /// log μ(z_i) = Σ_j log(p̂_j z_ij + (1-p̂_j)(1-z_ij)) for every row i, added into `out` (size n).
 /// p̂ is clamped to [eps, 1-eps]: the authors' code has no epsilon and gives -inf (brief 46).
 template <class Scalar>
-void add_log_likelihood(const vector<Scalar>& p_hat, const tensor<Scalar>& z, double eps, std::vector<double>& out) {
+void add_log_likelihood(const column_vector<Scalar>& p_hat, const tensor<Scalar>& z, double eps, std::vector<double>& out) {
   constexpr const char* fn = "slimnet::deepiot::add_log_likelihood";
   if (z.rank() != 2 || z.dim(1) != p_hat.size() || static_cast<index_t>(out.size()) != z.dim(0)) {
     slimnet::detail::raise<shape_error>(fn, "mask of shape {} for {} probabilities and {} rows", shape_string(z.shape()),
@@ -84,15 +85,15 @@ void add_log_likelihood(const vector<Scalar>& p_hat, const tensor<Scalar>& z, do
 /// dS/dp̂_j of the surrogate S = mean_i A_i log μ(z_i):  mean_i A_i (z_ij / p̂_j - (1-z_ij) / (1-p̂_j)),
 /// with the clamp of add_log_likelihood (zero gradient where the clamp is active).
 template <class Scalar>
-vector<Scalar> reinforce_gradient(const vector<Scalar>& p_hat, const tensor<Scalar>& z, const std::vector<double>& advantage,
-                                  double eps) {
+column_vector<Scalar> reinforce_gradient(const column_vector<Scalar>& p_hat, const tensor<Scalar>& z,
+                                         const std::vector<double>& advantage, double eps) {
   constexpr const char* fn = "slimnet::deepiot::reinforce_gradient";
   const index_t n = z.rank() == 2 ? z.dim(0) : -1;
   if (n < 1 || z.dim(1) != p_hat.size() || static_cast<index_t>(advantage.size()) != n) {
     slimnet::detail::raise<shape_error>(fn, "mask of shape {} for {} probabilities and {} advantages", shape_string(z.shape()),
                                         p_hat.size(), advantage.size());
   }
-  vector<Scalar> g(p_hat.size());
+  column_vector<Scalar> g(p_hat.size());
   for (index_t j = 0; j < p_hat.size(); ++j) {
     const double raw = static_cast<double>(p_hat[j]);
     if (raw < eps || raw > 1.0 - eps) {
@@ -214,7 +215,7 @@ struct stop_rule {
 /// Kept units: p_j >= τ; a layer where no unit qualifies keeps its most probable one (a layer
 /// cannot be removed whole).
 template <class Scalar>
-std::vector<bool> kept_units(const vector<Scalar>& p, double tau) {
+std::vector<bool> kept_units(const column_vector<Scalar>& p, double tau) {
   detail::check_probabilities("slimnet::deepiot::kept_units", p);
   std::vector<bool> keep(static_cast<std::size_t>(p.size()));
   bool any = false;

@@ -99,7 +99,7 @@ struct compress_result {
   std::int64_t iterations = 0;
   double tau = 0;
   bool stopped = false;  ///< the stop rule fired (else the iteration cap)
-  std::vector<vector<Scalar>> probabilities;  ///< last compressor output p per layer
+  std::vector<column_vector<Scalar>> probabilities;  ///< last compressor output p per layer
   compress_check last;
 };
 
@@ -158,7 +158,7 @@ std::unique_ptr<nn::layer<Scalar>> without_gates_layer(const nn::layer<Scalar>& 
 /// Kept units (p >= τ, at least one per layer) of every droppable layer, by its thinning keys
 /// (droppable_layer::keys: the name, or every sensor's producer of a coupled group).
 template <class Scalar>
-unit_selection selection(const gated_model<Scalar>& g, const std::vector<vector<Scalar>>& p, double tau) {
+unit_selection selection(const gated_model<Scalar>& g, const std::vector<column_vector<Scalar>>& p, double tau) {
   if (p.size() != g.layers.size()) {
     slimnet::detail::raise<shape_error>("slimnet::deepiot::selection", "{} probability vectors for {} layers", p.size(), g.layers.size());
   }
@@ -182,11 +182,11 @@ double remaining_fraction(const gated_model<Scalar>& g, const unit_selection& ke
 /// the kept units scaled by p_j when `fold_probabilities` (keeps the expected activation the
 /// network was trained with under non-inverted dropout). Returns the selection.
 template <class Scalar>
-unit_selection harden(gated_model<Scalar>& g, const std::vector<vector<Scalar>>& p, double tau, bool fold_probabilities) {
+unit_selection harden(gated_model<Scalar>& g, const std::vector<column_vector<Scalar>>& p, double tau, bool fold_probabilities) {
   auto keep = selection(g, p, tau);
   for (std::size_t k = 0; k < g.layers.size(); ++k) {
     const auto& z = keep[g.layers[k].keys.front()];
-    vector<Scalar> s(p[k].size());
+    column_vector<Scalar> s(p[k].size());
     for (index_t j = 0; j < s.size(); ++j) s[j] = z[static_cast<std::size_t>(j)] ? (fold_probabilities ? p[k][j] : Scalar(1)) : Scalar(0);
     g.gate(k).set_hard(s);
   }
@@ -225,10 +225,10 @@ compress_result<Scalar> compress(gated_model<Scalar>& g, const data::dataset<Sca
   const train::cross_entropy<Scalar> ce;
   train::training_step<Scalar> critic_step(g.net, critic, ce, {true, fn});
 
-  std::vector<vector<Scalar>> p(nl);
+  std::vector<column_vector<Scalar>> p(nl);
   for (std::size_t k = 0; k < nl; ++k) {
     const double keep0 = g.layers[k].recurrent ? opt.rnn_keep : g.layers[k].conv ? opt.conv_keep : opt.fc_keep;
-    p[k] = vector<Scalar>::Constant(g.layers[k].units, static_cast<Scalar>(keep0));
+    p[k] = column_vector<Scalar>::Constant(g.layers[k].units, static_cast<Scalar>(keep0));
   }
   // Where a batch stream is, for checkpoints: its order is the permutation drawn at its last
   // reset, so the shuffling generator's state before that reset and the batches taken since
@@ -253,7 +253,7 @@ compress_result<Scalar> compress(gated_model<Scalar>& g, const data::dataset<Sca
   tensor<Scalar> out;
   nn::forward_context ctx{true, &gen};
   std::vector<tensor<Scalar>> z(nl);
-  std::vector<vector<Scalar>> p_hat(nl), factor(nl), dp(nl);
+  std::vector<column_vector<Scalar>> p_hat(nl), factor(nl), dp(nl);
   compress_result<Scalar> result;
   double loss_sum = 0;
   std::int64_t loss_count = 0;
@@ -388,7 +388,7 @@ compress_result<Scalar> compress(gated_model<Scalar>& g, const data::dataset<Sca
       for (std::size_t k = 0; k < nl; ++k) {
         const auto& kk = keep.at(g.layers[k].keys.front());
         c.kept.push_back(static_cast<index_t>(std::count(kk.begin(), kk.end(), true)));
-        vector<Scalar> s(p[k].size());
+        column_vector<Scalar> s(p[k].size());
         for (index_t j = 0; j < s.size(); ++j) s[j] = kk[static_cast<std::size_t>(j)] ? p[k][j] : Scalar(0);
         g.gate(k).set_probabilities(s);
       }

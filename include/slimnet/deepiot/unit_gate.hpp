@@ -35,10 +35,10 @@ class gate_control {
   virtual index_t units() const = 0;
   virtual gate_mode mode() const = 0;
   /// p̂ in stochastic mode, the fixed factors in hard mode.
-  virtual const vector<Scalar>& scale() const = 0;
+  virtual const column_vector<Scalar>& scale() const = 0;
   virtual void set_mask(const tensor<Scalar>& z) = 0;
-  virtual void set_probabilities(const vector<Scalar>& keep) = 0;
-  virtual void set_hard(const vector<Scalar>& scale) = 0;
+  virtual void set_probabilities(const column_vector<Scalar>& keep) = 0;
+  virtual void set_hard(const column_vector<Scalar>& scale) = 0;
 };
 
 namespace detail {
@@ -57,7 +57,7 @@ void check_gate_mask(const char* fn, const tensor<Scalar>& z, index_t units) {
 }
 /// Throws unless s has `units` finite values >= 0 (and <= 1 for probabilities).
 template <class Scalar>
-void check_gate_scale(const char* fn, const vector<Scalar>& s, index_t units, bool probability) {
+void check_gate_scale(const char* fn, const column_vector<Scalar>& s, index_t units, bool probability) {
   if (s.size() != units) slimnet::detail::raise<shape_error>(fn, "{} values for a gate of {} units", s.size(), units);
   for (index_t j = 0; j < s.size(); ++j) {
     const double v = static_cast<double>(s[j]);
@@ -80,7 +80,7 @@ template <class Scalar>
 class unit_gate : public nn::cloneable<unit_gate<Scalar>, Scalar>, public gate_control<Scalar> {
  public:
   explicit unit_gate(index_t units, bool folded_steps = false)
-      : units_(units), folded_(folded_steps), scale_(vector<Scalar>::Ones(units > 0 ? units : 0)) {
+      : units_(units), folded_(folded_steps), scale_(column_vector<Scalar>::Ones(units > 0 ? units : 0)) {
     if (units <= 0) slimnet::detail::raise<config_error>("slimnet::deepiot::unit_gate", "units = {} must be positive", units);
   }
 
@@ -102,14 +102,14 @@ class unit_gate : public nn::cloneable<unit_gate<Scalar>, Scalar>, public gate_c
   const tensor<Scalar>& mask() const { return mask_; }
 
   /// Stochastic mode; `keep` (the decayed keep probabilities p̂, in [0, 1]) scales evaluation.
-  void set_probabilities(const vector<Scalar>& keep) override {
+  void set_probabilities(const column_vector<Scalar>& keep) override {
     check_scale("slimnet::deepiot::unit_gate::set_probabilities", keep, true);
     scale_ = keep;
     mode_ = gate_mode::stochastic;
   }
 
   /// Hard mode with a fixed per-unit scale (>= 0; 0 = pruned): used in training and evaluation.
-  void set_hard(const vector<Scalar>& scale) override {
+  void set_hard(const column_vector<Scalar>& scale) override {
     check_scale("slimnet::deepiot::unit_gate::set_hard", scale, false);
     scale_ = scale;
     mode_ = gate_mode::hard;
@@ -117,7 +117,7 @@ class unit_gate : public nn::cloneable<unit_gate<Scalar>, Scalar>, public gate_c
   }
 
   /// Evaluation factors in stochastic mode, the fixed factors in hard mode.
-  const vector<Scalar>& scale() const override { return scale_; }
+  const column_vector<Scalar>& scale() const override { return scale_; }
 
   shape_t output_shape(const shape_t& in) const override {
     if (in.size() < 2 || in[1] != units_) {
@@ -169,7 +169,7 @@ class unit_gate : public nn::cloneable<unit_gate<Scalar>, Scalar>, public gate_c
     }
   }
 
-  void check_scale(const char* fn, const vector<Scalar>& s, bool probability) const {
+  void check_scale(const char* fn, const column_vector<Scalar>& s, bool probability) const {
     detail::check_gate_scale(fn, s, units_, probability);
   }
 
@@ -177,7 +177,7 @@ class unit_gate : public nn::cloneable<unit_gate<Scalar>, Scalar>, public gate_c
   bool folded_ = false;   // input rows are the folded steps of mask_.dim(0) sequences
   index_t steps_ = 1;     // mask row i / steps_ gates input row i (training, stochastic)
   gate_mode mode_ = gate_mode::stochastic;
-  vector<Scalar> scale_;  // p̂ (stochastic, eval) or the fixed factor (hard)
+  column_vector<Scalar> scale_;  // p̂ (stochastic, eval) or the fixed factor (hard)
   tensor<Scalar> mask_;   // (N, units) in stochastic training
   bool per_example_ = false;
 };

@@ -177,7 +177,7 @@ class batch_norm : public cloneable<batch_norm<Scalar>, Scalar> {
   options opt_;
   parameter<Scalar> weight_, bias_, running_mean_, running_var_;
   bool training_ = false;
-  vector<Scalar> mean_, inv_std_;
+  column_vector<Scalar> mean_, inv_std_;
   tensor<Scalar> x_hat_;
 };
 

@@ -224,7 +224,7 @@ class shift_batch_norm : public nn::cloneable<shift_batch_norm<Scalar>, Scalar> 
   options opt_;
   nn::parameter<Scalar> weight_, bias_, running_mean_, running_var_;
   bool training_ = false;
-  vector<Scalar> mean_, scale_;
+  column_vector<Scalar> mean_, scale_;
   tensor<Scalar> x_hat_;
 };
 

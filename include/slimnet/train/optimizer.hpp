@@ -218,7 +218,7 @@ class optimizer {
 
   struct state {
     std::int64_t steps = 0;
-    vector<Scalar> a, b;  // first and second buffers; meaning depends on the method
+    column_vector<Scalar> a, b;  // first and second buffers; meaning depends on the method
   };
 
   /// State of `p`, created (zeroed) on first use or when p's size changed.
@@ -226,8 +226,8 @@ class optimizer {
     state& s = states_[p.id()];
     if (s.a.size() != p.size()) {
       s = state{};
-      s.a = vector<Scalar>::Zero(p.size());
-      if (needs_b) s.b = vector<Scalar>::Zero(p.size());
+      s.a = column_vector<Scalar>::Zero(p.size());
+      if (needs_b) s.b = column_vector<Scalar>::Zero(p.size());
     }
     return s;
   }
@@ -249,7 +249,7 @@ class optimizer {
       f(p);
     });
   }
-  static tensor<Scalar> as_tensor(const vector<Scalar>& v) {
+  static tensor<Scalar> as_tensor(const column_vector<Scalar>& v) {
     tensor<Scalar> t({static_cast<index_t>(v.size())});
     t.flat() = v;
     return t;
@@ -342,7 +342,7 @@ class adamax : public optimizer<Scalar> {
     const auto b1 = static_cast<Scalar>(opt_.beta1), b2 = static_cast<Scalar>(opt_.beta2);
     const auto g = (p.grad().flat() + static_cast<Scalar>(opt_.weight_decay) * w).eval();
     s.a = b1 * s.a + (Scalar(1) - b1) * g;
-    s.b = (b2 * s.b).cwiseMax(g.cwiseAbs() + vector<Scalar>::Constant(g.size(), static_cast<Scalar>(opt_.eps)));
+    s.b = (b2 * s.b).cwiseMax(g.cwiseAbs() + column_vector<Scalar>::Constant(g.size(), static_cast<Scalar>(opt_.eps)));
     const auto step = static_cast<Scalar>(this->lr_ / (1.0 - std::pow(opt_.beta1, t)));
     w.array() -= step * s.a.array() / s.b.array();
   }

@@ -13,7 +13,7 @@ template <class Scalar>
 class codebook_engine : public engine<Scalar> {
  public:
   /// From weights with at most 2^bits distinct values; bits = 0 takes the fewest bits that hold them.
-  codebook_engine(const row_matrix<Scalar>& w, std::optional<vector<Scalar>> bias, int bits = 0, int threads = 1)
+  codebook_engine(const row_matrix<Scalar>& w, std::optional<column_vector<Scalar>> bias, int bits = 0, int threads = 1)
       : bias_(std::move(bias)), threads_(threads) {
     detail::check_bias("slimnet::nn::compressed::codebook_engine", bias_, w.rows());
     if (bits <= 0) {
@@ -68,7 +68,7 @@ class codebook_engine : public engine<Scalar> {
     return p;
   }
 
-  std::optional<vector<Scalar>> bias_;
+  std::optional<column_vector<Scalar>> bias_;
   int threads_;
   kernels::codebook_matrix<Scalar> matrix_;
 };

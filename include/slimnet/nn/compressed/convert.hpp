@@ -92,17 +92,17 @@ row_matrix<Scalar> effective_weight(parameter<Scalar>& p) {
 }
 
 template <class Scalar>
-std::optional<vector<Scalar>> effective_bias(parameter<Scalar>* b) {
+std::optional<column_vector<Scalar>> effective_bias(parameter<Scalar>* b) {
   if (b == nullptr) return std::nullopt;
-  return vector<Scalar>(b->forward_value(forward_context{}).flat());
+  return column_vector<Scalar>(b->forward_value(forward_context{}).flat());
 }
 
 namespace detail {
 
 /// The sparse engine, or the dense one when the choice says dense; `choice` (optional) receives why.
 template <class Scalar>
-std::unique_ptr<engine<Scalar>> make_sparse_engine(const row_matrix<Scalar>& w, std::optional<vector<Scalar>> bias, index_t batch,
-                                                   const sparse_options& o, kernels::sparse_choice* choice) {
+std::unique_ptr<engine<Scalar>> make_sparse_engine(const row_matrix<Scalar>& w, std::optional<column_vector<Scalar>> bias,
+                                                   index_t batch, const sparse_options& o, kernels::sparse_choice* choice) {
   index_t nnz = 0;
   for (index_t i = 0; i < w.size(); ++i) nnz += w.data()[i] != Scalar(0);
   kernels::sparse_choice c;
@@ -140,8 +140,8 @@ std::unique_ptr<engine<Scalar>> make_sparse_engine(const row_matrix<Scalar>& w, 
 /// differently near break-even (both give the same outputs within float rounding).
 template <class Scalar>
 kernels::sparse_choice measure_conv_choice(const csr16_engine<Scalar>& sparse, const row_matrix<Scalar>& w,
-                                           std::optional<vector<Scalar>> bias, index_t in_channels, const window2d& win, index_t batch,
-                                           index_t h, index_t wd) {
+                                           std::optional<column_vector<Scalar>> bias, index_t in_channels, const window2d& win,
+                                           index_t batch, index_t h, index_t wd) {
   kernels::sparse_choice c;
   c.density = sparse.density();
   c.measured = true;
@@ -294,10 +294,10 @@ std::unique_ptr<compressed_recurrent<Scalar, Cell>> to_sparse_stack(recurrent<Sc
     const row_matrix<Scalar> w_ih = effective_weight(r.weight_ih(l)), w_hh = effective_weight(r.weight_hh(l));
     auto b_ih = effective_bias(r.bias_ih(l)), b_hh = effective_bias(r.bias_hh(l));
     // LSTM: both biases go with the input product; GRU: b_hh stays with W_hh (n = tanh(.. + r * (W_hn h + b_hn))).
-    std::optional<vector<Scalar>> b_a, b_b;
+    std::optional<column_vector<Scalar>> b_a, b_b;
     if constexpr (std::is_same_v<Cell, lstm_cell>) {
       if (b_ih || b_hh) {
-        b_a = vector<Scalar>::Zero(w_ih.rows());
+        b_a = column_vector<Scalar>::Zero(w_ih.rows());
         if (b_ih) *b_a += *b_ih;
         if (b_hh) *b_a += *b_hh;
       }

@@ -18,8 +18,8 @@ class csr16_engine : public engine<Scalar> {
  public:
   /// From the (masked) weights w (out x in, in <= 65536). For a convolution, in = in_channels kh kw;
   /// a Linear passes in_channels = in and a 1 x 1 kernel.
-  csr16_engine(const row_matrix<Scalar>& w, std::optional<vector<Scalar>> bias, index_t in_channels = 0, index_t kernel_h = 1,
-               index_t kernel_w = 1)
+  csr16_engine(const row_matrix<Scalar>& w, std::optional<column_vector<Scalar>> bias, index_t in_channels = 0,
+               index_t kernel_h = 1, index_t kernel_w = 1)
       : bias_(std::move(bias)) {
     detail::check_bias("slimnet::nn::compressed::csr16_engine", bias_, w.rows());
     if (in_channels == 0) in_channels = w.cols();
@@ -103,7 +103,7 @@ class csr16_engine : public engine<Scalar> {
   }
 
   kernels::sparse_filters<Scalar> filters_;
-  std::optional<vector<Scalar>> bias_;
+  std::optional<column_vector<Scalar>> bias_;
   kernels::conv_batch_layout layout_ = kernels::conv_batch_layout::batch_innermost;
   std::vector<Scalar> xt_, zt_;  // transposes (scratch)
   std::vector<Scalar> products_;  // spmv_csr_products' scratch

@@ -61,20 +61,20 @@ void transpose(const Scalar* src, index_t rows, index_t cols, Scalar* dst) {
 
 /// The engines keep an optional bias; these add it along the right axis.
 template <class Scalar>
-void add_bias_rows(const std::optional<vector<Scalar>>& bias, index_t n, index_t out, Scalar* y) {
+void add_bias_rows(const std::optional<column_vector<Scalar>>& bias, index_t n, index_t out, Scalar* y) {
   if (!bias) return;
   for (index_t i = 0; i < n; ++i)
     for (index_t o = 0; o < out; ++o) y[i * out + o] += (*bias)[o];
 }
 template <class Scalar>
-void add_bias_cols(const std::optional<vector<Scalar>>& bias, index_t n, index_t out, Scalar* z) {
+void add_bias_cols(const std::optional<column_vector<Scalar>>& bias, index_t n, index_t out, Scalar* z) {
   if (!bias) return;
   for (index_t o = 0; o < out; ++o)
     for (index_t i = 0; i < n; ++i) z[o * n + i] += (*bias)[o];
 }
 
 template <class Scalar>
-void check_bias(const char* fn, const std::optional<vector<Scalar>>& bias, index_t out) {
+void check_bias(const char* fn, const std::optional<column_vector<Scalar>>& bias, index_t out) {
   if (bias && bias->size() != out) slimnet::detail::raise<shape_error>(fn, "{} biases for {} outputs", bias->size(), out);
 }
 
@@ -85,7 +85,7 @@ void check_bias(const char* fn, const std::optional<vector<Scalar>>& bias, index
 template <class Scalar>
 class dense_engine : public engine<Scalar> {
  public:
-  dense_engine(row_matrix<Scalar> w, std::optional<vector<Scalar>> bias) : w_(std::move(w)), bias_(std::move(bias)) {
+  dense_engine(row_matrix<Scalar> w, std::optional<column_vector<Scalar>> bias) : w_(std::move(w)), bias_(std::move(bias)) {
     detail::check_bias("slimnet::nn::compressed::dense_engine", bias_, w_.rows());
   }
   std::string format() const override { return "dense"; }
@@ -110,7 +110,7 @@ class dense_engine : public engine<Scalar> {
 
  private:
   row_matrix<Scalar> w_;
-  std::optional<vector<Scalar>> bias_;
+  std::optional<column_vector<Scalar>> bias_;
 };
 
 }  // namespace slimnet::nn::compressed

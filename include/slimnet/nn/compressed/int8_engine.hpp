@@ -44,7 +44,7 @@ struct int8_options {
 template <class Scalar>
 class int8_engine : public engine<Scalar> {
  public:
-  int8_engine(const row_matrix<Scalar>& w, std::optional<vector<Scalar>> bias, const int8_options& opt = {})
+  int8_engine(const row_matrix<Scalar>& w, std::optional<column_vector<Scalar>> bias, const int8_options& opt = {})
       : rows_(w.rows()), cols_(w.cols()), opt_(opt), scale_(static_cast<std::size_t>(w.rows())), bias_(std::move(bias)) {
     const char* fn = "slimnet::nn::compressed::int8_engine";
     opt.validate();
@@ -201,7 +201,7 @@ class int8_engine : public engine<Scalar> {
   index_t rows_, cols_;
   int8_options opt_;
   std::vector<float> scale_;
-  std::optional<vector<Scalar>> bias_;
+  std::optional<column_vector<Scalar>> bias_;
   std::vector<float> bias_float_;
   bool exact_ = false;
   kernels::int8_packed_rhs packed_;

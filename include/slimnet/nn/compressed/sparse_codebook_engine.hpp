@@ -27,7 +27,7 @@ class sparse_codebook_engine : public engine<Scalar> {
 
   /// From the (masked, weight-shared) weights: at most 2^bits distinct nonzero values (bits <= 0:
   /// the fewest bits that hold them); SELL-16 when batch_hint <= 1, column-blocked CSR otherwise.
-  sparse_codebook_engine(const row_matrix<Scalar>& w, std::optional<vector<Scalar>> bias, index_t batch_hint, int bits = 0)
+  sparse_codebook_engine(const row_matrix<Scalar>& w, std::optional<column_vector<Scalar>> bias, index_t batch_hint, int bits = 0)
       : rows_(w.rows()), cols_(w.cols()), bias_(std::move(bias)) {
     detail::check_bias("slimnet::nn::compressed::sparse_codebook_engine", bias_, rows_);
     const auto wv = kernels::row_major<const Scalar>(w.data(), w.rows(), w.cols());
@@ -123,7 +123,7 @@ class sparse_codebook_engine : public engine<Scalar> {
   const Scalar* bias_data() const { return bias_ ? bias_->data() : nullptr; }
 
   index_t rows_, cols_;
-  std::optional<vector<Scalar>> bias_;
+  std::optional<column_vector<Scalar>> bias_;
   std::variant<sell_type, blocked_type> format_;
   std::vector<Scalar> xt_, zt_;  // transposes (scratch)
 };
@@ -135,8 +135,8 @@ class sparse_codebook_engine : public engine<Scalar> {
 /// rounds of >= 1 ms): exact for this machine and layer, rerunnable, and two runs may differ near
 /// break-even (both forms give the same outputs within float rounding).
 template <class Scalar>
-kernels::sparse_choice choose_codebook_form(const row_matrix<Scalar>& w, const std::optional<vector<Scalar>>& bias, index_t batch, int bits,
-                                            bool measure) {
+kernels::sparse_choice choose_codebook_form(const row_matrix<Scalar>& w, const std::optional<column_vector<Scalar>>& bias,
+                                            index_t batch, int bits, bool measure) {
   index_t nnz = 0;
   for (index_t i = 0; i < w.size(); ++i) nnz += w.data()[i] != Scalar(0);
   batch = std::max<index_t>(1, batch);
@@ -167,8 +167,9 @@ kernels::sparse_choice choose_codebook_form(const row_matrix<Scalar>& w, const s
 /// The codebook engine of a weight-shared Linear (or a convolution's im2col product): sparse +
 /// codebook or dense codebook by choose_codebook_form (force_sparse: sparse regardless).
 template <class Scalar>
-std::unique_ptr<engine<Scalar>> make_codebook_engine(const row_matrix<Scalar>& w, std::optional<vector<Scalar>> bias, index_t batch, int bits,
-                                                     bool measure, bool force_sparse, int threads, kernels::sparse_choice* choice) {
+std::unique_ptr<engine<Scalar>> make_codebook_engine(const row_matrix<Scalar>& w, std::optional<column_vector<Scalar>> bias,
+                                                     index_t batch, int bits, bool measure, bool force_sparse, int threads,
+                                                     kernels::sparse_choice* choice) {
   kernels::sparse_choice c = choose_codebook_form(w, bias, batch, bits, measure);
   if (force_sparse) c.sparse = true;
   if (choice) *choice = c;

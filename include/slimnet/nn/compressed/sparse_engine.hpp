@@ -29,7 +29,7 @@ class sparse_engine : public engine<Scalar> {
   /// listed, once. kernels::reordered_columns gives the order: the columns that hold nonzeros,
   /// those whose input is most often nonzero first, so that the rarely-nonzero inputs share column
   /// blocks that spmv_sell skips when they are all zero, and empty columns cost nothing.
-  sparse_engine(const row_matrix<Scalar>& w, std::optional<vector<Scalar>> bias, index_t batch_hint, int threads = 1,
+  sparse_engine(const row_matrix<Scalar>& w, std::optional<column_vector<Scalar>> bias, index_t batch_hint, int threads = 1,
                 bool column_form = false, std::vector<std::int32_t> column_order = {})
       : rows_(w.rows()), cols_(w.cols()), bias_(std::move(bias)), threads_(threads), order_(std::move(column_order)) {
     const char* fn = "slimnet::nn::compressed::sparse_engine";
@@ -215,7 +215,7 @@ class sparse_engine : public engine<Scalar> {
   }
 
   index_t rows_, cols_;
-  std::optional<vector<Scalar>> bias_;
+  std::optional<column_vector<Scalar>> bias_;
   int threads_;
   std::variant<sell_type, blocked_type, wide_blocked_type, csc_type> format_;
   std::vector<Scalar> xt_, zt_;  // transposes (scratch)

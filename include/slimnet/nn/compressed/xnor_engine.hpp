@@ -33,7 +33,7 @@ class xnor_engine : public engine<Scalar> {
   /// From weights whose row j is +-alpha_j (alpha_j = mean |w_j|). require_exact: throw config_error
   /// when a row holds other magnitudes (binarizing it would change the layer); false binarizes such
   /// rows anyway (XNOR-Net's approximation W ~ alpha sign(W)).
-  xnor_engine(const row_matrix<Scalar>& w, std::optional<vector<Scalar>> bias, bool require_exact = true, int threads = 1)
+  xnor_engine(const row_matrix<Scalar>& w, std::optional<column_vector<Scalar>> bias, bool require_exact = true, int threads = 1)
       : rows_(w.rows()),
         cols_(w.cols()),
         alpha_(static_cast<std::size_t>(w.rows())),
@@ -274,7 +274,7 @@ class xnor_engine : public engine<Scalar> {
   index_t rows_, cols_;
   std::vector<Scalar> alpha_;
   std::vector<float> alpha_float_;  // the float epilogue's copy
-  std::optional<vector<Scalar>> bias_;
+  std::optional<column_vector<Scalar>> bias_;
   std::vector<float> bias_float_;
   int threads_;
   kernels::xnor_packed_rhs packed_;
