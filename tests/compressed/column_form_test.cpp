@@ -90,12 +90,15 @@ TEST_CASE("compress: the column form is timed only for Linears with a known inpu
   o.sparse.force_sparse = true;
   auto plain = m;
   for (const auto& line : nc::compress(plain, nc::format::sparse, o)) CHECK(line.find("form at") == std::string::npos);
-  o.input_density = {{"fc1", 0.0}};  // all-zero inputs: the column form costs a pass over x and wins
+  // All-zero inputs: both forms are timed. Which wins is the machine's answer (CSC costs a pass over
+  // x; SELL-16 skips all-zero 64-column blocks, so it can tie), so only the timing is checked here;
+  // the column form itself is checked against the float Linear by the engine tests above.
+  o.input_density = {{"fc1", 0.0}};
   auto skipping = m;
   const auto report = nc::compress(skipping, nc::format::sparse, o);
   REQUIRE(report.size() >= 2);
-  CHECK(report[0].find("column form at 0% nonzero inputs") != std::string::npos);
-  CHECK(report[0].find("CSC skipping zero inputs") != std::string::npos);
+  CHECK(report[0].find(" form at 0% nonzero inputs") != std::string::npos);
+  CHECK(report[0].find("CSC ") != std::string::npos);
   CHECK(report[1].find("form at") == std::string::npos);  // fc2: no density given
   const tensor<float> x = column_form_input<float>(1, 784, 0.8, gen);
   tensor<float> expected, y;

@@ -105,6 +105,10 @@ inline sparse_choice choose_sparse_conv(index_t out_channels, index_t taps, inde
 /// timing, so two runs may choose differently near break-even (both give the same outputs within
 /// float rounding). break_even is the density at which the measured sparse time would equal the
 /// dense time, assuming sparse time proportional to the nonzeros.
+// The three functions below are templates with one unused parameter only so that a program that
+// includes this header without calling them does not instantiate every sparse kernel they time
+// (a non-template inline body is compiled in every translation unit: 6-7 s of CPU each).
+template <class = void>
 inline sparse_choice measure_sparse_choice(matrix_ref<const float> w, index_t batch, int rounds = 5) {
   sparse_choice c = choose_sparse(w.rows, w.cols, 0, batch);
   const auto csr = csr_matrix<float, std::uint32_t>::from_dense(w);
@@ -148,6 +152,7 @@ inline sparse_choice measure_sparse_choice(matrix_ref<const float> w, index_t ba
 /// (LeNet-300-100 fc1 of the demo: 2,278 SELL steps in the original order, 1,718 reordered, 1,533
 /// of them on blocks with a nonzero input on average over MNIST test digits).
 /// Throws shape_error when input_frequency is given with a length other than w.cols.
+template <class = void>
 inline std::vector<std::int32_t> reordered_columns(matrix_ref<const float> w, const std::vector<double>& input_frequency = {}) {
   if (!input_frequency.empty() && static_cast<index_t>(input_frequency.size()) != w.cols) {
     slimnet::detail::raise<shape_error>("slimnet::kernels::reordered_columns", "{} input frequencies for {} columns", input_frequency.size(),
@@ -200,6 +205,7 @@ struct column_form_choice {
 /// time; of two such, the faster. Depends on timing: near break-even two runs may choose
 /// differently (outputs agree within rounding). Throws config_error unless 0 <= input_density <= 1,
 /// shape_error when input_frequency's length is not w.cols.
+template <class = void>
 inline column_form_choice measure_column_form(matrix_ref<const float> w, double input_density, int rounds = 5,
                                               const std::vector<double>& input_frequency = {}) {
   if (!(input_density >= 0 && input_density <= 1)) {
