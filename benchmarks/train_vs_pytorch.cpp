@@ -43,7 +43,7 @@ double latency_ms(nn::sequential<float>& model, const tensor<float>& x, int reps
 result run_slimnet(const std::string& name, const data::dataset<float>& train) {
   rng gen(1);
   auto model = make(name, gen);
-  train::sgd<float> opt({0.01, 0.9, 0.0, 5e-4, false});
+  train::sgd<float> opt(train::sgd_options{}.with_lr(0.01).with_momentum(0.9).with_weight_decay(5e-4));
   train::fit_options o;
   o.epochs = 1;
   o.batch_size = 64;

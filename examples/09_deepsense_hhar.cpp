@@ -183,7 +183,7 @@ int main(int argc, char** argv) {
     // Default epochs: 12 for the activity task; 40 for UserID, whose ~550 walking windows (a sixth
     // of the activity task's) give 9 steps an epoch: 12 epochs leave it at ~92%.
     const int epochs = a.str("epochs").empty() ? (userid ? 40 : 12) : static_cast<int>(a.integer("epochs"));
-    train::adam<float> opt({a.real("lr"), 0.9, 0.999, 1e-8, a.real("weight-decay")});
+    train::adam<float> opt(train::adam_options{}.with_lr(a.real("lr")).with_weight_decay(a.real("weight-decay")));
     train::fit_options o;
     o.epochs = epochs;
     o.batch_size = a.integer("batch");
@@ -235,7 +235,7 @@ int main(int argc, char** argv) {
     // mask (p folded), thinning, and the thinned model's test accuracy (no fine-tuning here).
     if (a.integer("deepiot") > 0) {
       auto g = deepiot::attach_gates(model);
-      deepiot::compress_options co;
+      deepiot::deepiot_options co;
       co.seed = seed;
       co.tau = {0.0, 0.025, a.integer("deepiot-tau-every"), 0.825};
       co.stop = {0.07, std::max(0.0, test.accuracy - 0.02), std::max<std::int64_t>(1, a.integer("deepiot") / 10), a.integer("deepiot")};
