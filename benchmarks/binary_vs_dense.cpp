@@ -41,10 +41,9 @@ int main(int argc, char** argv) {
 #else
   const bool have_blas = false;
 #endif
-  const auto paths = kernels::compiled_kernel_paths();
-  fmt::print("binary_vs_dense: one thread, CPU time of the thread, best of {} interleaved rounds; VPOPCNTDQ path {}; OpenBLAS column {}\n", rounds,
-             paths.avx512_popcnt ? "on" : "off (portable popcount)",
-             have_blas ? "present" : "missing (built without OpenBLAS: install libopenblas-dev and re-run cmake)");
+  fmt::print("binary_vs_dense: one thread, CPU time of the thread, best of {} interleaved rounds; XNOR path {}; OpenBLAS column {}\n{}\n",
+             rounds, kernels::isa_name(kernels::gemm_xnor_path()),
+             have_blas ? "present" : "missing (built without OpenBLAS: install libopenblas-dev and re-run cmake)", kernels::describe_cpu());
   fmt::print("C (M x N) = A (M x K) W^T with W (N x K) as a layer stores it. fp32 best = fastest of Eigen, OpenBLAS, slimnet gemm.\n");
   fmt::print("xnor = gemm_xnor on packed A and prepacked W (int32 out); +pack adds packing A's signs from floats.\n\n");
 
@@ -121,7 +120,8 @@ int main(int argc, char** argv) {
     std::vector<std::int32_t> ci(static_cast<std::size_t>(n * n));
     kernels::xnor_params one, two;
     two.threads = 2;
-    fmt::print("== threads ({}; wall time, fastest of 300 single calls), load average {} ==\n", paths.openmp ? "OpenMP" : "std::thread",
+    fmt::print("== threads ({}; wall time, fastest of 300 single calls), load average {} ==\n",
+               kernels::compiled_kernel_paths().openmp ? "OpenMP" : "std::thread",
                load_average());
     const std::vector<double> t = {best_single_call([&] { kernels::gemm_xnor(abits.ref(), wp, kernels::row_major(ci.data(), n, n), one); }),
                                    best_single_call([&] { kernels::gemm_xnor(abits.ref(), wp, kernels::row_major(ci.data(), n, n), two); })};
