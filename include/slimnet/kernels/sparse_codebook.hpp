@@ -218,7 +218,6 @@ template <int Width, int Bits>
 void spmv_sell_codebook_slices(const sell_codebook_ref<float>& a, const float* x, float* y, const float* bias) {
   const index_decoder<Bits> dec;
   const centroid_table<Bits> table(a.centroids, a.n_centroids);
-  const __m512i rows = _mm512_set1_epi32(static_cast<int>(a.rows));
   for (index_t s = 0; s < a.slices; ++s) {
     __m512 acc = _mm512_setzero_ps();
     const sparse_offset_t* so = a.step_offsets + s * a.blocks;
@@ -248,16 +247,7 @@ void spmv_sell_codebook_slices(const sell_codebook_ref<float>& a, const float* x
         }
       }
     }
-    const __m512i lane_rows = _mm512_loadu_si512(a.lane_rows + s * 16);
-    const __mmask16 valid = _mm512_cmplt_epu32_mask(lane_rows, rows);
-    if (!a.sorted) {
-      const index_t r0 = s * 16;
-      if (bias) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(valid, bias + r0));
-      _mm512_mask_storeu_ps(y + r0, valid, acc);
-    } else {
-      if (bias) acc = _mm512_add_ps(acc, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), valid, lane_rows, bias, 4));
-      _mm512_mask_i32scatter_ps(y, valid, lane_rows, acc, 4);
-    }
+    sell_store_slice(a, s, acc, y, bias);
   }
 }
 

@@ -264,9 +264,10 @@ struct permute_lookup {
   }
 };
 
-/// Stores the accumulator of slice s (+ bias) into its rows of y.
-template <class Index>
-inline void sell_store_slice(const sell_ref<float, Index>& a, index_t s, __m512 acc, float* y, const float* bias) {
+/// Stores the accumulator of slice s (+ bias) into its rows of y. `a` is any SELL-16 view with
+/// lane_rows, rows and sorted (sell_ref, and sell_codebook_ref of sparse_codebook.hpp).
+template <class SellRef>
+inline void sell_store_slice(const SellRef& a, index_t s, __m512 acc, float* y, const float* bias) {
   const __m512i lane_rows = _mm512_loadu_si512(a.lane_rows + s * 16);
   const __mmask16 valid = _mm512_cmplt_epu32_mask(lane_rows, _mm512_set1_epi32(static_cast<int>(a.rows)));
   if (!a.sorted) {  // lane l holds row 16 s + l: a contiguous store
