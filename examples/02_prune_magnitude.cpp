@@ -110,7 +110,7 @@ int main(int argc, char** argv) {
                {"targets", ""},          {"global", "0"},           {"rounds", "4"},
                {"retrain-epochs", "3"},  {"retrain-lr", "0.01"},    {"final-epochs", "0"},
                {"schedule", "iterative"}, {"control", "false"},     {"csv", ""},
-               {"limit", "0"},           {"quiet", "false"}},
+               {"limit", "0"},           {"quiet", "false"},        {"heldout", "0"}},
               "prune_magnitude: iterative magnitude pruning + retraining of LeNet-300-100 "
               "(lenet300), LeNet-5 (lenet5) or a VGG-style network (vgg)\n"
               "  --targets conv1=0.34,fc1=0.925,...  per-layer final sparsities (default: Han et "
@@ -128,6 +128,22 @@ int main(int argc, char** argv) {
     rng gen(seed);
     auto model = cli::make_model(model_name, gen, "prune_magnitude");
     const train::cross_entropy<float> loss;
+    // --heldout N: take the N images that examples 11 (deepiot) and 15 (sparsesep) hold out
+    // (data::stratified_split of the training set, fraction N / size, --seed) out of the training
+    // set here too, so that a baseline trained without them and every method compared on it
+    // (issue #14's one baseline per network) retrain on exactly the same images.
+    const long heldout_n = a.integer("heldout");
+    const std::string heldout_tag =
+        heldout_n > 0 ? fmt::format("{} images, stratified, seed {}", heldout_n, seed) : std::string("none");
+    if (heldout_n > 0) {
+      if (heldout_n >= data.train.size()) {
+        throw config_error(fmt::format("prune_magnitude: --heldout {} leaves no training images (the training set has {})", heldout_n,
+                                       data.train.size()));
+      }
+      const double frac = static_cast<double>(heldout_n) / static_cast<double>(data.train.size());
+      const auto [tr, ho] = data::stratified_split(data.train.labels, data.train.num_classes, frac, seed);
+      data.train = data.train.subset(tr);
+    }
     fmt::print("{} on {}: {} train / {} test images\n", model_name, a.str("data"),
                data.train.size(), data.test.size());
 
@@ -135,7 +151,11 @@ int main(int argc, char** argv) {
     auto metadata = cli::load_or_train_baseline(
         model, a.str("baseline"), model_name, a.str("data"), data,
         {static_cast<int>(a.integer("epochs")), a.real("lr"), a.real("momentum"), a.real("weight-decay"), a.integer("batch"), seed, !quiet},
-        "prune_magnitude");
+        "prune_magnitude", heldout_n > 0 ? std::map<std::string, std::string>{{"heldout", heldout_tag}} : std::map<std::string, std::string>{});
+    if (heldout_n > 0 && (!metadata.count("heldout") || metadata.at("heldout") != heldout_tag)) {
+      fmt::print("note: the baseline does not record training without the held-out split ({}): it may have seen those images\n",
+                 metadata.count("heldout") ? metadata.at("heldout") : std::string("no record"));
+    }
     const double baseline = train::evaluate(model, data.test, loss).accuracy;
     fmt::print("baseline test accuracy {:.2f}%, {} weights in Linear/Conv2d layers\n",
                100 * baseline, [&] {

@@ -78,7 +78,8 @@ int main(int argc, char** argv) {
        {"lr", "0.01"},
        {"csv", ""},
        {"limit", "0"},
-       {"quiet", "false"}},
+       {"quiet", "false"},
+       {"heldout", "0"}},
       "dns: Dynamic Network Surgery of LeNet-5 (lenet5) or LeNet-300-100 (lenet300)\n"
       "  --c-rate conv1=1.0,fc1=3.9,...  per-layer c_rate (default: tuned on the MNIST subset)\n"
       "  --dns-epochs N --surgery-epochs M  train N epochs under DNS, surgery during the first M");
@@ -97,6 +98,22 @@ int main(int argc, char** argv) {
     auto model = cli::make_model(model_name, gen, "dns");
     const train::cross_entropy<float> loss;
     const index_t batch = a.integer("batch");
+    // --heldout N: take the N images that examples 11 (deepiot) and 15 (sparsesep) hold out
+    // (data::stratified_split of the training set, fraction N / size, --seed) out of the training
+    // set here too, so that a baseline trained without them and every method compared on it
+    // (issue #14's one baseline per network) retrain on exactly the same images.
+    const long heldout_n = a.integer("heldout");
+    const std::string heldout_tag =
+        heldout_n > 0 ? fmt::format("{} images, stratified, seed {}", heldout_n, seed) : std::string("none");
+    if (heldout_n > 0) {
+      if (heldout_n >= data.train.size()) {
+        throw config_error(fmt::format("dns: --heldout {} leaves no training images (the training set has {})", heldout_n,
+                                       data.train.size()));
+      }
+      const double frac = static_cast<double>(heldout_n) / static_cast<double>(data.train.size());
+      const auto [tr, ho] = data::stratified_split(data.train.labels, data.train.num_classes, frac, seed);
+      data.train = data.train.subset(tr);
+    }
     fmt::print("{} on {}: {} train / {} test images\n", model_name, a.str("data"),
                data.train.size(), data.test.size());
 
@@ -104,7 +121,11 @@ int main(int argc, char** argv) {
     auto metadata = cli::load_or_train_baseline(
         model, a.str("baseline"), model_name, a.str("data"), data,
         {static_cast<int>(a.integer("epochs")), a.real("base-lr"), a.real("momentum"), a.real("weight-decay"), batch, seed, !quiet},
-        "dns");
+        "dns", heldout_n > 0 ? std::map<std::string, std::string>{{"heldout", heldout_tag}} : std::map<std::string, std::string>{});
+    if (heldout_n > 0 && (!metadata.count("heldout") || metadata.at("heldout") != heldout_tag)) {
+      fmt::print("note: the baseline does not record training without the held-out split ({}): it may have seen those images\n",
+                 metadata.count("heldout") ? metadata.at("heldout") : std::string("no record"));
+    }
     const double baseline = train::evaluate(model, data.test, loss).accuracy;
     // With --distill alpha > 0, training under DNS also pulls the outputs towards the dense
     // baseline's (knowledge distillation at temperature --temperature).
