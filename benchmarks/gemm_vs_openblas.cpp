@@ -7,6 +7,9 @@
 // (M = output positions x batch, K = in_c * kh * kw, N = out_c). Ratios compare times taken in the
 // same run: thread CPU time, fastest of interleaved rounds (benchmarks/common/timing.hpp).
 //
+// slimnet's path is chosen at run time (kernels/gemm.hpp): SLIMNET_ISA=avx2 forces the AVX2 + FMA
+// kernels, to compare with OpenBLAS's Haswell ones (OPENBLAS_CORETYPE=Haswell).
+//
 //   gemm_vs_openblas [--rounds 5] [--csv gemm_vs_openblas.csv] [--quick] [--filter substring]
 //                    [--kc K --mc M --nc N]   (override slimnet's cache blocking, for tuning)
 #include <algorithm>
@@ -96,19 +99,19 @@ int main(int argc, char** argv) {
                  "gemm_vs_openblas: slimnet's dense fp32 GEMM against OpenBLAS and Eigen, one thread, ratios from one run");
   const int rounds = static_cast<int>(args.integer("rounds"));
   Eigen::setNbThreads(1);
+  const kernels::isa path = kernels::gemm_path();
 #if defined(SLIMNET_GEMM_AVX512)
-  // --kc/--mc/--nc override the kernel's cache blocking (for tuning); 0 keeps the default.
-  auto& blocking = kernels::detail::avx512::gemm_blocking();
-  if (args.integer("kc") > 0) blocking.kc = args.integer("kc");
-  if (args.integer("mc") > 0) blocking.mc = args.integer("mc");
-  if (args.integer("nc") > 0) blocking.nc = args.integer("nc");
-  fmt::print("slimnet blocking: kc {} mc {} nc {}\n", blocking.kc, blocking.mc, blocking.nc);
+  // --kc/--mc/--nc override the active family's cache blocking (for tuning); 0 keeps the default.
+  auto tune = [&](auto& blocking) {
+    if (args.integer("kc") > 0) blocking.kc = args.integer("kc");
+    if (args.integer("mc") > 0) blocking.mc = args.integer("mc");
+    if (args.integer("nc") > 0) blocking.nc = args.integer("nc");
+    fmt::print("slimnet blocking: kc {} mc {} nc {}\n", blocking.kc, blocking.mc, blocking.nc);
+  };
+  if (path == kernels::isa::avx512) tune(kernels::detail::avx512::gemm_blocking());
+  if (path == kernels::isa::avx2) tune(kernels::detail::avx2::gemm_blocking());
 #endif
-#if defined(SLIMNET_GEMM_AVX512)
-  const bool avx512 = true;
-#else
-  const bool avx512 = false;
-#endif
+  fmt::print("{}\n", kernels::describe_cpu());
 #if defined(SLIMNET_BENCH_OPENBLAS)
   openblas_set_num_threads(1);
   const bool have_blas = true;
@@ -118,8 +121,8 @@ int main(int argc, char** argv) {
   fmt::print("NOTICE: built without OpenBLAS: the openblas and ratio columns are empty.\n"
              "        Install libopenblas-dev (pkg-config openblas) and re-run cmake to compare against it.\n");
 #endif
-  fmt::print("one thread, CPU time of the thread, best of {} interleaved rounds, load average {}; slimnet AVX-512 kernel {}\n",
-             rounds, load_average(), avx512 ? "on" : "off (Eigen fallback)");
+  fmt::print("one thread, CPU time of the thread, best of {} interleaved rounds, load average {}; slimnet GEMM path: {}{} (SLIMNET_ISA picks it)\n",
+             rounds, load_average(), kernels::isa_name(path), path == kernels::isa::portable ? " (Eigen)" : "");
   fmt::print("C = op(A) op(B), row-major; NT = forward X W^T, NN = dX = dY W, TN = dW += dY^T X (beta 1). ratio = OpenBLAS time / slimnet time (>1: slimnet faster)\n\n");
 
   std::vector<shape> shapes = all_shapes();

@@ -1,26 +1,43 @@
 // Dense GEMM, C = alpha * A B + beta * C, over strided views (any storage order, transposes are
-// free). Single precision on AVX-512 uses slimnet's own blocked kernel (BLIS structure: packed
-// A panels of MR rows, packed B panels of 32 (or 16) columns, an MR x 32 register tile with MR from
-// {12, 10, 8} and one shorter tile for the leftover rows); everything else goes to Eigen.
-// gemm_reference defines the result.
+// free). gemm_reference defines the result.
+//
+// Single precision runs slimnet's own blocked kernels (BLIS structure: packed panels of A and B,
+// a register tile of C), chosen per call at run time from kernels::active_isa() (cpu_features.hpp)
+// and compiled with function target attributes in every x86-64 build, whatever the program's -march:
+//   avx512    an MR x 32 tile (MR from {12, 10, 8}, one shorter tile for the leftover rows) of
+//             zmm accumulators, plus a matrix-vector kernel (batch 1) and a streaming kernel for
+//             depth <= 4 (outer products);
+//   avx2      AVX2 + FMA: the classic Haswell 6 x 16 tile (12 ymm accumulators, 2 loads of B and
+//             6 broadcasts of A per depth step: 12 FMAs, 2 per cycle), with the same matrix-vector
+//             and shallow kernels on 256 bits;
+//   portable  Eigen's product (what doubles, other architectures, and the shapes the kernels do
+//             not take run: C with no unit stride, 2-3 rows or columns of C).
+// gemm_path() says which family float products take now; gemm_path_calls() counts the calls each
+// one computed (tests assert on it).
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <type_traits>
 #include <vector>
 
 #include "slimnet/core/eigen.hpp"
 
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#define SLIMNET_GEMM_AVX512 1
-#endif
-
 #include "slimnet/core/error.hpp"
 #include "slimnet/core/tensor.hpp"
+#include "slimnet/kernels/cpu_features.hpp"
 #include "slimnet/kernels/intrinsics.hpp"
 #include "slimnet/kernels/matrix_ref.hpp"
+
+#if defined(SLIMNET_DISPATCH_X86)
+#include <immintrin.h>
+// Both paths exist in every x86-64 build (GCC, Clang); the names say so to tests and benchmarks.
+#define SLIMNET_GEMM_AVX512 1
+#define SLIMNET_GEMM_AVX2 1
+#define SLIMNET_GEMM_AVX512_TARGET SLIMNET_TARGET("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")
+#define SLIMNET_GEMM_AVX2_TARGET SLIMNET_TARGET("avx2,fma")
+#endif
 
 SLIMNET_INTRINSICS_BEGIN
 
@@ -90,6 +107,13 @@ void gemm_eigen(matrix_ref<const Scalar> a, matrix_ref<const Scalar> b, matrix_r
   });
 }
 
+/// Splits `total` into equal blocks of at most `limit` (rounded up to a multiple of `align`).
+inline index_t balanced_block(index_t total, index_t limit, index_t align) {
+  const index_t blocks = (total + limit - 1) / limit;
+  const index_t size = (total + blocks - 1) / blocks;
+  return std::min(limit, (size + align - 1) / align * align);
+}
+
 #if SLIMNET_GEMM_AVX512
 namespace avx512 {
 
@@ -112,7 +136,7 @@ inline blocking& gemm_blocking() {
 }
 
 /// Packs rows [i0, i0+rows) x depth [p0, p0+k) of A into ap[p * ps + r] (rows <= ps <= 16).
-inline void pack_a(const matrix_ref<const float>& a, index_t i0, index_t rows, index_t p0, index_t k, float* ap, index_t ps) {
+SLIMNET_GEMM_AVX512_TARGET inline void pack_a(const matrix_ref<const float>& a, index_t i0, index_t rows, index_t p0, index_t k, float* ap, index_t ps) {
   if (a.row_stride == 1) {  // A is a transposed row-major matrix: its rows are contiguous at each p
     // ap has 16 floats of slack past the panel: the full-width stores may run past a short panel.
     const __mmask16 m = static_cast<__mmask16>((1u << rows) - 1);
@@ -132,7 +156,7 @@ inline void pack_a(const matrix_ref<const float>& a, index_t i0, index_t rows, i
 }
 
 /// In-place transpose of a 16x16 block held as 16 rows.
-inline void transpose16x16(__m512 r[16]) {
+SLIMNET_GEMM_AVX512_TARGET inline void transpose16x16(__m512 r[16]) {
   __m512 t[16];
   for (int i = 0; i < 16; i += 2) {  // interleave pairs of rows: 2x2 blocks
     t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
@@ -158,11 +182,11 @@ inline void transpose16x16(__m512 r[16]) {
   }
 }
 
-inline __mmask16 first_lanes(index_t n) { return static_cast<__mmask16>(n >= 16 ? 0xffff : n <= 0 ? 0 : (1u << n) - 1); }
+SLIMNET_GEMM_AVX512_TARGET inline __mmask16 first_lanes(index_t n) { return static_cast<__mmask16>(n >= 16 ? 0xffff : n <= 0 ? 0 : (1u << n) - 1); }
 
 /// Packs depth [p0, p0+k) x columns [j0, j0+cols) of B into bp[p * width + j], width 16 or 32
 /// (columns past the end are zero).
-inline void pack_b(const matrix_ref<const float>& b, index_t p0, index_t k, index_t j0, index_t cols, float* bp, index_t width) {
+SLIMNET_GEMM_AVX512_TARGET inline void pack_b(const matrix_ref<const float>& b, index_t p0, index_t k, index_t j0, index_t cols, float* bp, index_t width) {
   if (b.col_stride == 1) {
     for (index_t h = 0; h < width; h += 16) {
       const __mmask16 m = first_lanes(cols - h);
@@ -211,7 +235,7 @@ inline void pack_b(const matrix_ref<const float>& b, index_t p0, index_t k, inde
 /// read in place from a row-major matrix (A(r, p) = ap[r * lda + p]); broadcasts are loads either
 /// way, and in-place reads save the packing pass when few B panels would reuse a packed A.
 template <int MR, int NV>
-inline void micro_kernel(index_t k, const float* ap, index_t lda, index_t ps, const float* bp, index_t ldb, float* c, index_t ldc,
+SLIMNET_GEMM_AVX512_TARGET inline void micro_kernel(index_t k, const float* ap, index_t lda, index_t ps, const float* bp, index_t ldb, float* c, index_t ldc,
                          index_t rows, index_t cols, float alpha, float beta) {
   constexpr index_t w = 16 * NV;
   // The tile of C is read (or written) after the k loop: fetch it now, behind the arithmetic.
@@ -288,7 +312,7 @@ inline void micro_kernel(index_t k, const float* ap, index_t lda, index_t ps, co
 
 /// The register tile for `rows` (1..max_mr) rows and a 16- or 32-wide panel.
 template <int NV>
-inline void run_tile(index_t rows, index_t k, const float* ap, index_t lda, index_t ps, const float* bp, index_t ldb, float* c,
+SLIMNET_GEMM_AVX512_TARGET inline void run_tile(index_t rows, index_t k, const float* ap, index_t lda, index_t ps, const float* bp, index_t ldb, float* c,
                      index_t ldc, index_t cols, float alpha, float beta) {
   switch (rows) {
 #define SLIMNET_GEMM_TILE(R) \
@@ -317,14 +341,7 @@ inline int choose_mr(index_t m) {
   return best;
 }
 
-/// Splits `total` into equal blocks of at most `limit` (rounded up to a multiple of `align`).
-inline index_t balanced_block(index_t total, index_t limit, index_t align) {
-  const index_t blocks = (total + limit - 1) / limit;
-  const index_t size = (total + blocks - 1) / blocks;
-  return std::min(limit, (size + align - 1) / align * align);
-}
-
-inline void gemm(const matrix_ref<const float>& a, const matrix_ref<const float>& b, const matrix_ref<float>& c, float alpha,
+SLIMNET_GEMM_AVX512_TARGET inline void gemm(const matrix_ref<const float>& a, const matrix_ref<const float>& b, const matrix_ref<float>& c, float alpha,
                  float beta) {
   const index_t m = c.rows, n = c.cols, depth = a.cols;
   const blocking& bl = gemm_blocking();
@@ -385,7 +402,7 @@ inline void gemm(const matrix_ref<const float>& a, const matrix_ref<const float>
 
 /// C = alpha * A B + beta * C for depth K (1..4), B(p, j) = bp[p * ldb + j], row by row of C.
 template <int K>
-inline void shallow_rows(const matrix_ref<const float>& a, const float* bp, index_t ldb, const matrix_ref<float>& c, float alpha,
+SLIMNET_GEMM_AVX512_TARGET inline void shallow_rows(const matrix_ref<const float>& a, const float* bp, index_t ldb, const matrix_ref<float>& c, float alpha,
                          float beta) {
   const index_t m = c.rows, n = c.cols, n16 = n / 16 * 16;
   const __m512 vb = _mm512_set1_ps(beta);
@@ -395,25 +412,27 @@ inline void shallow_rows(const matrix_ref<const float>& a, const float* bp, inde
 #pragma GCC unroll 4
     for (int p = 0; p < K; ++p) av[p] = _mm512_set1_ps(alpha * a(i, p));
     float* cr = c.data + i * c.row_stride;
-    auto row_part = [&](index_t j, auto load, auto store) {
-      __m512 v = beta == 0.0f ? _mm512_setzero_ps() : beta == 1.0f ? load(cr + j) : _mm512_mul_ps(vb, load(cr + j));
-#pragma GCC unroll 4
-      for (int p = 0; p < K; ++p) v = _mm512_fmadd_ps(av[p], load(bp + p * ldb + j), v);
-      store(cr + j, v);
-    };
+    // Full vectors unmasked (masked stores are slow on Zen 4), the tail masked. No lambdas here:
+    // a lambda's body does not inherit the enclosing function's target attribute.
     for (index_t j = 0; j < n16; j += 16) {
-      row_part(j, [](const float* q) { return _mm512_loadu_ps(q); }, [](float* q, __m512 v) { _mm512_storeu_ps(q, v); });
+      __m512 v = beta == 0.0f ? _mm512_setzero_ps() : beta == 1.0f ? _mm512_loadu_ps(cr + j) : _mm512_mul_ps(vb, _mm512_loadu_ps(cr + j));
+#pragma GCC unroll 4
+      for (int p = 0; p < K; ++p) v = _mm512_fmadd_ps(av[p], _mm512_loadu_ps(bp + p * ldb + j), v);
+      _mm512_storeu_ps(cr + j, v);
     }
     if (tail) {
-      row_part(n16, [tail](const float* q) { return _mm512_maskz_loadu_ps(tail, q); },
-               [tail](float* q, __m512 v) { _mm512_mask_storeu_ps(q, tail, v); });
+      const __m512 old = _mm512_maskz_loadu_ps(tail, cr + n16);
+      __m512 v = beta == 0.0f ? _mm512_setzero_ps() : beta == 1.0f ? old : _mm512_mul_ps(vb, old);
+#pragma GCC unroll 4
+      for (int p = 0; p < K; ++p) v = _mm512_fmadd_ps(av[p], _mm512_maskz_loadu_ps(tail, bp + p * ldb + n16), v);
+      _mm512_mask_storeu_ps(cr + n16, tail, v);
     }
   }
 }
 
 /// Depth <= 4 (outer products such as a weight gradient at batch 1): one streaming pass over the
 /// rows of C (row-major), no packing; the work is C's memory traffic.
-inline void gemm_shallow(const matrix_ref<const float>& a, const matrix_ref<const float>& b, const matrix_ref<float>& c, float alpha,
+SLIMNET_GEMM_AVX512_TARGET inline void gemm_shallow(const matrix_ref<const float>& a, const matrix_ref<const float>& b, const matrix_ref<float>& c, float alpha,
                          float beta) {
   const index_t n = c.cols, k = a.cols;
   thread_local std::vector<float> b_copy;
@@ -438,7 +457,7 @@ inline void gemm_shallow(const matrix_ref<const float>& a, const matrix_ref<cons
 /// B row-major: rows of B scaled and summed, 128 columns of C in registers at a time; B a transposed
 /// row-major matrix (a layer's W^T): dot products of x with W's rows, four at a time. False (for
 /// Eigen) when neither of B's strides is 1.
-inline bool gemv_row(const matrix_ref<const float>& a, const matrix_ref<const float>& b, const matrix_ref<float>& c, float alpha,
+SLIMNET_GEMM_AVX512_TARGET inline bool gemv_row(const matrix_ref<const float>& a, const matrix_ref<const float>& b, const matrix_ref<float>& c, float alpha,
                      float beta) {
   if (b.col_stride != 1 && b.row_stride != 1) return false;
   const index_t k = a.cols, n = c.cols;
@@ -533,10 +552,520 @@ inline bool gemv_row(const matrix_ref<const float>& a, const matrix_ref<const fl
 }  // namespace avx512
 #endif
 
+#if SLIMNET_GEMM_AVX2
+namespace avx2 {
+
+constexpr index_t mr = 6;   // rows of the register tile
+constexpr index_t nr = 16;  // columns of the register tile and of a packed B panel: two 8-float vectors
+
+/// Cache blocking, BLIS's loop order for Haswell: a kc x nc block of B is packed into 16-column
+/// panels, an mc x kc block of A into 6-row panels (kept in L2: 144 x 256 floats = 144 KiB); each
+/// B panel (kc x 16 = 16 KiB, in L1) is swept down all A panels of the block, and the 6 x 16 tile
+/// of C is read and written once per kc of depth. Tests shrink them to exercise block edges.
+struct blocking {
+  index_t kc = 256, mc = 144, nc = 2048;
+};
+inline blocking& gemm_blocking() {
+  static blocking b;
+  return b;
+}
+
+/// Lanes [0, n) set (n clamped to 0..8): the mask of vmaskmovps.
+SLIMNET_GEMM_AVX2_TARGET inline __m256i first_lanes(index_t n) {
+  const int k = static_cast<int>(std::clamp<index_t>(n, 0, 8));
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(k), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/// Sum of the 8 lanes.
+SLIMNET_GEMM_AVX2_TARGET inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+
+/// In-place transpose of an 8x8 block held as 8 rows (unpack pairs, 4x4 within lanes, swap lanes).
+SLIMNET_GEMM_AVX2_TARGET inline void transpose8x8(__m256 r[8]) {
+  __m256 t[8], s[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    s[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    s[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    s[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    s[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x20);
+    r[i + 4] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x31);
+  }
+}
+
+/// Packs rows [i0, i0+rows) x depth [p0, p0+k) of A into ap[p * mr + r] (rows <= mr).
+SLIMNET_GEMM_AVX2_TARGET inline void pack_a(const matrix_ref<const float>& a, index_t i0, index_t rows, index_t p0, index_t k, float* ap) {
+  if (a.col_stride == 1) {
+    for (index_t r = 0; r < rows; ++r) {
+      const float* src = a.data + (i0 + r) * a.row_stride + p0;
+      for (index_t p = 0; p < k; ++p) ap[p * mr + r] = src[p];
+    }
+  } else if (a.row_stride == 1) {
+    // A is a transposed row-major matrix (dW = dY^T X): its `rows` floats at each depth are
+    // contiguous. One masked load and one 8-float store per depth; the store runs 2 floats into
+    // the next depth's slots (rewritten by the next store) and past the panel's end (ap has slack).
+    const __m256i m = first_lanes(rows);
+    const float* src = a.data + p0 * a.col_stride + i0;
+    for (index_t p = 0; p < k; ++p) _mm256_storeu_ps(ap + p * mr, _mm256_maskload_ps(src + p * a.col_stride, m));
+  } else {
+    for (index_t p = 0; p < k; ++p) {
+      const float* src = a.data + (p0 + p) * a.col_stride + i0 * a.row_stride;
+      for (index_t r = 0; r < rows; ++r) ap[p * mr + r] = src[r * a.row_stride];
+    }
+  }
+}
+
+/// Packs depth [p0, p0+k) x columns [j0, j0+cols) of B into bp[p * nr + j] (columns past the end
+/// are zero, so the tile computes them harmlessly and does not store them).
+SLIMNET_GEMM_AVX2_TARGET inline void pack_b(const matrix_ref<const float>& b, index_t p0, index_t k, index_t j0, index_t cols, float* bp) {
+  if (b.col_stride == 1) {
+    const float* src = b.data + p0 * b.row_stride + j0;
+    if (cols == nr) {
+      for (index_t p = 0; p < k; ++p) {
+        _mm256_storeu_ps(bp + p * nr, _mm256_loadu_ps(src + p * b.row_stride));
+        _mm256_storeu_ps(bp + p * nr + 8, _mm256_loadu_ps(src + p * b.row_stride + 8));
+      }
+    } else {
+      const __m256i m0 = first_lanes(cols), m1 = first_lanes(cols - 8);
+      for (index_t p = 0; p < k; ++p) {
+        _mm256_storeu_ps(bp + p * nr, _mm256_maskload_ps(src + p * b.row_stride, m0));
+        _mm256_storeu_ps(bp + p * nr + 8, _mm256_maskload_ps(src + p * b.row_stride + 8, m1));
+      }
+    }
+  } else if (b.row_stride == 1) {
+    // B is a transposed row-major matrix (a layer's W^T): column j is contiguous along the depth.
+    // 8x8 blocks are transposed in registers: 8 loads from 8 columns become 8 stores at 8 depths.
+    const index_t k8 = k / 8 * 8;
+    for (index_t h = 0; h < nr; h += 8) {
+      const float* col[8];
+      for (index_t j = 0; j < 8; ++j) {
+        const index_t cj = std::max<index_t>(0, std::min(h + j, cols - 1));  // past the end: a valid column, zeroed below
+        col[j] = b.data + (j0 + cj) * b.col_stride + p0;
+      }
+      const __m256 keep = _mm256_castsi256_ps(first_lanes(cols - h));
+      for (index_t p = 0; p < k8; p += 8) {
+        __m256 r[8];
+        for (int j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(col[j] + p);
+        transpose8x8(r);
+        for (int q = 0; q < 8; ++q) _mm256_storeu_ps(bp + (p + q) * nr + h, _mm256_and_ps(keep, r[q]));
+      }
+      for (index_t p = k8; p < k; ++p)
+        for (index_t j = 0; j < 8; ++j) bp[p * nr + h + j] = h + j < cols ? col[j][p] : 0.0f;
+    }
+  } else {
+    for (index_t p = 0; p < k; ++p)
+      for (index_t j = 0; j < nr; ++j) bp[p * nr + j] = j < cols ? b(p0 + p, j0 + j) : 0.0f;
+  }
+}
+
+/// pack_b of all panels of a row-major B's block, columns [j0, j0+cols), in groups of G panels
+/// packed row by row: each depth reads G * 64 contiguous bytes of B (one panel at a time would
+/// read 64 bytes per row of B, a new page each for a wide B) and writes G streams.
+template <index_t G>
+SLIMNET_GEMM_AVX2_TARGET inline void pack_b_rows(const matrix_ref<const float>& b, index_t p0, index_t k, index_t j0, index_t cols,
+                                                 float* bp) {
+  const index_t full = cols / nr, rest = cols - full * nr;
+  const __m256i m0 = first_lanes(rest), m1 = first_lanes(rest - 8);
+  for (index_t g = 0; g < full; g += G) {
+    const index_t panels = std::min(G, full - g);
+    for (index_t p = 0; p < k; ++p) {
+      const float* src = b.data + (p0 + p) * b.row_stride + j0 + g * nr;
+      float* dst = bp + g * nr * k + p * nr;
+      for (index_t q = 0; q < panels; ++q) {
+        _mm256_storeu_ps(dst + q * nr * k, _mm256_loadu_ps(src + q * nr));
+        _mm256_storeu_ps(dst + q * nr * k + 8, _mm256_loadu_ps(src + q * nr + 8));
+      }
+    }
+  }
+  if (rest) {
+    for (index_t p = 0; p < k; ++p) {
+      const float* src = b.data + (p0 + p) * b.row_stride + j0 + full * nr;
+      float* dst = bp + full * nr * k + p * nr;
+      _mm256_storeu_ps(dst, _mm256_maskload_ps(src, m0));
+      _mm256_storeu_ps(dst + 8, _mm256_maskload_ps(src + 8, m1));
+    }
+  }
+}
+
+/// C[0:MR, 0:cols] = alpha * A Bp + beta * C (beta = 0: C not read), a 6 x 16 (or shorter) tile in
+/// 12 ymm registers. B(p, j) = bp[p * ldb + j] (a packed panel, ldb = 16, or a row-major B in
+/// place); A packed (A(r, p) = ap[p * mr + r], lda = 0) or read in place from a row-major matrix
+/// (A(r, p) = ap[r * lda + p]). Per depth step: 2 loads of B, MR broadcasts of A, 2 MR FMAs.
+template <int MR>
+SLIMNET_GEMM_AVX2_TARGET inline void micro_kernel(index_t k, const float* ap, index_t lda, const float* bp, index_t ldb, float* c, index_t ldc,
+                                                  index_t cols, float alpha, float beta) {
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; ++r) {  // the tile of C is read (or written) after the k loop: fetch it now
+    _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + nr - 1), _MM_HINT_T0);
+  }
+  __m256 acc0[MR], acc1[MR];
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; ++r) acc0[r] = acc1[r] = _mm256_setzero_ps();
+  if (lda == 0) {
+#pragma GCC unroll 4
+    for (index_t p = 0; p < k; ++p) {
+      const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
+#pragma GCC unroll 6
+      for (int r = 0; r < MR; ++r) {
+        const __m256 av = _mm256_broadcast_ss(ap + r);
+        acc0[r] = _mm256_fmadd_ps(av, b0, acc0[r]);
+        acc1[r] = _mm256_fmadd_ps(av, b1, acc1[r]);
+      }
+      ap += mr;
+      bp += ldb;
+    }
+  } else {
+#pragma GCC unroll 4
+    for (index_t p = 0; p < k; ++p) {
+      const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
+#pragma GCC unroll 6
+      for (int r = 0; r < MR; ++r) {
+        const __m256 av = _mm256_broadcast_ss(ap + r * lda);
+        acc0[r] = _mm256_fmadd_ps(av, b0, acc0[r]);
+        acc1[r] = _mm256_fmadd_ps(av, b1, acc1[r]);
+      }
+      ap += 1;
+      bp += ldb;
+    }
+  }
+  const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+  if (cols == nr) {
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; ++r) {
+      float* cr = c + r * ldc;
+      __m256 v0 = alpha == 1.0f ? acc0[r] : _mm256_mul_ps(va, acc0[r]);
+      __m256 v1 = alpha == 1.0f ? acc1[r] : _mm256_mul_ps(va, acc1[r]);
+      if (beta != 0.0f) {
+        v0 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(cr), v0);
+        v1 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(cr + 8), v1);
+      }
+      _mm256_storeu_ps(cr, v0);
+      _mm256_storeu_ps(cr + 8, v1);
+    }
+    return;
+  }
+  // A short panel (the last columns of C): masked moves, never touching C past `cols`.
+  const __m256i m0 = first_lanes(cols), m1 = first_lanes(cols - 8);
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; ++r) {
+    float* cr = c + r * ldc;
+    __m256 v0 = _mm256_mul_ps(va, acc0[r]), v1 = _mm256_mul_ps(va, acc1[r]);
+    if (beta != 0.0f) {
+      v0 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(cr, m0), v0);
+      v1 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(cr + 8, m1), v1);
+    }
+    _mm256_maskstore_ps(cr, m0, v0);
+    if (cols > 8) _mm256_maskstore_ps(cr + 8, m1, v1);
+  }
+}
+
+/// The register tile for `rows` (1..6) rows.
+SLIMNET_GEMM_AVX2_TARGET inline void run_tile(index_t rows, index_t k, const float* ap, index_t lda, const float* bp, index_t ldb, float* c,
+                                              index_t ldc, index_t cols, float alpha, float beta) {
+  switch (rows) {
+    case 1: micro_kernel<1>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta); break;
+    case 2: micro_kernel<2>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta); break;
+    case 3: micro_kernel<3>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta); break;
+    case 4: micro_kernel<4>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta); break;
+    case 5: micro_kernel<5>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta); break;
+    default: micro_kernel<6>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta); break;
+  }
+}
+
+/// C = alpha * A B + beta * C with C row-major (unit column stride), m, n >= 1, depth >= 1.
+SLIMNET_GEMM_AVX2_TARGET inline void gemm(const matrix_ref<const float>& a, const matrix_ref<const float>& b, const matrix_ref<float>& c,
+                                          float alpha, float beta) {
+  const index_t m = c.rows, n = c.cols, depth = a.cols;
+  const blocking& bl = gemm_blocking();
+  const index_t kc = balanced_block(depth, std::max<index_t>(bl.kc, 1), 8);
+  const index_t mc = balanced_block(m, std::max(bl.mc / mr, index_t{1}) * mr, mr);
+  const index_t nc = balanced_block(n, std::max(bl.nc / nr, index_t{1}) * nr, nr);
+  thread_local std::vector<float> a_pack, b_pack;
+  a_pack.resize(static_cast<std::size_t>((std::min(mc, m) + mr - 1) / mr * mr * kc + 8));
+  b_pack.resize(static_cast<std::size_t>((std::min(nc, n) + nr - 1) / nr * nr * kc));
+  for (index_t j0 = 0; j0 < n; j0 += nc) {
+    const index_t ncols = std::min(nc, n - j0), n_panels = (ncols + nr - 1) / nr;
+    for (index_t p0 = 0; p0 < depth; p0 += kc) {
+      const index_t k = std::min(kc, depth - p0);
+      const float beta_block = p0 == 0 ? beta : 1.0f;  // later depth blocks accumulate into C
+      // As on AVX-512: full panels of a row-major B are read in place when at most two rows of
+      // tiles would reuse a packed copy; a row-major A is read in place when few B panels would
+      // reuse a packed one, or when its row stride is not a multiple of 256 bytes (rows 2^k bytes
+      // apart share L1 sets).
+      const bool b_in_place = b.col_stride == 1 && (m + mr - 1) / mr <= 2;
+      const bool a_in_place = a.col_stride == 1 && (n_panels <= 2 || a.row_stride % 64 != 0);
+      if (b.col_stride == 1 && !b_in_place) {
+        pack_b_rows<8>(b, p0, k, j0, ncols, b_pack.data());
+      } else {
+        for (index_t jp = 0; jp < n_panels; ++jp) {
+          const index_t cols = std::min(nr, ncols - jp * nr);
+          if (b_in_place && cols == nr) continue;
+          pack_b(b, p0, k, j0 + jp * nr, cols, b_pack.data() + jp * nr * k);
+        }
+      }
+      for (index_t i0 = 0; i0 < m; i0 += mc) {
+        const index_t mrows = std::min(mc, m - i0), m_panels = (mrows + mr - 1) / mr;
+        if (!a_in_place) {
+          for (index_t ip = 0; ip < m_panels; ++ip)
+            pack_a(a, i0 + ip * mr, std::min(mr, mrows - ip * mr), p0, k, a_pack.data() + ip * mr * k);
+        }
+        for (index_t jp = 0; jp < n_panels; ++jp) {
+          const index_t col = j0 + jp * nr, cols = std::min(nr, n - col);
+          const bool read_b = b_in_place && cols == nr;
+          const float* bp = read_b ? b.data + p0 * b.row_stride + col : b_pack.data() + jp * nr * k;
+          const index_t ldb = read_b ? b.row_stride : nr;
+          for (index_t ip = 0; ip < m_panels; ++ip) {
+            const index_t row = i0 + ip * mr, rows = std::min(mr, m - row);
+            const float* ap = a_in_place ? a.data + row * a.row_stride + p0 : a_pack.data() + ip * mr * k;
+            run_tile(rows, k, ap, a_in_place ? a.row_stride : 0, bp, ldb, c.data + row * c.row_stride + col, c.row_stride, cols, alpha,
+                     beta_block);
+          }
+        }
+      }
+    }
+  }
+}
+
+/// C = alpha * A B + beta * C for depth K (1..4), B(p, j) = bp[p * ldb + j], row by row of C.
+template <int K>
+SLIMNET_GEMM_AVX2_TARGET inline void shallow_rows(const matrix_ref<const float>& a, const float* bp, index_t ldb, const matrix_ref<float>& c,
+                                                  float alpha, float beta) {
+  const index_t m = c.rows, n = c.cols, n8 = n / 8 * 8;
+  const __m256 vb = _mm256_set1_ps(beta);
+  const __m256i tail = first_lanes(n - n8);
+  for (index_t i = 0; i < m; ++i) {
+    __m256 av[K];
+#pragma GCC unroll 4
+    for (int p = 0; p < K; ++p) av[p] = _mm256_set1_ps(alpha * a(i, p));
+    float* cr = c.data + i * c.row_stride;
+#pragma GCC unroll 4
+    for (index_t j = 0; j < n8; j += 8) {
+      __m256 v = beta == 0.0f ? _mm256_setzero_ps() : beta == 1.0f ? _mm256_loadu_ps(cr + j) : _mm256_mul_ps(vb, _mm256_loadu_ps(cr + j));
+#pragma GCC unroll 4
+      for (int p = 0; p < K; ++p) v = _mm256_fmadd_ps(av[p], _mm256_loadu_ps(bp + p * ldb + j), v);
+      _mm256_storeu_ps(cr + j, v);
+    }
+    if (n8 < n) {
+      const __m256 old = _mm256_maskload_ps(cr + n8, tail);
+      __m256 v = beta == 0.0f ? _mm256_setzero_ps() : beta == 1.0f ? old : _mm256_mul_ps(vb, old);
+#pragma GCC unroll 4
+      for (int p = 0; p < K; ++p) v = _mm256_fmadd_ps(av[p], _mm256_maskload_ps(bp + p * ldb + n8, tail), v);
+      _mm256_maskstore_ps(cr + n8, tail, v);
+    }
+  }
+}
+
+/// Depth <= 4 with C row-major: one streaming pass over C's rows, no packing.
+SLIMNET_GEMM_AVX2_TARGET inline void gemm_shallow(const matrix_ref<const float>& a, const matrix_ref<const float>& b, const matrix_ref<float>& c,
+                                                  float alpha, float beta) {
+  const index_t n = c.cols, k = a.cols;
+  thread_local std::vector<float> b_copy;
+  const float* bp = b.data;
+  index_t ldb = b.row_stride;
+  if (b.col_stride != 1) {
+    b_copy.resize(static_cast<std::size_t>(k * n));
+    for (index_t p = 0; p < k; ++p)
+      for (index_t j = 0; j < n; ++j) b_copy[static_cast<std::size_t>(p * n + j)] = b(p, j);
+    bp = b_copy.data();
+    ldb = n;
+  }
+  switch (k) {
+    case 1: shallow_rows<1>(a, bp, ldb, c, alpha, beta); break;
+    case 2: shallow_rows<2>(a, bp, ldb, c, alpha, beta); break;
+    case 3: shallow_rows<3>(a, bp, ldb, c, alpha, beta); break;
+    default: shallow_rows<4>(a, bp, ldb, c, alpha, beta); break;
+  }
+}
+
+/// c (1 x n) = alpha * a (1 x k) B + beta * c, as the AVX-512 gemv_row: a row-major B is scaled and
+/// summed row by row with 64 columns of c in registers, a transposed one (W^T) takes dot products
+/// with 4 of W's rows at a time. False (for Eigen) when neither of B's strides is 1.
+SLIMNET_GEMM_AVX2_TARGET inline bool gemv_row(const matrix_ref<const float>& a, const matrix_ref<const float>& b, const matrix_ref<float>& c,
+                                              float alpha, float beta) {
+  if (b.col_stride != 1 && b.row_stride != 1) return false;
+  const index_t k = a.cols, n = c.cols;
+  thread_local std::vector<float> x_copy, y_copy;
+  const float* x = a.data;
+  if (a.col_stride != 1) {
+    x_copy.resize(static_cast<std::size_t>(k));
+    for (index_t p = 0; p < k; ++p) x_copy[static_cast<std::size_t>(p)] = a(0, p);
+    x = x_copy.data();
+  }
+  float* y = c.data;
+  if (c.col_stride != 1) {
+    y_copy.resize(static_cast<std::size_t>(n));
+    for (index_t j = 0; j < n; ++j) y_copy[static_cast<std::size_t>(j)] = c(0, j);
+    y = y_copy.data();
+  }
+  const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+  if (b.col_stride == 1) {
+    for (index_t j0 = 0; j0 < n; j0 += 64) {
+      __m256 acc[8];
+      for (int v = 0; v < 8; ++v) acc[v] = _mm256_setzero_ps();
+      if (j0 + 64 <= n) {
+        for (index_t p = 0; p < k; ++p) {
+          const __m256 xp = _mm256_set1_ps(x[p]);
+          const float* row = b.data + p * b.row_stride + j0;
+#pragma GCC unroll 8
+          for (int v = 0; v < 8; ++v) acc[v] = _mm256_fmadd_ps(xp, _mm256_loadu_ps(row + 8 * v), acc[v]);
+        }
+      } else {
+        const index_t vecs = (n - j0 + 7) / 8;
+        const __m256i last = first_lanes(n - j0 - 8 * (vecs - 1));
+        for (index_t p = 0; p < k; ++p) {
+          const __m256 xp = _mm256_set1_ps(x[p]);
+          const float* row = b.data + p * b.row_stride + j0;
+          for (index_t v = 0; v + 1 < vecs; ++v) acc[v] = _mm256_fmadd_ps(xp, _mm256_loadu_ps(row + 8 * v), acc[v]);
+          acc[vecs - 1] = _mm256_fmadd_ps(xp, _mm256_maskload_ps(row + 8 * (vecs - 1), last), acc[vecs - 1]);
+        }
+      }
+      const index_t vecs = std::min<index_t>(8, (n - j0 + 7) / 8);
+      for (index_t v = 0; v < vecs; ++v) {
+        float* yv = y + j0 + 8 * v;
+        const __m256i mask = first_lanes(n - j0 - 8 * v);
+        __m256 r = _mm256_mul_ps(va, acc[v]);
+        if (beta != 0.0f) r = _mm256_fmadd_ps(vb, _mm256_maskload_ps(yv, mask), r);
+        _mm256_maskstore_ps(yv, mask, r);
+      }
+    }
+  } else {
+    const index_t k8 = k / 8 * 8;
+    const __m256i tail = first_lanes(k - k8);
+    index_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+      const float* w0 = b.data + j * b.col_stride;
+      const float* w1 = w0 + b.col_stride;
+      const float* w2 = w1 + b.col_stride;
+      const float* w3 = w2 + b.col_stride;
+      __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+      for (index_t p = 0; p < k8; p += 8) {
+        const __m256 xv = _mm256_loadu_ps(x + p);
+        s0 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(w0 + p), s0);
+        s1 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(w1 + p), s1);
+        s2 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(w2 + p), s2);
+        s3 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(w3 + p), s3);
+      }
+      if (k8 < k) {
+        const __m256 xv = _mm256_maskload_ps(x + k8, tail);
+        s0 = _mm256_fmadd_ps(xv, _mm256_maskload_ps(w0 + k8, tail), s0);
+        s1 = _mm256_fmadd_ps(xv, _mm256_maskload_ps(w1 + k8, tail), s1);
+        s2 = _mm256_fmadd_ps(xv, _mm256_maskload_ps(w2 + k8, tail), s2);
+        s3 = _mm256_fmadd_ps(xv, _mm256_maskload_ps(w3 + k8, tail), s3);
+      }
+      const float d[4] = {hsum(s0), hsum(s1), hsum(s2), hsum(s3)};
+      for (int q = 0; q < 4; ++q) y[j + q] = alpha * d[q] + (beta == 0.0f ? 0.0f : beta * y[j + q]);
+    }
+    for (; j < n; ++j) {
+      const float* w0 = b.data + j * b.col_stride;
+      __m256 s0 = _mm256_setzero_ps();
+      for (index_t p = 0; p < k8; p += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + p), _mm256_loadu_ps(w0 + p), s0);
+      if (k8 < k) s0 = _mm256_fmadd_ps(_mm256_maskload_ps(x + k8, tail), _mm256_maskload_ps(w0 + k8, tail), s0);
+      y[j] = alpha * hsum(s0) + (beta == 0.0f ? 0.0f : beta * y[j]);
+    }
+  }
+  if (c.col_stride != 1) {
+    for (index_t j = 0; j < n; ++j) c(0, j) = y[j];
+  }
+  return true;
+}
+
+}  // namespace avx2
+#endif
+
+/// A family's kernels under one name, for the shape routing in float_gemm.
+#if SLIMNET_GEMM_AVX512
+struct avx512_kernels {
+  static bool gemv_row(const matrix_ref<const float>& a, const matrix_ref<const float>& b, const matrix_ref<float>& c, float alpha, float beta) {
+    return avx512::gemv_row(a, b, c, alpha, beta);
+  }
+  static void shallow(const matrix_ref<const float>& a, const matrix_ref<const float>& b, const matrix_ref<float>& c, float alpha, float beta) {
+    avx512::gemm_shallow(a, b, c, alpha, beta);
+  }
+  static void blocked(const matrix_ref<const float>& a, const matrix_ref<const float>& b, const matrix_ref<float>& c, float alpha, float beta) {
+    avx512::gemm(a, b, c, alpha, beta);
+  }
+};
+#endif
+#if SLIMNET_GEMM_AVX2
+struct avx2_kernels {
+  static bool gemv_row(const matrix_ref<const float>& a, const matrix_ref<const float>& b, const matrix_ref<float>& c, float alpha, float beta) {
+    return avx2::gemv_row(a, b, c, alpha, beta);
+  }
+  static void shallow(const matrix_ref<const float>& a, const matrix_ref<const float>& b, const matrix_ref<float>& c, float alpha, float beta) {
+    avx2::gemm_shallow(a, b, c, alpha, beta);
+  }
+  static void blocked(const matrix_ref<const float>& a, const matrix_ref<const float>& b, const matrix_ref<float>& c, float alpha, float beta) {
+    avx2::gemm(a, b, c, alpha, beta);
+  }
+};
+#endif
+
+/// Routes a float product (m, n, depth >= 1) to family Kernels: false when no kernel of it takes
+/// the shape (Eigen computes it then).
+///  - A single row (or column) of C, a batch of 1: the matrix-vector kernel, which streams the
+///    matrix once where the blocked kernel would pack all of it for one row; 2-3 rows or columns
+///    go to Eigen.
+///  - Depth <= 4 (outer products): one streaming pass over C.
+///  - Otherwise the blocked kernel. Tiles store along C's rows, so C must be row-major; a
+///    column-major C is computed as C^T = B^T A^T.
+template <class Kernels>
+bool float_gemm(const matrix_ref<const float>& a, const matrix_ref<const float>& b, const matrix_ref<float>& c, float alpha, float beta) {
+  if (c.rows == 1 && Kernels::gemv_row(a, b, c, alpha, beta)) return true;
+  if (c.cols == 1 && Kernels::gemv_row(b.transposed(), a.transposed(), c.transposed(), alpha, beta)) return true;
+  if (std::min(c.rows, c.cols) < 4) return false;
+  const bool shallow = a.cols <= 4;
+  if (c.col_stride == 1) {
+    shallow ? Kernels::shallow(a, b, c, alpha, beta) : Kernels::blocked(a, b, c, alpha, beta);
+    return true;
+  }
+  if (c.row_stride == 1) {
+    shallow ? Kernels::shallow(b.transposed(), a.transposed(), c.transposed(), alpha, beta)
+            : Kernels::blocked(b.transposed(), a.transposed(), c.transposed(), alpha, beta);
+    return true;
+  }
+  return false;
+}
+
+/// Products that each family computed (indexed by isa).
+inline std::atomic<std::uint64_t>* gemm_path_counters() {
+  static std::atomic<std::uint64_t> counters[4] = {};
+  return counters;
+}
+
 }  // namespace detail
 
+/// The family float products take under the current active_isa(): avx512, avx2 (an avx2 choice),
+/// else portable (Eigen). Some shapes run on Eigen whatever the family (see gemm); doubles always do.
+inline isa gemm_path() {
+#if SLIMNET_GEMM_AVX512
+  const isa active = active_isa();
+  if (active == isa::avx512) return isa::avx512;
+  if (active == isa::avx2) return isa::avx2;
+#endif
+  return isa::portable;
+}
+
+/// How many gemm calls (float or double) each family computed since the program started: avx512 or
+/// avx2 for slimnet's kernels, portable for Eigen. Calls with an empty C or depth 0 compute nothing
+/// and are not counted.
+inline std::uint64_t gemm_path_calls(isa path) {
+  return detail::gemm_path_counters()[static_cast<int>(path)].load(std::memory_order_relaxed);
+}
+
 /// C = alpha * A B + beta * C. With beta = 0, C's previous contents (even NaN) are ignored.
-/// C must not overlap A or B.
+/// C must not overlap A or B. Float products run on the family gemm_path() names, except those
+/// with 2 or 3 rows or columns of C, or a C with no unit stride, which Eigen computes.
 template <class Scalar>
 void gemm(matrix_ref<const Scalar> a, matrix_ref<const Scalar> b, matrix_ref<Scalar> c, Scalar alpha = 1, Scalar beta = 0) {
   detail::check_gemm_shapes("slimnet::kernels::gemm", a, b, c);
@@ -546,37 +1075,16 @@ void gemm(matrix_ref<const Scalar> a, matrix_ref<const Scalar> b, matrix_ref<Sca
       for (index_t j = 0; j < c.cols; ++j) c(i, j) = beta == Scalar(0) ? Scalar(0) : beta * c(i, j);
     return;
   }
+  auto count = [](isa path) { detail::gemm_path_counters()[static_cast<int>(path)].fetch_add(1, std::memory_order_relaxed); };
 #if SLIMNET_GEMM_AVX512
   if constexpr (std::is_same_v<Scalar, float>) {
-    // Matrix-vector shapes (a batch of 1-3) are memory-bound: a GEMV streams the matrix once, where
-    // the blocked kernel would pack all of it for a handful of rows.
-    // The tile stores along C's rows: C must be row-major; a column-major C is computed as C^T = B^T A^T.
-    // A single row (or column) of C, a batch of 1, has its own matrix-vector kernel; 2-3 rows go to
-    // Eigen. Depth <= 4 (outer products) streams C once.
-    if (c.rows == 1 && detail::avx512::gemv_row(a, b, c, alpha, beta)) return;
-    if (c.cols == 1 && detail::avx512::gemv_row(b.transposed(), a.transposed(), c.transposed(), alpha, beta)) return;
-    const bool matrix_vector = std::min(c.rows, c.cols) < 4;
-    if (!matrix_vector && a.cols <= 4) {
-      if (c.col_stride == 1) {
-        detail::avx512::gemm_shallow(a, b, c, alpha, beta);
-        return;
-      }
-      if (c.row_stride == 1) {
-        detail::avx512::gemm_shallow(b.transposed(), a.transposed(), c.transposed(), alpha, beta);
-        return;
-      }
-    }
-    if (!matrix_vector && c.col_stride == 1) {
-      detail::avx512::gemm(a, b, c, alpha, beta);
-      return;
-    }
-    if (!matrix_vector && c.row_stride == 1) {
-      detail::avx512::gemm(b.transposed(), a.transposed(), c.transposed(), alpha, beta);
-      return;
-    }
+    const isa path = gemm_path();
+    if (path == isa::avx512 && detail::float_gemm<detail::avx512_kernels>(a, b, c, alpha, beta)) return count(isa::avx512);
+    if (path == isa::avx2 && detail::float_gemm<detail::avx2_kernels>(a, b, c, alpha, beta)) return count(isa::avx2);
   }
 #endif
   detail::gemm_eigen(a, b, c, alpha, beta);
+  count(isa::portable);
 }
 
 }  // namespace slimnet::kernels
