@@ -11,7 +11,9 @@
 // is padding: a step costs the same with 3 or 16 useful lanes. (Measured and rejected on Zen 4:
 // a flat list of steps reloading x per step, 5.8 against 4.5 us at 1%; steps run in groups of 2-3
 // to avoid mispredicted loop exits on pairs of 1-4 steps, no gain.)
-// Lanes without a nonzero are masked, never multiplied (an inf in x cannot become NaN via padding).
+// Padding lanes hold weight 0 and index 0. When a block of x is all finite they are multiplied
+// (0 * x = +-0 changes no sum, and the step needs no lane mask: ~20% fewer cycles); when it holds
+// an inf or NaN they are masked, never multiplied (padding cannot turn an inf into NaN).
 // A block whose inputs are all +-0 is skipped (its products are +-0; an inf or NaN weight times a
 // zero input, NaN in a dense product, is then skipped too, as in the CSC column form).
 // Column indices are relative to the block, so blocks of <= 256 columns use one byte per index.
@@ -252,6 +254,16 @@ struct permute_lookup {
     for (int q = 1; q < Width / 16; ++q) any = _mm512_or_si512(any, _mm512_castps_si512(r[q]));
     return _mm512_test_epi32_mask(any, _mm512_set1_epi32(0x7fffffff)) == 0;
   }
+  /// Whether every float of the block of x is finite (no inf, no NaN): then a padding lane (weight
+  /// 0, index 0) adds 0 * x[block] = +-0 to its accumulator, which leaves the sum unchanged, and the
+  /// steps run without their lane masks.
+  bool all_finite() const {
+    const __m512i exponent = _mm512_set1_epi32(0x7f800000);
+    __mmask16 bad = 0;
+    for (int q = 0; q < Width / 16; ++q)
+      bad = static_cast<__mmask16>(bad | _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_castps_si512(r[q]), exponent), exponent));
+    return bad == 0;
+  }
   __m512 get(__m512i iv) const {
     if constexpr (Width == 16) {
       return _mm512_permutexvar_ps(iv, r[0]);
@@ -263,6 +275,32 @@ struct permute_lookup {
     }
   }
 };
+
+/// sum += the products of steps [t0, t1) of `a` (x read through `lookup`). Masked: padding lanes
+/// are never multiplied (x may hold inf or NaN). Unmasked (every x of the block finite): padding
+/// lanes add 0 * x = +-0, the same sums up to the sign of an exact-zero output, and each step saves
+/// loading its mask and the merge: measured on LeNet-300-100 fc1 (Zen 5, reordered columns, MNIST
+/// digits) 1.35 against 1.68 us (1.93 against 2.15 in a more loaded run).
+/// Unmasked, pairs of steps go to two accumulators (a slice's ~9 steps per block would otherwise
+/// wait on one chain of FMA latencies): 1.75 against 1.93 us in the same run.
+template <bool Masked, class Lookup, class Index>
+inline __m512 sell_steps(const sell_ref<float, Index>& a, const Lookup& lookup, sparse_offset_t t0, sparse_offset_t t1, __m512 sum) {
+  auto x_of = [&](sparse_offset_t t) { return lookup.get(load_index16(a.col_indices + static_cast<std::size_t>(t) * 16)); };
+  auto w_of = [&](sparse_offset_t t) { return _mm512_loadu_ps(a.values + static_cast<std::size_t>(t) * 16); };
+  if constexpr (Masked) {
+    for (sparse_offset_t t = t0; t < t1; ++t) sum = _mm512_mask3_fmadd_ps(w_of(t), x_of(t), sum, static_cast<__mmask16>(a.step_masks[t]));
+    return sum;
+  } else {
+    __m512 odd = _mm512_setzero_ps();
+    sparse_offset_t t = t0;
+    for (; t + 2 <= t1; t += 2) {
+      sum = _mm512_fmadd_ps(w_of(t), x_of(t), sum);
+      odd = _mm512_fmadd_ps(w_of(t + 1), x_of(t + 1), odd);
+    }
+    if (t < t1) sum = _mm512_fmadd_ps(w_of(t), x_of(t), sum);
+    return _mm512_add_ps(sum, odd);
+  }
+}
 
 /// Stores the accumulator of slice s (+ bias) into its rows of y. `a` is any SELL-16 view with
 /// lane_rows, rows and sorted (sell_ref, and sell_codebook_ref of sparse_codebook.hpp).
@@ -299,16 +337,11 @@ void spmv_sell_blocks(const sell_ref<float, Index>& a, index_t s0, index_t s1, c
       lookup.load(xb, a.cols - b * a.block_cols);
     }
     if (lookup.all_zero()) continue;  // zero inputs: the block's products are all +-0
+    const bool finite = lookup.all_finite();
     for (index_t s = s0; s < s1; ++s) {
       const sparse_offset_t t0 = a.step_offsets[s * a.blocks + b], t1 = a.step_offsets[s * a.blocks + b + 1];
       if (t0 == t1) continue;
-      __m512 sum = acc[s - s0];
-      for (sparse_offset_t t = t0; t < t1; ++t) {
-        const __m512 xv = lookup.get(load_index16(a.col_indices + static_cast<std::size_t>(t) * 16));
-        sum = _mm512_mask3_fmadd_ps(_mm512_loadu_ps(a.values + static_cast<std::size_t>(t) * 16), xv, sum,
-                                    static_cast<__mmask16>(a.step_masks[t]));
-      }
-      acc[s - s0] = sum;
+      acc[s - s0] = finite ? sell_steps<false>(a, lookup, t0, t1, acc[s - s0]) : sell_steps<true>(a, lookup, t0, t1, acc[s - s0]);
     }
   }
   for (index_t s = s0; s < s1; ++s) sell_store_slice(a, s, acc[s - s0], y, bias);
@@ -338,11 +371,7 @@ void spmv_sell_slices(const sell_ref<float, Index>& a, index_t s0, index_t s1, c
           lookup.load(xb, a.cols - b * a.block_cols);  // a partial last block: masked loads
         }
         if (lookup.all_zero()) continue;  // zero inputs: the block's products are all +-0
-        for (sparse_offset_t t = t0; t < t1; ++t) {
-          const __m512 xv = lookup.get(load_index16(a.col_indices + static_cast<std::size_t>(t) * 16));
-          acc = _mm512_mask3_fmadd_ps(_mm512_loadu_ps(a.values + static_cast<std::size_t>(t) * 16), xv, acc,
-                                      static_cast<__mmask16>(a.step_masks[t]));
-        }
+        acc = lookup.all_finite() ? sell_steps<false>(a, lookup, t0, t1, acc) : sell_steps<true>(a, lookup, t0, t1, acc);
       } else {
         for (sparse_offset_t t = t0; t < t1; ++t) {
           const __mmask16 m = static_cast<__mmask16>(a.step_masks[t]);
