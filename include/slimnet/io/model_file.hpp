@@ -42,6 +42,11 @@
 #include "slimnet/io/tensor_codec.hpp"
 #include "slimnet/nn/compressed/convert.hpp"
 
+// Functions of this header that are not templates by nature are written `template <class = void>`
+// (called as before: the parameter is never named) so that a translation unit that includes the
+// header without calling them neither compiles them nor instantiates the JSON and fmt code they
+// use (a non-template inline body is compiled in every unit: io.hpp cost 9 s of CPU to parse).
+
 namespace slimnet::io {
 
 inline constexpr const char* model_format_version = "2";
@@ -87,7 +92,8 @@ struct loaded_model {
 
 namespace detail {
 
-inline nlohmann::json parse_metadata_json(const raw_file& f, const std::string& key, const std::string& path) {
+template <class = void>
+nlohmann::json parse_metadata_json(const raw_file& f, const std::string& key, const std::string& path) {
   const auto it = f.metadata.find(key);
   if (it == f.metadata.end()) {
     slimnet::detail::raise<io_error>("slimnet::io::load_model", "'{}' is not a slimnet model file: no '{}' in its metadata", path, key);
@@ -117,7 +123,8 @@ inline std::string layer_of(const std::string& tensor_name) {
 /// Writes `model` (any float model of nn/ layers) to `path` as one self-contained file.
 /// config_error for a layer kind without a serializer, an override naming no tensor or layer, or
 /// an explicit encoding that cannot hold a tensor exactly; io_error if the file cannot be written.
-inline void save_model(const nn::layer<float>& model, const std::filesystem::path& path, const save_model_options& options = {}) {
+template <class = void>
+void save_model(const nn::layer<float>& model, const std::filesystem::path& path, const save_model_options& options = {}) {
   constexpr const char* fn = "slimnet::io::save_model";
   options.defaults.validate();
   if (options.biases) options.biases->validate();
@@ -175,7 +182,8 @@ struct model_file_view {
   std::map<std::string, std::uint64_t> stored_bytes;  ///< parts widened on reading: their size in the file
 };
 
-inline model_file_view view_of(const raw_file& file, const std::string& version, const std::string& where, const char* fn) {
+template <class = void>
+model_file_view view_of(const raw_file& file, const std::string& version, const std::string& where, const char* fn) {
   model_file_view v;
   v.architecture = parse_metadata_json(file, "slimnet.architecture", where);
   v.descriptors = parse_metadata_json(file, "slimnet.tensors", where);
@@ -380,7 +388,8 @@ struct model_file_summary {
 };
 
 /// Per-tensor encodings and bytes of a model file (it is read and its header checked, not decoded).
-inline model_file_summary describe_model_file(const std::filesystem::path& path) {
+template <class = void>
+model_file_summary describe_model_file(const std::filesystem::path& path) {
   constexpr const char* fn = "slimnet::io::describe_model_file";
   const raw_file raw = read_safetensors_raw(path);
   model_file_summary s;

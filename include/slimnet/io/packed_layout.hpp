@@ -36,6 +36,11 @@
 #include "slimnet/io/safetensors_raw.hpp"
 #include "slimnet/io/tensor_codec.hpp"
 
+// Functions of this header that are not templates by nature are written `template <class = void>`
+// (called as before: the parameter is never named) so that a translation unit that includes the
+// header without calling them neither compiles them nor instantiates the JSON and fmt code they
+// use (a non-template inline body is compiled in every unit: io.hpp cost 9 s of CPU to parse).
+
 namespace slimnet::io {
 
 /// One part of a tensor in its version-1 form: the suffix after the tensor name ("" = the tensor
@@ -62,7 +67,8 @@ inline const std::vector<std::pair<std::string, std::string>>& fixed_point_keys(
   return k;
 }
 
-inline nlohmann::json rename_keys(const nlohmann::json& j, const std::vector<std::pair<std::string, std::string>>& keys, bool to_short) {
+template <class = void>
+nlohmann::json rename_keys(const nlohmann::json& j, const std::vector<std::pair<std::string, std::string>>& keys, bool to_short) {
   if (!j.is_object()) return j;
   nlohmann::json out = nlohmann::json::object();
   for (const auto& item : j.items()) {
@@ -81,7 +87,8 @@ inline nlohmann::json rename_keys(const nlohmann::json& j, const std::vector<std
 inline bool is_stream_key(const std::string& k) { return k == "indices" || k == "codes"; }
 
 /// Whether stream `s` (version-1 form) has its Huffman table in 4-bit nibbles.
-inline bool nibble_table(const nlohmann::json& s) {
+template <class = void>
+bool nibble_table(const nlohmann::json& s) {
   return s.is_object() && s.contains("huffman_table") && s["huffman_table"].is_string() && s["huffman_table"].get<std::string>() == "u4";
 }
 
@@ -89,7 +96,8 @@ inline bool nibble_table(const nlohmann::json& s) {
 
 /// The version-2 (short-key) form of a version-1 descriptor. A stream's "huffman" becomes "h":
 /// 0 packed, 1 Huffman with a byte per code length, 2 Huffman with 4-bit code lengths.
-inline nlohmann::json compact_descriptor(const nlohmann::json& d) {
+template <class = void>
+nlohmann::json compact_descriptor(const nlohmann::json& d) {
   nlohmann::json out = nlohmann::json::object();
   for (const auto& item : d.items()) {
     nlohmann::json v = item.value();
@@ -109,7 +117,8 @@ inline nlohmann::json compact_descriptor(const nlohmann::json& d) {
 
 /// The version-1 form of a version-2 descriptor (unknown keys and malformed values are passed on
 /// for the decoder to report).
-inline nlohmann::json expand_descriptor(const nlohmann::json& d) {
+template <class = void>
+nlohmann::json expand_descriptor(const nlohmann::json& d) {
   if (!d.is_object()) return d;
   nlohmann::json out = detail::rename_keys(d, detail::top_keys(), false);
   for (const char* key : {"indices", "codes"}) {
@@ -132,7 +141,8 @@ inline nlohmann::json expand_descriptor(const nlohmann::json& d) {
 
 /// The parts a (version-1) descriptor's encoding stores, in name order; empty when the descriptor
 /// is not one of a multi-part encoding (dense tensors, or a malformed descriptor).
-inline std::vector<part_spec> part_layout(const nlohmann::json& d) {
+template <class = void>
+std::vector<part_spec> part_layout(const nlohmann::json& d) {
   std::vector<part_spec> parts;
   if (!d.is_object() || !d.contains("encoding") || !d["encoding"].is_string()) return parts;
   const auto enc = parse_encoding(d["encoding"].get<std::string>());
@@ -171,7 +181,8 @@ inline std::vector<std::uint8_t> pack_nibbles(const std::vector<std::uint8_t>& l
 
 /// The byte-per-symbol table back from pack_nibbles, trailing zero lengths cut as huffman_encode
 /// cuts them; nothing if it has more than `alphabet` symbols.
-inline std::optional<std::vector<std::uint8_t>> unpack_nibbles(const std::vector<std::uint8_t>& packed, std::uint64_t alphabet) {
+template <class = void>
+std::optional<std::vector<std::uint8_t>> unpack_nibbles(const std::vector<std::uint8_t>& packed, std::uint64_t alphabet) {
   if (2 * static_cast<std::uint64_t>(packed.size()) > alphabet + 1) return std::nullopt;
   std::vector<std::uint8_t> out(2 * packed.size(), 0);
   for (std::size_t i = 0; i < out.size(); ++i) out[i] = static_cast<std::uint8_t>((packed[i / 2] >> (4 * (i % 2))) & 0x0f);
@@ -256,7 +267,8 @@ class model_packer {
 /// tables widened to bytes. Tensors of `file` that no descriptor packs are kept as they are.
 /// `stored_bytes` receives, per part whose stored size differs (nibble tables), the stored size.
 /// io_error (from `fn`) naming the layer and its tensors when lengths disagree.
-inline raw_file unpack_model_file(const raw_file& file, const nlohmann::json& descriptors, const char* fn,
+template <class = void>
+raw_file unpack_model_file(const raw_file& file, const nlohmann::json& descriptors, const char* fn,
                                   std::map<std::string, std::uint64_t>* stored_bytes = nullptr) {
   raw_file out;
   out.metadata = file.metadata;
@@ -327,7 +339,8 @@ inline raw_file unpack_model_file(const raw_file& file, const nlohmann::json& de
 namespace detail {
 
 /// Architecture fields that version 2 leaves out when they hold these values, per layer kind.
-inline nlohmann::json architecture_defaults(const nlohmann::json& layer) {
+template <class = void>
+nlohmann::json architecture_defaults(const nlohmann::json& layer) {
   const std::string kind = layer.is_object() && layer.contains("kind") && layer["kind"].is_string() ? layer["kind"].get<std::string>() : "";
   if (kind == "Conv2d") return {{"stride", 1}, {"padding", 0}, {"bias", true}};
   if (kind == "Linear") return {{"bias", true}};
@@ -360,7 +373,8 @@ nlohmann::json map_layers(const nlohmann::json& layer, const F& f, int depth) {
 }  // namespace detail
 
 /// The architecture JSON without the fields that hold their default (and without an empty root name).
-inline nlohmann::json compact_architecture(const nlohmann::json& arch) {
+template <class = void>
+nlohmann::json compact_architecture(const nlohmann::json& arch) {
   nlohmann::json out = detail::map_layers(
       arch,
       [](const nlohmann::json& l) {
@@ -376,7 +390,8 @@ inline nlohmann::json compact_architecture(const nlohmann::json& arch) {
 }
 
 /// compact_architecture undone: every left-out default put back (present fields are kept as they are).
-inline nlohmann::json expand_architecture(const nlohmann::json& arch) {
+template <class = void>
+nlohmann::json expand_architecture(const nlohmann::json& arch) {
   return detail::map_layers(
       arch,
       [](const nlohmann::json& l) {

@@ -18,6 +18,11 @@
 #include "slimnet/io/safetensors_raw.hpp"
 #include "slimnet/nn/layer.hpp"
 
+// Functions of this header that are not templates by nature are written `template <class = void>`
+// (called as before: the parameter is never named) so that a translation unit that includes the
+// header without calling them neither compiles them nor instantiates the JSON and fmt code they
+// use (a non-template inline body is compiled in every unit: io.hpp cost 9 s of CPU to parse).
+
 namespace slimnet::io {
 
 static_assert(sizeof(float) == 4 && sizeof(double) == 8, "slimnet::io assumes IEEE-754 float and double.");
@@ -165,7 +170,8 @@ tensor_file<Scalar> read_safetensors(const std::filesystem::path& path) {
 
 /// Reads only the `__metadata__` of a safetensors file (the header is validated in full, the
 /// tensor bytes are not read).
-inline std::map<std::string, std::string> read_safetensors_metadata(const std::filesystem::path& path) {
+template <class = void>
+std::map<std::string, std::string> read_safetensors_metadata(const std::filesystem::path& path) {
   constexpr const char* fn = "slimnet::io::read_safetensors_metadata";
   if (!detail::host_is_little_endian()) slimnet::detail::raise<io_error>(fn, "big-endian hosts are not supported");
   try {

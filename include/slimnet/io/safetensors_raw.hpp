@@ -25,6 +25,11 @@
 #include "slimnet/core/tensor.hpp"
 #include "slimnet/io/file_util.hpp"
 
+// Functions of this header that are not templates by nature are written `template <class = void>`
+// (called as before: the parameter is never named) so that a translation unit that includes the
+// header without calling them neither compiles them nor instantiates the JSON and fmt code they
+// use (a non-template inline body is compiled in every unit: io.hpp cost 9 s of CPU to parse).
+
 namespace slimnet::io {
 
 /// Element types of a safetensors tensor.
@@ -121,7 +126,8 @@ inline bool checked_tensor_bytes(const shape_t& shape, dtype type, std::uint64_t
 /// The JSON text of a value for an error message. Only flat values are printed: dump() recurses,
 /// and a crafted header nested a million levels deep must not overflow the stack.
 /// Long texts are cut to 200 characters.
-inline std::string quote_json(const nlohmann::json& j) {
+template <class = void>
+std::string quote_json(const nlohmann::json& j) {
   std::string text;
   if (j.is_primitive() ||
       (j.is_array() && std::all_of(j.begin(), j.end(), [](const nlohmann::json& e) { return e.is_primitive(); }))) {
@@ -142,7 +148,8 @@ struct entry_info {
 
 /// Parses and validates the header of an open file; every size is checked against the file before
 /// anything is allocated from it. Returns the tensors' descriptions sorted by offset.
-inline std::vector<entry_info> parse_header(const regular_file& file, const char* fn, std::uint64_t& data_start,
+template <class = void>
+std::vector<entry_info> parse_header(const regular_file& file, const char* fn, std::uint64_t& data_start,
                                             std::map<std::string, std::string>& metadata) {
   const std::string where = file.path().string();
   if (file.size() < 8) {
@@ -257,7 +264,8 @@ inline std::vector<entry_info> parse_header(const regular_file& file, const char
   return entries;
 }
 
-inline raw_file read_raw(const std::filesystem::path& path, const char* fn) {
+template <class = void>
+raw_file read_raw(const std::filesystem::path& path, const char* fn) {
   if (!host_is_little_endian()) slimnet::detail::raise<io_error>(fn, "big-endian hosts are not supported");
   try {
     const regular_file file(path, fn);
@@ -287,7 +295,8 @@ inline raw_file read_raw(const std::filesystem::path& path, const char* fn) {
 }
 
 /// Checks `file` and lays it out: the padded JSON header and each tensor's bytes in name order.
-inline std::string build_header(const raw_file& file, const char* fn) {
+template <class = void>
+std::string build_header(const raw_file& file, const char* fn) {
   nlohmann::json header = nlohmann::json::object();
   if (!file.metadata.empty()) header["__metadata__"] = file.metadata;
   std::uint64_t offset = 0;
@@ -314,7 +323,8 @@ inline std::string build_header(const raw_file& file, const char* fn) {
   return json;
 }
 
-inline void write_raw(const std::filesystem::path& path, const raw_file& file, const char* fn) {
+template <class = void>
+void write_raw(const std::filesystem::path& path, const raw_file& file, const char* fn) {
   if (!host_is_little_endian()) slimnet::detail::raise<io_error>(fn, "big-endian hosts are not supported");
   const std::string json = build_header(file, fn);
   std::uint8_t len[8];
@@ -330,7 +340,8 @@ inline void write_raw(const std::filesystem::path& path, const raw_file& file, c
 /// Throws config_error for an empty or reserved name or non-UTF-8 text, shape_error when a
 /// tensor's byte count disagrees with its shape and dtype, io_error (with the OS reason) when the
 /// file cannot be written; on failure nothing is left behind and an existing file is untouched.
-inline void write_safetensors_raw(const std::filesystem::path& path, const raw_file& file) {
+template <class = void>
+void write_safetensors_raw(const std::filesystem::path& path, const raw_file& file) {
   detail::write_raw(path, file, "slimnet::io::write_safetensors_raw");
 }
 
@@ -339,7 +350,8 @@ inline void write_safetensors_raw(const std::filesystem::path& path, const raw_f
 /// dtypes; non-negative dimensions whose product (times the element size) does not overflow;
 /// offsets inside the buffer, matching the shape, and tiling it without overlap, hole or trailing
 /// bytes; BOOL bytes 0 or 1. Every violation is an io_error naming the file and the tensor.
-inline raw_file read_safetensors_raw(const std::filesystem::path& path) {
+template <class = void>
+raw_file read_safetensors_raw(const std::filesystem::path& path) {
   return detail::read_raw(path, "slimnet::io::read_safetensors_raw");
 }
 

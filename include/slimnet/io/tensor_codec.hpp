@@ -42,6 +42,11 @@
 #include "slimnet/io/half.hpp"
 #include "slimnet/io/safetensors.hpp"
 
+// Functions of this header that are not templates by nature are written `template <class = void>`
+// (called as before: the parameter is never named) so that a translation unit that includes the
+// header without calling them neither compiles them nor instantiates the JSON and fmt code they
+// use (a non-template inline body is compiled in every unit: io.hpp cost 9 s of CPU to parse).
+
 namespace slimnet::io {
 
 enum class tensor_encoding { automatic, dense_f32, dense_f16, dense_bf16, sparse, sparse_codebook, codebook, fixed_point, int8_rows, sign_bits };
@@ -140,7 +145,8 @@ inline std::uint64_t parts_bytes(const encoded_tensor& e) {
 
 /// Adds stream `key` ("indices", "codes") of `symbols` at `bits` to `e`: packed, or Huffman coded
 /// when asked or (automatic) when table + stream are smaller than the packed bytes.
-inline void add_stream(encoded_tensor& e, const std::string& name, const std::string& key, const std::vector<std::uint32_t>& symbols, int bits,
+template <class = void>
+void add_stream(encoded_tensor& e, const std::string& name, const std::string& key, const std::vector<std::uint32_t>& symbols, int bits,
                        huffman_mode mode) {
   std::vector<std::uint8_t> packed = encoding::pack_bits(symbols, bits);
   bool use_huffman = false;
@@ -165,7 +171,8 @@ inline encoded_tensor start(const shape_t& shape, tensor_encoding enc, std::uint
 }
 
 /// CRC-32 (zlib) over the parts' names and bytes, in name order.
-inline std::uint32_t crc_of(const std::map<std::string, const raw_tensor*>& parts) {
+template <class = void>
+std::uint32_t crc_of(const std::map<std::string, const raw_tensor*>& parts) {
   uLong crc = crc32(0L, Z_NULL, 0);
   for (const auto& [name, t] : parts) {
     crc = crc32(crc, reinterpret_cast<const Bytef*>(name.data()), static_cast<uInt>(name.size()));
@@ -177,14 +184,16 @@ inline std::uint32_t crc_of(const std::map<std::string, const raw_tensor*>& part
   return static_cast<std::uint32_t>(crc);
 }
 
-inline std::uint32_t crc_of(const encoded_tensor& e) {
+template <class = void>
+std::uint32_t crc_of(const encoded_tensor& e) {
   std::map<std::string, const raw_tensor*> parts;
   for (const auto& [name, t] : e.parts) parts.emplace(name, &t);
   return crc_of(parts);
 }
 
 /// The encoder of one explicit encoding; nothing when the values do not fit it exactly.
-inline std::optional<encoded_tensor> encode_as(const std::string& name, const shape_t& shape, const float* w, tensor_encoding enc,
+template <class = void>
+std::optional<encoded_tensor> encode_as(const std::string& name, const shape_t& shape, const float* w, tensor_encoding enc,
                                                const tensor_encode_options& o, int index_bits) {
   const std::uint64_t n = static_cast<std::uint64_t>(shape_size(shape));
   const std::int64_t rows = shape.empty() ? 1 : (shape[0] == 0 ? 0 : shape[0]);
@@ -278,7 +287,8 @@ inline bool exact_in_half(const float* w, std::uint64_t n, bool bf16) {
 
 /// Encodes tensor `name` (values `w` of shape `shape`, row-major) as `o` asks: an explicit encoding,
 /// or (automatic) the one with the fewest bytes among those that hold the values exactly.
-inline encoded_tensor encode_tensor(const std::string& name, const shape_t& shape, const float* w, const tensor_encode_options& o = {}) {
+template <class = void>
+encoded_tensor encode_tensor(const std::string& name, const shape_t& shape, const float* w, const tensor_encode_options& o = {}) {
   constexpr const char* fn = "slimnet::io::encode_tensor";
   o.validate();
   const std::uint64_t n = static_cast<std::uint64_t>(shape_size(shape, fn));
@@ -322,7 +332,8 @@ namespace detail {
 
 /// Reads what the decoder needs from a file, reporting every problem as io_error naming the tensor.
 /// A JSON non-negative integer (nlohmann stores signed values written from signed types).
-inline bool is_count(const nlohmann::json& j) { return j.is_number_unsigned() || (j.is_number_integer() && j.get<std::int64_t>() >= 0); }
+template <class = void>
+bool is_count(const nlohmann::json& j) { return j.is_number_unsigned() || (j.is_number_integer() && j.get<std::int64_t>() >= 0); }
 
 class part_reader {
  public:
@@ -401,7 +412,8 @@ class part_reader {
 /// *used. Every inconsistency (missing or mistyped part, lengths that disagree, an index outside
 /// the matrix or the codebook, a Huffman table that is no prefix code or a stream that does not
 /// decode, a checksum mismatch) is an io_error naming the tensor and the problem.
-inline tensor<float> decode_tensor(const std::string& name, const nlohmann::json& d, const raw_file& file, std::set<std::string>* used = nullptr,
+template <class = void>
+tensor<float> decode_tensor(const std::string& name, const nlohmann::json& d, const raw_file& file, std::set<std::string>* used = nullptr,
                                    const decode_limits& limits = {}) {
   detail::part_reader r(name, d, file, used);
   if (!d.is_object()) r.fail("the descriptor is not an object");
@@ -520,7 +532,8 @@ inline tensor<float> decode_tensor(const std::string& name, const nlohmann::json
 
 /// Bytes of an encoded tensor by role, from its descriptor and the file's parts; `stored` gives the
 /// size in the file of parts the reader widened (packed_layout.hpp's nibble tables).
-inline tensor_bytes encoded_bytes(const std::string& name, const raw_file& file, const std::map<std::string, std::uint64_t>* stored = nullptr) {
+template <class = void>
+tensor_bytes encoded_bytes(const std::string& name, const raw_file& file, const std::map<std::string, std::uint64_t>* stored = nullptr) {
   tensor_bytes b;
   auto size_of = [&](const std::string& n) -> std::uint64_t {
     if (stored) {
