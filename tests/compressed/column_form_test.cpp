@@ -216,3 +216,48 @@ TEST_CASE("input_frequencies and the reordered form through compress", "[compres
     for (index_t i = 0; i < y.size(); ++i) CHECK(y[i] == Approx(expected[i]).margin(1e-5));
   }
 }
+
+TEST_CASE("compress without input statistics times SELL-16 over the nonempty columns reordered", "[compressed][sparse][sell]") {
+  // A trained MNIST fc1 leaves its border pixels' columns empty: here every third column is empty.
+  rng gen(31);
+  auto fc1 = column_form_pruned_linear<float>(200, 90, 0.1, gen);
+  auto& w = fc1.weight().value();
+  for (index_t i = 0; i < 90; ++i)
+    for (index_t j = 0; j < 200; j += 3) w[i * 200 + j] = 0.0f;
+  const row_matrix<float> wm = w.matrix();
+  const auto co = kernels::measure_column_order(kernels::row_major<const float>(wm.data(), wm.rows(), wm.cols()), 2);
+  // The order lists exactly the columns that hold a nonzero, once each.
+  std::vector<int> listed(200, 0);
+  for (const auto j : co.order_of_columns) ++listed[static_cast<std::size_t>(j)];
+  for (index_t j = 0; j < 200; ++j) CHECK(listed[static_cast<std::size_t>(j)] == ((wm.col(j).array() != 0.0f).any() ? 1 : 0));
+  CHECK(co.plain_steps > 0);
+  CHECK(co.reordered_steps > 0);
+  CHECK(co.plain_seconds > 0);
+  CHECK(std::isfinite(co.reordered_seconds));
+  CHECK(co.describe().find("measured") != std::string::npos);
+
+  nn::sequential<float> m;
+  m.add("fc1", fc1);
+  m.add("relu1", nn::relu<float>());
+  m.add("fc2", column_form_pruned_linear<float>(90, 10, 0.3, gen));
+  for (const bool measure : {true, false}) {
+    nc::compress_options o;
+    o.sparse.force_sparse = true;
+    o.sparse.measure_column_order = measure;
+    auto c = m;
+    const auto report = nc::compress(c, nc::format::sparse, o);
+    REQUIRE(report.size() >= 2);
+    INFO(report[0]);
+    CHECK((report[0].find("columns as they are") != std::string::npos || report[0].find("reordered columns") != std::string::npos) == measure);
+    // Whichever form was kept, the outputs equal the float model's.
+    for (int trial = 0; trial < 3; ++trial) {
+      const tensor<float> x = column_form_input<float>(1, 200, trial == 0 ? 0.0 : 0.7, gen);
+      tensor<float> expected, y({1, 10});
+      y.fill(std::numeric_limits<float>::quiet_NaN());
+      m.forward(x, expected, {});
+      c.forward(x, y, {});
+      REQUIRE(y.size() == expected.size());
+      for (index_t i = 0; i < y.size(); ++i) CHECK(y[i] == Approx(expected[i]).margin(1e-5));
+    }
+  }
+}

@@ -72,6 +72,10 @@ struct sparse_options {
   /// convolution is timed on the spot one image at a time and batch-innermost, epilogue fused
   /// (compressed_conv2d::choose_batch_layout), and keeps the faster layout. false: batch-innermost.
   bool measure_batch_layout = true;
+  /// At batch 1 without input statistics (input_density < 0), a sparse Linear's SELL-16 form is
+  /// timed over its columns as they are and over its nonempty columns, most nonzeros first
+  /// (kernels::measure_column_order), and keeps the faster. false: the columns as they are.
+  bool measure_column_order = true;
 };
 
 struct xnor_options {
@@ -122,6 +126,11 @@ std::unique_ptr<engine<Scalar>> make_sparse_engine(const row_matrix<Scalar>& w, 
     if (choice) choice->column_form = cf.describe();
     if (cf.column) return std::make_unique<sparse_engine<Scalar>>(w, std::move(bias), 1, o.threads, /*column_form=*/true);
     if (cf.reordered) return std::make_unique<sparse_engine<Scalar>>(w, std::move(bias), 1, o.threads, false, cf.order_of_columns);
+  } else if (batch <= 1 && o.measure_column_order && std::is_same_v<Scalar, float> && o.threads == 1) {
+    const row_matrix<float> wf = w.template cast<float>();
+    const auto co = kernels::measure_column_order(kernels::row_major<const float>(wf.data(), wf.rows(), wf.cols()));
+    if (choice) choice->column_form = co.describe();
+    if (co.reordered) return std::make_unique<sparse_engine<Scalar>>(w, std::move(bias), 1, o.threads, false, co.order_of_columns);
   }
   auto s = std::make_unique<sparse_engine<Scalar>>(w, bias, batch, o.threads);
   // SELL-16 (rows sorted by length) is the fastest batch-1 form but pads each step to its busiest

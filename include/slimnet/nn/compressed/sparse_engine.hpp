@@ -203,7 +203,7 @@ class sparse_engine : public engine<Scalar> {
       kernels::spmv_sell(s.ref(), x, y, params());
       return;
     }
-    for (std::size_t k = 0; k < order_.size(); ++k) xg_[k] = x[order_[k]];
+    kernels::gather_columns(x, order_.data(), static_cast<index_t>(order_.size()), xg_.data());
     kernels::spmv_sell(s.ref(), xg_.data(), y, params());
   }
 
