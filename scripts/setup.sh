@@ -14,6 +14,8 @@ cmake_args=(${SLIMNET_CMAKE_ARGS:-})
 # build/ is shared by the demo and the tests: a check build (-O1, scripts/test.sh) must not leave
 # the demo's training at -O1, so every configure states it.
 [[ " ${cmake_args[*]} " == *" -DSLIMNET_CHECK_BUILD="* ]] || cmake_args+=(-DSLIMNET_CHECK_BUILD=OFF)
+# Likewise the compiled mode (slimnet::compiled, which scripts/test.sh turns on): header-only unless stated.
+[[ " ${cmake_args[*]} " == *" -DSLIMNET_COMPILED="* ]] || cmake_args+=(-DSLIMNET_COMPILED=OFF)
 if [[ "${1:-}" == "--peers" ]]; then
   packages+=(python3 python3-torch libopenblas0-pthread libopenblas-dev gnuplot-nox pkg-config)
   cmake_args+=(-DSLIMNET_BUILD_BENCHMARKS=ON)

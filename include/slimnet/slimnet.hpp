@@ -14,3 +14,9 @@
 #include "slimnet/report.hpp"
 #include "slimnet/structure.hpp"
 #include "slimnet/train.hpp"
+
+// The optional compiled mode: the common float instantiations come from the slimnet::compiled
+// library instead of being compiled here (see slimnet/compiled.hpp).
+#ifdef SLIMNET_COMPILED
+#include "slimnet/compiled.hpp"
+#endif
