@@ -47,6 +47,11 @@
 #include "slimnet/data/dataset.hpp"
 #include "slimnet/data/idx.hpp"
 
+// Functions of this header that are not templates by nature are written `template <class = void>`
+// (called as before: the parameter is never named) so that a translation unit that includes the
+// header without calling them does not compile them (a non-template inline body, with the fmt,
+// file and parsing code it instantiates, is compiled in every unit that includes it).
+
 namespace slimnet::data::hhar {
 
 /// HHAR's activity labels in DeepSense's class order (the "gt" column; "null" rows are skipped).
@@ -274,7 +279,8 @@ void interval_features(const std::vector<double>& times, const std::vector<std::
 /// (user, device, activity) in order of first appearance. Throws io_error naming the file and the
 /// line for a missing file, a missing column, a wrong field count, a malformed number or an
 /// unknown activity.
-inline std::vector<sensor_stream> read_sensor_csv(const std::filesystem::path& path) {
+template <class = void>
+std::vector<sensor_stream> read_sensor_csv(const std::filesystem::path& path) {
   constexpr const char* fn = "slimnet::data::hhar::read_sensor_csv";
   try {
     detail::line_reader in(path, fn);
@@ -327,7 +333,8 @@ inline std::vector<sensor_stream> read_sensor_csv(const std::filesystem::path& p
 
 /// Writes streams in HHAR's column order (Index,Arrival_Time,Creation_Time,x,y,z,User,Model,Device,gt);
 /// Arrival_Time is written as Creation_Time / 1e6 (ms). For tests and for synthetic data.
-inline void write_sensor_csv(const std::filesystem::path& path, const std::vector<sensor_stream>& streams) {
+template <class = void>
+void write_sensor_csv(const std::filesystem::path& path, const std::vector<sensor_stream>& streams) {
   constexpr const char* fn = "slimnet::data::hhar::write_sensor_csv";
   std::ofstream out(path, std::ios::binary);
   if (!out) slimnet::detail::raise<io_error>(fn, "cannot create '{}'", path.string());
@@ -350,7 +357,8 @@ inline void write_sensor_csv(const std::filesystem::path& path, const std::vecto
 /// less than pair_tolerance (the pair's time is the mean) and otherwise drops the earlier one.
 /// Excluded devices and streams without a partner are left out. Recordings come out sorted by
 /// (user, device, activity).
-inline std::vector<recording> pair_sensors(const std::vector<sensor_stream>& acc, const std::vector<sensor_stream>& gyro,
+template <class = void>
+std::vector<recording> pair_sensors(const std::vector<sensor_stream>& acc, const std::vector<sensor_stream>& gyro,
                                            const preprocess_options& o = {}) {
   o.validate("slimnet::data::hhar::pair_sensors");
   std::map<std::tuple<std::string, std::string, std::int32_t>, const sensor_stream*> gyro_of;
@@ -504,7 +512,8 @@ struct user_id_options {
 };
 
 /// The users of `recordings` in sorted order: label k of user_id_split is users[k].
-inline std::vector<std::string> user_names(const std::vector<recording>& recordings) {
+template <class = void>
+std::vector<std::string> user_names(const std::vector<recording>& recordings) {
   std::vector<std::string> names;
   for (const auto& r : recordings) names.push_back(r.user);
   std::sort(names.begin(), names.end());
@@ -546,7 +555,8 @@ split<Scalar> user_id_split(const std::vector<recording>& recordings, const user
 }
 
 /// Reads `dir`/Phones_accelerometer.csv and `dir`/Phones_gyroscope.csv and pairs them.
-inline std::vector<recording> read_recordings(const std::filesystem::path& dir, const preprocess_options& o = {}) {
+template <class = void>
+std::vector<recording> read_recordings(const std::filesystem::path& dir, const preprocess_options& o = {}) {
   return pair_sensors(read_sensor_csv(dir / "Phones_accelerometer.csv"), read_sensor_csv(dir / "Phones_gyroscope.csv"), o);
 }
 

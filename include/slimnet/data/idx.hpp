@@ -18,6 +18,11 @@
 #include "slimnet/data/byte_source.hpp"
 #include "slimnet/data/dataset.hpp"
 
+// Functions of this header that are not templates by nature are written `template <class = void>`
+// (called as before: the parameter is never named) so that a translation unit that includes the
+// header without calling them does not compile them (a non-template inline body, with the fmt,
+// file and parsing code it instantiates, is compiled in every unit that includes it).
+
 namespace slimnet::data {
 
 /// Element types of the IDX format.
@@ -78,7 +83,8 @@ struct idx_array {
 /// payload shorter or longer than the product of the dimensions (trailing data included), or a
 /// corrupt gzip stream. The declared size is checked against what the file can hold before any
 /// allocation, and a gzip stream is inflated only up to the declared size plus one byte.
-inline idx_array read_idx(const std::filesystem::path& path) {
+template <class = void>
+idx_array read_idx(const std::filesystem::path& path) {
   constexpr const char* fn = "slimnet::data::read_idx";
   detail::byte_source src(path, fn);
   std::uint8_t head[4 + 4 * 255];
@@ -142,7 +148,8 @@ inline idx_array read_idx(const std::filesystem::path& path) {
 
 /// Writes unsigned-byte data as an IDX file (uncompressed), atomically: a unique temporary file,
 /// fsynced and renamed over `path`, removed on failure (see slimnet::detail::write_file_atomically).
-inline void write_idx_u8(const std::filesystem::path& path, const std::vector<index_t>& dims, const std::vector<std::uint8_t>& data) {
+template <class = void>
+void write_idx_u8(const std::filesystem::path& path, const std::vector<index_t>& dims, const std::vector<std::uint8_t>& data) {
   constexpr const char* fn = "slimnet::data::write_idx_u8";
   if (dims.empty() || dims.size() > 255) {
     slimnet::detail::raise<shape_error>(fn, "IDX files hold 1 to 255 dimensions, got {}", shape_string(dims));

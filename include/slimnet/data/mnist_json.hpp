@@ -17,6 +17,11 @@
 #include "slimnet/data/dataset.hpp"
 #include "slimnet/data/idx.hpp"
 
+// Functions of this header that are not templates by nature are written `template <class = void>`
+// (called as before: the parameter is never named) so that a translation unit that includes the
+// header without calling them does not compile them (a non-template inline body, with the fmt,
+// file and parsing code it instantiates, is compiled in every unit that includes it).
+
 namespace slimnet::data {
 
 struct mnist_subset_counts {
@@ -26,7 +31,8 @@ struct mnist_subset_counts {
 
 /// Reads <digits_dir>/{0..9}.json and writes train-/t10k- images/labels IDX files to `out_dir`,
 /// test_fraction of each class (stratified, seeded) in the test files.
-inline mnist_subset_counts convert_mnist_json(const std::filesystem::path& digits_dir, const std::filesystem::path& out_dir,
+template <class = void>
+mnist_subset_counts convert_mnist_json(const std::filesystem::path& digits_dir, const std::filesystem::path& out_dir,
                                               double test_fraction = 0.2, std::uint64_t seed = 2017) {
   constexpr const char* fn = "slimnet::data::convert_mnist_json";
   constexpr index_t pixels = 28 * 28;

@@ -46,6 +46,11 @@
 #include "slimnet/core/random.hpp"
 #include "slimnet/data/hhar.hpp"
 
+// Functions of this header that are not templates by nature are written `template <class = void>`
+// (called as before: the parameter is never named) so that a translation unit that includes the
+// header without calling them does not compile them (a non-template inline body, with the fmt,
+// file and parsing code it instantiates, is compiled in every unit that includes it).
+
 namespace slimnet::data {
 
 /// One phone as the generator sees it.
@@ -276,7 +281,8 @@ inline matrix3 sensing_matrix(rng& gen, double misalign, double cross) {
 /// Generates one accelerometer and one gyroscope stream per (user, device, activity); the same
 /// options and seed give the same streams everywhere (slimnet::rng only). Each stream holds
 /// seconds x rate_hz samples (the nominal rate; the true one drifts by up to rate_drift).
-inline synthetic_imu generate_synthetic_imu(const synthetic_imu_options& o = {}) {
+template <class = void>
+synthetic_imu generate_synthetic_imu(const synthetic_imu_options& o = {}) {
   o.validate();
   rng gen(o.seed);
   const auto profiles = detail::overlapped_profiles(o.activity_overlap);

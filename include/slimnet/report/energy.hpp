@@ -50,6 +50,11 @@
 #include "slimnet/nn/sequence_pool.hpp"
 #include "slimnet/nn/sequential.hpp"
 
+// Functions of this header that are not templates by nature are written `template <class = void>`
+// (called as before: the parameter is never named) so that a translation unit that includes the
+// header without calling them does not compile them (a non-template inline body, with the fmt,
+// file and parsing code it instantiates, is compiled in every unit that includes it).
+
 namespace slimnet::report {
 
 /// Arithmetic precision of an operation (the seed's table rows).
@@ -299,7 +304,8 @@ energy_report estimate_energy(nn::layer<Scalar>& model, const shape_t& input_sha
 }
 
 /// One line: "1.72 MB weights (DRAM), 2.29 M MACs: 0.291 mJ (compute 10.5 uJ, weights 280 uJ, ...)".
-inline std::string summary(const energy_report& r) {
+template <class = void>
+std::string summary(const energy_report& r) {
   return fmt::format(
       "{:.3f} MB of weights in {}, {:.3g} M MACs: {:.4g} mJ per inference (arithmetic {:.4g} uJ, "
       "weight reads {:.4g} uJ, activations {:.4g} uJ)",

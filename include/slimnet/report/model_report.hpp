@@ -40,6 +40,11 @@
 #include "slimnet/nn/sequential.hpp"
 #include "slimnet/train/fit.hpp"
 
+// Functions of this header that are not templates by nature are written `template <class = void>`
+// (called as before: the parameter is never named) so that a translation unit that includes the
+// header without calling them does not compile them (a non-template inline body, with the fmt,
+// file and parsing code it instantiates, is compiled in every unit that includes it).
+
 namespace slimnet::report {
 
 struct layer_row {
@@ -299,7 +304,8 @@ inline std::string percent(double fraction) {
 ///   Total      266.2K   532.4K   ...
 ///   compression 12.5x: 266.2K -> 21.3K weights; accuracy 98.40% -> 98.35% (-0.05 pp) on 2000
 ///   examples
-inline std::string format(const model_report& r, const std::vector<reference_column>& extra = {}) {
+template <class = void>
+std::string format(const model_report& r, const std::vector<reference_column>& extra = {}) {
   std::string s = fmt::format("{:<10} {:>9} {:>9} {:>7} {:>9} {:>7}", "Layer", "Weights", "FLOP",
                               "Act%", "Weights%", "FLOP%");
   for (const auto& c : extra)
@@ -336,13 +342,15 @@ inline std::string format(const model_report& r, const std::vector<reference_col
 }
 
 /// Prints format(r, extra) to `out` (stdout by default).
-inline void print(const model_report& r, const std::vector<reference_column>& extra = {},
+template <class = void>
+void print(const model_report& r, const std::vector<reference_column>& extra = {},
                   std::FILE* out = stdout) {
   fmt::print(out, "{}", format(r, extra));
 }
 
 /// One line per layer plus the total: exact counts and fractions in [0, 1].
-inline std::string to_csv(const model_report& r) {
+template <class = void>
+std::string to_csv(const model_report& r) {
   std::string s =
       "layer,kind,weights,nonzero,flop,effective_flop,act,weights_fraction,flop_fraction\n";
   const auto line = [&](const layer_row& row) {
@@ -355,7 +363,8 @@ inline std::string to_csv(const model_report& r) {
   return s;
 }
 
-inline void write_text(const std::filesystem::path& path, const std::string& text,
+template <class = void>
+void write_text(const std::filesystem::path& path, const std::string& text,
                        const char* function) {
   std::ofstream f(path, std::ios::binary);
   if (!f) slimnet::detail::raise<io_error>(function, "cannot open '{}' for writing", path.string());
@@ -363,7 +372,8 @@ inline void write_text(const std::filesystem::path& path, const std::string& tex
   if (!f) slimnet::detail::raise<io_error>(function, "writing '{}' failed", path.string());
 }
 
-inline void write_csv(const model_report& r, const std::filesystem::path& path) {
+template <class = void>
+void write_csv(const model_report& r, const std::filesystem::path& path) {
   write_text(path, to_csv(r), "slimnet::report::write_csv");
 }
 

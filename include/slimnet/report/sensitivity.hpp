@@ -13,6 +13,11 @@
 #include "slimnet/prune/sensitivity.hpp"
 #include "slimnet/report/model_report.hpp"
 
+// Functions of this header that are not templates by nature are written `template <class = void>`
+// (called as before: the parameter is never named) so that a translation unit that includes the
+// header without calling them does not compile them (a non-template inline body, with the fmt,
+// file and parsing code it instantiates, is compiled in every unit that includes it).
+
 namespace slimnet::report {
 
 /// The table as text, accuracies in percent, e.g.
@@ -20,7 +25,8 @@ namespace slimnet::report {
 ///   conv1.weight  99.05   99.00   97.60   88.35
 /// and, under it, the highest sparsity of each row whose accuracy stays within `tolerance_pp`
 /// percentage points of the row's 0% value (when 0 is one of the levels).
-inline std::string format(const prune::sensitivity_result& r, double tolerance_pp = 0.5) {
+template <class = void>
+std::string format(const prune::sensitivity_result& r, double tolerance_pp = 0.5) {
   std::size_t width = 8;
   for (const auto& p : r.parameters) width = std::max(width, p.size());
   std::string s = fmt::format("{:<{}}", r.structured ? "rows pruned" : "sparsity", width);
@@ -51,13 +57,15 @@ inline std::string format(const prune::sensitivity_result& r, double tolerance_p
   return s;
 }
 
-inline void print(const prune::sensitivity_result& r, double tolerance_pp = 0.5,
+template <class = void>
+void print(const prune::sensitivity_result& r, double tolerance_pp = 0.5,
                   std::FILE* out = stdout) {
   fmt::print(out, "{}", format(r, tolerance_pp));
 }
 
 /// parameter,sparsity,accuracy,loss: one line per point.
-inline std::string to_csv(const prune::sensitivity_result& r) {
+template <class = void>
+std::string to_csv(const prune::sensitivity_result& r) {
   std::string s = "parameter,sparsity,accuracy,loss\n";
   for (std::size_t i = 0; i < r.parameters.size(); ++i) {
     for (std::size_t j = 0; j < r.sparsities.size(); ++j) {
@@ -68,7 +76,8 @@ inline std::string to_csv(const prune::sensitivity_result& r) {
   return s;
 }
 
-inline void write_csv(const prune::sensitivity_result& r, const std::filesystem::path& path) {
+template <class = void>
+void write_csv(const prune::sensitivity_result& r, const std::filesystem::path& path) {
   write_text(path, to_csv(r), "slimnet::report::write_csv");
 }
 
