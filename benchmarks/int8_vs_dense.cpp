@@ -1,4 +1,4 @@
-// int8 (VNNI) and fixed-point int16 GEMM against fp32 GEMM of the same shape (issue 5): 1024^3 and
+// int8 (VNNI, AVX-VNNI or vpmaddwd, chosen at run time) and fixed-point int16 GEMM against fp32 GEMM of the same shape (issue 5): 1024^3 and
 // LeNet / VGG-16 layer shapes as GEMMs (convolutions through im2row: M = output positions,
 // K = in_c * kh * kw, N = out_c). One thread unless stated; ratios compare times taken in the same
 // run, interleaved round by round.
@@ -86,12 +86,18 @@ int main(int argc, char** argv) {
   const bool have_blas = false;
 #endif
   const auto paths = kernels::compiled_kernel_paths();
-  fmt::print("int8_vs_dense: one thread, CPU time of the thread, best of {} interleaved rounds; VNNI path {}; OpenBLAS column {}\n", rounds,
-             paths.avx512_vnni ? "on" : "off (portable)",
+  // Paths are chosen at run time (SLIMNET_ISA=avx2 forces the AVX2 family, OPENBLAS_CORETYPE=Haswell
+  // OpenBLAS's AVX2 kernels): say which ones run.
+  const kernels::isa int_path = kernels::gemm_int_path();
+  fmt::print("{}\n", kernels::describe_cpu());
+  fmt::print("int8_vs_dense: one thread, CPU time of the thread, best of {} interleaved rounds; integer path {}{}; fp32 gemm path {}; OpenBLAS column {}\n",
+             rounds, kernels::isa_name(int_path),
+             int_path == kernels::isa::avx2 ? (kernels::gemm_int8_avx_vnni() ? " (int8: AVX-VNNI vpdpbusd)" : " (int8: vpmaddwd)") : "",
+             kernels::isa_name(kernels::gemm_path()),
              have_blas ? "present" : "missing (built without OpenBLAS: install libopenblas-dev and re-run cmake)");
   fmt::print("C (M x N) = A (M x K) W^T with W (N x K) as a layer stores it; fp32 best = fastest of Eigen, OpenBLAS, slimnet gemm.\n");
   fmt::print("int8: A uint8 (post-ReLU activations) x W int8, int32 out; int8s: A int8 (shifted by 128 + correction);\n");
-  fmt::print("+deq: float out = row_scale * col_scale * sum + bias (a layer's dequantization); int16: vpdpwssd.\n\n");
+  fmt::print("+deq: float out = row_scale * col_scale * sum + bias (a layer's dequantization); int16: vpdpwssd (avx512) or vpmaddwd (avx2).\n\n");
 
   const auto shapes = layer_gemm_shapes(args.flag("quick"));
 

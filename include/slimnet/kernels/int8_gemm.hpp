@@ -15,18 +15,38 @@
 //   sum_k (a + 128) b = sum_k a b + 128 * sum_k b   =>   C = dpbusd(a XOR 0x80, b) - 128 colsum(B),
 // with colsum(B) computed when B is packed. int16 uses vpdpwssd (signed x signed, pairs of k,
 // 32 multiply-adds per instruction) with the same tile and no correction.
+//
+// Paths, chosen per call at run time (cpu_features.hpp), all compiled in every x86-64 build with
+// function target attributes, whatever the program's -march:
+//   avx512    the tile above (AVX-512 F/BW/VL/DQ + AVX512-VNNI: Ice Lake, Zen 4 and later);
+//   avx2      int8 on AVX-VNNI where the CPU has it (Alder Lake, Zen 5: VEX vpdpbusd on 256 bits,
+//             the same shift and correction, a 6 x 16 tile); otherwise, and for int16, vpmaddwd on
+//             16-bit values (int8 bytes widened; exact, unlike vpmaddubsw, which saturates), a
+//             6 x 8 tile;
+//   portable  scalar, 64-bit sums (the only path on other architectures).
+// gemm_int_path() says which path a call takes; gemm_int_path_calls() counts the calls that ran
+// each one.
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
 #include <vector>
 
 #include "slimnet/core/error.hpp"
+#include "slimnet/kernels/cpu_features.hpp"
 #include "slimnet/kernels/dispatch.hpp"
 #include "slimnet/kernels/matrix_ref.hpp"
 #include "slimnet/kernels/intrinsics.hpp"
+
+#if defined(SLIMNET_DISPATCH_X86)
+#include <immintrin.h>
+#define SLIMNET_INT_AVX512_TARGET SLIMNET_TARGET("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")
+#define SLIMNET_INT_AVX2_TARGET SLIMNET_TARGET("avx2,fma")
+#define SLIMNET_INT_AVX_VNNI_TARGET SLIMNET_TARGET("avx2,fma,avxvnni")
+#endif
 
 SLIMNET_INTRINSICS_BEGIN
 
@@ -132,7 +152,7 @@ void int_gemm_portable(const matrix_ref<const A>& a, const int_packed_rhs<B>& b,
   }
 }
 
-#if defined(SLIMNET_KERNELS_AVX512_VNNI)
+#if defined(SLIMNET_DISPATCH_X86)
 namespace avx512 {
 
 /// Rows of the register tile: 6 rows x 4 registers of 16 int32 = 24 accumulators, 4 of B, 1 broadcast.
@@ -146,7 +166,7 @@ template <class B>
 #if defined(__GNUC__)
 [[gnu::always_inline]]
 #endif
-inline void int_dot(__m512i& acc, __m512i a, __m512i b) {
+SLIMNET_INT_AVX512_TARGET inline void int_dot(__m512i& acc, __m512i a, __m512i b) {
 #if defined(__GNUC__)
   if constexpr (std::is_same_v<B, std::int8_t>) {
     asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
@@ -163,7 +183,7 @@ inline void int_dot(__m512i& acc, __m512i a, __m512i b) {
 /// template parameter so that the last rows of C (and batch 1: MR = 1) compute only the rows they
 /// store. Every row of A holds groups * G readable elements (zero past K).
 template <int MR, class A, class B, class Out>
-inline void int_tile(const A* a, index_t lda, const B* bp, index_t groups, Out* c, index_t ldc, const __mmask16 mask[4],
+SLIMNET_INT_AVX512_TARGET inline void int_tile(const A* a, index_t lda, const B* bp, index_t groups, Out* c, index_t ldc, const __mmask16 mask[4],
                      const __m512i correction[4], index_t row0, index_t col0, const int_gemm_params& params) {
   static_assert(MR >= 1 && MR <= int_mr, "A tile has 1 to 6 rows.");
   constexpr index_t g = int_packed_rhs<B>::group;
@@ -211,7 +231,7 @@ inline void int_tile(const A* a, index_t lda, const B* bp, index_t groups, Out* 
 }
 
 template <class A, class B, class Out>
-void int_gemm(const matrix_ref<const A>& a, const int_packed_rhs<B>& b, const matrix_ref<Out>& c, index_t p0, index_t p1,
+SLIMNET_INT_AVX512_TARGET void int_gemm(const matrix_ref<const A>& a, const int_packed_rhs<B>& b, const matrix_ref<Out>& c, index_t p0, index_t p1,
               const int_gemm_params& params) {
   constexpr index_t pc = 64, mr = int_mr, g = int_packed_rhs<B>::group;
   constexpr bool shift = std::is_same_v<A, std::int8_t> && std::is_same_v<B, std::int8_t>;
@@ -257,19 +277,253 @@ void int_gemm(const matrix_ref<const A>& a, const int_packed_rhs<B>& b, const ma
 }  // namespace avx512
 #endif
 
+#if defined(SLIMNET_DISPATCH_X86)
+namespace avx2 {
+
+/// Rows of the AVX2 register tiles (6 rows x 2 registers = 12 accumulators, as fp32's 6 x 16).
+constexpr index_t int_mr = 6;
+
+/// Whether int8 products on the avx2 path may use AVX-VNNI (VEX vpdpbusd) where the CPU has it:
+/// tests switch it off to run the vpmaddwd kernel on such a CPU too.
+inline std::atomic<bool>& allow_avx_vnni() {
+  static std::atomic<bool> allowed{true};
+  return allowed;
+}
+
+/// Lanes [0, n) set (n clamped to 0..8): the mask of vpmaskmovd / vmaskmovps.
+SLIMNET_INT_AVX2_TARGET inline __m256i int_lanes(index_t n) {
+  const int k = static_cast<int>(std::clamp<index_t>(n, 0, 8));
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(k), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/// Stores 8 int32 sums of row `row`, columns [col0, col0 + cols) (cols <= 8), as int32 or through
+/// the float epilogue.
+template <class Out>
+SLIMNET_INT_AVX2_TARGET inline void int_store8(__m256i sum, Out* cr, index_t cols, index_t row, index_t col0, const int_gemm_params& params) {
+  const __m256i m = int_lanes(cols);
+  if constexpr (std::is_same_v<Out, std::int32_t>) {
+    if (cols >= 8) _mm256_storeu_si256(reinterpret_cast<__m256i*>(cr), sum);
+    else _mm256_maskstore_epi32(reinterpret_cast<int*>(cr), m, sum);
+  } else {
+    __m256 scale = params.col_scale ? _mm256_maskload_ps(params.col_scale + col0, m) : _mm256_set1_ps(1.0f);
+    scale = _mm256_mul_ps(scale, _mm256_set1_ps(params.row_scale ? params.row_scale[row] : 1.0f));
+    const __m256 y = _mm256_cvtepi32_ps(sum);
+    const __m256 out = params.col_bias ? _mm256_fmadd_ps(scale, y, _mm256_maskload_ps(params.col_bias + col0, m)) : _mm256_mul_ps(scale, y);
+    if (cols >= 8) _mm256_storeu_ps(cr, out);
+    else _mm256_maskstore_ps(cr, m, out);
+  }
+}
+
+/// int8 on AVX-VNNI: one MR x 16 tile (MR <= 6) of a panel, columns [c0, c0 + 16) of it, over all
+/// lane groups: per group 2 loads of B (8 columns x 4 k each), MR broadcasts of 4 bytes of A,
+/// 2 MR vpdpbusd (32 multiply-adds each). A signed A is shifted to unsigned as on AVX-512.
+template <int MR, class A, class Out>
+SLIMNET_INT_AVX_VNNI_TARGET inline void vnni_tile(const A* a, index_t lda, const std::int8_t* bp, index_t groups, Out* c, index_t ldc,
+                                                  index_t cols, const __m256i correction[2], index_t row0, index_t col0,
+                                                  const int_gemm_params& params) {
+  constexpr bool shift = std::is_same_v<A, std::int8_t>;
+  __m256i acc[MR][2];
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+  const __m256i flip = _mm256_set1_epi32(static_cast<int>(0x80808080u));
+  for (index_t q = 0; q < groups; ++q) {
+    const std::int8_t* bq = bp + q * 64 * 4;
+    const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bq)), b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bq + 32));
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; ++r) {
+      std::int32_t word;
+      std::memcpy(&word, a + r * lda + q * 4, 4);
+      __m256i av = _mm256_set1_epi32(word);
+      if constexpr (shift) av = _mm256_xor_si256(av, flip);
+      acc[r][0] = _mm256_dpbusd_avx_epi32(acc[r][0], av, b0);
+      acc[r][1] = _mm256_dpbusd_avx_epi32(acc[r][1], av, b1);
+    }
+  }
+  for (int r = 0; r < MR; ++r) {
+    int_store8<Out>(_mm256_sub_epi32(acc[r][0], correction[0]), c + r * ldc, cols, row0 + r, col0, params);
+    if (cols > 8) int_store8<Out>(_mm256_sub_epi32(acc[r][1], correction[1]), c + r * ldc + 8, cols - 8, row0 + r, col0 + 8, params);
+  }
+}
+
+/// vpmaddwd (16-bit pairs -> int32, exact): one MR x 8 tile, columns [c0, c0 + 8) of a panel.
+///   int16: per group (2 k) one load of B (8 columns x 2 k), MR broadcasts of A's 2 k, MR vpmaddwd;
+///   int8:  B's bytes sign-extended to 16 bits (cols 0-3 and 4-7, each 4 k), A pre-widened to 16
+///          bits (aw, 4 k per broadcast), 2 MR vpmaddwd into 2 accumulators per row whose adjacent
+///          lanes hold the two halves of a column's sum (added at the end by vphaddd).
+/// vpmaddubsw would do 32 products per instruction but saturates u8 x s8 pairs at 16 bits
+/// (255 * 127 * 2 > 32767), which a product that must equal the reference cannot afford.
+template <int MR, class B, class Out>
+SLIMNET_INT_AVX2_TARGET inline void madd_tile(const std::int16_t* a, index_t lda, const B* bp, index_t groups, Out* c, index_t ldc,
+                                              index_t cols, index_t row0, index_t col0, const int_gemm_params& params) {
+  __m256i acc[MR][2];
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+  if constexpr (std::is_same_v<B, std::int16_t>) {
+    for (index_t q = 0; q < groups; ++q) {
+      const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bp + q * 64 * 2));
+#pragma GCC unroll 6
+      for (int r = 0; r < MR; ++r) {
+        std::int32_t word;
+        std::memcpy(&word, a + r * lda + q * 2, 4);
+        acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(_mm256_set1_epi32(word), b0));
+      }
+    }
+    for (int r = 0; r < MR; ++r) int_store8<Out>(acc[r][0], c + r * ldc, cols, row0 + r, col0, params);
+  } else {
+    for (index_t q = 0; q < groups; ++q) {
+      const std::int8_t* bq = bp + q * 64 * 4;
+      const __m256i b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bq)));
+      const __m256i b1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bq + 16)));
+#pragma GCC unroll 6
+      for (int r = 0; r < MR; ++r) {
+        long long quad;
+        std::memcpy(&quad, a + r * lda + q * 4, 8);
+        const __m256i av = _mm256_set1_epi64x(quad);
+        acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(av, b0));
+        acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(av, b1));
+      }
+    }
+    for (int r = 0; r < MR; ++r) {
+      // hadd: [c0 c1 c4 c5 | c2 c3 c6 c7] -> columns in order
+      const __m256i sum = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[r][0], acc[r][1]), 0xd8);
+      int_store8<Out>(sum, c + r * ldc, cols, row0 + r, col0, params);
+    }
+  }
+}
+
+/// int8 with AVX-VNNI over panels [p0, p1).
+template <class A, class Out>
+SLIMNET_INT_AVX_VNNI_TARGET void int8_gemm_vnni(const A* adata, index_t lda, index_t m, const int8_packed_rhs& b, const matrix_ref<Out>& c,
+                                                index_t p0, index_t p1, const int_gemm_params& params) {
+  constexpr bool shift = std::is_same_v<A, std::int8_t>;
+  for (index_t p = p0; p < p1; ++p) {
+    const std::int8_t* bp = b.panel(p);
+    for (index_t i = 0; i < m; i += int_mr) {
+      const index_t rows = std::min(int_mr, m - i);
+      for (index_t c0 = 0; c0 < 64; c0 += 16) {
+        const index_t col0 = p * 64 + c0, cols = std::min<index_t>(16, b.cols() - col0);
+        if (cols <= 0) break;
+        __m256i correction[2];
+        for (int v = 0; v < 2; ++v) {
+          const __m256i lanes = int_lanes(cols - 8 * v);
+          correction[v] = shift ? _mm256_slli_epi32(_mm256_maskload_epi32(b.colsum() + col0 + 8 * v, lanes), 7) : _mm256_setzero_si256();
+        }
+        const A* ai = adata + i * lda;
+        Out* ci = c.data + i * c.row_stride + col0;
+#define SLIMNET_INT_VNNI_CALL(R) vnni_tile<R, A, Out>(ai, lda, bp + c0 * 4, b.groups(), ci, c.row_stride, cols, correction, i, col0, params)
+        switch (rows) {
+          case 1: SLIMNET_INT_VNNI_CALL(1); break;
+          case 2: SLIMNET_INT_VNNI_CALL(2); break;
+          case 3: SLIMNET_INT_VNNI_CALL(3); break;
+          case 4: SLIMNET_INT_VNNI_CALL(4); break;
+          case 5: SLIMNET_INT_VNNI_CALL(5); break;
+          default: SLIMNET_INT_VNNI_CALL(6); break;
+        }
+#undef SLIMNET_INT_VNNI_CALL
+      }
+    }
+  }
+}
+
+/// int8 (A widened to 16 bits) or int16 with vpmaddwd over panels [p0, p1); `a16` rows hold
+/// groups * G 16-bit values.
+template <class B, class Out>
+SLIMNET_INT_AVX2_TARGET void int_gemm_madd(const std::int16_t* a16, index_t lda, index_t m, const int_packed_rhs<B>& b, const matrix_ref<Out>& c,
+                                           index_t p0, index_t p1, const int_gemm_params& params) {
+  constexpr index_t g = int_packed_rhs<B>::group;
+  for (index_t p = p0; p < p1; ++p) {
+    const B* bp = b.panel(p);
+    for (index_t i = 0; i < m; i += int_mr) {
+      const index_t rows = std::min(int_mr, m - i);
+      for (index_t c0 = 0; c0 < 64; c0 += 8) {
+        const index_t col0 = p * 64 + c0, cols = std::min<index_t>(8, b.cols() - col0);
+        if (cols <= 0) break;
+        const std::int16_t* ai = a16 + i * lda;
+        Out* ci = c.data + i * c.row_stride + col0;
+#define SLIMNET_INT_MADD_CALL(R) madd_tile<R, B, Out>(ai, lda, bp + c0 * g, b.groups(), ci, c.row_stride, cols, i, col0, params)
+        switch (rows) {
+          case 1: SLIMNET_INT_MADD_CALL(1); break;
+          case 2: SLIMNET_INT_MADD_CALL(2); break;
+          case 3: SLIMNET_INT_MADD_CALL(3); break;
+          case 4: SLIMNET_INT_MADD_CALL(4); break;
+          case 5: SLIMNET_INT_MADD_CALL(5); break;
+          default: SLIMNET_INT_MADD_CALL(6); break;
+        }
+#undef SLIMNET_INT_MADD_CALL
+      }
+    }
+  }
+}
+
+}  // namespace avx2
+#endif
+
+/// Calls of the integer GEMMs that ran each path (indexed by isa).
+inline std::atomic<std::uint64_t>* int_path_counters() {
+  static std::atomic<std::uint64_t> counters[4] = {};
+  return counters;
+}
+
+/// The path an integer GEMM with B of type B takes under active_isa() (before the stride check).
+template <class B>
+inline isa int_gemm_path(const int_gemm_params& params) {
+  if (params.path == kernel_path::portable) return isa::portable;
+#if defined(SLIMNET_DISPATCH_X86)
+  const isa active = active_isa();
+  if (active == isa::avx512 && cpu_features().avx512_vnni) return isa::avx512;
+  if (active == isa::avx512 || active == isa::avx2) return isa::avx2;
+#endif
+  return isa::portable;
+}
+
 template <class A, class B, class Out>
 void int_gemm_packed(const char* fn, const matrix_ref<const A>& a, const int_packed_rhs<B>& b, const matrix_ref<Out>& c,
                      const int_gemm_params& params) {
   static_assert(std::is_same_v<Out, std::int32_t> || std::is_same_v<Out, float>, "Integer GEMM output is int32_t or float.");
   check_int_gemm<A, B>(fn, a, b.depth(), b.cols(), c);
   if (c.rows == 0 || c.cols == 0) return;
+  // The fast paths read rows of A and write rows of C: both need unit column strides.
+  const isa path = a.col_stride == 1 && c.col_stride == 1 ? int_gemm_path<B>(params) : isa::portable;
+  int_path_counters()[static_cast<int>(path)].fetch_add(1, std::memory_order_relaxed);
+  constexpr index_t g = int_packed_rhs<B>::group;
+#if defined(SLIMNET_DISPATCH_X86)
+  // The avx2 kernels read whole lane groups of A: rows padded with zeros to groups * G, and for
+  // vpmaddwd widened to 16 bits (O(M K) once per call, against the product's O(M K N)).
+  const bool vnni8 = std::is_same_v<B, std::int8_t> && cpu_features().avx_vnni && avx2::allow_avx_vnni().load(std::memory_order_relaxed);
+  std::vector<A> a_padded;
+  std::vector<std::int16_t> a16;
+  const index_t lda = b.groups() * g;
+  if (path == isa::avx2) {
+    if (vnni8) {
+      if (a.cols % g != 0) {
+        a_padded.assign(static_cast<std::size_t>(a.rows * lda), A(0));
+        for (index_t i = 0; i < a.rows; ++i) std::copy_n(a.data + i * a.row_stride, a.cols, a_padded.data() + i * lda);
+      }
+    } else {
+      a16.assign(static_cast<std::size_t>(a.rows * lda), 0);
+      for (index_t i = 0; i < a.rows; ++i)
+        for (index_t k = 0; k < a.cols; ++k) a16[static_cast<std::size_t>(i * lda + k)] = static_cast<std::int16_t>(a.data[i * a.row_stride + k]);
+    }
+  }
+#endif
   const int threads = std::min<index_t>(resolve_threads(params.threads), std::max<index_t>(b.panels(), 1));
   const auto bounds = even_split(b.panels(), threads);
   run_threads(threads, [&](int t, int) {
     const index_t p0 = bounds[static_cast<std::size_t>(t)], p1 = bounds[static_cast<std::size_t>(t) + 1];
-#if defined(SLIMNET_KERNELS_AVX512_VNNI)
-    if (params.path != kernel_path::portable && a.col_stride == 1 && c.col_stride == 1) {
+#if defined(SLIMNET_DISPATCH_X86)
+    if (path == isa::avx512) {
       avx512::int_gemm<A, B, Out>(a, b, c, p0, p1, params);
+      return;
+    }
+    if (path == isa::avx2) {
+      if constexpr (std::is_same_v<B, std::int8_t>) {
+        if (vnni8) {
+          const bool padded = !a_padded.empty();
+          avx2::int8_gemm_vnni<A, Out>(padded ? a_padded.data() : a.data, padded ? lda : a.row_stride, a.rows, b, c, p0, p1, params);
+          return;
+        }
+      }
+      avx2::int_gemm_madd<B, Out>(a16.data(), lda, a.rows, b, c, p0, p1, params);
       return;
     }
 #endif
@@ -292,6 +546,26 @@ void int_gemm_reference(const char* fn, const matrix_ref<const A>& a, const matr
 }
 
 }  // namespace detail
+
+/// The path gemm_int8 / gemm_int16 take with `params` under the current active_isa() (A and C with
+/// unit column stride; otherwise portable): avx512 (with AVX512-VNNI), avx2 (an avx2 choice, or
+/// avx512 without VNNI), else portable; always portable when params.path is kernel_path::portable.
+inline isa gemm_int_path(const int_gemm_params& params = {}) { return detail::int_gemm_path<std::int8_t>(params); }
+
+/// Whether int8 products on the avx2 path use AVX-VNNI's vpdpbusd (the CPU has it) rather than
+/// vpmaddwd on bytes widened to 16 bits.
+inline bool gemm_int8_avx_vnni() {
+#if defined(SLIMNET_DISPATCH_X86)
+  return cpu_features().avx_vnni && detail::avx2::allow_avx_vnni().load(std::memory_order_relaxed);
+#else
+  return false;
+#endif
+}
+
+/// How many gemm_int8 / gemm_int16 calls (one per call, whatever its threads) ran `path`.
+inline std::uint64_t gemm_int_path_calls(isa path) {
+  return detail::int_path_counters()[static_cast<int>(path)].load(std::memory_order_relaxed);
+}
 
 // --- int8 ---------------------------------------------------------------------------------------
 
