@@ -31,9 +31,13 @@
 // Inputs: real MNIST test digits (the examples' MNIST subset under $SLIMNET_DATA_DIR/mnist-subset,
 // scale 1/255, 75% of the pixels exactly 0), cycled call by call (64 single digits at batch 1,
 // 4 batches of 64 at batch 64) so no single image is timed; the float and compressed models see the
-// same sequence. Without the files: uniform random pixels (no zeros), with a warning.
+// same sequence. The subset's files are sorted by class (the first 200 test digits are all 0s), so
+// the inputs are a stride over the WHOLE test set, not its first images: input k of n is image
+// floor(k N / n) of the N (every digit about n / 10 times; the header prints the label histograms).
+// Without the files: uniform random pixels (no zeros), with a warning.
 // Activation sparsity (EIE): at batch 1 each sparse model is also converted with each Linear's
-// fraction of nonzero inputs, overall and per input column, measured on 256 training digits
+// fraction of nonzero inputs, overall and per input column, measured on 256 training digits (the
+// same stride, over the whole training set)
 // (compress_options::input_density, input_frequency); the measured choice ("zero-skip choice:"
 // lines) gives a layer the column form when CSC skipping zero inputs times under 0.9 x SELL-16, or
 // SELL-16 over its nonempty columns ordered by input frequency (rarely-nonzero inputs share the
@@ -211,6 +215,7 @@ tensor<float> random_input(const std::string& model, index_t batch, rng& gen) {
 /// are missing.
 struct mnist_images {
   tensor<float> train, test;
+  std::vector<std::int32_t> train_labels, test_labels;
   bool real = false;
 };
 
@@ -220,6 +225,8 @@ mnist_images load_mnist_images() {
     auto split = cli::load_dataset("mnist");
     m.train = std::move(split.train.inputs);
     m.test = std::move(split.test.inputs);
+    m.train_labels = std::move(split.train.labels);
+    m.test_labels = std::move(split.test.labels);
     m.real = m.train.size() > 0 && m.test.size() > 0 && m.test.dim(0) >= 256;
   } catch (const std::exception& e) {
     fmt::print("WARNING: MNIST not found ({}): timing on random inputs (no zero pixels), activation sparsity not measured\n", e.what());
@@ -227,20 +234,42 @@ mnist_images load_mnist_images() {
   return m;
 }
 
-/// `count` inputs of `batch` images: consecutive digits of `images` from `first` (random pixels
-/// when there are no images).
-std::vector<tensor<float>> image_batches(const tensor<float>& images, index_t batch, index_t count, index_t first, rng& gen) {
+/// Which of `available` images the n = batch * count inputs take: a stride over the whole set,
+/// input k is image floor(k * available / n) (the MNIST subset is sorted by class, so its first n
+/// images would be one or two digits). Empty when there are fewer than n images.
+std::vector<index_t> strided_indices(index_t available, index_t batch, index_t count) {
+  const index_t n = batch * count;
+  std::vector<index_t> idx;
+  if (available < n) return idx;
+  for (index_t k = 0; k < n; ++k) idx.push_back(k * available / n);
+  return idx;
+}
+
+/// `count` inputs of `batch` images of `images`, spread over the whole set (strided_indices; random
+/// pixels when there are not enough images).
+std::vector<tensor<float>> image_batches(const tensor<float>& images, index_t batch, index_t count, rng& gen) {
+  const std::vector<index_t> idx = strided_indices(images.size() == 0 ? 0 : images.dim(0), batch, count);
   std::vector<tensor<float>> out;
   for (index_t b = 0; b < count; ++b) {
-    if (images.size() == 0 || images.dim(0) < first + (b + 1) * batch) {
+    if (idx.empty()) {
       out.push_back(random_input("", batch, gen));
       continue;
     }
     tensor<float> x({batch, 1, 28, 28});
-    std::copy_n(images.data() + (first + b * batch) * 784, batch * 784, x.data());
+    for (index_t i = 0; i < batch; ++i)
+      std::copy_n(images.data() + idx[static_cast<std::size_t>(b * batch + i)] * 784, 784, x.data() + i * 784);
     out.push_back(std::move(x));
   }
   return out;
+}
+
+/// "0:7 1:7 ... 9:6": how many of the inputs strided_indices picks show each digit.
+std::string label_histogram(const std::vector<std::int32_t>& labels, index_t batch, index_t count) {
+  std::map<std::int32_t, int> h;
+  for (index_t i : strided_indices(static_cast<index_t>(labels.size()), batch, count)) ++h[labels[static_cast<std::size_t>(i)]];
+  std::string s;
+  for (const auto& [label, n] : h) s += fmt::format("{}{}:{}", s.empty() ? "" : " ", label, n);
+  return s.empty() ? "none (no labels)" : s;
 }
 
 /// Per-layer median times of a Sequential's forward at the input x (each layer on its own input).
@@ -532,6 +561,12 @@ int run(int argc, char** argv) {
   const mnist_images mnist = load_mnist_images();
   const std::vector<model_case> cases = all_cases();
   fmt::print("compressed_models: one thread, {} rounds, median per call (thread CPU time), load average {}\n", rounds, load_average());
+  if (mnist.real)
+    fmt::print("inputs: a stride over the whole MNIST test set (input k of n is image floor(k N / n), N = {}; the files are sorted by "
+               "class); labels of the batch-1 inputs (n = 64) {}; of the batch-64 inputs (n = 256) {}; input statistics: the same "
+               "stride over the {} training digits (n = 256) {}\n",
+               mnist.test.dim(0), label_histogram(mnist.test_labels, 1, 64), label_histogram(mnist.test_labels, 64, 4),
+               mnist.train.dim(0), label_histogram(mnist.train_labels, 256, 1));
   // Peak RSS columns: each row's float and compressed model run in a fresh child process (--rss-child).
   const std::string child_flags =
       fmt::format("--dir '{}' --bnn-first {} --bnn-fold {} --bnn-direct {} --measure {}", dir.string(), args.str("bnn-first"),
@@ -600,15 +635,17 @@ int run(int argc, char** argv) {
       if (args.flag("verbose"))
         for (const auto& line : report) fmt::print("  {}\n", line);
       rng xg(7);
-      // Real digits cycled call by call (each model has its own cursor over the same sequence).
-      const std::vector<tensor<float>> xs = image_batches(mnist.test, batch, batch == 1 ? 64 : 4, 0, xg);
+      // Real digits strided over the whole test set, cycled call by call (each model has its own
+      // cursor over the same sequence).
+      const std::vector<tensor<float>> xs = image_batches(mnist.test, batch, batch == 1 ? 64 : 4, xg);
       const tensor<float>& x = xs.front();
-      const std::string input_note = mnist.real ? fmt::format("; MNIST test digits cycled ({} inputs)", xs.size()) : "; random inputs";
+      const std::string input_note =
+          mnist.real ? fmt::format("; MNIST test digits strided over the test set, cycled ({} inputs)", xs.size()) : "; random inputs";
       // The same conversion with measured activation sparsity (batch 1, sparse Linears): the "+zero-skip" row.
       std::optional<nn::sequential<float>> skipping;
       if (batch == 1 && c.kind == form::sparse && !c.density.empty() && args.str("zero-skip") != "off") {
         rng cg(11);
-        const tensor<float> calib = image_batches(mnist.train, 256, 1, 0, cg).front();
+        const tensor<float> calib = image_batches(mnist.train, 256, 1, cg).front();
         nc::compress_options oz = o;
         oz.input_density = nc::input_densities(float_model, calib);
         oz.input_frequency = nc::input_frequencies(float_model, calib);
