@@ -42,6 +42,8 @@ isa binary_dispatch_expected_path(isa active) {
 #if defined(SLIMNET_DISPATCH_X86)
   if (active == isa::avx512) return kernels::cpu_features().avx512_vpopcntdq ? isa::avx512 : isa::avx2;
   if (active == isa::avx2) return isa::avx2;
+#elif defined(__aarch64__)
+  if (active == isa::neon) return isa::neon;
 #endif
   (void)active;
   return isa::portable;

@@ -20,6 +20,8 @@
 //             T[hi 4 bits] with T in a register and VPSHUFB doing 32 look-ups at once, then
 //             VPSADBW against zero sums the byte counts of each 64-bit lane every 31 words. A 4 x 8
 //             tile (8 byte accumulators) per word: 8 ops per 256 bits instead of 3 per 512;
+//   neon      aarch64: a 4 x 4 tile, vcnt (byte popcounts) on 128 bits, byte counts summed every
+//             31 words as on AVX2, widened pairwise (uaddlp / uadalp);
 //   portable  scalar popcount, 4 columns at a time (the only path on other architectures).
 // An avx512 choice on a CPU without VPOPCNTDQ (Skylake-X, Cascade Lake) runs the avx2 path.
 // gemm_xnor_path() says which path a call takes; gemm_xnor_path_calls() counts the calls that ran
@@ -41,6 +43,9 @@
 
 #if defined(SLIMNET_DISPATCH_X86)
 #include <immintrin.h>
+#endif
+#if defined(__aarch64__)
+#include <arm_neon.h>
 #endif
 
 SLIMNET_INTRINSICS_BEGIN
@@ -282,6 +287,65 @@ SLIMNET_XNOR_AVX2 void gemm_xnor(const bit_matrix_ref& a, const xnor_packed_rhs&
 }  // namespace avx2
 #endif
 
+#if defined(__aarch64__)
+namespace neon {
+
+/// One MR x 4 tile: rows a[0..MR) (row r at a + r * lda; rows past `rows` repeat the last valid
+/// row and are not stored), all kw words, columns [0, cols) of the 4 at bp (a panel's word w of
+/// them at bp + 32 w). Per word and (row, 2 columns): eor, vcnt (16 byte popcounts), add; the
+/// byte counts (<= 8 per word) add up in bytes for up to 31 words, then widen pairwise into one
+/// 64-bit sum per column (uaddlp twice, uadalp). NEON is part of ARMv8-A: no target attribute.
+template <int MR, class Out>
+inline void xnor_tile(const bit_word* a, index_t lda, index_t rows, const bit_word* bp, index_t kw, index_t k, Out* c, index_t ldc,
+                      index_t cols, index_t col0, const xnor_params& params) {
+  const bit_word* ar[MR];
+  for (int r = 0; r < MR; ++r) ar[r] = a + std::min<index_t>(r, rows - 1) * lda;
+  uint64x2_t acc[MR][2];
+  for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = vdupq_n_u64(0);
+  for (index_t w0 = 0; w0 < kw; w0 += 31) {
+    const index_t w1 = std::min<index_t>(kw, w0 + 31);
+    uint8x16_t bytes[MR][2];
+    for (int r = 0; r < MR; ++r) bytes[r][0] = bytes[r][1] = vdupq_n_u8(0);
+    for (index_t w = w0; w < w1; ++w) {
+      const uint64x2_t b0 = vld1q_u64(bp + w * 32), b1 = vld1q_u64(bp + w * 32 + 2);
+#pragma GCC unroll 4
+      for (int r = 0; r < MR; ++r) {
+        const uint64x2_t av = vdupq_n_u64(ar[r][w]);
+        bytes[r][0] = vaddq_u8(bytes[r][0], vcntq_u8(vreinterpretq_u8_u64(veorq_u64(av, b0))));
+        bytes[r][1] = vaddq_u8(bytes[r][1], vcntq_u8(vreinterpretq_u8_u64(veorq_u64(av, b1))));
+      }
+    }
+    for (int r = 0; r < MR; ++r)
+      for (int v = 0; v < 2; ++v) acc[r][v] = vpadalq_u32(acc[r][v], vpaddlq_u16(vpaddlq_u8(bytes[r][v])));
+  }
+  std::uint64_t pop[4];
+  for (int r = 0; r < MR && r < rows; ++r) {
+    vst1q_u64(pop, acc[r][0]);
+    vst1q_u64(pop + 2, acc[r][1]);
+    Out* cr = c + r * ldc;
+    for (index_t q = 0; q < cols; ++q) cr[q] = xnor_output<Out>(k - 2 * static_cast<std::int64_t>(pop[q]), col0 + q, params);
+  }
+}
+
+template <class Out>
+void gemm_xnor(const bit_matrix_ref& a, const xnor_packed_rhs& b, const matrix_ref<Out>& c, index_t p0, index_t p1, index_t i0, index_t i1,
+               const xnor_params& params) {
+  constexpr index_t mr = 4, nr = 4, pc = xnor_packed_rhs::panel_cols;
+  for (index_t p = p0; p < p1; ++p) {
+    const index_t pcols = std::min(pc, b.cols() - p * pc);
+    for (index_t g = 0; g < pcols; g += nr) {
+      const index_t col0 = p * pc + g, cols = std::min(nr, pcols - g);
+      for (index_t i = i0; i < i1; i += mr) {
+        xnor_tile<mr, Out>(a.words + i * a.row_words, a.row_words, std::min(mr, i1 - i), b.panel(p) + g, b.words(), b.depth(),
+                           c.data + i * c.row_stride + col0, c.row_stride, cols, col0, params);
+      }
+    }
+  }
+}
+
+}  // namespace neon
+#endif
+
 /// Calls of gemm_xnor that ran each path (indexed by isa).
 inline std::atomic<std::uint64_t>* xnor_path_counters() {
   static std::atomic<std::uint64_t> counters[4] = {};
@@ -291,7 +355,7 @@ inline std::atomic<std::uint64_t>* xnor_path_counters() {
 }  // namespace detail
 
 /// The path gemm_xnor takes with `params` under the current active_isa(): avx512 (with VPOPCNTDQ),
-/// avx2 (an avx2 choice, or avx512 without VPOPCNTDQ), else portable; always portable when
+/// avx2 (an avx2 choice, or avx512 without VPOPCNTDQ), neon (on aarch64), else portable; always portable when
 /// params.path is kernel_path::portable.
 inline isa gemm_xnor_path(const xnor_params& params = {}) {
   if (params.path == kernel_path::portable) return isa::portable;
@@ -299,6 +363,8 @@ inline isa gemm_xnor_path(const xnor_params& params = {}) {
   const isa active = active_isa();
   if (active == isa::avx512 && cpu_features().avx512_vpopcntdq) return isa::avx512;
   if (active == isa::avx512 || active == isa::avx2) return isa::avx2;
+#elif defined(__aarch64__)
+  if (active_isa() == isa::neon) return isa::neon;
 #endif
   return isa::portable;
 }
@@ -349,6 +415,11 @@ void gemm_xnor(const bit_matrix_ref& a, const xnor_packed_rhs& b, matrix_ref<Out
     }
     if (path == isa::avx2) {
       detail::avx2::gemm_xnor<Out>(a, b, c, p0, p1, i0, i1, params);
+      return;
+    }
+#elif defined(__aarch64__)
+    if (path == isa::neon) {
+      detail::neon::gemm_xnor<Out>(a, b, c, p0, p1, i0, i1, params);
       return;
     }
 #endif
