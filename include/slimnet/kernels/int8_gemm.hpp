@@ -485,8 +485,8 @@ void int_gemm_packed(const char* fn, const matrix_ref<const A>& a, const int_pac
   // The fast paths read rows of A and write rows of C: both need unit column strides.
   const isa path = a.col_stride == 1 && c.col_stride == 1 ? int_gemm_path<B>(params) : isa::portable;
   int_path_counters()[static_cast<int>(path)].fetch_add(1, std::memory_order_relaxed);
-  constexpr index_t g = int_packed_rhs<B>::group;
 #if defined(SLIMNET_DISPATCH_X86)
+  constexpr index_t g = int_packed_rhs<B>::group;
   // The avx2 kernels read whole lane groups of A: rows padded with zeros to groups * G, and for
   // vpmaddwd widened to 16 bits (O(M K) once per call, against the product's O(M K N)).
   const bool vnni8 = std::is_same_v<B, std::int8_t> && cpu_features().avx_vnni && avx2::allow_avx_vnni().load(std::memory_order_relaxed);
