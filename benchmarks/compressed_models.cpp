@@ -16,11 +16,24 @@
 //                     [--zero-skip auto|force|off (batch-1 column form: as measured, on every sparse Linear, or not tried)]
 //                     [--bnn-direct true|false (the BNN's first conv, pool and threshold as one direct pass, conv1_sign.hpp)]
 //                     [--rss true|false (peak RSS columns: each row's float and compressed model in a fresh child process)]
+//                     [--accuracy true|false (test accuracy of each row's float and compressed model)]
+//                     [--vgg build-fashion/runs/vggf-a.pruned.safetensors (adds the VGG-style net on Fashion-MNIST)]
 //   compressed_models --files out/a.slim.safetensors,out/b.slim.safetensors [--rounds 5] [--against original.safetensors]
 //                     (model files: each one's bytes next to its speed-up over its decoded float model,
 //                     or over the model file given by --against, e.g. the network a DeepIoT file was thinned from;
 //                     "vs PyT" columns: PyTorch running that float side's dense network when it is a LeNet-5 or
 //                     LeNet-300-100 (the --against original, or an unthinned file), per compressed model)
+//
+// Accuracy (--accuracy true): each row with a trained model (its file found) gets the top-1
+// accuracy of its float model and of its compressed model on the WHOLE test set (the MNIST
+// subset's 2,000 digits; Fashion-MNIST's 10,000 for the VGG row), in batches of 64 through the
+// same forward calls, outside the timed rounds, inputs standardised as the file records (the BNN).
+// The compressed model computes the same products with the same weights in another order, so the
+// two agree up to float rounding (a rare flipped argmax at most); int8 also rounds activations.
+// The dense-form and int8 rows use the demo's dense LeNet-5 (lenet5-mnist.safetensors) when there.
+// The VGG row (--vgg FILE): nn::models::vgg_small with FILE's parameters (its metadata must say
+// model vgg, data fashion), compress(format::sparse) as the LeNet rows (its BatchNorm layers stay
+// float), timed on Fashion-MNIST test images; no PyTorch column (pytorch_dense_models.py has no VGG).
 //
 // Conversion: compress(format::sparse) with the row's batch and input shape, so at batch 64 each
 // direct sparse convolution times its two batch layouts (one image at a time through the batch-1
@@ -108,6 +121,7 @@ struct model_case {
   std::string file;      // a real pruned model (parameters) or, for the BNN, a model file, used when it exists
   form kind = form::sparse;
   std::map<std::string, int> codebook_bits;  // form::codebook: bits per layer (2^bits - 1 centroids + exact zero)
+  std::string data = "mnist";  // the test set of the accuracy columns and the timing inputs: "mnist" (subset) or "fashion"
 };
 
 /// Example 07's BNN LeNet-5 style net: conv 5x5 (c1) - maxpool 2 - BN - sign - conv 5x5 (c2) -
@@ -219,20 +233,51 @@ struct mnist_images {
   bool real = false;
 };
 
-mnist_images load_mnist_images() {
+mnist_images load_mnist_images(const std::string& name = "mnist") {
   mnist_images m;
   try {
-    auto split = cli::load_dataset("mnist");
+    auto split = cli::load_dataset(name);
     m.train = std::move(split.train.inputs);
     m.test = std::move(split.test.inputs);
     m.train_labels = std::move(split.train.labels);
     m.test_labels = std::move(split.test.labels);
     m.real = m.train.size() > 0 && m.test.size() > 0 && m.test.dim(0) >= 256;
   } catch (const std::exception& e) {
-    fmt::print("WARNING: MNIST not found ({}): timing on random inputs (no zero pixels), activation sparsity not measured\n", e.what());
+    fmt::print("WARNING: {} not found ({}): timing on random inputs (no zero pixels), activation sparsity and accuracy not measured\n",
+               name == "mnist" ? "MNIST" : name, e.what());
   }
   return m;
 }
+
+/// Top-1 accuracy of `m` on every image of `images` (N, C, H, W) against `labels`, in batches of
+/// `batch` through the same forward call the timing uses (the last batch holds the N mod batch
+/// left), inputs standardised as the model was trained when `input` says so.
+double test_accuracy(nn::sequential<float>& m, const tensor<float>& images, const std::vector<std::int32_t>& labels,
+                     const std::optional<io::input_standardisation>& input, index_t batch = 64) {
+  const index_t n = images.dim(0), per = images.size() / n;
+  if (static_cast<index_t>(labels.size()) != n)
+    throw config_error(fmt::format("compressed_models: {} test images but {} labels", n, labels.size()));
+  index_t correct = 0;
+  tensor<float> y;
+  for (index_t start = 0; start < n; start += batch) {
+    const index_t b = std::min(batch, n - start);
+    tensor<float> x({b, images.dim(1), images.dim(2), images.dim(3)});
+    std::copy_n(images.data() + start * per, b * per, x.data());
+    if (input)
+      for (index_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>((x[i] - input->mean) / input->std);
+    m.forward(x, y, {});
+    const index_t classes = y.size() / b;
+    for (index_t i = 0; i < b; ++i) {
+      const float* row = y.data() + i * classes;
+      const auto best = static_cast<std::int32_t>(std::max_element(row, row + classes) - row);
+      correct += best == labels[static_cast<std::size_t>(start + i)] ? 1 : 0;
+    }
+  }
+  return static_cast<double>(correct) / static_cast<double>(n);
+}
+
+/// "97.55%" or "n/a" (NaN: random weights, no test set, or --accuracy false).
+std::string percent_or_na(double a) { return std::isnan(a) ? std::string("n/a") : fmt::format("{:.2f}%", 100 * a); }
 
 /// Which of `available` images the n = batch * count inputs take: a stride over the whole set,
 /// input k is image floor(k * available / n) (the MNIST subset is sorted by class, so its first n
@@ -338,6 +383,8 @@ void conv_sweep(int rounds) {
 struct decoded_file {
   nn::sequential<float> model;
   bool sign_bits = false;  ///< holds sign-bit layers (a BNN)
+  std::string data = "mnist";  ///< the data set its metadata names ("mnist" when it names none)
+  std::optional<io::input_standardisation> input;
 };
 
 decoded_file decode_file(const std::string& file) {
@@ -346,8 +393,10 @@ decoded_file decode_file(const std::string& file) {
   const auto loaded = io::read_model<float>(file, lo);
   const auto* seq = dynamic_cast<const nn::sequential<float>*>(loaded.model.get());
   if (seq == nullptr) throw config_error(fmt::format("compressed_models: {} does not hold a Sequential", file));
-  decoded_file out{*seq};
+  decoded_file out{*seq, false, "mnist", std::nullopt};
   for (const auto& [tensor_name, encoding] : loaded.encodings) out.sign_bits |= encoding == "sign_bits";
+  if (const auto it = loaded.metadata.find("data"); it != loaded.metadata.end()) out.data = it->second;
+  out.input = loaded.input;
   return out;
 }
 
@@ -370,10 +419,18 @@ std::string pytorch_name_of(nn::sequential<float>& m) {
 }
 
 void file_rows(const std::string& list, int rounds, const std::string& against, const cli::args& args) {
+  // Test sets by name, loaded when a file first needs one (its metadata's "data": mnist or fashion).
+  std::map<std::string, mnist_images> test_sets;
+  auto test_set = [&](const std::string& name) -> const mnist_images& {
+    if (test_sets.count(name) == 0) test_sets[name] = load_mnist_images(name);
+    return test_sets[name];
+  };
+  std::optional<decoded_file> original_file;
   std::optional<nn::sequential<float>> original;
   std::uint64_t original_dense_bytes = 0;  // the --against network's float32 weight bytes
   if (!against.empty()) {
-    original = decode_file(against).model;
+    original_file = decode_file(against);
+    original = original_file->model;
     original_dense_bytes = io::describe_model_file(against).dense_f32_bytes;
     fmt::print("float side of every row: {} (decoded)\n", against);
   }
@@ -402,14 +459,26 @@ void file_rows(const std::string& list, int rounds, const std::string& against, 
 #else
   (void)args;
 #endif
-  fmt::print("{:<46} {:>9} {:>12} {:>8} {:>11} {:>11} {:>10} {:>9} {:>11} {:>11} {:>11} {:>11}\n", "model file", "bytes", "dense f32 B",
-             "smaller", "batch 1", "batch 64", "max|diff|", "PyTorch", "PyT b1 us", "vs PyT b1", "PyT b64 us", "vs PyT b64");
+  if (args.flag("accuracy"))
+    fmt::print("accuracy columns: top-1 on the whole test set the file's metadata names (MNIST subset 2,000 / Fashion-MNIST 10,000), batches "
+               "of 64: the float side, and the compressed model converted for batch 64 (\"b1-plan/b64-plan\" when the batch-1 conversion "
+               "differs)\n");
+  fmt::print("{:<46} {:>9} {:>12} {:>8} {:>11} {:>11} {:>10} {:>9} {:>11} {:>11} {:>11} {:>11} {:>8} {:>8}\n", "model file", "bytes",
+             "dense f32 B", "smaller", "batch 1", "batch 64", "max|diff|", "PyTorch", "PyT b1 us", "vs PyT b1", "PyT b64 us", "vs PyT b64",
+             "fl. acc", "co. acc");
   for (const auto& file : files) {
     const io::model_file_summary summary = io::describe_model_file(file);
     const decoded_file decoded = decode_file(file);
     const nn::sequential<float>* seq = &decoded.model;
     const bool bnn = decoded.sign_bits;
-    double speedup[2] = {NAN, NAN}, compressed_s[2] = {NAN, NAN}, diff = 0;
+    double speedup[2] = {NAN, NAN}, compressed_s[2] = {NAN, NAN}, diff = 0, compressed_accuracy[2] = {NAN, NAN}, float_accuracy = NAN;
+    const mnist_images* data = args.flag("accuracy") ? &test_set(decoded.data) : nullptr;
+    if (data != nullptr && !data->real) data = nullptr;
+    if (data != nullptr) {
+      // The float side: the decoded file, or the --against network (in its own input space).
+      nn::sequential<float> float_side(original ? *original : *seq);
+      float_accuracy = test_accuracy(float_side, data->test, data->test_labels, original ? original_file->input : decoded.input);
+    }
     for (int b = 0; b < 2; ++b) {
       const index_t batch = b == 0 ? 1 : 64;
       nn::sequential<float> float_model(original ? *original : *seq), compressed(*seq);
@@ -421,6 +490,7 @@ void file_rows(const std::string& list, int rounds, const std::string& against, 
         o.input_shape = {batch, 1, 28, 28};
         nc::compress(compressed, nc::format::sparse, o);
       }
+      if (data != nullptr) compressed_accuracy[b] = test_accuracy(compressed, data->test, data->test_labels, decoded.input);
       rng xg(7);
       const tensor<float> x = random_input("", batch, xg);
       tensor<float> yf, yc;
@@ -441,30 +511,59 @@ void file_rows(const std::string& list, int rounds, const std::string& against, 
       if (it != pytorch.end()) pt_s[b] = it->second;
     }
     const std::uint64_t dense_bytes = original ? original_dense_bytes : summary.dense_f32_bytes;
-    fmt::print("{:<46} {:>9} {:>12} {:>7.1f}x {:>10.2f}x {:>10.2f}x {:>10.2e} {:>9} {:>11.1f} {:>10.2f}x {:>11.1f} {:>10.2f}x\n", file,
+    const std::string co_acc = compressed_accuracy[0] == compressed_accuracy[1] || std::isnan(compressed_accuracy[0])
+                                   ? percent_or_na(compressed_accuracy[1])
+                                   : percent_or_na(compressed_accuracy[0]) + "/" + percent_or_na(compressed_accuracy[1]);
+    fmt::print("{:<46} {:>9} {:>12} {:>7.1f}x {:>10.2f}x {:>10.2f}x {:>10.2e} {:>9} {:>11.1f} {:>10.2f}x {:>11.1f} {:>10.2f}x {:>8} {:>8}\n", file,
                summary.file_bytes, dense_bytes, static_cast<double>(dense_bytes) / static_cast<double>(summary.file_bytes), speedup[0],
                speedup[1], diff, torch_name[file].empty() ? "-" : torch_name[file], 1e6 * pt_s[0], pt_s[0] / compressed_s[0], 1e6 * pt_s[1],
-               pt_s[1] / compressed_s[1]);
+               pt_s[1] / compressed_s[1], percent_or_na(float_accuracy), co_acc);
   }
 }
 
 /// The rows of the benchmark.
 std::vector<model_case> all_cases() {
   return {
-      {"lenet5-dense-form", "lenet5", {}, "", form::sparse, {}},
+      {"lenet5-dense-form", "lenet5", {}, "lenet5-mnist.safetensors", form::sparse, {}},
       {"lenet5-magnitude", "lenet5", {{"conv1", 0.66}, {"conv2", 0.12}, {"fc1", 0.08}, {"fc2", 0.19}}, "lenet5-mnist-magnitude.safetensors", form::sparse, {}},
       {"lenet5-dns", "lenet5", {{"conv1", 0.14}, {"conv2", 0.03}, {"fc1", 0.005}, {"fc2", 0.04}}, "lenet5-mnist-dns.safetensors", form::sparse, {}},
       {"lenet300-magnitude", "lenet300", {{"fc1", 0.08}, {"fc2", 0.09}, {"fc3", 0.26}}, "lenet300-mnist-magnitude.safetensors", form::sparse, {}},
-      {"lenet5-int8", "lenet5", {}, "", form::int8, {}},
+      {"lenet5-int8", "lenet5", {}, "lenet5-mnist.safetensors", form::int8, {}},
       {"lenet5-magnitude-codebook", "lenet5", {{"conv1", 0.66}, {"conv2", 0.12}, {"fc1", 0.08}, {"fc2", 0.19}}, "lenet5-mnist-magnitude.safetensors",
        form::codebook, {{"conv1", 5}, {"conv2", 5}, {"fc1", 4}, {"fc2", 4}}},
       {"lenet5-bnn", "bnn-lenet5", {}, "lenet5-mnist-bnn.safetensors", form::xnor, {}},
   };
 }
 
+/// The rows of this run: all_cases(), then with --vgg FILE the VGG-style net (nn::models::vgg_small,
+/// make_model("vgg")) on Fashion-MNIST with that file's parameters (e.g. the magnitude-pruned
+/// vggf-a.pruned.safetensors), converted with compress(format::sparse) as the LeNet rows are.
+std::vector<model_case> cases_of(const cli::args& args) {
+  std::vector<model_case> cases = all_cases();
+  if (!args.str("vgg").empty()) {
+    // Relative to the working directory, not --dir (dir / an absolute path is that path); asked
+    // for by name, so a missing file is an error rather than a row of random weights.
+    const std::filesystem::path file = std::filesystem::absolute(args.str("vgg"));
+    if (!std::filesystem::exists(file)) throw config_error(fmt::format("compressed_models: --vgg {}: no such file", args.str("vgg")));
+    model_case vgg{"vgg-fashion", "vgg", {}, file.string(), form::sparse, {}};
+    vgg.data = "fashion";
+    cases.push_back(vgg);
+  }
+  return cases;
+}
+
+/// How a row's float model came to be: trained (its file loaded) or random, and the input
+/// standardisation it was trained with (the file's metadata or model architecture), if any.
+struct model_origin {
+  bool trained = false;
+  std::optional<io::input_standardisation> input;
+};
+
 /// The float model of a row: its trained file from `dir` when there, random weights (pruned to
 /// the row's densities, with a warning when a file was expected) otherwise; `source` says which.
-nn::sequential<float> float_model_of(const model_case& c, const std::filesystem::path& dir, std::string& source) {
+nn::sequential<float> float_model_of(const model_case& c, const std::filesystem::path& dir, std::string& source,
+                                     model_origin* origin = nullptr) {
+  model_origin o;
   rng gen(42);
   nn::sequential<float> float_model = c.model == "bnn-lenet5" ? bnn_lenet5(gen) : cli::make_model(c.model, gen, "compressed_models");
   source = c.kind == form::xnor ? "random +-1 weights" : "random, magnitude-pruned per layer";
@@ -473,14 +572,24 @@ nn::sequential<float> float_model_of(const model_case& c, const std::filesystem:
       // A model file (io::save_model): decoded to float layers, the same network timed as floats.
       io::load_model_options lo;
       lo.decode = true;
-      auto loaded = io::load_model<float>(dir / c.file, lo);
-      auto* seq = dynamic_cast<nn::sequential<float>*>(loaded.get());
+      auto loaded = io::read_model<float>(dir / c.file, lo);
+      auto* seq = dynamic_cast<nn::sequential<float>*>(loaded.model.get());
       if (seq == nullptr) throw config_error(fmt::format("compressed_models: {} does not hold a Sequential", (dir / c.file).string()));
       float_model = nn::sequential<float>(*seq);
+      o.input = loaded.input;
     } else {
+      // A parameter file written by an example: its metadata must name this model and data set
+      // (a VGG file for CIFAR, or a LeNet-5 trained on Fashion-MNIST, would give a wrong accuracy),
+      // and may record the input standardisation it was trained with.
+      const auto meta = io::read_safetensors<float>(dir / c.file).metadata;
+      cli::require_model_and_data(meta, "model", (dir / c.file).string(), c.model, c.data, "compressed_models");
       io::load_parameters(float_model, dir / c.file);
+      const auto mean = meta.find("input_mean");
+      const auto stddev = meta.find("input_std");
+      if (mean != meta.end() && stddev != meta.end()) o.input = io::input_standardisation{std::stod(mean->second), std::stod(stddev->second)};
     }
     source = (dir / c.file).string();
+    o.trained = true;
   } else {
     if (!c.file.empty())
       fmt::print("WARNING: {} not found: {} uses random weights{} (not a trained model)\n", (dir / c.file).string(), c.name, [&] {
@@ -496,7 +605,8 @@ nn::sequential<float> float_model_of(const model_case& c, const std::filesystem:
     for (const auto& [layer, b] : c.codebook_bits) bits += fmt::format("{}{}={}", bits.empty() ? "" : ",", layer, b);
     source += ", codebook bits " + bits;
   }
-  if (c.density.empty() && c.file.empty()) source = "random, dense";
+  if (c.density.empty() && !o.trained && c.kind != form::xnor) source = "random, dense";
+  if (origin != nullptr) *origin = o;
   return float_model;
 }
 
@@ -514,7 +624,7 @@ int rss_child(const cli::args& args, const std::filesystem::path& dir) {
     return 0;
   }
   const index_t batch = std::stol(batch_text);
-  for (const auto& c : all_cases()) {
+  for (const auto& c : cases_of(args)) {
     if (c.name != name) continue;
     std::string source;
     nn::sequential<float> model = float_model_of(c, dir, source);
@@ -547,7 +657,7 @@ int rss_child(const cli::args& args, const std::filesystem::path& dir) {
 }  // namespace
 
 int run(int argc, char** argv) {
-  cli::args args(argc, argv, {{"rounds", "21"}, {"csv", "compressed_models.csv"}, {"profile", "false"}, {"dir", "out"}, {"only", ""}, {"measure", "false"}, {"verbose", "false"}, {"sweep", "false"}, {"batch", "0"}, {"pytorch", "true"}, {"python", "/usr/bin/python3"}, {"bnn-first", "dense-form"}, {"bnn-fold", "true"}, {"bnn-direct", "true"}, {"zero-skip", "auto"}, {"files", ""}, {"against", ""}, {"rss", "true"}, {"rss-child", ""}},
+  cli::args args(argc, argv, {{"rounds", "21"}, {"csv", "compressed_models.csv"}, {"profile", "false"}, {"dir", "out"}, {"only", ""}, {"measure", "false"}, {"verbose", "false"}, {"sweep", "false"}, {"batch", "0"}, {"pytorch", "true"}, {"python", "/usr/bin/python3"}, {"bnn-first", "dense-form"}, {"bnn-fold", "true"}, {"bnn-direct", "true"}, {"zero-skip", "auto"}, {"files", ""}, {"against", ""}, {"rss", "true"}, {"rss-child", ""}, {"accuracy", "true"}, {"vgg", ""}},
                  "compressed_models: whole compressed models against their float models, one thread");
   const int rounds = static_cast<int>(args.integer("rounds"));
   if (!args.str("files").empty()) {
@@ -559,7 +669,10 @@ int run(int argc, char** argv) {
   const std::filesystem::path dir = args.str("dir");
   if (!args.str("rss-child").empty()) return rss_child(args, dir);
   const mnist_images mnist = load_mnist_images();
-  const std::vector<model_case> cases = all_cases();
+  const std::vector<model_case> cases = cases_of(args);
+  // Fashion-MNIST (60,000 / 10,000) only when a row needs it (--vgg).
+  mnist_images fashion;
+  if (std::any_of(cases.begin(), cases.end(), [](const model_case& c) { return c.data == "fashion"; })) fashion = load_mnist_images("fashion");
   fmt::print("compressed_models: one thread, {} rounds, median per call (thread CPU time), load average {}\n", rounds, load_average());
   if (mnist.real)
     fmt::print("inputs: a stride over the whole MNIST test set (input k of n is image floor(k N / n), N = {}; the files are sorted by "
@@ -569,8 +682,9 @@ int run(int argc, char** argv) {
                mnist.train.dim(0), label_histogram(mnist.train_labels, 256, 1));
   // Peak RSS columns: each row's float and compressed model run in a fresh child process (--rss-child).
   const std::string child_flags =
-      fmt::format("--dir '{}' --bnn-first {} --bnn-fold {} --bnn-direct {} --measure {}", dir.string(), args.str("bnn-first"),
-                  args.str("bnn-fold"), args.str("bnn-direct"), args.str("measure"));
+      fmt::format("--dir '{}' --bnn-first {} --bnn-fold {} --bnn-direct {} --measure {}{}", dir.string(), args.str("bnn-first"),
+                  args.str("bnn-fold"), args.str("bnn-direct"), args.str("measure"),
+                  args.str("vgg").empty() ? std::string() : fmt::format(" --vgg '{}'", args.str("vgg")));
   std::optional<long> idle_kib;
   if (args.flag("rss")) {
     idle_kib = child_peak_rss_kib("--rss-child idle,1,idle " + child_flags);
@@ -581,24 +695,34 @@ int run(int argc, char** argv) {
   std::map<std::pair<std::string, index_t>, double> pytorch;
   std::vector<std::string> torch_models;
   for (const auto& c : cases)
-    if ((args.str("only").empty() || c.name.find(args.str("only")) != std::string::npos) &&
+    if ((args.str("only").empty() || c.name.find(args.str("only")) != std::string::npos) && c.model != "vgg" &&
         std::find(torch_models.begin(), torch_models.end(), c.model) == torch_models.end())
-      torch_models.push_back(c.model);
+      torch_models.push_back(c.model);  // pytorch_dense_models.py has no VGG: that row's PyTorch columns stay n/a
 #if defined(SLIMNET_BENCH_SOURCE_DIR)
   if (args.flag("pytorch") && !torch_models.empty())
     pytorch = pytorch_dense_latencies(SLIMNET_BENCH_SOURCE_DIR, args.str("python"), rounds, torch_models, {1, 64});
 #endif
-  fmt::print("{:<26} {:>5} {:>8} {:>11} {:>11} {:>8} {:>11} {:>8} {:>11} {:>11} {:>8} {:>10} {:>9} {:>9}  {}\n", "model", "batch", "weights%",
-             "float us", "compr. us", "speedup", "PyTorch us", "vs PyT.", "float B", "compr. B", "B/nnz", "max|diff|", "fl. RSS", "co. RSS",
-             "weights from");
+  if (args.flag("accuracy"))
+    fmt::print("accuracy columns: top-1 on the whole test set (MNIST subset: 2,000 digits; Fashion-MNIST: 10,000), batches of 64, float "
+               "model and the compressed model of the row (converted for that row's batch); n/a for random weights\n");
+  fmt::print("{:<26} {:>5} {:>8} {:>11} {:>11} {:>8} {:>11} {:>8} {:>11} {:>11} {:>8} {:>10} {:>9} {:>9} {:>7} {:>7}  {}\n", "model", "batch",
+             "weights%", "float us", "compr. us", "speedup", "PyTorch us", "vs PyT.", "float B", "compr. B", "B/nnz", "max|diff|", "fl. RSS",
+             "co. RSS", "fl. acc", "co. acc", "weights from");
   std::ofstream csv(args.str("csv"));
   csv << "model,batch,weights_kept,float_seconds,compressed_seconds,speedup,pytorch_dense_seconds,speedup_vs_pytorch_dense,"
-         "float_weight_bytes,compressed_weight_bytes,sparse_bytes_per_nonzero,max_abs_diff,peak_rss_float_kib,peak_rss_compressed_kib,source\n";
+         "float_weight_bytes,compressed_weight_bytes,sparse_bytes_per_nonzero,max_abs_diff,peak_rss_float_kib,peak_rss_compressed_kib,"
+         "float_accuracy,compressed_accuracy,source\n";
   for (const auto& c : cases) {
     if (!args.str("only").empty() && c.name.find(args.str("only")) == std::string::npos) continue;
     std::string source;
-    nn::sequential<float> float_model = float_model_of(c, dir, source);
+    model_origin origin;
+    nn::sequential<float> float_model = float_model_of(c, dir, source, &origin);
     const weight_stats fs = stats_of(float_model);
+    const mnist_images& data = c.data == "fashion" ? fashion : mnist;
+    // Accuracy on the whole test set, outside the timed rounds: the float model once per row, each
+    // compressed model (converted for its batch) below.
+    const bool accuracy = args.flag("accuracy") && origin.trained && data.real;
+    const double float_accuracy = accuracy ? test_accuracy(float_model, data.test, data.test_labels, origin.input) : NAN;
     for (index_t batch : {index_t{1}, index_t{64}}) {
       if (args.integer("batch") > 0 && batch != args.integer("batch")) continue;
       nn::sequential<float> compressed = float_model;
@@ -637,15 +761,17 @@ int run(int argc, char** argv) {
       rng xg(7);
       // Real digits strided over the whole test set, cycled call by call (each model has its own
       // cursor over the same sequence).
-      const std::vector<tensor<float>> xs = image_batches(mnist.test, batch, batch == 1 ? 64 : 4, xg);
+      const std::vector<tensor<float>> xs = image_batches(data.test, batch, batch == 1 ? 64 : 4, xg);
       const tensor<float>& x = xs.front();
       const std::string input_note =
-          mnist.real ? fmt::format("; MNIST test digits strided over the test set, cycled ({} inputs)", xs.size()) : "; random inputs";
+          data.real ? fmt::format("; {} test images strided over the test set, cycled ({} inputs)", c.data == "fashion" ? "Fashion-MNIST" : "MNIST",
+                                  xs.size())
+                    : "; random inputs";
       // The same conversion with measured activation sparsity (batch 1, sparse Linears): the "+zero-skip" row.
       std::optional<nn::sequential<float>> skipping;
       if (batch == 1 && c.kind == form::sparse && !c.density.empty() && args.str("zero-skip") != "off") {
         rng cg(11);
-        const tensor<float> calib = image_batches(mnist.train, 256, 1, cg).front();
+        const tensor<float> calib = image_batches(data.train, 256, 1, cg).front();
         nc::compress_options oz = o;
         oz.input_density = nc::input_densities(float_model, calib);
         oz.input_frequency = nc::input_frequencies(float_model, calib);
@@ -699,18 +825,19 @@ int run(int argc, char** argv) {
         if (const auto k = child_peak_rss_kib(row + "compressed " + child_flags)) rss_compressed = *k / 1024.0;
       }
       for (std::size_t m = 1; m < models.size(); ++m) {
+        const double compressed_accuracy = accuracy ? test_accuracy(*models[m], data.test, data.test_labels, origin.input) : NAN;
         const weight_stats ms = stats_of(*models[m]);
         const double rss_c = m == 1 ? rss_compressed : NAN;
         const double bpn = ms.sparse_nnz > 0 ? ms.sparse_bytes / ms.sparse_nnz : NAN;
         const std::string name = m == 1 ? c.name : alternative_name;
         fmt::print(
-            "{:<26} {:>5} {:>7.2f}% {:>11.1f} {:>11.1f} {:>7.2f}x {:>11.1f} {:>7.2f}x {:>11.0f} {:>11.0f} {:>8.2f} {:>10.2e} {:>8.1f}M {:>8.1f}M  "
-            "{}{}\n",
+            "{:<26} {:>5} {:>7.2f}% {:>11.1f} {:>11.1f} {:>7.2f}x {:>11.1f} {:>7.2f}x {:>11.0f} {:>11.0f} {:>8.2f} {:>10.2e} {:>8.1f}M {:>8.1f}M "
+            "{:>7} {:>7}  {}{}\n",
             name, batch, 100 * fs.nnz / fs.weights, 1e6 * t[0], 1e6 * t[m], t[0] / t[m], 1e6 * pt_s, pt_s / t[m], fs.bytes, ms.bytes, bpn,
-            diffs[m], rss_float, rss_c, source, input_note);
-        csv << fmt::format("{},{},{:.5f},{:.4e},{:.4e},{:.3f},{:.4e},{:.3f},{:.0f},{:.0f},{:.3f},{:.3e},{:.0f},{:.0f},{}{}\n", name, batch,
-                           fs.nnz / fs.weights, t[0], t[m], t[0] / t[m], pt_s, pt_s / t[m], fs.bytes, ms.bytes, bpn, diffs[m],
-                           rss_float * 1024, rss_c * 1024, source, input_note);
+            diffs[m], rss_float, rss_c, percent_or_na(float_accuracy), percent_or_na(compressed_accuracy), source, input_note);
+        csv << fmt::format("{},{},{:.5f},{:.4e},{:.4e},{:.3f},{:.4e},{:.3f},{:.0f},{:.0f},{:.3f},{:.3e},{:.0f},{:.0f},{:.4f},{:.4f},{}{}\n", name,
+                           batch, fs.nnz / fs.weights, t[0], t[m], t[0] / t[m], pt_s, pt_s / t[m], fs.bytes, ms.bytes, bpn, diffs[m],
+                           rss_float * 1024, rss_c * 1024, float_accuracy, compressed_accuracy, source, input_note);
       }
       if (args.flag("profile")) {
         for (auto* m : {&float_model, &compressed}) {
