@@ -128,22 +128,10 @@ int main(int argc, char** argv) {
     rng gen(seed);
     auto model = cli::make_model(model_name, gen, "prune_magnitude");
     const train::cross_entropy<float> loss;
-    // --heldout N: take the N images that examples 11 (deepiot) and 15 (sparsesep) hold out
-    // (data::stratified_split of the training set, fraction N / size, --seed) out of the training
-    // set here too, so that a baseline trained without them and every method compared on it
-    // (issue #14's one baseline per network) retrain on exactly the same images.
+    // --heldout N: the training images examples 11 and 15 hold out stay out of training here too.
     const long heldout_n = a.integer("heldout");
-    const std::string heldout_tag =
-        heldout_n > 0 ? fmt::format("{} images, stratified, seed {}", heldout_n, seed) : std::string("none");
-    if (heldout_n > 0) {
-      if (heldout_n >= data.train.size()) {
-        throw config_error(fmt::format("prune_magnitude: --heldout {} leaves no training images (the training set has {})", heldout_n,
-                                       data.train.size()));
-      }
-      const double frac = static_cast<double>(heldout_n) / static_cast<double>(data.train.size());
-      const auto [tr, ho] = data::stratified_split(data.train.labels, data.train.num_classes, frac, seed);
-      data.train = data.train.subset(tr);
-    }
+    std::string heldout_tag;
+    cli::split_heldout(data.train, heldout_n, seed, "prune_magnitude", heldout_tag);
     fmt::print("{} on {}: {} train / {} test images\n", model_name, a.str("data"),
                data.train.size(), data.test.size());
 

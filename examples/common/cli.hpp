@@ -215,6 +215,25 @@ inline std::map<std::string, std::string> load_or_train_baseline(nn::layer<float
 }
 
 /// "fc1=0.92,fc2=0.91" -> {fc1: 0.92, fc2: 0.91}; `what` names the option in errors.
+/// --heldout N of examples 2, 3, 11 and 15: removes from `train` the N images that example 11's stop
+/// rule and example 15's search hold out (data::stratified_split of the training set, fraction
+/// N / size, `seed`), so a baseline trained without them and every method compared on it retrain on
+/// the same images (issue #14: one baseline per network). Returns the held-out images (empty when
+/// N <= 0) and sets `tag` to the split's metadata text ("none" when N <= 0).
+inline data::dataset<float> split_heldout(data::dataset<float>& train, long n, std::uint64_t seed, const char* program,
+                                          std::string& tag) {
+  tag = n > 0 ? fmt::format("{} images, stratified, seed {}", n, seed) : std::string("none");
+  if (n <= 0) return {};
+  if (n >= train.size()) {
+    throw config_error(fmt::format("{}: --heldout {} leaves no training images (the training set has {})", program, n, train.size()));
+  }
+  const double frac = static_cast<double>(n) / static_cast<double>(train.size());
+  const auto [tr, ho] = data::stratified_split(train.labels, train.num_classes, frac, seed);
+  data::dataset<float> heldout = train.subset(ho);
+  train = train.subset(tr);
+  return heldout;
+}
+
 inline std::map<std::string, double> parse_layer_values(const std::string& text, const char* program, const char* what) {
   std::map<std::string, double> out;
   std::stringstream ss(text);
