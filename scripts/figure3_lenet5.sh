@@ -3,7 +3,7 @@
 # DeepIoT, DyNS (slimnet's DNS), SparseSep and magnitude pruning, all from
 # $RUNS/lenet5-base.safetensors (trained by example 15 without the 1,000 stratified held-out
 # training images, seed 1, that example 11 uses for its stop rule and example 15 for its search).
-# Runs one program at a time (nice 10), logs and CSVs under $RUNS, then the plot script.
+# Runs one program at a time (nice 10), logs and CSVs under $RUNS, then scripts/plot_accuracy_vs_kept.py.
 #
 #   scripts/figure3_lenet5.sh [step...]     steps: deepiot dns magnitude sparsesep deepiot-stop deepiot-ft60 plot (default: all)
 #   BUILD=build-fig3 RUNS=build-fig3/runs TAUS="0.9 0.825" scripts/figure3_lenet5.sh deepiot
@@ -77,7 +77,8 @@ for step in "${steps[@]}"; do
       run sparsesep-growth "$BUILD/examples/sparsesep" --model lenet5 --data mnist --baseline "$BASE" \
         --budgets 0.005 --allow-growth --quiet --csv "$RUNS/sparsesep-growth.csv" ;;
     plot)
-      /usr/bin/python3 scripts/plot_figure3_lenet5.py --runs "$RUNS" --out docs/figure3_lenet5 ;;
+      /usr/bin/python3 scripts/plot_accuracy_vs_kept.py --runs "$RUNS" --out docs/figure3_lenet5 \
+        --title "LeNet-5, MNIST subset: test accuracy against weights kept (one baseline)" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done
