@@ -114,6 +114,69 @@ inline index_t balanced_block(index_t total, index_t limit, index_t align) {
   return std::min(limit, (size + align - 1) / align * align);
 }
 
+/// The batch-1 product's operands with unit stride, shared by every family's gemv_row: A's single
+/// row (x) and C's (y), copied into per-thread scratch when strided; finish() writes a copied y
+/// back into C.
+class contiguous_row_operands {
+ public:
+  contiguous_row_operands(const matrix_ref<const float>& a, const matrix_ref<float>& c) : c_(c), x_(a.data), y_(c.data) {
+    thread_local std::vector<float> x_copy, y_copy;
+    if (a.col_stride != 1) {
+      x_copy.resize(static_cast<std::size_t>(a.cols));
+      for (index_t p = 0; p < a.cols; ++p) x_copy[static_cast<std::size_t>(p)] = a(0, p);
+      x_ = x_copy.data();
+    }
+    if (c.col_stride != 1) {
+      y_copy.resize(static_cast<std::size_t>(c.cols));
+      for (index_t j = 0; j < c.cols; ++j) y_copy[static_cast<std::size_t>(j)] = c(0, j);
+      y_ = y_copy.data();
+    }
+  }
+  const float* x() const { return x_; }
+  float* y() const { return y_; }
+  void finish() const {
+    if (c_.col_stride != 1)
+      for (index_t j = 0; j < c_.cols; ++j) c_(0, j) = y_[j];
+  }
+
+ private:
+  matrix_ref<float> c_;
+  const float* x_;
+  float* y_;
+};
+
+/// B (k x n, k <= 4) row-major with unit column stride for the shallow kernels: B itself, or a
+/// per-thread row-major copy; ldb receives its row stride.
+inline const float* row_major_shallow_b(const matrix_ref<const float>& b, index_t& ldb) {
+  ldb = b.row_stride;
+  if (b.col_stride == 1) return b.data;
+  thread_local std::vector<float> b_copy;
+  b_copy.resize(static_cast<std::size_t>(b.rows * b.cols));
+  for (index_t p = 0; p < b.rows; ++p)
+    for (index_t j = 0; j < b.cols; ++j) b_copy[static_cast<std::size_t>(p * b.cols + j)] = b(p, j);
+  ldb = b.cols;
+  return b_copy.data();
+}
+
+/// Calls f(std::integral_constant<int, K>{}) for depth k in 1..4 (the shallow kernels' unrolled K).
+template <class F>
+void with_shallow_depth(index_t k, F&& f) {
+  switch (k) {
+    case 1:
+      f(std::integral_constant<int, 1>{});
+      break;
+    case 2:
+      f(std::integral_constant<int, 2>{});
+      break;
+    case 3:
+      f(std::integral_constant<int, 3>{});
+      break;
+    default:
+      f(std::integral_constant<int, 4>{});
+      break;
+  }
+}
+
 #if SLIMNET_GEMM_AVX512
 namespace avx512 {
 
@@ -434,23 +497,9 @@ SLIMNET_GEMM_AVX512_TARGET inline void shallow_rows(const matrix_ref<const float
 /// rows of C (row-major), no packing; the work is C's memory traffic.
 SLIMNET_GEMM_AVX512_TARGET inline void gemm_shallow(const matrix_ref<const float>& a, const matrix_ref<const float>& b, const matrix_ref<float>& c, float alpha,
                          float beta) {
-  const index_t n = c.cols, k = a.cols;
-  thread_local std::vector<float> b_copy;
-  const float* bp = b.data;
-  index_t ldb = b.row_stride;
-  if (b.col_stride != 1) {
-    b_copy.resize(static_cast<std::size_t>(k * n));
-    for (index_t p = 0; p < k; ++p)
-      for (index_t j = 0; j < n; ++j) b_copy[static_cast<std::size_t>(p * n + j)] = b(p, j);
-    bp = b_copy.data();
-    ldb = n;
-  }
-  switch (k) {
-    case 1: shallow_rows<1>(a, bp, ldb, c, alpha, beta); break;
-    case 2: shallow_rows<2>(a, bp, ldb, c, alpha, beta); break;
-    case 3: shallow_rows<3>(a, bp, ldb, c, alpha, beta); break;
-    default: shallow_rows<4>(a, bp, ldb, c, alpha, beta); break;
-  }
+  index_t ldb = 0;
+  const float* bp = detail::row_major_shallow_b(b, ldb);
+  detail::with_shallow_depth(a.cols, [&](auto depth) { shallow_rows<decltype(depth)::value>(a, bp, ldb, c, alpha, beta); });
 }
 
 /// Matrix-vector product with a single row of C (batch 1): c (1 x n) = alpha * a (1 x k) B + beta * c.
@@ -461,19 +510,9 @@ SLIMNET_GEMM_AVX512_TARGET inline bool gemv_row(const matrix_ref<const float>& a
                      float beta) {
   if (b.col_stride != 1 && b.row_stride != 1) return false;
   const index_t k = a.cols, n = c.cols;
-  thread_local std::vector<float> x_copy, y_copy;
-  const float* x = a.data;
-  if (a.col_stride != 1) {
-    x_copy.resize(static_cast<std::size_t>(k));
-    for (index_t p = 0; p < k; ++p) x_copy[static_cast<std::size_t>(p)] = a(0, p);
-    x = x_copy.data();
-  }
-  float* y = c.data;
-  if (c.col_stride != 1) {
-    y_copy.resize(static_cast<std::size_t>(n));
-    for (index_t j = 0; j < n; ++j) y_copy[static_cast<std::size_t>(j)] = c(0, j);
-    y = y_copy.data();
-  }
+  const detail::contiguous_row_operands rows(a, c);
+  const float* x = rows.x();
+  float* y = rows.y();
   const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
   if (b.col_stride == 1) {
     for (index_t j0 = 0; j0 < n; j0 += 128) {
@@ -543,9 +582,7 @@ SLIMNET_GEMM_AVX512_TARGET inline bool gemv_row(const matrix_ref<const float>& a
       finish(j, _mm512_reduce_add_ps(s0));
     }
   }
-  if (c.col_stride != 1) {
-    for (index_t j = 0; j < n; ++j) c(0, j) = y[j];
-  }
+  rows.finish();
   return true;
 }
 
@@ -869,23 +906,9 @@ SLIMNET_GEMM_AVX2_TARGET inline void shallow_rows(const matrix_ref<const float>&
 /// Depth <= 4 with C row-major: one streaming pass over C's rows, no packing.
 SLIMNET_GEMM_AVX2_TARGET inline void gemm_shallow(const matrix_ref<const float>& a, const matrix_ref<const float>& b, const matrix_ref<float>& c,
                                                   float alpha, float beta) {
-  const index_t n = c.cols, k = a.cols;
-  thread_local std::vector<float> b_copy;
-  const float* bp = b.data;
-  index_t ldb = b.row_stride;
-  if (b.col_stride != 1) {
-    b_copy.resize(static_cast<std::size_t>(k * n));
-    for (index_t p = 0; p < k; ++p)
-      for (index_t j = 0; j < n; ++j) b_copy[static_cast<std::size_t>(p * n + j)] = b(p, j);
-    bp = b_copy.data();
-    ldb = n;
-  }
-  switch (k) {
-    case 1: shallow_rows<1>(a, bp, ldb, c, alpha, beta); break;
-    case 2: shallow_rows<2>(a, bp, ldb, c, alpha, beta); break;
-    case 3: shallow_rows<3>(a, bp, ldb, c, alpha, beta); break;
-    default: shallow_rows<4>(a, bp, ldb, c, alpha, beta); break;
-  }
+  index_t ldb = 0;
+  const float* bp = detail::row_major_shallow_b(b, ldb);
+  detail::with_shallow_depth(a.cols, [&](auto depth) { shallow_rows<decltype(depth)::value>(a, bp, ldb, c, alpha, beta); });
 }
 
 /// c (1 x n) = alpha * a (1 x k) B + beta * c, as the AVX-512 gemv_row: a row-major B is scaled and
@@ -895,19 +918,9 @@ SLIMNET_GEMM_AVX2_TARGET inline bool gemv_row(const matrix_ref<const float>& a, 
                                               float alpha, float beta) {
   if (b.col_stride != 1 && b.row_stride != 1) return false;
   const index_t k = a.cols, n = c.cols;
-  thread_local std::vector<float> x_copy, y_copy;
-  const float* x = a.data;
-  if (a.col_stride != 1) {
-    x_copy.resize(static_cast<std::size_t>(k));
-    for (index_t p = 0; p < k; ++p) x_copy[static_cast<std::size_t>(p)] = a(0, p);
-    x = x_copy.data();
-  }
-  float* y = c.data;
-  if (c.col_stride != 1) {
-    y_copy.resize(static_cast<std::size_t>(n));
-    for (index_t j = 0; j < n; ++j) y_copy[static_cast<std::size_t>(j)] = c(0, j);
-    y = y_copy.data();
-  }
+  const detail::contiguous_row_operands rows(a, c);
+  const float* x = rows.x();
+  float* y = rows.y();
   const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
   if (b.col_stride == 1) {
     for (index_t j0 = 0; j0 < n; j0 += 64) {
@@ -974,9 +987,7 @@ SLIMNET_GEMM_AVX2_TARGET inline bool gemv_row(const matrix_ref<const float>& a, 
       y[j] = alpha * hsum(s0) + (beta == 0.0f ? 0.0f : beta * y[j]);
     }
   }
-  if (c.col_stride != 1) {
-    for (index_t j = 0; j < n; ++j) c(0, j) = y[j];
-  }
+  rows.finish();
   return true;
 }
 
