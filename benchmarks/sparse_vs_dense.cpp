@@ -302,8 +302,12 @@ int main(int argc, char** argv) {
   const char* blas_note = "missing (built without OpenBLAS: install libopenblas-dev and re-run cmake)";
 #endif
   const auto paths = kernels::compiled_kernel_paths();
-  fmt::print("sparse_vs_dense: one thread, CPU time of the thread, best of {} interleaved rounds; AVX-512 paths {}; OpenBLAS column: {}\n", rounds,
-             paths.avx512 ? "on" : "off", blas_note);
+  fmt::print(
+      "sparse_vs_dense: one thread, CPU time of the thread, best of {} interleaved rounds; compiled-in AVX-512 (CSR, blocked) {}; "
+      "OpenBLAS column: {}\n",
+      rounds, paths.avx512 ? "on" : "off", blas_note);
+  fmt::print("{}; run-time paths: SELL-16 {}, dense GEMM {} (SLIMNET_ISA=avx2|avx512|portable forces one)\n",
+             kernels::describe_cpu(), kernels::isa_name(kernels::sell_path()), kernels::isa_name(kernels::gemm_path()));
   fmt::print("X is (k x batch), batch-contiguous; Eigen sparse is SparseMatrix<float, RowMajor> times the same X.\n");
   fmt::print("slimnet sparse = SELL-16 (batch 1) or column-blocked CSR (batch 64); ratios are its time / dense time.\n\n");
   std::vector<case_result> all;

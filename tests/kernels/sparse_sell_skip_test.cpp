@@ -2,13 +2,17 @@
 // shapes, weight densities and inputs with whole zero blocks (none, some, all; +0 and -0 mixed),
 // both paths and every lookup width (16, 32, 64 and a gathered 7), outputs poisoned first, against
 // a dense double product; all-zero inputs give the bias exactly; inf and NaN inputs are not skipped.
+// Every family this CPU runs (portable, avx2, avx512: forced with set_isa) takes each case, and the
+// path that actually ran is checked by sell_path_calls.
 #include <catch2/catch.hpp>
 
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "slimnet/core/random.hpp"
+#include "slimnet/kernels/cpu_features.hpp"
 #include "slimnet/kernels/sparse_sell.hpp"
 #include "support/poison.hpp"
 
@@ -16,6 +20,23 @@ using namespace slimnet;
 using slimnet::testing::poison;
 
 namespace {
+
+/// Calls f() once under each instruction-set family this CPU runs (set_isa; reset afterwards), and
+/// once with kernel_path::portable requested under the best family; f gets the params path to use
+/// and the family that must compute a float product.
+template <class F>
+void for_each_sell_family(F&& f) {
+  struct reset_on_exit {
+    ~reset_on_exit() { kernels::reset_isa(); }
+  } reset;
+  for (kernels::isa family : {kernels::isa::portable, kernels::isa::avx2, kernels::isa::avx512}) {
+    if (!kernels::isa_supported(family)) continue;
+    kernels::set_isa(family);
+    f(kernels::kernel_path::automatic, kernels::sell_path());
+  }
+  kernels::reset_isa();
+  f(kernels::kernel_path::portable, kernels::isa::portable);
+}
 
 /// x with each block of `block` columns all zero with probability `zero_blocks` (+0 and -0
 /// alternating), and single zeros elsewhere.
@@ -49,13 +70,16 @@ void check_sell_skip(index_t rows, index_t cols, double density, double zero_blo
   const double eps = std::numeric_limits<Scalar>::epsilon();
   for (bool sorted : {false, true}) {
     const auto s = kernels::sell_matrix<Scalar, std::uint8_t>::from_dense(wv, block, sorted);
-    for (auto path : {kernels::kernel_path::automatic, kernels::kernel_path::portable}) {
+    for_each_sell_family([&](kernels::kernel_path path, kernels::isa family) {
+      if (!std::is_same_v<Scalar, float>) family = kernels::isa::portable;
       kernels::sparse_params<Scalar> params;
       params.bias = bias.data();
       params.path = path;
       std::vector<Scalar> y(static_cast<std::size_t>(rows));
       poison(y);
+      const auto calls = kernels::sell_path_calls(family);
       kernels::spmv_sell(s.ref(), x.data(), y.data(), params);
+      CHECK(kernels::sell_path_calls(family) == calls + 1);
       index_t bad = 0;
       for (index_t i = 0; i < rows; ++i) {
         double sum = bias[static_cast<std::size_t>(i)], mag = std::abs(sum);
@@ -68,14 +92,14 @@ void check_sell_skip(index_t rows, index_t cols, double density, double zero_blo
         }
         if (!(std::abs(double(y[static_cast<std::size_t>(i)]) - sum) <= double(terms + 2) * eps * mag)) ++bad;
       }
-      INFO(rows << " x " << cols << " at " << density << ", " << zero_blocks << " zero blocks of " << block << ", sorted " << sorted
-                << ", path " << static_cast<int>(path));
+      INFO(rows << " x " << cols << " at " << density << ", " << zero_blocks << " zero blocks of " << block << ", sorted "
+                << sorted << ", family " << kernels::isa_name(family));
       CHECK(bad == 0);
       // All inputs zero: every block skipped, the outputs are the bias exactly.
       if (zero_blocks == 1.0) {
         for (index_t i = 0; i < rows; ++i) CHECK(y[static_cast<std::size_t>(i)] == bias[static_cast<std::size_t>(i)]);
       }
-    }
+    });
   }
 }
 
@@ -125,7 +149,8 @@ TEST_CASE("spmv_sell: an inf or NaN input block is not skipped", "[kernels][spar
   std::vector<float> w(static_cast<std::size_t>(rows * cols), 0.0f), x(static_cast<std::size_t>(cols), 0.0f), y(static_cast<std::size_t>(rows));
   for (index_t i = 0; i < rows; ++i) w[static_cast<std::size_t>(i * cols + 65)] = 1.0f;  // the last (partial) 64-column block
   const auto s = kernels::sell_matrix<float>::from_dense(kernels::row_major<const float>(w.data(), rows, cols), 64, true);
-  for (auto path : {kernels::kernel_path::automatic, kernels::kernel_path::portable}) {
+  for_each_sell_family([&](kernels::kernel_path path, kernels::isa family) {
+    INFO("family " << kernels::isa_name(family));
     kernels::sparse_params<float> params;
     params.path = path;
     x[65] = std::numeric_limits<float>::infinity();
@@ -141,7 +166,7 @@ TEST_CASE("spmv_sell: an inf or NaN input block is not skipped", "[kernels][spar
     poison(y);
     kernels::spmv_sell(s.ref(), x.data(), y.data(), params);
     for (const float v : y) CHECK(v == 0.0f);
-  }
+  });
 }
 
 TEST_CASE("spmv_sell: unmasked steps (finite blocks) and masked steps (a block holding an inf) agree", "[kernels][sparse][sell]") {
@@ -159,19 +184,24 @@ TEST_CASE("spmv_sell: unmasked steps (finite blocks) and masked steps (a block h
     const auto s = kernels::sell_matrix<float>::from_dense(kernels::row_major<const float>(w.data(), rows, cols), 64, true);
     kernels::sparse_params<float> params;
     params.bias = bias.data();
-    std::vector<float> finite(static_cast<std::size_t>(rows)), with_inf(finite.size()), reference(finite.size());
-    poison(finite);
-    poison(with_inf);
-    kernels::spmv_sell(s.ref(), x.data(), finite.data(), params);
+    std::vector<float> reference(static_cast<std::size_t>(rows));
     kernels::spmv_sell_reference(s.ref(), x.data(), reference.data(), params);
-    x[5] = std::numeric_limits<float>::infinity();
-    kernels::spmv_sell(s.ref(), x.data(), with_inf.data(), params);
-    for (index_t i = 0; i < rows; ++i) {
-      INFO(rows << " x " << cols << " row " << i);
-      const auto k = static_cast<std::size_t>(i);
-      CHECK(finite[k] == Approx(reference[k]).margin(1e-5));
-      CHECK(with_inf[k] == Approx(reference[k]).margin(1e-5));
-    }
+    for_each_sell_family([&](kernels::kernel_path path, kernels::isa family) {
+      params.path = path;
+      std::vector<float> finite(static_cast<std::size_t>(rows)), with_inf(finite.size());
+      poison(finite);
+      poison(with_inf);
+      x[5] = 0.5f;
+      kernels::spmv_sell(s.ref(), x.data(), finite.data(), params);
+      x[5] = std::numeric_limits<float>::infinity();
+      kernels::spmv_sell(s.ref(), x.data(), with_inf.data(), params);
+      for (index_t i = 0; i < rows; ++i) {
+        INFO(rows << " x " << cols << " row " << i << ", family " << kernels::isa_name(family));
+        const auto k = static_cast<std::size_t>(i);
+        CHECK(finite[k] == Approx(reference[k]).margin(1e-5));
+        CHECK(with_inf[k] == Approx(reference[k]).margin(1e-5));
+      }
+    });
   }
 }
 

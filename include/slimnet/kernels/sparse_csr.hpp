@@ -14,9 +14,14 @@
 #include <vector>
 
 #include "slimnet/core/error.hpp"
+#include "slimnet/kernels/cpu_features.hpp"
 #include "slimnet/kernels/dispatch.hpp"
-#include "slimnet/kernels/matrix_ref.hpp"
 #include "slimnet/kernels/intrinsics.hpp"
+#include "slimnet/kernels/matrix_ref.hpp"
+
+#if defined(SLIMNET_DISPATCH_X86)
+#include <immintrin.h>
+#endif
 
 SLIMNET_INTRINSICS_BEGIN
 
@@ -235,11 +240,13 @@ void spmm_strip_portable(const csr_ref<Value, Index>& a, index_t r0, index_t r1,
   }
 }
 
-#if defined(SLIMNET_KERNELS_AVX512)
+#if defined(SLIMNET_DISPATCH_X86)
 namespace avx512 {
 
-/// Loads 16 column indices of any width as 32-bit lanes.
+/// Loads 16 column indices of any width as 32-bit lanes (compiled for AVX-512 in every x86-64
+/// build: SELL-16's kernels are chosen at run time, see sparse_sell.hpp).
 template <class Index>
+SLIMNET_TARGET("avx512f,avx512bw")
 inline __m512i load_index16(const Index* p) {
   if constexpr (sizeof(Index) == 1) {
     return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
@@ -249,6 +256,12 @@ inline __m512i load_index16(const Index* p) {
     return _mm512_loadu_si512(p);
   }
 }
+
+}  // namespace avx512
+#endif
+
+#if defined(SLIMNET_KERNELS_AVX512)
+namespace avx512 {
 /// The first n (< 16) indices, the other lanes zero; never reads past p + n.
 template <class Index>
 inline __m512i load_index_partial(const Index* p, unsigned n) {

@@ -17,15 +17,28 @@
 // A block whose inputs are all +-0 is skipped (its products are +-0; an inf or NaN weight times a
 // zero input, NaN in a dense product, is then skipped too, as in the CSC column form).
 // Column indices are relative to the block, so blocks of <= 256 columns use one byte per index.
+// Float products run on the family sell_path() names, chosen per call from kernels::active_isa()
+// and compiled with function target attributes in every x86-64 build, whatever the program's
+// -march: avx512 (the permute lookups above), avx2 (each slice as two 8-lane halves, x read by
+// gathers relative to the block start: AVX2's permutes span 8 floats, so a 64-column lookup would
+// take 8 registers and a tree of blends), portable (scalar C++, and every double product).
 #pragma once
 
 #include <algorithm>
+#include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <numeric>
 #include <vector>
 
-#include "slimnet/kernels/sparse_csr.hpp"
+#include "slimnet/kernels/cpu_features.hpp"
 #include "slimnet/kernels/intrinsics.hpp"
+#include "slimnet/kernels/sparse_csr.hpp"
+
+#if defined(SLIMNET_DISPATCH_X86)
+#define SLIMNET_SELL_AVX512 SLIMNET_TARGET("avx512f,avx512bw,avx512vl,avx512dq")
+#define SLIMNET_SELL_AVX2 SLIMNET_TARGET("avx2,fma")
+#endif
 
 SLIMNET_INTRINSICS_BEGIN
 
@@ -231,25 +244,25 @@ void spmv_sell_slices_portable(const sell_ref<Value, Index>& a, index_t s0, inde
   }
 }
 
-#if defined(SLIMNET_KERNELS_AVX512)
+#if defined(SLIMNET_DISPATCH_X86)
 namespace avx512 {
 
 /// Block widths read through permutes; Lookup::get(iv) returns x[block + iv[lane]].
 template <int Width>
 struct permute_lookup {
   __m512 r[Width / 16];
-  void load(const float* xb) {
+  SLIMNET_SELL_AVX512 void load(const float* xb) {
     for (int q = 0; q < Width / 16; ++q) r[q] = _mm512_loadu_ps(xb + 16 * q);
   }
   /// The last block of x: only `valid` floats exist.
-  void load(const float* xb, index_t valid) {
+  SLIMNET_SELL_AVX512 void load(const float* xb, index_t valid) {
     for (int q = 0; q < Width / 16; ++q) {
       const index_t n = std::clamp<index_t>(valid - 16 * q, 0, 16);
       r[q] = _mm512_maskz_loadu_ps(static_cast<__mmask16>(n >= 16 ? 0xffff : (1u << n) - 1), xb + 16 * q);
     }
   }
   /// Whether the block of x is all +-0 (NaN and inf are not zero).
-  bool all_zero() const {
+  SLIMNET_SELL_AVX512 bool all_zero() const {
     __m512i any = _mm512_castps_si512(r[0]);
     for (int q = 1; q < Width / 16; ++q) any = _mm512_or_si512(any, _mm512_castps_si512(r[q]));
     return _mm512_test_epi32_mask(any, _mm512_set1_epi32(0x7fffffff)) == 0;
@@ -257,14 +270,14 @@ struct permute_lookup {
   /// Whether every float of the block of x is finite (no inf, no NaN): then a padding lane (weight
   /// 0, index 0) adds 0 * x[block] = +-0 to its accumulator, which leaves the sum unchanged, and the
   /// steps run without their lane masks.
-  bool all_finite() const {
+  SLIMNET_SELL_AVX512 bool all_finite() const {
     const __m512i exponent = _mm512_set1_epi32(0x7f800000);
     __mmask16 bad = 0;
     for (int q = 0; q < Width / 16; ++q)
       bad = static_cast<__mmask16>(bad | _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_castps_si512(r[q]), exponent), exponent));
     return bad == 0;
   }
-  __m512 get(__m512i iv) const {
+  SLIMNET_SELL_AVX512 __m512 get(__m512i iv) const {
     if constexpr (Width == 16) {
       return _mm512_permutexvar_ps(iv, r[0]);
     } else if constexpr (Width == 32) {
@@ -284,7 +297,8 @@ struct permute_lookup {
 /// Unmasked, pairs of steps go to two accumulators (a slice's ~9 steps per block would otherwise
 /// wait on one chain of FMA latencies): 1.75 against 1.93 us in the same run.
 template <bool Masked, class Lookup, class Index>
-inline __m512 sell_steps(const sell_ref<float, Index>& a, const Lookup& lookup, sparse_offset_t t0, sparse_offset_t t1, __m512 sum) {
+SLIMNET_SELL_AVX512 inline __m512 sell_steps(const sell_ref<float, Index>& a, const Lookup& lookup, sparse_offset_t t0,
+                                             sparse_offset_t t1, __m512 sum) {
   // Pointers, not 32-bit step numbers: the compiler then does not recompute 64-bit offsets per step.
   const Index* c = a.col_indices + static_cast<std::size_t>(t0) * 16;
   const float* v = a.values + static_cast<std::size_t>(t0) * 16;
@@ -307,7 +321,7 @@ inline __m512 sell_steps(const sell_ref<float, Index>& a, const Lookup& lookup, 
 /// Stores the accumulator of slice s (+ bias) into its rows of y. `a` is any SELL-16 view with
 /// lane_rows, rows and sorted (sell_ref, and sell_codebook_ref of sparse_codebook.hpp).
 template <class SellRef>
-inline void sell_store_slice(const SellRef& a, index_t s, __m512 acc, float* y, const float* bias) {
+SLIMNET_SELL_AVX512 inline void sell_store_slice(const SellRef& a, index_t s, __m512 acc, float* y, const float* bias) {
   const __m512i lane_rows = _mm512_loadu_si512(a.lane_rows + s * 16);
   const __mmask16 valid = _mm512_cmplt_epu32_mask(lane_rows, _mm512_set1_epi32(static_cast<int>(a.rows)));
   if (!a.sorted) {  // lane l holds row 16 s + l: a contiguous store
@@ -327,7 +341,8 @@ inline void sell_store_slice(const SellRef& a, index_t s, __m512 acc, float* y, 
 /// (Zen 5, 13 blocks): 2.06-2.14 against 2.24-2.37 us.
 constexpr index_t sell_block_outer_slices = avx512_sell_block_outer_slices();
 template <int Width, class Index>
-void spmv_sell_blocks(const sell_ref<float, Index>& a, index_t s0, index_t s1, const float* x, float* y, const float* bias) {
+SLIMNET_SELL_AVX512 void spmv_sell_blocks(const sell_ref<float, Index>& a, index_t s0, index_t s1, const float* x, float* y,
+                                          const float* bias) {
   __m512 acc[sell_block_outer_slices];
   for (index_t s = s0; s < s1; ++s) acc[s - s0] = _mm512_setzero_ps();
   for (index_t b = 0; b < a.blocks; ++b) {
@@ -351,7 +366,8 @@ void spmv_sell_blocks(const sell_ref<float, Index>& a, index_t s0, index_t s1, c
 
 /// Width 0: gathers relative to the block start (any block width).
 template <int Width, class Index>
-void spmv_sell_slices(const sell_ref<float, Index>& a, index_t s0, index_t s1, const float* x, float* y, const float* bias) {
+SLIMNET_SELL_AVX512 void spmv_sell_slices(const sell_ref<float, Index>& a, index_t s0, index_t s1, const float* x, float* y,
+                                          const float* bias) {
   if constexpr (Width > 0) {
     if (s1 - s0 <= sell_block_outer_slices) {
       spmv_sell_blocks<Width>(a, s0, s1, x, y, bias);
@@ -388,17 +404,145 @@ void spmv_sell_slices(const sell_ref<float, Index>& a, index_t s0, index_t s1, c
 }
 
 }  // namespace avx512
+
+namespace avx2 {
+
+/// 8 column indices of any width as 32-bit lanes.
+template <class Index>
+SLIMNET_SELL_AVX2 inline __m256i load_index8(const Index* p) {
+  if constexpr (sizeof(Index) == 1) {
+    return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  } else if constexpr (sizeof(Index) == 2) {
+    return _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  } else {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  }
+}
+
+/// All ones in lane l (< 8) where bit l of m is set.
+SLIMNET_SELL_AVX2 inline __m256 lane_mask8(unsigned m) {
+  const __m256i bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  return _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(static_cast<int>(m)), bits), bits));
+}
+
+/// Whether x[0, n) is all +-0, and whether it is all finite (the two tests of the AVX-512
+/// permute_lookup, on a block that is not held in registers).
+SLIMNET_SELL_AVX2 inline void sell_block_state(const float* x, index_t n, bool& zero, bool& finite) {
+  const __m256i magnitude = _mm256_set1_epi32(0x7fffffff), exponent = _mm256_set1_epi32(0x7f800000);
+  __m256i any = _mm256_setzero_si256(), bad = _mm256_setzero_si256();
+  index_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256i v = _mm256_castps_si256(_mm256_loadu_ps(x + j));
+    any = _mm256_or_si256(any, _mm256_and_si256(v, magnitude));
+    bad = _mm256_or_si256(bad, _mm256_cmpeq_epi32(_mm256_and_si256(v, exponent), exponent));
+  }
+  bool tail_zero = true, tail_finite = true;
+  for (; j < n; ++j) {
+    tail_zero = tail_zero && x[j] == 0.0f;
+    tail_finite = tail_finite && std::isfinite(x[j]);
+  }
+  zero = tail_zero && _mm256_testz_si256(any, any);
+  finite = tail_finite && _mm256_testz_si256(bad, bad);
+}
+
+/// Slices [s0, s1) block by block, 64 slices at a time (as the AVX-512 spmv_sell_blocks: each block
+/// of x is tested once for all of them), each slice's 16 lanes in two 8-lane accumulators. Steps of
+/// a finite block run unmasked (padding lanes gather x[block] and add 0 * x = +-0); a block with an
+/// inf or NaN runs masked: padding lanes are neither gathered nor multiplied. Each lane sums its
+/// products in step order whatever the range [s0, s1), so threads do not change results.
+template <class Index>
+SLIMNET_SELL_AVX2 void spmv_sell_slices(const sell_ref<float, Index>& a, index_t s0, index_t s1, const float* x, float* y,
+                                        const float* bias) {
+  constexpr index_t chunk = 64;
+  __m256 acc[chunk][2];
+  alignas(32) float lanes[16];
+  for (index_t c0 = s0; c0 < s1; c0 += chunk) {
+    const index_t c1 = std::min(s1, c0 + chunk);
+    for (index_t s = c0; s < c1; ++s) acc[s - c0][0] = acc[s - c0][1] = _mm256_setzero_ps();
+    for (index_t b = 0; b < a.blocks; ++b) {
+      const float* xb = x + b * a.block_cols;
+      bool zero = false, finite = false;
+      sell_block_state(xb, std::min(a.block_cols, a.cols - b * a.block_cols), zero, finite);
+      if (zero) continue;  // zero inputs: the block's products are all +-0
+      for (index_t s = c0; s < c1; ++s) {
+        const sparse_offset_t t0 = a.step_offsets[s * a.blocks + b], t1 = a.step_offsets[s * a.blocks + b + 1];
+        __m256 lo = acc[s - c0][0], hi = acc[s - c0][1];
+        const Index* c = a.col_indices + static_cast<std::size_t>(t0) * 16;
+        const float* v = a.values + static_cast<std::size_t>(t0) * 16;
+        if (finite) {
+          for (sparse_offset_t t = t0; t < t1; ++t, c += 16, v += 16) {
+            lo = _mm256_fmadd_ps(_mm256_loadu_ps(v), _mm256_i32gather_ps(xb, load_index8(c), 4), lo);
+            hi = _mm256_fmadd_ps(_mm256_loadu_ps(v + 8), _mm256_i32gather_ps(xb, load_index8(c + 8), 4), hi);
+          }
+        } else {
+          for (sparse_offset_t t = t0; t < t1; ++t, c += 16, v += 16) {
+            const unsigned m = a.step_masks[t];
+            const __m256 mlo = lane_mask8(m & 0xffu), mhi = lane_mask8(m >> 8);
+            const __m256 xlo = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xb, load_index8(c), mlo, 4);
+            const __m256 xhi = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xb, load_index8(c + 8), mhi, 4);
+            lo = _mm256_blendv_ps(lo, _mm256_fmadd_ps(_mm256_loadu_ps(v), xlo, lo), mlo);
+            hi = _mm256_blendv_ps(hi, _mm256_fmadd_ps(_mm256_loadu_ps(v + 8), xhi, hi), mhi);
+          }
+        }
+        acc[s - c0][0] = lo;
+        acc[s - c0][1] = hi;
+      }
+    }
+    for (index_t s = c0; s < c1; ++s) {
+      _mm256_store_ps(lanes, acc[s - c0][0]);
+      _mm256_store_ps(lanes + 8, acc[s - c0][1]);
+      for (index_t l = 0; l < 16; ++l) {
+        const index_t r = a.lane_rows[s * 16 + l];
+        if (r < a.rows) y[r] = lanes[l] + (bias ? bias[r] : 0.0f);
+      }
+    }
+  }
+}
+
+}  // namespace avx2
+
+namespace avx512 {
+/// out[k] = x[order[k]] for k < n - n % 16, 16 at a time; returns how many it wrote.
+SLIMNET_SELL_AVX512 inline index_t gather_columns16(const float* x, const std::int32_t* order, index_t n, float* out) {
+  index_t k = 0;
+  for (; k + 16 <= n; k += 16) _mm512_storeu_ps(out + k, _mm512_i32gather_ps(_mm512_loadu_si512(order + k), x, 4));
+  return k;
+}
+}  // namespace avx512
 #endif
+
+/// SELL-16 products that each family computed (indexed by isa).
+inline std::atomic<std::uint64_t>* sell_path_counters() {
+  static std::atomic<std::uint64_t> counters[4] = {};
+  return counters;
+}
+
 }  // namespace detail
+
+/// The family float SELL-16 products take under the current active_isa(): avx512, avx2, else
+/// portable (also every double product, and calls with kernel_path::portable).
+inline isa sell_path() {
+#if defined(SLIMNET_DISPATCH_X86)
+  const isa active = active_isa();
+  if (active == isa::avx512 || active == isa::avx2) return active;
+#endif
+  return isa::portable;
+}
+
+/// How many spmv_sell calls each family computed since the program started (calls on an empty
+/// matrix compute nothing and are not counted).
+inline std::uint64_t sell_path_calls(isa path) {
+  return detail::sell_path_counters()[static_cast<int>(path)].load(std::memory_order_relaxed);
+}
 
 /// out[k] = x[order[k]] for k < n: an input gathered into the column order of a SELL-16 form built
 /// over reordered columns (sparse_engine). The AVX-512 path gathers 16 at a time.
 template <class Value>
 void gather_columns(const Value* x, const std::int32_t* order, index_t n, Value* out) {
   index_t k = 0;
-#if defined(SLIMNET_KERNELS_AVX512)
+#if defined(SLIMNET_DISPATCH_X86)
   if constexpr (std::is_same_v<Value, float>) {
-    for (; k + 16 <= n; k += 16) _mm512_storeu_ps(out + k, _mm512_i32gather_ps(_mm512_loadu_si512(order + k), x, 4));
+    if (active_isa() == isa::avx512) k = detail::avx512::gather_columns16(x, order, n, out);
   }
 #endif
   for (; k < n; ++k) out[k] = x[order[k]];
@@ -410,16 +554,24 @@ void spmv_sell(const sell_ref<Value, Index>& a, const Value* x, Value* y, const 
   if ((x == nullptr && a.cols > 0) || (y == nullptr && a.rows > 0)) {
     slimnet::detail::raise<shape_error>("slimnet::kernels::spmv_sell", "null x or y for a {} x {} matrix", a.rows, a.cols);
   }
+  const isa path = std::is_same_v<Value, float> && params.path != kernel_path::portable && a.rows < (index_t{1} << 31)
+                       ? sell_path()
+                       : isa::portable;
+  if (a.slices > 0) detail::sell_path_counters()[static_cast<int>(path)].fetch_add(1, std::memory_order_relaxed);
   auto slices = [&](index_t s0, index_t s1) {
-#if defined(SLIMNET_KERNELS_AVX512)
+#if defined(SLIMNET_DISPATCH_X86)
     if constexpr (std::is_same_v<Value, float>) {
-      if (params.path != kernel_path::portable && a.rows < (index_t{1} << 31)) {
+      if (path == isa::avx512) {
         switch (a.block_cols) {
           case 16: detail::avx512::spmv_sell_slices<16>(a, s0, s1, x, y, params.bias); return;
           case 32: detail::avx512::spmv_sell_slices<32>(a, s0, s1, x, y, params.bias); return;
           case 64: detail::avx512::spmv_sell_slices<64>(a, s0, s1, x, y, params.bias); return;
           default: detail::avx512::spmv_sell_slices<0>(a, s0, s1, x, y, params.bias); return;
         }
+      }
+      if (path == isa::avx2) {
+        detail::avx2::spmv_sell_slices(a, s0, s1, x, y, params.bias);
+        return;
       }
     }
 #endif
