@@ -7,4 +7,3 @@
 #include "slimnet/deepiot/reinforce.hpp"
 #include "slimnet/deepiot/thin.hpp"
 #include "slimnet/deepiot/trainer.hpp"
-#include "slimnet/deepiot/unit_gate.hpp"

@@ -13,6 +13,8 @@
 #include "slimnet/nn/parameter.hpp"
 #include "slimnet/nn/pooling.hpp"
 #include "slimnet/nn/sequential.hpp"
+#include "slimnet/nn/unit_mask.hpp"
+#include "slimnet/nn/unit_transform.hpp"
 #include "slimnet/nn/recurrent.hpp"
 #include "slimnet/nn/lstm.hpp"
 #include "slimnet/nn/gru.hpp"

@@ -151,7 +151,7 @@ TEMPLATE_TEST_CASE("a gate inside a TimeDistributed repeats each sequence's mask
   SECTION("the gate alone: forward and backward over (N*T, C, H, W)") {
     deepiot::unit_gate<TestType> gate(3, true);
     const auto z = dsg_mask<TestType>(2, 3, gen);
-    gate.set_mask(z);
+    gate.transform().set_mask(z);
     for (index_t t : {3, 1, 0}) {
       INFO("T = " << t);
       const auto x = testing::random_tensor<TestType>({2 * t, 3, 1, 2}, gen);
@@ -173,7 +173,7 @@ TEMPLATE_TEST_CASE("a gate inside a TimeDistributed repeats each sequence's mask
     tensor<TestType> out;
     REQUIRE_THROWS_WITH(gate.forward(tensor<TestType>({5, 3, 1, 2}), out, {true, &gen}), Contains("folded") && Contains("(2, 3)"));
     deepiot::unit_gate<TestType> flat(3);
-    flat.set_mask(z);
+    flat.transform().set_mask(z);
     REQUIRE_THROWS_AS(flat.forward(tensor<TestType>({4, 3, 1, 2}), out, {true, &gen}), shape_error);
   }
   SECTION("a model: example n's output depends on its own mask row only") {

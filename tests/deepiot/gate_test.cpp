@@ -22,19 +22,19 @@ TEST_CASE("unit_gate passes the gradient check with a per-example mask", "[deepi
   o.training = true;
   SECTION("fully connected (N, units)") {
     deepiot::unit_gate<double> g(5);
-    g.set_mask(random_mask(3, 5, 1));
+    g.transform().set_mask(random_mask(3, 5, 1));
     testing::require_gradients(g, {3, 5}, o);
   }
   SECTION("conv channels (N, C, H, W), one mask value per example and channel") {
     deepiot::unit_gate<double> g(3);
-    g.set_mask(random_mask(2, 3, 2));
+    g.transform().set_mask(random_mask(2, 3, 2));
     testing::require_gradients(g, {2, 3, 4, 5}, o);
   }
   SECTION("hard mode") {
     deepiot::unit_gate<double> g(4);
     column_vector<double> s(4);
     s << 0.0, 0.7, 1.0, 0.25;
-    g.set_hard(s);
+    g.transform().set_hard(s);
     testing::require_gradients(g, {3, 4}, o);
   }
 }
@@ -45,10 +45,10 @@ TEMPLATE_TEST_CASE("unit_gate masks per example in training and scales by p in e
   for (index_t i = 0; i < x.size(); ++i) x[i] = static_cast<TestType>(i + 1);
   tensor<TestType> z({2, 3});
   z.flat() << 1, 0, 1, 0, 1, 1;
-  g.set_mask(z);
+  g.transform().set_mask(z);
   column_vector<TestType> p(3);
   p << TestType(0.25), TestType(0.5), TestType(0.125);
-  g.set_probabilities(p);
+  g.transform().set_probabilities(p);
   tensor<TestType> y;
   rng gen(1);
   g.forward(x, y, {true, &gen});
@@ -68,7 +68,7 @@ TEMPLATE_TEST_CASE("unit_gate masks per example in training and scales by p in e
   // Hard mode ignores the mask in training too.
   column_vector<TestType> hard(3);
   hard << 1, 0, 1;
-  g.set_hard(hard);
+  g.transform().set_hard(hard);
   g.forward(x, y, {true, &gen});
   for (index_t i = 0; i < x.size(); ++i) REQUIRE(y[i] == x[i] * hard[(i / 4) % 3]);
 }
@@ -76,18 +76,18 @@ TEMPLATE_TEST_CASE("unit_gate masks per example in training and scales by p in e
 TEST_CASE("unit_gate rejects bad masks, probabilities and inputs", "[deepiot][errors]") {
   REQUIRE_THROWS_AS(deepiot::unit_gate<float>(0), config_error);
   deepiot::unit_gate<float> g(3);
-  REQUIRE_THROWS_WITH(g.set_mask(tensor<float>({2, 4})), Contains("unit_gate::set_mask") && Contains("(2, 4)"));
+  REQUIRE_THROWS_WITH(g.transform().set_mask(tensor<float>({2, 4})), Contains("unit_mask::set_mask") && Contains("(2, 4)"));
   tensor<float> z({2, 3}, 0.5f);
-  REQUIRE_THROWS_WITH(g.set_mask(z), Contains("0.5") && Contains("not 0 or 1"));
+  REQUIRE_THROWS_WITH(g.transform().set_mask(z), Contains("0.5") && Contains("not 0 or 1"));
   column_vector<float> p(3);
   p << 0.5f, 1.5f, 0.2f;
-  REQUIRE_THROWS_WITH(g.set_probabilities(p), Contains("set_probabilities") && Contains("1.5"));
+  REQUIRE_THROWS_WITH(g.transform().set_probabilities(p), Contains("set_probabilities") && Contains("1.5"));
   p << 0.5f, -0.1f, 0.2f;
-  REQUIRE_THROWS_AS(g.set_hard(p), config_error);
-  REQUIRE_THROWS_AS(g.set_probabilities(column_vector<float>::Ones(2)), shape_error);
+  REQUIRE_THROWS_AS(g.transform().set_hard(p), config_error);
+  REQUIRE_THROWS_AS(g.transform().set_probabilities(column_vector<float>::Ones(2)), shape_error);
   tensor<float> x({4, 3}, 1.0f), y;
   rng gen(1);
-  g.set_mask(tensor<float>({2, 3}, 1.0f));
+  g.transform().set_mask(tensor<float>({2, 3}, 1.0f));
   REQUIRE_THROWS_WITH(g.forward(x, y, {true, &gen}), Contains("(4, 3)"));  // mask batch 2 != 4
   REQUIRE_THROWS_AS(g.forward(tensor<float>({4, 5}), y, {false, &gen}), shape_error);
 }

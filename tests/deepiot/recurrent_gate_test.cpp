@@ -182,7 +182,7 @@ TEMPLATE_TEST_CASE("recurrent gates equal the unit masks set by hand", "[deepiot
       s << 1, 0, TestType(0.5), 1, 0, TestType(2);
       if (k == 1) s.reverseInPlace();
       g.gate(k).set_hard(s);
-      CHECK(g.gate(k).mode() == deepiot::gate_mode::hard);
+      CHECK(g.gate(k).mode() == nn::mask_mode::hard);
       ref_lstm.set_unit_mask(static_cast<index_t>(k), rg_as_tensor(s));
     }
     check_same(false);
@@ -205,7 +205,7 @@ TEMPLATE_TEST_CASE("recurrent gates equal the unit masks set by hand", "[deepiot
                             p1 = column_vector<TestType>::Constant(6, TestType(0.3));
     g.gate(0).set_probabilities(p0);
     g.gate(1).set_probabilities(p1);
-    CHECK(g.gate(1).mode() == deepiot::gate_mode::stochastic);
+    CHECK(g.gate(1).mode() == nn::mask_mode::stochastic);
     CHECK(g.gate(0).scale() == p0);
     ref_lstm.set_unit_mask(0, rg_as_tensor(p0));
     ref_lstm.set_unit_mask(1, rg_as_tensor(p1));
@@ -314,7 +314,7 @@ TEST_CASE("recurrent gates: typed errors", "[deepiot][recurrent][errors]") {
     tensor<double> z({2, 6});
     z.flat().setConstant(0.5);
     REQUIRE_THROWS_AS(g.gate(0).set_mask(z), config_error);
-    REQUIRE_THROWS_WITH(g.gate(1).set_hard(column_vector<double>::Constant(6, -1.0)), Contains("recurrent_gate::set_hard"));
+    REQUIRE_THROWS_WITH(g.gate(1).set_hard(column_vector<double>::Constant(6, -1.0)), Contains("unit_mask::set_hard"));
     REQUIRE_THROWS_AS(g.gate(1).set_probabilities(column_vector<double>::Constant(6, 1.5)), config_error);
     REQUIRE_THROWS_AS(g.gate(1).set_probabilities(column_vector<double>::Constant(5, 0.5)), shape_error);
     REQUIRE_THROWS_AS(g.weight(0), config_error);

@@ -9,9 +9,11 @@
 //     own unit mask (nn::recurrent::set_unit_mask), one mask vector per sequence used at every time
 //     step on both the input path of the next layer and the layer's own recurrence (Eq. 2; for a
 //     GRU the masked state is carried on, as the authors' DropoutWrapper on output and state).
-// Both kinds of gate are driven through gate_control (unit_gate.hpp), so the trainer has one code
-// path. A recurrent droppable layer is named by its thinning key (structure/thin.hpp):
-// "<child>.l<k>" and "<child>.l<k>_reverse" for the reversed direction.
+// Both kinds of gate are the same unit transform, an nn::unit_mask (nn/unit_mask.hpp): in a
+// unit_gate layer after the producer, or attached to the recurrent stacked layer. The trainer
+// drives every gate through it (set_mask, set_probabilities, set_hard): one code path. A
+// recurrent droppable layer is named by its thinning key (structure/thin.hpp): "<child>.l<k>" and
+// "<child>.l<k>_reverse" for the reversed direction.
 #pragma once
 
 #include <algorithm>
@@ -23,7 +25,6 @@
 
 #include "slimnet/core/error.hpp"
 #include "slimnet/deepiot/compressor.hpp"
-#include "slimnet/deepiot/unit_gate.hpp"
 #include "slimnet/nn/activation.hpp"
 #include "slimnet/nn/batch_norm.hpp"
 #include "slimnet/nn/bidirectional.hpp"
@@ -32,9 +33,11 @@
 #include "slimnet/nn/gru.hpp"
 #include "slimnet/nn/linear.hpp"
 #include "slimnet/nn/lstm.hpp"
-#include "slimnet/nn/pooling.hpp"
 #include "slimnet/nn/models_deepsense.hpp"
+#include "slimnet/nn/pooling.hpp"
 #include "slimnet/nn/sequential.hpp"
+#include "slimnet/nn/unit_mask.hpp"
+#include "slimnet/nn/unit_transform.hpp"
 #include "slimnet/structure/units.hpp"
 
 namespace slimnet::deepiot {
@@ -68,49 +71,13 @@ inline bool per_unit_kind(const std::string& kind) {
 inline bool droppable_kind(const std::string& kind) { return kind == "Linear" || kind == "Conv2d"; }
 }  // namespace detail
 
-/// The gate of one stacked layer of an LSTM / GRU: its unit mask. set_mask installs the (N, H)
-/// 0/1 samples, set_probabilities the keep probabilities p̂ (H), set_hard the fixed factors (H).
-/// Unlike a unit_gate, the recurrent layer does not switch between mask and p̂ with the training
-/// flag: the factors last set are used (the trainer sets p̂ before every evaluation). In hard mode
-/// set_mask only checks its argument: the hard factors stay in force, as for a unit_gate.
-template <class Scalar, class Cell>
-class recurrent_gate : public gate_control<Scalar> {
- public:
-  recurrent_gate(nn::recurrent<Scalar, Cell>& layer, index_t stacked)
-      : layer_(&layer), stacked_(stacked), scale_(column_vector<Scalar>::Ones(layer.hidden_size(stacked))) {}
-
-  index_t units() const override { return layer_->hidden_size(stacked_); }
-  gate_mode mode() const override { return mode_; }
-  const column_vector<Scalar>& scale() const override { return scale_; }
-
-  void set_mask(const tensor<Scalar>& z) override {
-    detail::check_gate_mask("slimnet::deepiot::recurrent_gate::set_mask", z, units());
-    if (mode_ == gate_mode::hard) return;
-    layer_->set_unit_mask(stacked_, z);
-  }
-  void set_probabilities(const column_vector<Scalar>& keep) override {
-    detail::check_gate_scale("slimnet::deepiot::recurrent_gate::set_probabilities", keep, units(), true);
-    install(keep, gate_mode::stochastic);
-  }
-  void set_hard(const column_vector<Scalar>& scale) override {
-    detail::check_gate_scale("slimnet::deepiot::recurrent_gate::set_hard", scale, units(), false);
-    install(scale, gate_mode::hard);
-  }
-
- private:
-  void install(const column_vector<Scalar>& s, gate_mode mode) {
-    scale_ = s;
-    mode_ = mode;
-    tensor<Scalar> m({s.size()});
-    m.flat() = s;
-    layer_->set_unit_mask(stacked_, std::move(m));
-  }
-
-  nn::recurrent<Scalar, Cell>* layer_;
-  index_t stacked_;
-  gate_mode mode_ = gate_mode::stochastic;
-  column_vector<Scalar> scale_;
-};
+/// The DeepIoT gate placed after a Linear / Conv2d (and the per-unit layers that follow it): the
+/// layer that applies an nn::unit_mask (nn/unit_transform.hpp), e.g. `gate.transform().set_mask(z)`.
+/// A recurrent stacked layer's gate is the nn::unit_mask attached to it (set_unit_mask).
+template <class Scalar>
+using unit_gate = nn::unit_transform_layer<Scalar, nn::unit_mask<Scalar>>;
+/// A gate's mode is its unit mask's (stochastic in the compressor-critic phase, hard after Eq. 11).
+using gate_mode = nn::mask_mode;
 
 /// One droppable layer of a gated model.
 struct droppable_layer {
@@ -148,8 +115,10 @@ struct gated_model {
   gated_model(const gated_model&) = delete;
   gated_model& operator=(const gated_model&) = delete;
 
-  gate_control<Scalar>& gate(std::size_t k) { return *gates_.at(k); }
-  const gate_control<Scalar>& gate(std::size_t k) const { return *gates_.at(k); }
+  /// The gate of droppable layer k: set_mask (N, units) 0/1 samples for stochastic training,
+  /// set_probabilities (p̂, evaluation), set_hard (fixed factors, Eq. 11).
+  nn::unit_mask<Scalar>& gate(std::size_t k) { return *gates_.at(k); }
+  const nn::unit_mask<Scalar>& gate(std::size_t k) const { return *gates_.at(k); }
 
   /// The weight / bias of a Linear or Conv2d droppable layer (config_error for a recurrent layer
   /// or a coupled group: its compressor matrix is packed, see live_weights).
@@ -192,22 +161,20 @@ struct gated_model {
     return {w, b};
   }
 
-  /// Registers droppable layer `d` (what attach_gates does): `gate` drives its mask (a unit_gate
-  /// inside `net`, or an owned recurrent_gate), `pack` builds its compressor matrix (recurrent).
-  /// `producer` is the Linear / Conv2d inside `net` (null: net[d.layer]).
-  void add_droppable(droppable_layer d, gate_control<Scalar>& gate, std::unique_ptr<gate_control<Scalar>> owned = {},
-                     std::function<const tensor<Scalar>&()> pack = {}, nn::layer<Scalar>* producer = nullptr) {
+  /// Registers droppable layer `d` (what attach_gates does): `gate` is its mask inside `net` (in a
+  /// unit_gate layer, or attached to a recurrent stacked layer), `pack` builds its compressor
+  /// matrix (recurrent, coupled). `producer` is the Linear / Conv2d inside `net` (null: net[d.layer]).
+  void add_droppable(droppable_layer d, nn::unit_mask<Scalar>& gate, std::function<const tensor<Scalar>&()> pack = {},
+                     nn::layer<Scalar>* producer = nullptr) {
     if (d.keys.empty()) d.keys.push_back(d.name);
     layers.push_back(std::move(d));
     gates_.push_back(&gate);
-    if (owned) owned_gates_.push_back(std::move(owned));
     packers_.push_back(std::move(pack));
     producers_.push_back(producer);
   }
 
  private:
-  std::vector<std::unique_ptr<gate_control<Scalar>>> owned_gates_;  // the recurrent gates
-  std::vector<gate_control<Scalar>*> gates_;                        // per droppable layer
+  std::vector<nn::unit_mask<Scalar>*> gates_;                      // per droppable layer, inside net
   std::vector<std::function<const tensor<Scalar>&()>> packers_;    // recurrent, coupled: packs the matrix
   std::vector<nn::layer<Scalar>*> producers_;                      // the Linear / Conv2d (null: net[layer])
 
@@ -239,8 +206,8 @@ void add_recurrent_gates(gated_model<Scalar>& g, nn::recurrent<Scalar, Cell>& r,
     const bool bias = r.bias_ih(k) != nullptr;
     d.fan_in = gates * (in + d.units + (bias ? 2 : 0));
     d.bias = false;
-    auto gate = std::make_unique<recurrent_gate<Scalar, Cell>>(r, k);
-    auto& gate_ref = *gate;
+    r.set_unit_mask(k, std::make_shared<nn::unit_mask<Scalar>>(d.units));
+    auto& gate_ref = *r.unit_mask_of(k);
     auto buffer = std::make_shared<tensor<Scalar>>(shape_t{d.units, d.fan_in});
     auto pack = [&r, k, buffer]() -> const tensor<Scalar>& {
       const index_t h = r.hidden_size(k), f = r.weight_ih(k).value().dim(1);
@@ -264,7 +231,7 @@ void add_recurrent_gates(gated_model<Scalar>& g, nn::recurrent<Scalar, Cell>& r,
       }
       return *buffer;
     };
-    g.add_droppable(std::move(d), gate_ref, std::move(gate), pack);
+    g.add_droppable(std::move(d), gate_ref, pack);
   }
 }
 
@@ -366,7 +333,9 @@ class gate_attacher {
     d.gate = out.size();
     d.gate_path = prefix + pending.local + "_gate";
     d.folded_steps = folded;
-    auto& gate = static_cast<unit_gate<Scalar>&>(out.add_ptr(pending.local + "_gate", std::make_unique<unit_gate<Scalar>>(d.units, folded)));
+    auto& gate = static_cast<unit_gate<Scalar>&>(
+                     out.add_ptr(pending.local + "_gate", std::make_unique<unit_gate<Scalar>>(d.units, folded)))
+                     .transform();
     std::function<const tensor<Scalar>&()> pack;
     if (d.coupled) {
       // Unit j: each producer's filter j, then its bias j (the authors' rows-concatenated matrix).
@@ -387,7 +356,7 @@ class gate_attacher {
         return *buffer;
       };
     }
-    g_.add_droppable(d, gate, {}, pack, d.coupled ? nullptr : pending.producers.front());
+    g_.add_droppable(d, gate, pack, d.coupled ? nullptr : pending.producers.front());
     pending.open = false;
   }
 

@@ -8,7 +8,6 @@
 
 #include "slimnet/core/error.hpp"
 #include "slimnet/deepiot/gated.hpp"
-#include "slimnet/deepiot/unit_gate.hpp"
 #include "slimnet/nn/batch_norm.hpp"
 #include "slimnet/nn/conv2d.hpp"
 #include "slimnet/nn/linear.hpp"
@@ -54,9 +53,10 @@ nn::sequential<Scalar> thin(const nn::sequential<Scalar>& model, unit_selection 
   for (std::size_t i = 0; i < model.size(); ++i) {
     const auto& l = model[i];
     if (dynamic_cast<const nn::linear<Scalar>*>(&l) || dynamic_cast<const nn::conv2d<Scalar>*>(&l)) last_droppable = model.local_name(i);
-    const auto* g = dynamic_cast<const unit_gate<Scalar>*>(&l);
-    if (g == nullptr) continue;
-    if (g->mode() != gate_mode::hard) {
+    const auto* gl = dynamic_cast<const unit_gate<Scalar>*>(&l);
+    if (gl == nullptr) continue;
+    const nn::unit_mask<Scalar>* g = &gl->transform();
+    if (g->mode() != nn::mask_mode::hard) {
       slimnet::detail::raise<config_error>(fn, "gate '{}' is in stochastic mode: set hard scales first", model.local_name(i));
     }
     if (last_droppable.empty()) slimnet::detail::raise<config_error>(fn, "gate '{}' follows no Linear or Conv2d", model.local_name(i));
@@ -66,10 +66,11 @@ nn::sequential<Scalar> thin(const nn::sequential<Scalar>& model, unit_selection 
       slimnet::detail::raise<shape_error>(fn, "gate '{}' has {} units, layer '{}' has {}", model.local_name(i), g->units(), last_droppable,
                                           k.size());
     }
+    const column_vector<Scalar> scale = g->scale();
     std::vector<Scalar> s(static_cast<std::size_t>(g->units()));
     for (index_t j = 0; j < g->units(); ++j) {
-      s[static_cast<std::size_t>(j)] = g->scale()[j];
-      if (g->scale()[j] == Scalar(0)) k[static_cast<std::size_t>(j)] = false;
+      s[static_cast<std::size_t>(j)] = scale[j];
+      if (scale[j] == Scalar(0)) k[static_cast<std::size_t>(j)] = false;
     }
     scales[model.local_name(i)] = std::move(s);
   }
@@ -106,15 +107,16 @@ nn::sequential<Scalar> thin(const gated_model<Scalar>& g) {
   for (std::size_t k = 0; k < g.layers.size(); ++k) {
     const auto& d = g.layers[k];
     const auto& gate = g.gate(k);
-    if (gate.mode() != gate_mode::hard) {
+    if (gate.mode() != nn::mask_mode::hard) {
       slimnet::detail::raise<config_error>(fn, "the gate of {}layer '{}' is in stochastic mode: set hard scales first",
                                            d.recurrent ? "recurrent " : "", d.name);
     }
     std::vector<bool> kk(static_cast<std::size_t>(gate.units()));
     std::vector<Scalar> s(static_cast<std::size_t>(gate.units()));
     bool ones = true;
+    const column_vector<Scalar> scale = gate.scale();
     for (index_t j = 0; j < gate.units(); ++j) {
-      s[static_cast<std::size_t>(j)] = gate.scale()[j];
+      s[static_cast<std::size_t>(j)] = scale[j];
       kk[static_cast<std::size_t>(j)] = s[static_cast<std::size_t>(j)] != Scalar(0);
       if (s[static_cast<std::size_t>(j)] != Scalar(0) && s[static_cast<std::size_t>(j)] != Scalar(1)) ones = false;
     }

@@ -12,12 +12,16 @@
 namespace slimnet::nn {
 
 template <class Scalar>
+class unit_transform;  // nn/unit_transform.hpp
+
+template <class Scalar>
 class layer {
  public:
   using scalar_type = Scalar;
   using parameter_visitor = std::function<void(parameter<Scalar>&)>;
   using const_parameter_visitor = std::function<void(const parameter<Scalar>&)>;
   using layer_visitor = std::function<void(layer<Scalar>&)>;
+  using unit_transform_visitor = std::function<void(unit_transform<Scalar>&)>;
 
   virtual ~layer() = default;
 
@@ -60,6 +64,10 @@ class layer {
   }
   /// Visits this layer (containers visit their children after themselves).
   virtual void visit_layers(const layer_visitor& visit) { visit(*this); }
+  /// Visits the unit (output) transforms this layer itself applies (nn/unit_transform.hpp: a
+  /// unit_transform_layer's transform, a recurrent layer's unit masks); children are reached
+  /// through visit_layers.
+  virtual void visit_unit_transforms(const unit_transform_visitor& /*visit*/) {}
 
   /// Re-initialises the parameters (PyTorch's default initialisation unless stated otherwise).
   virtual void reset_parameters(rng& /*gen*/) {}

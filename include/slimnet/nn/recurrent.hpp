@@ -33,6 +33,7 @@
 #include "slimnet/kernels/gemm.hpp"
 #include "slimnet/nn/init.hpp"
 #include "slimnet/nn/layer.hpp"
+#include "slimnet/nn/unit_mask.hpp"
 
 namespace slimnet::nn {
 
@@ -296,12 +297,14 @@ inline void check_keep(const std::vector<index_t>& keep, index_t n, const char* 
 /// and names: per stacked layer k, weight_ih_l{k} (G*H, F_k), weight_hh_l{k} (G*H, H),
 /// bias_ih_l{k}, bias_hh_l{k} (G*H), suffixed "_reverse" in the reversed direction.
 ///
-/// DeepIoT unit masks (set_unit_mask): the hidden units of stacked layer k are multiplied by a
-/// mask, one per sequence and the same at every step, before they feed both the next layer (the
-/// input path) and the layer's own recurrence (the recurrent path); for a GRU the output is the
-/// state, so the masked state is carried on. Mask values are plain multipliers: 0/1 samples in
-/// training, keep probabilities in evaluation (DeepIoT's non-inverted dropout). Masks carry no
-/// gradient.
+/// Unit masks (set_unit_mask; DeepIoT's gates on recurrent units): stacked layer k may carry an
+/// nn::unit_mask, the unit transform of nn/unit_mask.hpp, whose factors multiply its hidden units,
+/// one factor per sequence and unit, the same at every step, before they feed both the next layer
+/// (the input path) and the layer's own recurrence (the recurrent path); for a GRU the output is
+/// the state, so the masked state is carried on. The mask's mode picks the factors as for a mask
+/// after a feed-forward layer (per-sequence 0/1 samples in stochastic training, keep probabilities
+/// in evaluation, or fixed factors). Masks carry no gradient; a copy of the layer owns clones of
+/// its masks.
 template <class Scalar, class Cell>
 class recurrent : public recurrent_layer<Scalar> {
  public:
@@ -374,24 +377,39 @@ class recurrent : public recurrent_layer<Scalar> {
     return {in[0], in[1], output_size_()};
   }
 
-  // --- DeepIoT unit masks --------------------------------------------------------------------
-  /// Masks the hidden units of stacked layer `l`: shape (H_l) for every sequence alike, or (N, H_l)
+  // --- unit masks (nn/unit_mask.hpp) ---------------------------------------------------------
+  /// Attaches unit mask `mask` (H_l units, not over folded steps) to the hidden units of stacked
+  /// layer `l`, replacing any; the layer owns it (its copies own clones).
+  void set_unit_mask(index_t l, std::shared_ptr<nn::unit_mask<Scalar>> mask) {
+    const std::string fn = where("set_unit_mask");
+    check_layer_index(l, fn.c_str());
+    if (!mask || mask->units() != hidden_size(l) || mask->folded_steps()) {
+      slimnet::detail::raise<shape_error>(fn.c_str(), "{} does not fit layer {} with {} hidden units",
+                                          mask ? mask->describe() : "a null mask", l, hidden_size(l));
+    }
+    masks_[static_cast<std::size_t>(l)] = detail::owned_transform<nn::unit_mask<Scalar>>(std::move(mask));
+  }
+  /// Fixed factors (a unit mask in hard mode): shape (H_l) for every sequence alike, or (N, H_l)
   /// with one row per sequence of every following batch (which must then have N sequences).
-  void set_unit_mask(index_t l, tensor<Scalar> mask) {
+  void set_unit_mask(index_t l, const tensor<Scalar>& factors) {
     const std::string fn = where("set_unit_mask");
     check_layer_index(l, fn.c_str());
     const index_t h = hidden_size(l);
-    const bool ok = (mask.rank() == 1 && mask.dim(0) == h) || (mask.rank() == 2 && mask.dim(1) == h);
+    const bool ok = (factors.rank() == 1 && factors.dim(0) == h) || (factors.rank() == 2 && factors.dim(1) == h);
     if (!ok) {
       slimnet::detail::raise<shape_error>(fn.c_str(),
                                           "mask of shape {} does not fit layer {} with {} hidden units: expected ({}) or (N, {})",
-                                          shape_string(mask.shape()), l, h, h, h);
+                                          shape_string(factors.shape()), l, h, h, h);
     }
-    masks_[static_cast<std::size_t>(l)] = std::move(mask);
+    set_unit_mask(l, nn::unit_mask<Scalar>::fixed(factors));
   }
+  /// The unit mask of stacked layer `l`, or null.
+  nn::unit_mask<Scalar>* unit_mask_of(index_t l) const { return masks_.at(static_cast<std::size_t>(l)).get(); }
+  /// The factors of layer `l`'s unit mask outside stochastic training (the fixed factors, or the
+  /// keep probabilities of a stochastic mask), or null without a mask.
   const tensor<Scalar>* unit_mask(index_t l) const {
-    const auto& m = masks_.at(static_cast<std::size_t>(l));
-    return m ? &*m : nullptr;
+    const auto* m = unit_mask_of(l);
+    return m ? &m->factors() : nullptr;
   }
   void clear_unit_mask(index_t l) { masks_.at(static_cast<std::size_t>(l)).reset(); }
   void clear_unit_masks() {
@@ -423,14 +441,7 @@ class recurrent : public recurrent_layer<Scalar> {
       auto& next = weights_[static_cast<std::size_t>(l + 1)];
       next.weight_ih.assign(detail::rnn::take_columns(next.weight_ih.value(), keep));
     }
-    auto& m = masks_[static_cast<std::size_t>(l)];
-    if (m) {
-      if (m->rank() == 1) {
-        m = detail::rnn::take_rows(*m, keep);
-      } else {
-        m = detail::rnn::take_columns(*m, keep);
-      }
-    }
+    if (auto& m = masks_[static_cast<std::size_t>(l)]) m->keep_units(keep);
   }
 
   /// Keeps only input features `keep` (increasing): columns of weight_ih of layer 0.
@@ -462,7 +473,7 @@ class recurrent : public recurrent_layer<Scalar> {
     kernels::matrix_ref<const Scalar> in{input_.data(), f, cols, 1, f};
     for (index_t l = 0; l < num_layers(); ++l) {
       auto& cache = caches_[static_cast<std::size_t>(l)];
-      prepare_mask(l, cache, fn.c_str());
+      prepare_mask(l, cache, ctx.training, fn.c_str());
       auto w = weights_for_pass(l, &ctx);
       Cell::forward(plan_, w, in, cache);
       in = {cache.state.data() + n, w.hidden, cols, (t_len + 1) * n, 1};  // h_1..h_T: the next layer's input
@@ -539,6 +550,11 @@ class recurrent : public recurrent_layer<Scalar> {
     }
   }
 
+  void visit_unit_transforms(const typename layer<Scalar>::unit_transform_visitor& visit) override {
+    for (auto& m : masks_)
+      if (m) visit(*m);
+  }
+
   void visit_parameters(const typename layer<Scalar>::parameter_visitor& visit) override {
     for (auto& w : weights_) {
       visit(w.weight_ih);
@@ -613,20 +629,19 @@ class recurrent : public recurrent_layer<Scalar> {
     if (l < 0 || l >= num_layers()) slimnet::detail::raise<config_error>(fn, "layer {} is outside [0, {})", l, num_layers());
   }
 
-  void prepare_mask(index_t l, detail::rnn::layer_cache<Scalar>& cache, const char* fn) {
-    const auto& m = masks_[static_cast<std::size_t>(l)];
-    if (!m) {
+  /// The factors of layer l's unit mask for this pass, (H, N) in column order (empty: no mask).
+  void prepare_mask(index_t l, detail::rnn::layer_cache<Scalar>& cache, bool training, const char* fn) {
+    auto* m = masks_[static_cast<std::size_t>(l)].get();
+    if (m == nullptr) {
       cache.mask.resize({0});
       return;
     }
     const index_t n = plan_.batch, h = hidden_size(l);
-    if (m->rank() == 2 && m->dim(0) != n) {
-      slimnet::detail::raise<shape_error>(fn, "unit mask of layer {} has {} rows for a batch of {} sequences", l, m->dim(0), n);
-    }
+    m->prepare(n, training, fn);
     cache.mask.resize({h, n});
     for (index_t p = 0; p < n; ++p) {
       const index_t seq = plan_.order[static_cast<std::size_t>(p)];
-      for (index_t j = 0; j < h; ++j) cache.mask.data()[j * n + p] = m->rank() == 1 ? (*m)[j] : (*m)[seq * h + j];
+      for (index_t j = 0; j < h; ++j) cache.mask.data()[j * n + p] = m->factor(seq, j);
     }
   }
 
@@ -656,7 +671,7 @@ class recurrent : public recurrent_layer<Scalar> {
 
   recurrent_options opt_;
   std::vector<stacked_weights> weights_;
-  std::vector<std::optional<tensor<Scalar>>> masks_;
+  std::vector<detail::owned_transform<nn::unit_mask<Scalar>>> masks_;
   // State of the last forward pass.
   detail::rnn::step_plan plan_;
   tensor<Scalar> input_;  // (T*N, F): layer 0's input, row t*N + p = step t of column p

@@ -1,8 +1,9 @@
 // Training in limited precision (Gupta et al. 2015): weights, activations and gradients held in
 // fixed point <IL, FL>, each selectable, through the pieces training already has:
 //   weights     fixed_point_transform, a parameter transform (nn/parameter.hpp);
-//   activations quantize_activation, a layer inserted after every Linear / Conv2d, which can also
-//               round the back-propagated error dL/dx;
+//   activations activation_quantizer, a unit transform (nn/unit_transform.hpp) applied by a
+//               quantize_activation layer after every Linear / Conv2d, which can also round the
+//               back-propagated error dL/dx;
 //   gradients   gradient_quantizer, a fit() callback that rounds dL/dW before the optimizer step.
 // limited_precision() builds the quantized copy of a Sequential model in one call.
 #pragma once
@@ -22,6 +23,7 @@
 #include "slimnet/nn/linear.hpp"
 #include "slimnet/nn/parameter.hpp"
 #include "slimnet/nn/sequential.hpp"
+#include "slimnet/nn/unit_transform.hpp"
 #include "slimnet/quant/fixed_point.hpp"
 #include "slimnet/quant/support.hpp"
 #include "slimnet/train/fit.hpp"
@@ -158,32 +160,30 @@ struct activation_quantization_options {
   }
 };
 
-/// y = Round(x) in the forward pass; dx = dy * 1{lowest <= x <= highest} (straight-through,
-/// clipped unless disabled), then dx = Round_g(dx) when a gradient format is given.
+/// The activation quantizer, a unit transform (nn/unit_transform.hpp) acting element-wise (no
+/// per-unit state: units() = 0). Forward y = Round(x) (stochastic rounding in training when
+/// `activation_mode` is stochastic, to nearest in evaluation); backward dx = dy * 1{lowest <= x <=
+/// highest} (the straight-through estimator, clipped unless disabled: a saturated output does not
+/// move with x), then dx = Round_g(dx) when a gradient format is given, with the quantizer's own
+/// generator (backward gets none from the pass). A clone owns a copy of that generator.
 template <class Scalar>
-class quantize_activation : public nn::cloneable<quantize_activation<Scalar>, Scalar> {
+class activation_quantizer : public nn::unit_transform<Scalar> {
  public:
-  explicit quantize_activation(activation_quantization_options opt = {})
-      : opt_(std::move(opt)), gen_(opt_.seed) {
+  explicit activation_quantizer(activation_quantization_options opt = {}) : opt_(std::move(opt)), gen_(opt_.seed) {
     opt_.validate();
   }
 
-  std::string kind() const override { return "QuantizeActivation"; }
+  std::string name() const override { return "QuantizeActivation"; }
   std::string describe() const override {
     std::string s = "QuantizeActivation(";
-    s += opt_.activations
-             ? fmt::format("{} {}", opt_.activations->describe(), to_string(opt_.activation_mode))
-             : "real";
-    if (opt_.gradients)
-      s += fmt::format(", gradients {} {}", opt_.gradients->describe(),
-                       to_string(opt_.gradient_mode));
+    s += opt_.activations ? fmt::format("{} {}", opt_.activations->describe(), to_string(opt_.activation_mode)) : "real";
+    if (opt_.gradients) s += fmt::format(", gradients {} {}", opt_.gradients->describe(), to_string(opt_.gradient_mode));
     return s + ")";
   }
   const activation_quantization_options& options() const { return opt_; }
-  shape_t output_shape(const shape_t& in) const override { return in; }
+  index_t units() const override { return 0; }
 
-  void forward(const tensor<Scalar>& x, tensor<Scalar>& y,
-               const nn::forward_context& ctx) override {
+  void forward(const tensor<Scalar>& x, tensor<Scalar>& y, const nn::forward_context& ctx) override {
     y.resize(x.shape());
     y.flat() = x.flat();
     if (!opt_.activations) return;
@@ -194,26 +194,31 @@ class quantize_activation : public nn::cloneable<quantize_activation<Scalar>, Sc
     }
   }
 
-  void backward(const tensor<Scalar>& x, const tensor<Scalar>&, const tensor<Scalar>& dy,
-                tensor<Scalar>* dx) override {
-    if (dx == nullptr) return;
-    dx->resize(x.shape());
+  void backward(const tensor<Scalar>& x, const tensor<Scalar>& dy, tensor<Scalar>& dx) override {
+    dx.resize(x.shape());
     if (opt_.activations && opt_.clip_gradient) {
-      const auto lo = static_cast<Scalar>(opt_.activations->lowest()),
-                 hi = static_cast<Scalar>(opt_.activations->highest());
-      dx->flat() = (x.flat().array() >= lo && x.flat().array() <= hi)
-                       .select(dy.flat().array(), Scalar(0))
-                       .matrix();
+      const auto lo = static_cast<Scalar>(opt_.activations->lowest()), hi = static_cast<Scalar>(opt_.activations->highest());
+      dx.flat() = (x.flat().array() >= lo && x.flat().array() <= hi).select(dy.flat().array(), Scalar(0)).matrix();
     } else {
-      dx->flat() = dy.flat();
+      dx.flat() = dy.flat();
     }
-    if (opt_.gradients) quantize_in_place(*dx, *opt_.gradients, opt_.gradient_mode, &gen_);
+    if (opt_.gradients) quantize_in_place(dx, *opt_.gradients, opt_.gradient_mode, &gen_);
+  }
+
+  /// A copy with its own generator state (its gradient rounding draws independently).
+  std::shared_ptr<nn::unit_transform<Scalar>> clone(nn::clone_memo&) const override {
+    return std::make_shared<activation_quantizer>(*this);
   }
 
  private:
   activation_quantization_options opt_;
   rng gen_;
 };
+
+/// The layer that quantizes its input (an activation_quantizer in a Sequential, kind
+/// "QuantizeActivation"): `quant::quantize_activation<float> q(options)`.
+template <class Scalar>
+using quantize_activation = nn::unit_transform_layer<Scalar, activation_quantizer<Scalar>>;
 
 /// A fit() callback rounding every trainable parameter's gradient dL/dW (after the weight
 /// transforms, before the optimizer) to `format`.
