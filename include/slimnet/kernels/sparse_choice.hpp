@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -172,28 +173,37 @@ inline std::vector<std::int32_t> reordered_columns(matrix_ref<const float> w, co
   return order;
 }
 
-/// The batch-1 SELL-16 form of a sparse Linear whose input statistics are unknown: over its columns
-/// as they are, or over reordered_columns(w) (the columns that hold nonzeros, those with more
-/// nonzeros first; each input gathered into that order per call). Dropping the empty columns and
-/// putting columns of similar weight counts into the same 64-column blocks pads the SELL steps less
-/// (the demo's LeNet-300-100 fc1: 2,278 steps over its 784 columns, about 1,700 over its 485
-/// nonempty ones), at the price of the gather.
+/// The batch-1 form of a sparse Linear whose input statistics are unknown: SELL-16 over its columns
+/// as they are, SELL-16 over reordered_columns(w) (the columns that hold nonzeros, those with more
+/// nonzeros first; each input gathered into that order per call), or the compact CSR (16-bit column
+/// indices, spmv_csr_compact). Dropping the empty columns and putting columns of similar weight
+/// counts into the same 64-column blocks pads the SELL steps less (the demo's LeNet-300-100 fc1:
+/// 2,278 steps over its 784 columns, about 1,700 over its 485 nonempty ones), at the price of the
+/// gather. SELL-16 pays where its lookups of x are register permutes (AVX-512); where they are
+/// gathers (AVX2) or scalar, CSR, which pads nothing, can be faster: 1000 x 1000 at 1% on an AMD
+/// EPYC with AVX2 only, CSR 6.5 us against SELL-16 20.6 us (benchmarks/sparse_vs_dense).
 struct column_order_choice {
   bool reordered = false;  ///< the reordered form timed under 0.9 x the plain one and fits 12 bytes per nonzero
-  double plain_seconds = 0, reordered_seconds = INFINITY;  ///< not timed: inf
-  index_t plain_steps = 0, reordered_steps = 0;            ///< SELL-16 steps stored (16 lanes each)
-  std::vector<std::int32_t> order_of_columns;               ///< reordered_columns(w)
+  bool csr = false;        ///< the compact CSR timed under 0.9 x the SELL-16 form chosen above: kept instead
+  double plain_seconds = 0, reordered_seconds = INFINITY, csr_seconds = INFINITY;  ///< not timed: inf
+  index_t plain_steps = 0, reordered_steps = 0;                                    ///< SELL-16 steps stored (16 lanes each)
+  std::vector<std::int32_t> order_of_columns;                                      ///< reordered_columns(w)
   std::string describe() const {
-    return fmt::format("{} (SELL-16 {} steps {:.2f} us, over {} reordered columns {} steps {:.2f} us, measured)",
-                       reordered ? "reordered columns" : "columns as they are", plain_steps, 1e6 * plain_seconds, order_of_columns.size(),
-                       reordered_steps, 1e6 * reordered_seconds);
+    return fmt::format(
+        "{} (SELL-16 over the columns as they are {} steps {:.2f} us, over {} reordered columns {} steps {:.2f} us, "
+        "compact CSR {:.2f} us, measured)",
+        csr         ? "compact CSR"
+        : reordered ? "reordered columns"
+                    : "columns as they are",
+        plain_steps, 1e6 * plain_seconds, order_of_columns.size(), reordered_steps, 1e6 * reordered_seconds, 1e6 * csr_seconds);
   }
 };
 
-/// Times both forms of column_order_choice on `w` itself (as sparse_engine builds and runs them,
-/// 16 random inputs without zeros cycled, best of `rounds` rounds of >= 1 ms, interleaved). The
-/// reordered form is chosen when it takes under 0.9 x the plain time (near the margin two runs may
-/// choose differently; outputs agree within rounding) and costs at most 12 bytes per nonzero.
+/// Times the forms of column_order_choice on `w` itself (as the engines build and run them, 16
+/// random inputs without zeros cycled, best of `rounds` rounds of >= 1 ms, interleaved). The
+/// reordered SELL-16 form is chosen when it takes under 0.9 x the plain time and costs at most 12
+/// bytes per nonzero; the compact CSR (at most 65536 columns) when it takes under 0.9 x the SELL-16
+/// form chosen. Near a margin two runs may choose differently; outputs agree within rounding.
 template <class = void>
 inline column_order_choice measure_column_order(matrix_ref<const float> w, int rounds = 5) {
   column_order_choice c;
@@ -205,34 +215,52 @@ inline column_order_choice measure_column_order(matrix_ref<const float> w, int r
   const index_t nk = static_cast<index_t>(c.order_of_columns.size());
   bool moved = nk != w.cols;
   for (index_t k = 0; k < nk && !moved; ++k) moved = c.order_of_columns[static_cast<std::size_t>(k)] != static_cast<std::int32_t>(k);
-  if (!moved || nk == 0) return c;
-  std::vector<float> kept(static_cast<std::size_t>(w.rows * nk));
-  for (index_t i = 0; i < w.rows; ++i)
-    for (index_t k = 0; k < nk; ++k) kept[static_cast<std::size_t>(i * nk + k)] = w(i, c.order_of_columns[static_cast<std::size_t>(k)]);
-  const auto sell_kept = sell_matrix<float, std::uint8_t>::from_csr(
-      csr_matrix<float, std::uint32_t>::from_dense(row_major<const float>(kept.data(), w.rows, nk)), 0, /*sort_rows=*/true);
-  c.reordered_steps = sell_kept.stored() / sell_slice_height;
+  std::optional<sell_matrix<float, std::uint8_t>> sell_kept;
+  if (moved && nk > 0) {
+    std::vector<float> kept(static_cast<std::size_t>(w.rows * nk));
+    for (index_t i = 0; i < w.rows; ++i)
+      for (index_t k = 0; k < nk; ++k)
+        kept[static_cast<std::size_t>(i * nk + k)] = w(i, c.order_of_columns[static_cast<std::size_t>(k)]);
+    sell_kept = sell_matrix<float, std::uint8_t>::from_csr(
+        csr_matrix<float, std::uint32_t>::from_dense(row_major<const float>(kept.data(), w.rows, nk)), 0, /*sort_rows=*/true);
+    c.reordered_steps = sell_kept->stored() / sell_slice_height;
+  }
+  std::optional<csr_matrix<float, std::uint16_t>> compact;
+  if (w.cols <= 65536 && csr.nnz() > 0) compact = csr_matrix<float, std::uint16_t>::from_dense(w);
   constexpr index_t inputs = 16;
   std::vector<float> x(static_cast<std::size_t>(w.cols * inputs)), xg(static_cast<std::size_t>(nk) + 1), y(static_cast<std::size_t>(w.rows));
+  std::vector<float> products;
   rng gen(5);
   for (auto& v : x) v = static_cast<float>(gen.uniform(0.1, 1));
-  index_t next_plain = 0, next_reordered = 0;
+  index_t next_plain = 0, next_reordered = 0, next_csr = 0;
   c.plain_seconds = INFINITY;
-  for (int r = 0; r < 2; ++r) {  // interleaved, so a burst of load on the shared machine hits both
+  for (int r = 0; r < 2; ++r) {  // interleaved, so a burst of load on the shared machine hits every form
     c.plain_seconds = std::min(c.plain_seconds, best_seconds_per_call([&] { spmv_sell(sell.ref(), x.data() + (next_plain++ % inputs) * w.cols, y.data()); },
                                                                       rounds));
-    c.reordered_seconds = std::min(c.reordered_seconds, best_seconds_per_call(
-                                                            [&] {
-                                                              const float* xi = x.data() + (next_reordered++ % inputs) * w.cols;
-                                                              for (index_t k = 0; k < nk; ++k)
-                                                                xg[static_cast<std::size_t>(k)] = xi[c.order_of_columns[static_cast<std::size_t>(k)]];
-                                                              spmv_sell(sell_kept.ref(), xg.data(), y.data());
-                                                            },
-                                                            rounds));
+    if (sell_kept) {
+      c.reordered_seconds = std::min(c.reordered_seconds, best_seconds_per_call(
+                                                              [&] {
+                                                                const float* xi = x.data() + (next_reordered++ % inputs) * w.cols;
+                                                                for (index_t k = 0; k < nk; ++k)
+                                                                  xg[static_cast<std::size_t>(k)] =
+                                                                      xi[c.order_of_columns[static_cast<std::size_t>(k)]];
+                                                                spmv_sell(sell_kept->ref(), xg.data(), y.data());
+                                                              },
+                                                              rounds));
+    }
+    if (compact) {
+      c.csr_seconds = std::min(
+          c.csr_seconds,
+          best_seconds_per_call(
+              [&] { spmv_csr_compact(compact->ref(), x.data() + (next_csr++ % inputs) * w.cols, y.data(), products); }, rounds));
+    }
   }
-  const bool fits = static_cast<double>(sell_kept.bytes() + c.order_of_columns.size() * sizeof(std::int32_t)) <=
-                    12.0 * static_cast<double>(std::max<index_t>(csr.nnz(), 1));
-  c.reordered = fits && c.reordered_seconds < 0.9 * c.plain_seconds;
+  if (sell_kept) {
+    const bool fits = static_cast<double>(sell_kept->bytes() + c.order_of_columns.size() * sizeof(std::int32_t)) <=
+                      12.0 * static_cast<double>(std::max<index_t>(csr.nnz(), 1));
+    c.reordered = fits && c.reordered_seconds < 0.9 * c.plain_seconds;
+  }
+  c.csr = c.csr_seconds < 0.9 * (c.reordered ? c.reordered_seconds : c.plain_seconds);
   return c;
 }
 

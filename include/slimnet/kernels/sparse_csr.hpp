@@ -449,6 +449,20 @@ void spmv_csr_products(const csr_ref<Value, Index>& a, const Value* x, Value* y,
   }
 }
 
+/// y = A x + bias (batch 1) with the row kernel that suits A's shape: spmv_csr_products for rows of
+/// fewer than 16 nonzeros on average (`products` resized to a.nnz() entries, the caller's scratch),
+/// spmv_csr otherwise (16 nonzeros of a row per step). One thread.
+template <class Value, class Index>
+void spmv_csr_compact(const csr_ref<Value, Index>& a, const Value* x, Value* y, std::vector<Value>& products,
+                      const sparse_params<Value>& params = {}) {
+  if (a.nnz() < 16 * a.rows) {
+    products.resize(static_cast<std::size_t>(a.nnz()));
+    spmv_csr_products(a, x, y, products.data(), params);
+  } else {
+    spmv_csr(a, x, y, params);
+  }
+}
+
 /// Y = A X + bias with X (a.cols x n) and Y (a.rows x n). Fast when X and Y are batch-contiguous
 /// (col_stride 1): each nonzero is broadcast over a 64-wide strip of X's row, accumulated in
 /// registers for the whole row. Any strides work (a scalar loop then).

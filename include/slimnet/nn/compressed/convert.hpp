@@ -73,8 +73,9 @@ struct sparse_options {
   /// (compressed_conv2d::choose_batch_layout), and keeps the faster layout. false: batch-innermost.
   bool measure_batch_layout = true;
   /// At batch 1 without input statistics (input_density < 0), a sparse Linear's SELL-16 form is
-  /// timed over its columns as they are and over its nonempty columns, most nonzeros first
-  /// (kernels::measure_column_order), and keeps the faster. false: the columns as they are.
+  /// timed over its columns as they are and over its nonempty columns, most nonzeros first, and
+  /// against the compact CSR (kernels::measure_column_order: CSR wins where SELL-16 reads x by
+  /// gathers, AVX2 or scalar), and keeps the fastest. false: SELL-16 over the columns as they are.
   bool measure_column_order = true;
 };
 
@@ -130,6 +131,7 @@ std::unique_ptr<engine<Scalar>> make_sparse_engine(const row_matrix<Scalar>& w, 
     const row_matrix<float> wf = w.template cast<float>();
     const auto co = kernels::measure_column_order(kernels::row_major<const float>(wf.data(), wf.rows(), wf.cols()));
     if (choice) choice->column_form = co.describe();
+    if (co.csr) return std::make_unique<csr16_engine<Scalar>>(w, std::move(bias));
     if (co.reordered) return std::make_unique<sparse_engine<Scalar>>(w, std::move(bias), 1, o.threads, false, co.order_of_columns);
   }
   auto s = std::make_unique<sparse_engine<Scalar>>(w, bias, batch, o.threads);

@@ -85,17 +85,7 @@ class csr16_engine : public engine<Scalar> {
     const auto f = filters_.ref();
     return {f.out_channels, f.taps_per_filter(), f.row_offsets, f.taps, f.values};
   }
-  /// Rows of fewer than 16 nonzeros on average: products first, then row sums (no horizontal sum
-  /// per row); longer rows: 16 nonzeros of a row per step (spmv_csr).
-  void spmv(const Scalar* x, Scalar* y) {
-    const auto a = csr();
-    if (a.nnz() < 16 * a.rows) {
-      products_.resize(static_cast<std::size_t>(a.nnz()));
-      kernels::spmv_csr_products(a, x, y, products_.data(), params());
-    } else {
-      kernels::spmv_csr(a, x, y, params());
-    }
-  }
+  void spmv(const Scalar* x, Scalar* y) { kernels::spmv_csr_compact(csr(), x, y, products_, params()); }
   kernels::sparse_params<Scalar> params() const {
     kernels::sparse_params<Scalar> p;
     p.bias = bias_data();
