@@ -48,11 +48,15 @@ tensor<Scalar> rnn_test_forward(nn::layer<Scalar>& l, const tensor<Scalar>& x, c
   return y;
 }
 
-/// |a - b| <= tol (|b| + 0.05) elementwise (relative, absolute near 0), no NaN anywhere.
+/// |a - b| <= tol (|b| + 0.05) elementwise (relative, absolute near 0), no NaN anywhere. Float: the
+/// float layers' Eigen tanh / sigmoid (vectorised approximations of a few ulp, which differ between
+/// AVX2 and AVX-512 builds) against the compressed gate pass's own, amplified over 6 steps of gates
+/// saturated by weights scaled 6x: worst 1.04e-5 on an AVX2-only CPU (AMD EPYC), under 1e-5 on
+/// AVX-512 (Zen 5); 3e-5 leaves room for other CPUs.
 template <class Scalar>
 void rnn_test_close(const tensor<Scalar>& a, const tensor<Scalar>& b, const std::string& what) {
   REQUIRE(a.shape() == b.shape());
-  const double tol = std::is_same_v<Scalar, float> ? 1e-5 : 1e-12;
+  const double tol = std::is_same_v<Scalar, float> ? 3e-5 : 1e-12;
   double worst = 0;
   bool nan = false;
   for (index_t i = 0; i < a.size(); ++i) {
