@@ -19,28 +19,20 @@ using namespace slimnet;
 
 namespace {
 
-data::dataset<double> so_sequences(index_t n, std::uint64_t seed) {
+/// n examples of shape `example`, 3 classes: entry k of an example of class c is `level` where
+/// k % period == c, plus standard normal noise.
+data::dataset<double> so_data(index_t n, const shape_t& example, index_t period, double level, std::uint64_t seed) {
   rng gen(seed);
   data::dataset<double> d;
   d.num_classes = 3;
-  d.inputs.resize({n, 5, 4});
+  shape_t shape{n};
+  shape.insert(shape.end(), example.begin(), example.end());
+  d.inputs.resize(shape);
+  const index_t per = n == 0 ? 0 : d.inputs.size() / n;
   for (index_t i = 0; i < n; ++i) {
     const auto c = static_cast<int>(gen.below(3));
     d.labels.push_back(c);
-    for (index_t k = 0; k < 20; ++k) d.inputs.data()[i * 20 + k] = (k % 4 == c ? 1.5 : 0.0) + gen.normal();
-  }
-  return d;
-}
-
-data::dataset<double> so_images(index_t n, std::uint64_t seed) {
-  rng gen(seed);
-  data::dataset<double> d;
-  d.num_classes = 3;
-  d.inputs.resize({n, 1, 6, 6});
-  for (index_t i = 0; i < n; ++i) {
-    const auto c = static_cast<int>(gen.below(3));
-    d.labels.push_back(c);
-    for (index_t k = 0; k < 36; ++k) d.inputs.data()[i * 36 + k] = (k % 3 == c ? 1.0 : 0.0) + gen.normal();
+    for (index_t k = 0; k < per; ++k) d.inputs.data()[i * per + k] = (k % period == c ? level : 0.0) + gen.normal();
   }
   return d;
 }
@@ -86,7 +78,7 @@ TEST_CASE("a DeepIoT-gated network gives the same outputs as before the unit tra
     m.add("tanh1", nn::tanh<double>());
     m.add("fc2", nn::linear<double>(10, 3));
     m.reset_parameters(gen);
-    so_check(m, so_images(200, 1), so_images(60, 2),
+    so_check(m, so_data(200, {1, 6, 6}, 3, 1.0, 1), so_data(60, {1, 6, 6}, 3, 1.0, 2),
              {-5.211685182812011, 30.790292395674143, -0.11831173954974343, -0.21246941998758126},
              {0.49772832879735085, 0.5042298178217024, 0.5012036185509563, 0.49850791423706819, 0.49622328101363411,
               0.50167085919562382, 0.49863240775510637, 0.50699546441685928, 0.49932867746175025, 0.4977911475116753,
@@ -98,7 +90,7 @@ TEST_CASE("a DeepIoT-gated network gives the same outputs as before the unit tra
     m.add("lstm", nn::lstm<double>(4, 6, nn::recurrent_options{2, nn::sequence_output::last_step}));
     m.add("fc", nn::linear<double>(6, 3));
     m.reset_parameters(gen);
-    so_check(m, so_sequences(200, 3), so_sequences(60, 4),
+    so_check(m, so_data(200, {5, 4}, 4, 1.5, 3), so_data(60, {5, 4}, 4, 1.5, 4),
              {-1.9147973961953599, 6.0760556225841649, 0.061533959976237611, -0.13766344003842573},
              {0.50015416343390584, 0.49838733750231146, 0.49569509136173368, 0.50498638786565087, 0.4981096759698565,
               0.50718321001638678, 0.50266855416508949, 0.49597580448507722, 0.48991906467065449, 0.50649118926375702,
