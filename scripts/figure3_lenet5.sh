@@ -21,13 +21,7 @@ if [[ ! -f $BASE ]]; then
 fi
 steps=("$@")
 [[ ${#steps[@]} -eq 0 ]] && steps=(deepiot dns magnitude sparsesep deepiot-stop deepiot-ft60 plot)
-run() {  # run <name> <program> args...: log to $RUNS/<name>.log with the wall time
-  local name=$1; shift
-  echo "== $name: $*" | tee "$RUNS/$name.log"
-  local t0=$SECONDS
-  nice -n 10 "$@" >>"$RUNS/$name.log" 2>&1
-  echo "== $name: $((SECONDS - t0)) s" | tee -a "$RUNS/$name.log"
-}
+source scripts/figure_runs.sh
 for step in "${steps[@]}"; do
   case $step in
     deepiot)

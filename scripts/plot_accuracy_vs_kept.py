@@ -145,10 +145,11 @@ def dyns_ext_runs(log, stem):
     """Example 10: its 'result:' line (weights kept over every weight matrix, fc included)."""
     m = result_line(log, r"result: .*: ([0-9.]+)% of the weights remain, accuracy ([0-9.]+)% -> ([0-9.]+)%")
     argv = command_of(log)
-    setting = f"c_rate {option(argv, '--c-rate', '3.0')}"
+    # Plain DyNS (--method dyns) prunes fc only: the recurrent --c-rate plays no part.
+    setting = "" if option(argv, "--method") == "dyns" else f"c_rate {option(argv, '--c-rate', '3.0')}"
     for flag, name in (("--fc-c-rate", "fc c_rate"), ("--dns-epochs", "DNS epochs"), ("--finetune-epochs", "fine-tune epochs")):
         if option(argv, flag):
-            setting += f", {name} {option(argv, flag)}"
+            setting += f"{', ' if setting else ''}{name} {option(argv, flag)}"
     return [point(method_of(stem), stem, setting, float(m.group(1)), float(m.group(3)), float(m.group(2)))]
 
 
@@ -296,7 +297,7 @@ def plot_gnuplot(points, base, out, title, below):
               for i, t in enumerate(off_chart(points, ylo))]
     plots.append(f"{base} with lines dt 2 lc rgb 'gray40' lw 2 title 'dense baseline {base:.2f}%'")
     script = [
-        "set terminal pngcairo size 960,660 font 'Sans,10'",
+        "set terminal pngcairo noenhanced size 960,660 font 'Sans,10'",  # labels are plain text: tau_final is no subscript
         f"set output '{out}'",
         f"set title '{quote(title)}'",
         "set logscale x",
