@@ -3,7 +3,7 @@
 //
 //   dns --model lenet5 --data mnist --baseline out/lenet5-mnist.safetensors
 //   dns --model lenet300 --data mnist --c-rate fc1=4.3,fc2=3.5,fc3=1.5
-//   dns --model vgg --data fashion --limit 40000 --heldout 5000 --dns-epochs 3 --surgery-epochs 2
+//   dns --model vgg --data fashion --limit 40000 --heldout 5000 --dns-epochs 2 --surgery-epochs 1
 //
 // 1. Train the dense baseline (example 1's recipe) or load it from --baseline (written there if
 //    the file does not exist; a baseline from train_lenet brings its input standardisation).
