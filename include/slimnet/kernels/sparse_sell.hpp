@@ -63,13 +63,27 @@ struct sell_ref {
   const Value* values = nullptr;              ///< padding: 0
 };
 
+/// The family float SELL-16 products take under the current active_isa(): avx512, avx2, else
+/// portable (also every double product, and calls with kernel_path::portable).
+inline isa sell_path() {
+#if defined(SLIMNET_DISPATCH_X86)
+  const isa active = active_isa();
+  if (active == isa::avx512 || active == isa::avx2) return active;
+#endif
+  return isa::portable;
+}
+
 /// Column-block width for SpMV on a rows x cols matrix with nnz nonzeros, from benchmarks/
-/// sparse_vs_dense --tune (1000 x 1000, Zen 4): 64 columns (four registers of x, two vpermi2ps and
-/// a blend per step) from 0.5% to 40% density (4.3 us at 1% against 6.2 for 32 and 8.9 for 16;
-/// 15.3 against 16.8 at 10%), 32 above (50.0 against 57.8 us at 50%), where steps are full anyway
-/// and the cheaper lookup wins. (One gathered block of all columns, block_cols >= cols, is faster
-/// only below ~0.5%.)
+/// sparse_vs_dense --tune (1000 x 1000). AVX-512 (Zen 4): 64 columns (four registers of x, two
+/// vpermi2ps and a blend per step) from 0.5% to 40% density (4.3 us at 1% against 6.2 for 32 and
+/// 8.9 for 16; 15.3 against 16.8 at 10%), 32 above (50.0 against 57.8 us at 50%), where steps are
+/// full anyway and the cheaper lookup wins. (One gathered block of all columns, block_cols >= cols,
+/// is faster only below ~0.5%.) AVX2 (sell_path() avx2): 16, read by two vpermps and a blend per 8
+/// lanes where wider blocks need gathers: on an AMD EPYC with AVX2 only, rows sorted, 56.0 against
+/// 84.2 us (64) at 10%, 152.6 against 318.6 at 50%; at 1% (15.3 against 19.1 us) both lose to CSR
+/// (6.3 us), which compress then keeps (measure_column_order).
 inline index_t sell_block_cols(index_t rows, index_t cols, index_t nnz) {
+  if (sell_path() == isa::avx2) return 16;
   if (rows == 0 || cols == 0) return 64;
   const double density = static_cast<double>(nnz) / (static_cast<double>(rows) * static_cast<double>(cols));
   return density > 0.45 ? 32 : 64;
@@ -445,13 +459,54 @@ SLIMNET_SELL_AVX2 inline void sell_block_state(const float* x, index_t n, bool& 
   finite = tail_finite && _mm256_testz_si256(bad, bad);
 }
 
+/// x[block + index] for 8 lanes, read by a gather (any block width).
+struct gather_lookup8 {
+  const float* xb = nullptr;
+  SLIMNET_SELL_AVX2 void load(const float* block, index_t) { xb = block; }
+  SLIMNET_SELL_AVX2 __m256 get(__m256i iv) const { return _mm256_i32gather_ps(xb, iv, 4); }
+};
+
+/// x[block + index] for 8 lanes of a 16- or 32-column block held in 2 or 4 registers: vpermps picks
+/// within each 8-float register (the index's low 3 bits), blends on bits 3 and 4 choose the
+/// register. No memory access per step: on CPUs whose gathers are slow (AMD Zen 2/3) this is what
+/// makes narrow blocks pay (see spmv_sell_slices).
+template <int Width>
+struct permute_lookup8 {
+  static_assert(Width == 16 || Width == 32, "permute_lookup8 holds 16 or 32 columns");
+  __m256 r[Width / 8];
+  /// The block's `valid` (<= Width) floats; lanes past them read as 0 (never selected by a stored index).
+  SLIMNET_SELL_AVX2 void load(const float* xb, index_t valid) {
+    for (int q = 0; q < Width / 8; ++q) {
+      const index_t n = std::clamp<index_t>(valid - 8 * q, 0, 8);
+      if (n == 8) {
+        r[q] = _mm256_loadu_ps(xb + 8 * q);
+      } else {
+        const __m256i lanes =
+            _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        r[q] = _mm256_maskload_ps(xb + 8 * q, lanes);
+      }
+    }
+  }
+  SLIMNET_SELL_AVX2 __m256 get(__m256i iv) const {
+    const __m256 bit3 = _mm256_castsi256_ps(_mm256_slli_epi32(iv, 28));  // index bit 3 in the sign bit
+    const __m256 low = _mm256_blendv_ps(_mm256_permutevar8x32_ps(r[0], iv), _mm256_permutevar8x32_ps(r[1], iv), bit3);
+    if constexpr (Width == 16) {
+      return low;
+    } else {
+      const __m256 high = _mm256_blendv_ps(_mm256_permutevar8x32_ps(r[2], iv), _mm256_permutevar8x32_ps(r[3], iv), bit3);
+      return _mm256_blendv_ps(low, high, _mm256_castsi256_ps(_mm256_slli_epi32(iv, 27)));  // bit 4
+    }
+  }
+};
+
 /// Slices [s0, s1) block by block, 64 slices at a time (as the AVX-512 spmv_sell_blocks: each block
-/// of x is tested once for all of them), each slice's 16 lanes in two 8-lane accumulators. Steps of
-/// a finite block run unmasked (padding lanes gather x[block] and add 0 * x = +-0); a block with an
-/// inf or NaN runs masked: padding lanes are neither gathered nor multiplied. Each lane sums its
-/// products in step order whatever the range [s0, s1), so threads do not change results.
-template <class Index>
-SLIMNET_SELL_AVX2 void spmv_sell_slices(const sell_ref<float, Index>& a, index_t s0, index_t s1, const float* x, float* y,
+/// of x is tested once for all of them), each slice's 16 lanes in two 8-lane accumulators; x read
+/// through `Lookup` (permutes for 16- and 32-column blocks, gathers otherwise). Steps of a finite
+/// block run unmasked (padding lanes read x[block] and add 0 * x = +-0); in a block with an inf or
+/// NaN, padding lanes' products are blended away, never added. Each lane sums its products in step
+/// order whatever the range [s0, s1), so threads do not change results.
+template <class Lookup, class Index>
+SLIMNET_SELL_AVX2 void spmv_sell_lookup(const sell_ref<float, Index>& a, index_t s0, index_t s1, const float* x, float* y,
                                         const float* bias) {
   constexpr index_t chunk = 64;
   __m256 acc[chunk][2];
@@ -461,9 +516,12 @@ SLIMNET_SELL_AVX2 void spmv_sell_slices(const sell_ref<float, Index>& a, index_t
     for (index_t s = c0; s < c1; ++s) acc[s - c0][0] = acc[s - c0][1] = _mm256_setzero_ps();
     for (index_t b = 0; b < a.blocks; ++b) {
       const float* xb = x + b * a.block_cols;
+      const index_t valid = std::min(a.block_cols, a.cols - b * a.block_cols);
       bool zero = false, finite = false;
-      sell_block_state(xb, std::min(a.block_cols, a.cols - b * a.block_cols), zero, finite);
+      sell_block_state(xb, valid, zero, finite);
       if (zero) continue;  // zero inputs: the block's products are all +-0
+      Lookup lookup;
+      lookup.load(xb, valid);
       for (index_t s = c0; s < c1; ++s) {
         const sparse_offset_t t0 = a.step_offsets[s * a.blocks + b], t1 = a.step_offsets[s * a.blocks + b + 1];
         __m256 lo = acc[s - c0][0], hi = acc[s - c0][1];
@@ -471,17 +529,15 @@ SLIMNET_SELL_AVX2 void spmv_sell_slices(const sell_ref<float, Index>& a, index_t
         const float* v = a.values + static_cast<std::size_t>(t0) * 16;
         if (finite) {
           for (sparse_offset_t t = t0; t < t1; ++t, c += 16, v += 16) {
-            lo = _mm256_fmadd_ps(_mm256_loadu_ps(v), _mm256_i32gather_ps(xb, load_index8(c), 4), lo);
-            hi = _mm256_fmadd_ps(_mm256_loadu_ps(v + 8), _mm256_i32gather_ps(xb, load_index8(c + 8), 4), hi);
+            lo = _mm256_fmadd_ps(_mm256_loadu_ps(v), lookup.get(load_index8(c)), lo);
+            hi = _mm256_fmadd_ps(_mm256_loadu_ps(v + 8), lookup.get(load_index8(c + 8)), hi);
           }
         } else {
           for (sparse_offset_t t = t0; t < t1; ++t, c += 16, v += 16) {
             const unsigned m = a.step_masks[t];
             const __m256 mlo = lane_mask8(m & 0xffu), mhi = lane_mask8(m >> 8);
-            const __m256 xlo = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xb, load_index8(c), mlo, 4);
-            const __m256 xhi = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xb, load_index8(c + 8), mhi, 4);
-            lo = _mm256_blendv_ps(lo, _mm256_fmadd_ps(_mm256_loadu_ps(v), xlo, lo), mlo);
-            hi = _mm256_blendv_ps(hi, _mm256_fmadd_ps(_mm256_loadu_ps(v + 8), xhi, hi), mhi);
+            lo = _mm256_blendv_ps(lo, _mm256_fmadd_ps(_mm256_loadu_ps(v), lookup.get(load_index8(c)), lo), mlo);
+            hi = _mm256_blendv_ps(hi, _mm256_fmadd_ps(_mm256_loadu_ps(v + 8), lookup.get(load_index8(c + 8)), hi), mhi);
           }
         }
         acc[s - c0][0] = lo;
@@ -496,6 +552,22 @@ SLIMNET_SELL_AVX2 void spmv_sell_slices(const sell_ref<float, Index>& a, index_t
         if (r < a.rows) y[r] = lanes[l] + (bias ? bias[r] : 0.0f);
       }
     }
+  }
+}
+
+template <class Index>
+SLIMNET_SELL_AVX2 void spmv_sell_slices(const sell_ref<float, Index>& a, index_t s0, index_t s1, const float* x, float* y,
+                                        const float* bias) {
+  switch (a.block_cols) {
+    case 16:
+      spmv_sell_lookup<permute_lookup8<16>>(a, s0, s1, x, y, bias);
+      break;
+    case 32:
+      spmv_sell_lookup<permute_lookup8<32>>(a, s0, s1, x, y, bias);
+      break;
+    default:
+      spmv_sell_lookup<gather_lookup8>(a, s0, s1, x, y, bias);
+      break;
   }
 }
 
@@ -518,16 +590,6 @@ inline std::atomic<std::uint64_t>* sell_path_counters() {
 }
 
 }  // namespace detail
-
-/// The family float SELL-16 products take under the current active_isa(): avx512, avx2, else
-/// portable (also every double product, and calls with kernel_path::portable).
-inline isa sell_path() {
-#if defined(SLIMNET_DISPATCH_X86)
-  const isa active = active_isa();
-  if (active == isa::avx512 || active == isa::avx2) return active;
-#endif
-  return isa::portable;
-}
 
 /// How many spmv_sell calls each family computed since the program started (calls on an empty
 /// matrix compute nothing and are not counted).
