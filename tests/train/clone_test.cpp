@@ -162,3 +162,21 @@ TEST_CASE("the step context counts a training run's steps", "[train][step]") {
   REQUIRE(r->seen->size() == 18);
   for (std::size_t i = 0; i < r->seen->size(); ++i) CHECK((*r->seen)[i] == static_cast<std::int64_t>(i + 1));
 }
+
+TEST_CASE("the step context reaches the unit (output) transforms too", "[train][step]") {
+  struct unit_recorder : nn::unit_transform<float> {
+    std::shared_ptr<std::vector<std::int64_t>> seen = std::make_shared<std::vector<std::int64_t>>();
+    std::string name() const override { return "UnitRecorder"; }
+    index_t units() const override { return 0; }
+    void forward(const tensor<float>& x, tensor<float>& y, const nn::forward_context&) override { y = x; }
+    void backward(const tensor<float>&, const tensor<float>& dy, tensor<float>& dx) override { dx = dy; }
+    void after_step(const nn::step_context& s) override { seen->push_back(s.step); }
+    std::shared_ptr<nn::unit_transform<float>> clone(nn::clone_memo&) const override { return std::make_shared<unit_recorder>(*this); }
+  };
+  auto model = clone_test_mlp();
+  auto r = std::make_shared<unit_recorder>();
+  model.add("recorder", nn::unit_transform_layer<float, unit_recorder>(r));
+  clone_test_train(model, 1);
+  REQUIRE(r->seen->size() == 18);  // 3 epochs x 6 batches, one call per optimizer step
+  for (std::size_t i = 0; i < r->seen->size(); ++i) CHECK((*r->seen)[i] == static_cast<std::int64_t>(i + 1));
+}

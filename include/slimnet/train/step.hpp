@@ -19,6 +19,7 @@
 #include "slimnet/core/error.hpp"
 #include "slimnet/data/dataset.hpp"
 #include "slimnet/nn/layer.hpp"
+#include "slimnet/nn/unit_transform.hpp"
 #include "slimnet/train/loss.hpp"
 #include "slimnet/train/optimizer.hpp"
 
@@ -82,6 +83,7 @@ class training_step {
     opt_.step(model_);
     const nn::step_context step{++steps_};
     model_.visit_parameters([&](nn::parameter<Scalar>& p) { p.after_step(step); });
+    nn::unit_transforms_after_step(model_, step);  // the output transforms' hook, same context
     if (o_.check_finite) detail::check_parameters_finite(model_, false, fn, where);
     return batch_loss;
   }
