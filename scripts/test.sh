@@ -7,15 +7,19 @@ jobs=$(nproc 2>/dev/null || echo 2)
 # tests take seconds either way). scripts/demo.sh configures build/ back to -O3. In the compiled
 # mode (-DSLIMNET_COMPILED=ON): the examples and README programs, which include
 # <slimnet/slimnet.hpp>, take the common float instantiations from the slimnet::compiled library
-# instead of compiling them each; the unit tests include the module headers and stay
-# header-only, as do the header checks (every header alone, clang), build-openmp and build-asan
-# below; the consumer check installs the compiled mode (its core consumer is header-only).
+# instead of compiling them each, and so do the unit tests of the modules listed in
+# tests/CMakeLists.txt (slimnet_compiled_mode_tests: it reads include/slimnet/compiled.hpp ahead
+# of their sources); the other unit tests, the header checks (every header alone, clang),
+# build-openmp and build-asan below stay header-only; the consumer check installs the compiled
+# mode (its core consumer is header-only).
 SLIMNET_SETUP_CLANG=1 SLIMNET_CMAKE_ARGS="-DSLIMNET_BUILD_TESTS=ON -DSLIMNET_BUILD_EXAMPLES=ON -DSLIMNET_BUILD_BENCHMARKS=OFF -DSLIMNET_CHECK_BUILD=ON -DSLIMNET_COMPILED=ON" scripts/setup.sh
 ctest --test-dir build --output-on-failure -j "$jobs"
-# The kernel tests again with their threads from an OpenMP pool, and every benchmark compiled (never
-# run: speed is shown by benchmarks, not asserted by tests).
+# The kernel tests again with their threads from an OpenMP pool (only the test files that run kernels
+# on more than one thread or check the OpenMP build: -DSLIMNET_KERNEL_TESTS=threaded; the others run
+# the same single-threaded code as in build/), and every benchmark compiled (never run: speed is
+# shown by benchmarks, not asserted by tests).
 cmake -S . -B build-openmp -DCMAKE_BUILD_TYPE=Release -DSLIMNET_CHECK_BUILD=ON -DSLIMNET_OPENMP=ON -DSLIMNET_BUILD_TESTS=ON \
-  -DSLIMNET_BUILD_EXAMPLES=OFF -DSLIMNET_BUILD_BENCHMARKS=ON >/dev/null
+  -DSLIMNET_KERNEL_TESTS=threaded -DSLIMNET_BUILD_EXAMPLES=OFF -DSLIMNET_BUILD_BENCHMARKS=ON >/dev/null
 cmake --build build-openmp -j "$jobs" --target kernels_tests slimnet_benchmarks
 OMP_NUM_THREADS=2 build-openmp/tests/kernels_tests --order lex
 # The readers of untrusted files (core, data, io and the fuzz corpus replays) compiled with clang under

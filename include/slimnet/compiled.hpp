@@ -69,14 +69,10 @@ SLIMNET_COMPILED_EXTERN template history fit<float>(nn::layer<float>&, optimizer
                                                     const std::vector<callback<float>*>&, const data::dataset<float>*);
 SLIMNET_COMPILED_EXTERN template metrics evaluate<float>(nn::layer<float>&, const data::dataset<float>&,
                                                          const loss_function<float>&, index_t);
-namespace detail {
-// The checkpoint file format, registered by train/checkpoint.hpp in every translation unit that
-// includes it (JSON reader and writer included: about 8 s of CPU per unit at -O1).
-SLIMNET_COMPILED_EXTERN template void write_checkpoint_file<float>(const std::filesystem::path&, const nn::state_dict<float>&);
-SLIMNET_COMPILED_EXTERN template void write_checkpoint_file<double>(const std::filesystem::path&, const nn::state_dict<double>&);
-SLIMNET_COMPILED_EXTERN template nn::state_dict<float> read_checkpoint_file<float>(const std::filesystem::path&);
-SLIMNET_COMPILED_EXTERN template nn::state_dict<double> read_checkpoint_file<double>(const std::filesystem::path&);
-}  // namespace detail
+// The checkpoint file format (write_checkpoint_file, read_checkpoint_file; float and double) is
+// listed in train/checkpoint.hpp itself, ahead of the registration that takes its addresses, so
+// that every unit of a compiled-mode program that includes that header, not only those that
+// include this list, leaves it to the library.
 }  // namespace train
 
 namespace data {
