@@ -171,7 +171,9 @@ TEST_CASE("the step context reaches the unit (output) transforms too", "[train][
     void forward(const tensor<float>& x, tensor<float>& y, const nn::forward_context&) override { y = x; }
     void backward(const tensor<float>&, const tensor<float>& dy, tensor<float>& dx) override { dx = dy; }
     void after_step(const nn::step_context& s) override { seen->push_back(s.step); }
-    std::shared_ptr<nn::unit_transform<float>> clone(nn::clone_memo&) const override { return std::make_shared<unit_recorder>(*this); }
+    std::shared_ptr<nn::unit_transform<float>> clone(nn::clone_memo&) const override {
+      return std::make_shared<unit_recorder>(*this);
+    }
   };
   auto model = clone_test_mlp();
   auto r = std::make_shared<unit_recorder>();
