@@ -14,12 +14,10 @@ jobs=$(nproc 2>/dev/null || echo 2)
 # mode (its core consumer is header-only).
 SLIMNET_SETUP_CLANG=1 SLIMNET_CMAKE_ARGS="-DSLIMNET_BUILD_TESTS=ON -DSLIMNET_BUILD_EXAMPLES=ON -DSLIMNET_BUILD_BENCHMARKS=OFF -DSLIMNET_CHECK_BUILD=ON -DSLIMNET_COMPILED=ON" scripts/setup.sh
 ctest --test-dir build --output-on-failure -j "$jobs"
-# The kernel tests again with their threads from an OpenMP pool (only the test files that run kernels
-# on more than one thread or check the OpenMP build: -DSLIMNET_KERNEL_TESTS=threaded; the others run
-# the same single-threaded code as in build/), and every benchmark compiled (never run: speed is
-# shown by benchmarks, not asserted by tests).
+# The kernel tests again with their threads from an OpenMP pool, and every benchmark compiled (never
+# run: speed is shown by benchmarks, not asserted by tests).
 cmake -S . -B build-openmp -DCMAKE_BUILD_TYPE=Release -DSLIMNET_CHECK_BUILD=ON -DSLIMNET_OPENMP=ON -DSLIMNET_BUILD_TESTS=ON \
-  -DSLIMNET_KERNEL_TESTS=threaded -DSLIMNET_BUILD_EXAMPLES=OFF -DSLIMNET_BUILD_BENCHMARKS=ON >/dev/null
+  -DSLIMNET_BUILD_EXAMPLES=OFF -DSLIMNET_BUILD_BENCHMARKS=ON >/dev/null
 cmake --build build-openmp -j "$jobs" --target kernels_tests slimnet_benchmarks
 OMP_NUM_THREADS=2 build-openmp/tests/kernels_tests --order lex
 # The readers of untrusted files (core, data, io and the fuzz corpus replays) compiled with clang under
