@@ -39,11 +39,13 @@ METHODS = (
     ("deepiot-distill-stop85", "DeepIoT, stop floor 85%, distilled fine-tune"),
     ("deepiot-stop85", "DeepIoT, stop floor 85%"),
     ("deepiot-distill-ft60-stop", "DeepIoT, stop rule, 60-epoch distilled fine-tune"),
+    ("deepiot-distill-ft30-stop", "DeepIoT, stop rule, 30-epoch distilled fine-tune"),
     ("deepiot-distill-ft60", "DeepIoT, 60-epoch distilled fine-tune"),
     ("deepiot-distill-ft30", "DeepIoT, 30-epoch distilled fine-tune"),
     ("deepiot-ft30", "DeepIoT, 30-epoch fine-tune"),
     ("deepiot-distill", "DeepIoT, distilled fine-tune"),
     ("deepiot", "DeepIoT"),
+    ("dyns-ext-ft30", "DyNS-Ext, 30-epoch fine-tune"),
     ("dyns-ext", "DyNS-Ext"),
     ("dyns", "DyNS"),
     ("dns-distill", "DyNS (DNS) + distillation"),
@@ -242,6 +244,7 @@ def series(points):
     return {m: sorted(out[m]) for m in sorted(out, key=lambda m: (rank(m), m))}
 
 
+TICKS = (0.25, 0.5, 1, 2, 5, 10, 20, 50, 100)
 COLORS = ("#1f77b4", "#17becf", "#9467bd", "#e377c2", "#d62728", "#ff7f0e", "#2ca02c", "#8c564b", "#7f7f7f")
 
 
@@ -268,6 +271,10 @@ def plot_matplotlib(points, base, out, title, below):
         ax.text(0.01, 0.02 + 0.04 * i, "off the chart: " + text, transform=ax.transAxes, fontsize=7)
     ax.axhline(base, color="gray", linestyle="--", label=f"dense baseline {base:.2f}%")
     ax.set_xscale("log")
+    xs = [p["kept"] for p in points]
+    ticks = [t for t in TICKS if min(xs) / 1.5 <= t <= max(xs) * 1.5]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])  # percentages, not powers of ten
+    ax.set_xticks([], minor=True)
     ax.set_xlabel("weights kept (%, log scale; biases not counted)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title, fontsize=10)
@@ -304,7 +311,7 @@ def plot_gnuplot(points, base, out, title, below):
         f"set xrange [{lo / 1.5:.6g}:{min(hi * 1.5, 150):.6g}]",
         "set xlabel 'weights kept (%, log scale; biases not counted)'",
         "set ylabel 'test accuracy (%)'",
-        "set xtics (0.25, 0.5, 1, 2, 5, 10, 20, 50, 100)",
+        f"set xtics ({', '.join(f'{t:g}' for t in TICKS)})",
         f"set yrange [{ylo:.2f}:{base + 0.3:.2f}]",
         *labels,
         "set grid xtics ytics",
