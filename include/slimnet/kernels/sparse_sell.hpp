@@ -74,16 +74,14 @@ inline isa sell_path() {
 }
 
 /// Column-block width for SpMV on a rows x cols matrix with nnz nonzeros, from benchmarks/
-/// sparse_vs_dense --tune (1000 x 1000). AVX-512 (Zen 4): 64 columns (four registers of x, two
+/// sparse_vs_dense --tune (1000 x 1000, Zen 4, AVX-512): 64 columns (four registers of x, two
 /// vpermi2ps and a blend per step) from 0.5% to 40% density (4.3 us at 1% against 6.2 for 32 and
 /// 8.9 for 16; 15.3 against 16.8 at 10%), 32 above (50.0 against 57.8 us at 50%), where steps are
 /// full anyway and the cheaper lookup wins. (One gathered block of all columns, block_cols >= cols,
-/// is faster only below ~0.5%.) AVX2 (sell_path() avx2): 16, read by two vpermps and a blend per 8
-/// lanes where wider blocks need gathers: on an AMD EPYC with AVX2 only, rows sorted, 56.0 against
-/// 84.2 us (64) at 10%, 152.6 against 318.6 at 50%; at 1% (15.3 against 19.1 us) both lose to CSR
-/// (6.3 us), which compress then keeps (measure_column_order).
+/// is faster only below ~0.5%.) On AVX2 16 columns would be faster (register permutes instead of
+/// gathers: 56.0 against 84.2 us at 10% on an AMD EPYC) but pads more steps: LeNet-300-100-shaped
+/// layers then exceed issue 15's 12 bytes per nonzero, so the width stays memory-first.
 inline index_t sell_block_cols(index_t rows, index_t cols, index_t nnz) {
-  if (sell_path() == isa::avx2) return 16;
   if (rows == 0 || cols == 0) return 64;
   const double density = static_cast<double>(nnz) / (static_cast<double>(rows) * static_cast<double>(cols));
   return density > 0.45 ? 32 : 64;
