@@ -42,21 +42,15 @@ int main(int argc, char** argv) {
     auto model = cli::make_model(model_name, gen, "sparsesep");
     // The search's held-out images come from the training set, split off before a baseline is
     // trained here (never seen by it); a loaded baseline says in its metadata whether it left them out.
-    data::dataset<float> heldout = data.test;
     data::split<float> work = data;
-    const long heldout_n = a.integer("heldout");
-    const bool split = heldout_n > 0 && heldout_n < data.train.size();
-    if (split) {
-      const double frac = static_cast<double>(heldout_n) / static_cast<double>(data.train.size());
-      const auto [tr, ho] = data::stratified_split(data.train.labels, data.train.num_classes, frac, seed);
-      work.train = data.train.subset(tr);
-      heldout = data.train.subset(ho);
-    }
+    std::string split_tag;
+    data::dataset<float> heldout = cli::split_heldout(work.train, a.integer("heldout"), seed, "sparsesep", split_tag);
+    const bool split = heldout.size() > 0;
+    if (!split) heldout = data.test;  // --heldout 0: the search scores on the test set itself
     cli::baseline_recipe recipe;
     recipe.epochs = static_cast<int>(a.integer("epochs"));
     recipe.seed = seed;
     recipe.progress = !a.flag("quiet");
-    const std::string split_tag = split ? fmt::format("{} images, stratified, seed {}", heldout_n, seed) : "none";
     const auto meta = cli::load_or_train_baseline(model, a.str("baseline"), model_name, a.str("data"), work, recipe, "sparsesep",
                                                   {{"heldout", split_tag}});
     if (meta.count("input_mean") && meta.count("input_std")) {
