@@ -96,12 +96,14 @@ int main(int argc, char** argv) {
     cli::limit(data.test, a.integer("limit") > 0 ? std::max(a.integer("limit") / 4, 1L) : 0, limit_seed + 1);
     cli::as_sequences(data.train);
     cli::as_sequences(data.test);
+    std::string heldout_note = "none";
     if (a.integer("heldout") > 0 && a.integer("heldout") < data.train.size()) {
       // The same split as example 11's (fraction and seed): these images are never trained on here.
       const double frac = static_cast<double>(a.integer("heldout")) / static_cast<double>(data.train.size());
       const auto [tr, ho] = data::stratified_split(data.train.labels, data.train.num_classes, frac, seed);
       fmt::print("{} training images set aside (example 11's held-out split), {} left for training\n", ho.size(), tr.size());
       data.train = data.train.subset(tr);
+      heldout_note = fmt::format("{} images, stratified, seed {}", a.integer("heldout"), seed);
     }
     rng gen(seed);
     const index_t layers = a.integer("layers"), hidden = a.integer("hidden"), batch = a.integer("batch");
@@ -130,6 +132,9 @@ int main(int argc, char** argv) {
         meta["hidden"] = std::to_string(hidden);
         meta["recipe"] = fmt::format("dyns_ext_bilstm: adam lr {} cosine, {} epochs, batch {}, seed {}, limit {} (seed {}), heldout {}",
                                      a.real("lr"), epochs, batch, seed, a.integer("limit"), limit_seed, a.integer("heldout"));
+        // The split in example 11's words, so `deepiot --baseline` knows this file never saw its
+        // held-out images (and does not warn that it may have).
+        meta["heldout"] = heldout_note;
         io::save_parameters(model, baseline_path, meta);
         fmt::print("baseline saved to {}\n", baseline_path);
       }
