@@ -4,6 +4,7 @@
 #   scripts/setup.sh            library, tests, examples, data
 #   scripts/setup.sh --peers    also PyTorch 1.13, OpenBLAS and gnuplot, and builds the benchmarks
 #   SLIMNET_SETUP_CLANG=1       also clang with its sanitizer and libFuzzer runtimes
+#   SLIMNET_SETUP_ARM64=1       also the aarch64 cross compiler, qemu-user and arm64 fmt / zlib (scripts/test_arm64.sh)
 # Extra CMake options can be passed in SLIMNET_CMAKE_ARGS (the demo and test scripts use it to
 # build only what they run).
 set -euo pipefail
@@ -22,6 +23,16 @@ if [[ "${1:-}" == "--peers" ]]; then
 fi
 # The sanitizer suite and the fuzzers need clang and its runtime libraries (ASan, UBSan, libFuzzer).
 if [[ "${SLIMNET_SETUP_CLANG:-0}" == 1 ]]; then packages+=(clang libclang-rt-dev); fi
+# The ARM64 cross build run under qemu-user (scripts/test_arm64.sh): Debian's aarch64 g++, qemu, and
+# the arm64 multiarch fmt and zlib, which bring libc6:arm64, the guest C library under which threads
+# work in qemu (see test_arm64.sh).
+if [[ "${SLIMNET_SETUP_ARM64:-0}" == 1 ]]; then
+  if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    [[ $(id -u) -eq 0 ]] || { echo "setup: the ARM64 packages need root (dpkg --add-architecture arm64)" >&2; exit 1; }
+    dpkg --add-architecture arm64
+  fi
+  packages+=(g++-aarch64-linux-gnu qemu-user libfmt-dev:arm64 zlib1g-dev:arm64)
+fi
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 
 missing=()

@@ -12,7 +12,7 @@ jobs=$(nproc 2>/dev/null || echo 2)
 # of their sources); the other unit tests, the header checks (every header alone, clang),
 # build-openmp and build-asan below stay header-only; the consumer check installs the compiled
 # mode (its core consumer is header-only).
-SLIMNET_SETUP_CLANG=1 SLIMNET_CMAKE_ARGS="-DSLIMNET_BUILD_TESTS=ON -DSLIMNET_BUILD_EXAMPLES=ON -DSLIMNET_BUILD_BENCHMARKS=OFF -DSLIMNET_CHECK_BUILD=ON -DSLIMNET_COMPILED=ON" scripts/setup.sh
+SLIMNET_SETUP_CLANG=1 SLIMNET_SETUP_ARM64=1 SLIMNET_CMAKE_ARGS="-DSLIMNET_BUILD_TESTS=ON -DSLIMNET_BUILD_EXAMPLES=ON -DSLIMNET_BUILD_BENCHMARKS=OFF -DSLIMNET_CHECK_BUILD=ON -DSLIMNET_COMPILED=ON" scripts/setup.sh
 ctest --test-dir build --output-on-failure -j "$jobs"
 # The kernel tests again with their threads from an OpenMP pool, and every benchmark compiled (never
 # run: speed is shown by benchmarks, not asserted by tests).
@@ -23,3 +23,7 @@ OMP_NUM_THREADS=2 build-openmp/tests/kernels_tests --order lex
 # The readers of untrusted files (core, data, io and the fuzz corpus replays) compiled with clang under
 # AddressSanitizer + UndefinedBehaviorSanitizer, warnings as errors (the whole suite: scripts/sanitize.sh).
 scripts/sanitize.sh core_tests data_tests io_tests fuzz_replay
+# ARM64: the kernel tests cross-built with Debian's aarch64 g++ and run under qemu-user, the subset
+# that checks the NEON paths and the run-time dispatch (scripts/test_arm64.sh lists it; correctness
+# only, qemu says nothing about speed; SLIMNET_ARM64_TESTS=all runs the whole kernel suite by hand).
+scripts/test_arm64.sh
