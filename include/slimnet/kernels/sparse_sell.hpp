@@ -19,7 +19,8 @@
 // Column indices are relative to the block, so blocks of <= 256 columns use one byte per index.
 // Float products run on the family sell_path() names, chosen per call from kernels::active_isa()
 // and compiled with function target attributes in every x86-64 build, whatever the program's
-// -march: avx512 (the permute lookups above), avx2 (each slice as two 8-lane halves, x read by
+// -march: avx512 (the permute lookups above), avx2 (each slice as two 8-lane halves; a 16- or
+// 32-column block of x held in 2 or 4 registers and read by vpermps + blends, wider blocks by
 // gathers relative to the block start: AVX2's permutes span 8 floats, so a 64-column lookup would
 // take 8 registers and a tree of blends), portable (scalar C++, and every double product).
 #pragma once
