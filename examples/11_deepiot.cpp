@@ -337,7 +337,7 @@ int main(int argc, char** argv) {
     fmt::print("energy model: original {}\n              thinned  {}\n", report::summary(e0), report::summary(e1));
     fmt::print("total run time {:.0f}s\n", seconds_since(t_start));
   } catch (const std::exception& e) {
-    fmt::print(stderr, "deepiot: {}\n", e.what());
+    fmt::print(stderr, "error: {}\n", e.what());
     return 1;
   }
   return 0;
