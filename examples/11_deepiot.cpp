@@ -19,7 +19,8 @@
 //    give the remaining weight fraction and the accuracy on a held-out part of the training set;
 //    training stops once the fraction is below --alpha and the accuracy at least --min-accuracy.
 // 3. Fix the mask ẑ = 1[p >= τ] (Eq. 11; kept units scaled by p, which the next layer absorbs),
-//    remove the pruned units physically (thin), and fine-tune the thinned dense network.
+//    re-estimate BatchNorm statistics under it (VGG), remove the pruned units physically (thin),
+//    and fine-tune the thinned dense network.
 //    Defaults: τ += 0.025 every 250 iterations up to 0.95 (the authors stop at 0.825, which left
 //    ~15% of LeNet-5's weights here), at most 16,000 iterations (~15 min on one core).
 // 4. Print the per-layer table with the paper's Table 2, the compression rate, accuracies, the
@@ -72,6 +73,7 @@ index_t layer_weights(nn::layer<float>& l) { return deepiot::weight_count(l); }
 
 int main(int argc, char** argv) {
   cli::args a(argc, argv,
+              // clang-format off
               {{"model", "lenet5"},        {"data", "mnist"},          {"baseline", ""},
                {"epochs", "10"},           {"seed", "1"},              {"limit", "0"},
                {"heldout", "1000"},        {"iterations", "16000"},    {"check-every", "200"},
@@ -82,7 +84,9 @@ int main(int argc, char** argv) {
                {"finetune-epochs", "20"},  {"finetune-lr", "1e-3"},    {"save", ""},
                {"quiet", "false"},         {"layers", "1"},            {"hidden", "64"},
                {"rnn-keep", "0.5"},        {"baseline-lr", "0.05"},    {"csv", ""},
-               {"distill", "0"},           {"temperature", "4"}},
+               {"distill", "0"},           {"temperature", "4"},       {"bn-batches", "20"},
+               {"bn-finetune", "20"}},
+              // clang-format on
               "deepiot: DeepIoT compressor-critic structure pruning and thinning of LeNet-5 (lenet5), "
               "LeNet-300-100 (lenet300), the VGG-style net (vgg) or the Bi-LSTM on sequential MNIST (bilstm: --layers, "
               "--hidden per direction; every stacked layer of each direction gated by its unit mask)\n"
@@ -90,7 +94,9 @@ int main(int argc, char** argv) {
               "accuracy\n"
               "  (--min-accuracy -1: the baseline's test accuracy minus 1 point)\n"
               "  --distill 0.5 --temperature 4      fine-tune the thinned network against the dense baseline's outputs too\n"
-              "  --csv out.csv                      one row per layer (units and weights kept) and a total row with accuracies");
+              "  --csv out.csv                      one row per layer (units and weights kept) and a total row with accuracies\n"
+              "  --bn-batches 20 --bn-finetune 20   re-estimate BatchNorm statistics under the hard mask over this many batches "
+              "before each check / before fine-tuning (0: keep those of the random masks)");
   try {
     const auto t_start = clock_type::now();
     const std::string model_name = a.str("model");
@@ -173,6 +179,7 @@ int main(int argc, char** argv) {
     // has seen the held-out images would score about 100% there).
     const double min_acc = a.real("min-accuracy") >= 0 ? a.real("min-accuracy") : std::max(0.0, base_test - 0.01);
     o.stop = {a.real("alpha"), min_acc, a.integer("check-every"), a.integer("iterations")};
+    o.batch_norm_batches = a.integer("bn-batches");
     fmt::print("compressor-critic: τ += {} every {} iterations up to {}, stop below {:.2f}% of the weights at >= {:.2f}% "
                "held-out accuracy (checked every {}), at most {} iterations\n",
                o.tau.step, o.tau.every, o.tau.final_value, 100 * o.stop.max_fraction, 100 * o.stop.min_accuracy,
@@ -196,6 +203,20 @@ int main(int argc, char** argv) {
 
     // 3. Hard mask, thinning, fine-tuning of the thinned dense network.
     const auto hard_keep = deepiot::harden(g, result.probabilities, result.tau, a.flag("fold"));
+    // BatchNorm statistics for the hard mask (train::recalibrate_batch_norm): those of the
+    // compressor-critic phase were averaged under random masks (or, with --bn-batches, under the
+    // last check's mask, which --fold false changes). No-op without BatchNorm (LeNet-5).
+    const index_t bn_final = a.integer("bn-finetune");
+    if (bn_final != 0) {  // negative: recalibrate_batch_norm names the bad value
+      const double before = train::evaluate(g.net, heldout, loss).accuracy;
+      rng bn_gen(seed + 11);
+      if (train::recalibrate_batch_norm(g.net, train_part, bn_final, o.eval_batch, bn_gen) > 0) {
+        fmt::print(
+            "hard mask: held-out accuracy {:.2f}% with the BatchNorm statistics left by compression, {:.2f}% re-estimated "
+            "over {} batches of {}\n",
+            100 * before, 100 * train::evaluate(g.net, heldout, loss).accuracy, bn_final, o.eval_batch);
+      }
+    }
     auto thinned = deepiot::thin(g);
     const double hard_acc = train::evaluate(g.net, data.test, loss).accuracy;
     const double thin_acc = train::evaluate(thinned, data.test, loss).accuracy;
