@@ -154,6 +154,7 @@ void spmm_blocked_csr(const blocked_csr_ref<Value, Index>& a, matrix_ref<const V
                       const sparse_params<Value>& params = {}) {
   detail::check_spmm("slimnet::kernels::spmm_blocked_csr", a.rows, a.cols, x, y);
   if (y.rows == 0 || y.cols == 0) return;
+  const isa path = detail::csr_call_path<Value>(params.path, x.col_stride == 1 && y.col_stride == 1, true);
   const int threads = std::min<index_t>(detail::resolve_threads(params.threads), std::max<index_t>(1, a.rows / 16));
   const detail::row_split bounds(a.row_prefix, a.rows, threads);
   detail::run_threads(threads, [&](int t, int) {
@@ -163,7 +164,7 @@ void spmm_blocked_csr(const blocked_csr_ref<Value, Index>& a, matrix_ref<const V
       for (index_t b = 0; b < a.blocks(); ++b) {
         detail::spmm_strip_any(a.panel(b), r0, r1, x.data + b * a.block_cols * x.row_stride + j0 * x.col_stride, x.row_stride,
                                x.col_stride, y.data + j0 * y.col_stride, y.row_stride, y.col_stride, width, b == 0, params.bias,
-                               params.path);
+                               path);
       }
     }
   });

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <limits>
 #include <type_traits>
@@ -21,6 +22,8 @@
 
 #if defined(SLIMNET_DISPATCH_X86)
 #include <immintrin.h>
+#define SLIMNET_CSR_AVX512 SLIMNET_TARGET("avx512f,avx512bw,avx512vl,avx512dq")
+#define SLIMNET_CSR_AVX2 SLIMNET_TARGET("avx2,fma")
 #endif
 
 SLIMNET_INTRINSICS_BEGIN
@@ -260,11 +263,11 @@ inline __m512i load_index16(const Index* p) {
 }  // namespace avx512
 #endif
 
-#if defined(SLIMNET_KERNELS_AVX512)
+#if defined(SLIMNET_DISPATCH_X86)
 namespace avx512 {
 /// The first n (< 16) indices, the other lanes zero; never reads past p + n.
 template <class Index>
-inline __m512i load_index_partial(const Index* p, unsigned n) {
+SLIMNET_CSR_AVX512 inline __m512i load_index_partial(const Index* p, unsigned n) {
   const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
   if constexpr (sizeof(Index) == 1) {
     return _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, p));
@@ -280,8 +283,8 @@ inline __m512i load_index_partial(const Index* p, unsigned n) {
 /// for the whole row. Two accumulator sets take alternate nonzeros: with one set, NV = 4 chains of
 /// 4-cycle FMAs allow one nonzero per 4 cycles at best and measured 7-8; two sets hide the latency.
 template <int NV, class Index>
-void spmm_strip(const csr_ref<float, Index>& a, index_t r0, index_t r1, const float* x, index_t ldx, float* y, index_t ldy,
-                index_t width, bool first, const float* bias) {
+SLIMNET_CSR_AVX512 void spmm_strip(const csr_ref<float, Index>& a, index_t r0, index_t r1, const float* x, index_t ldx, float* y,
+                                   index_t ldy, index_t width, bool first, const float* bias) {
   const unsigned tail = static_cast<unsigned>(width - (NV - 1) * 16);
   const __mmask16 last = static_cast<__mmask16>(tail >= 16 ? 0xffff : (1u << tail) - 1);
   const sparse_offset_t* off = a.row_offsets;
@@ -330,8 +333,8 @@ void spmm_strip(const csr_ref<float, Index>& a, index_t r0, index_t r1, const fl
 }
 
 template <class Index>
-void spmm_strip_dispatch(const csr_ref<float, Index>& a, index_t r0, index_t r1, const float* x, index_t ldx, float* y,
-                         index_t ldy, index_t width, bool first, const float* bias) {
+SLIMNET_CSR_AVX512 void spmm_strip_dispatch(const csr_ref<float, Index>& a, index_t r0, index_t r1, const float* x, index_t ldx,
+                                            float* y, index_t ldy, index_t width, bool first, const float* bias) {
   switch ((width + 15) / 16) {
     case 1: spmm_strip<1>(a, r0, r1, x, ldx, y, ldy, width, first, bias); break;
     case 2: spmm_strip<2>(a, r0, r1, x, ldx, y, ldy, width, first, bias); break;
@@ -343,7 +346,8 @@ void spmm_strip_dispatch(const csr_ref<float, Index>& a, index_t r0, index_t r1,
 /// y_i = bias_i + sum_p v_p x[c_p]: 16 nonzeros of a row per step, x gathered (x is small and
 /// cache-resident at batch 1), one horizontal sum per row.
 template <class Index>
-void spmv_csr_rows(const csr_ref<float, Index>& a, index_t r0, index_t r1, const float* x, float* y, const float* bias) {
+SLIMNET_CSR_AVX512 void spmv_csr_rows(const csr_ref<float, Index>& a, index_t r0, index_t r1, const float* x, float* y,
+                                      const float* bias) {
   for (index_t i = r0; i < r1; ++i) {
     sparse_offset_t p = a.row_offsets[i];
     const sparse_offset_t e = a.row_offsets[i + 1];
@@ -362,7 +366,176 @@ void spmv_csr_rows(const csr_ref<float, Index>& a, index_t r0, index_t r1, const
   }
 }
 
+/// products[q] = values[q] x[col[q]] for q < nnz - nnz % 16, 16 per step; returns how many it wrote.
+template <class Index>
+SLIMNET_CSR_AVX512 index_t csr_products(const csr_ref<float, Index>& a, const float* x, float* products, index_t nnz) {
+  index_t q = 0;
+  for (; q + 16 <= nnz; q += 16) {
+    const __m512 xv = _mm512_i32gather_ps(load_index16(a.col_indices + q), x, 4);
+    _mm512_storeu_ps(products + q, _mm512_mul_ps(_mm512_loadu_ps(a.values + q), xv));
+  }
+  return q;
+}
+
 }  // namespace avx512
+
+namespace avx2 {
+
+/// 8 column indices of any width as 32-bit lanes.
+template <class Index>
+SLIMNET_CSR_AVX2 inline __m256i load_csr_index8(const Index* p) {
+  if constexpr (sizeof(Index) == 1) {
+    return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  } else if constexpr (sizeof(Index) == 2) {
+    return _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  } else {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  }
+}
+
+/// All ones in lanes [0, n) of 8 (n <= 8): the mask of a strip's last vector.
+SLIMNET_CSR_AVX2 inline __m256i first_lanes8(index_t n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/// acc[0:NV] += sum_{p in [b, e)} val[p] * row(p)[0:8 NV], row(p) the strip of X nonzero p reads,
+/// its last vector loaded through the lane mask `last` (never touching memory past the strip). Per
+/// nonzero one broadcast, NV loads, NV FMAs. With NV <= 4 a second accumulator set takes alternate
+/// nonzeros, as in the AVX-512 strip kernel: an FMA's 4-5 cycle latency at 2 per cycle needs 8-10
+/// independent chains. Wider strips have NV = 5..8 chains in one set already, and two sets would
+/// not fit AVX2's 16 registers. Shared by the CSR strips (row = X's row col[p]) and the direct
+/// sparse convolution (row = the input at the tap's offset).
+template <int NV, class Row>
+SLIMNET_CSR_AVX2 inline void strip_accumulate(const float* val, sparse_offset_t b, sparse_offset_t e, Row row, __m256i last,
+                                              __m256* acc) {
+  sparse_offset_t p = b;
+  if constexpr (NV <= 4) {
+    __m256 acc2[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc2[v] = _mm256_setzero_ps();
+    for (; p + 2 <= e; p += 2) {
+      const __m256 w0 = _mm256_set1_ps(val[p]), w1 = _mm256_set1_ps(val[p + 1]);
+      const float* x0 = row(p);
+      const float* x1 = row(p + 1);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV - 1; ++v) {
+        acc[v] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x0 + 8 * v), acc[v]);
+        acc2[v] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x1 + 8 * v), acc2[v]);
+      }
+      acc[NV - 1] = _mm256_fmadd_ps(w0, _mm256_maskload_ps(x0 + 8 * (NV - 1), last), acc[NV - 1]);
+      acc2[NV - 1] = _mm256_fmadd_ps(w1, _mm256_maskload_ps(x1 + 8 * (NV - 1), last), acc2[NV - 1]);
+    }
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[v] = _mm256_add_ps(acc[v], acc2[v]);
+  }
+  for (; p < e; ++p) {
+    const __m256 w0 = _mm256_set1_ps(val[p]);
+    const float* x0 = row(p);
+#pragma GCC unroll 8
+    for (int v = 0; v < NV - 1; ++v) acc[v] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x0 + 8 * v), acc[v]);
+    acc[NV - 1] = _mm256_fmadd_ps(w0, _mm256_maskload_ps(x0 + 8 * (NV - 1), last), acc[NV - 1]);
+  }
+}
+
+/// The float strip kernel on 8-float vectors: NV ymm accumulators per row (8 NV >= width), summed by
+/// strip_accumulate.
+template <int NV, class Index>
+SLIMNET_CSR_AVX2 void spmm_strip(const csr_ref<float, Index>& a, index_t r0, index_t r1, const float* x, index_t ldx, float* y,
+                                 index_t ldy, index_t width, bool first, const float* bias) {
+  const __m256i last = first_lanes8(width - (NV - 1) * 8);
+  const Index* idx = a.col_indices;
+  auto row = [x, idx, ldx](sparse_offset_t p) { return x + static_cast<index_t>(idx[p]) * ldx; };
+  for (index_t i = r0; i < r1; ++i) {
+    const sparse_offset_t b = a.row_offsets[i], e = a.row_offsets[i + 1];
+    float* yr = y + i * ldy;
+    if (!first && b == e) continue;
+    __m256 acc[NV];
+    if (first) {
+      const __m256 init = bias ? _mm256_set1_ps(bias[i]) : _mm256_setzero_ps();
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[v] = init;
+    } else {
+#pragma GCC unroll 8
+      for (int v = 0; v < NV - 1; ++v) acc[v] = _mm256_loadu_ps(yr + 8 * v);
+      acc[NV - 1] = _mm256_maskload_ps(yr + 8 * (NV - 1), last);
+    }
+    strip_accumulate<NV>(a.values, b, e, row, last, acc);
+#pragma GCC unroll 8
+    for (int v = 0; v < NV - 1; ++v) _mm256_storeu_ps(yr + 8 * v, acc[v]);
+    _mm256_maskstore_ps(yr + 8 * (NV - 1), last, acc[NV - 1]);
+  }
+}
+
+template <class Index>
+SLIMNET_CSR_AVX2 void spmm_strip_dispatch(const csr_ref<float, Index>& a, index_t r0, index_t r1, const float* x, index_t ldx,
+                                          float* y, index_t ldy, index_t width, bool first, const float* bias) {
+  switch ((width + 7) / 8) {
+    case 1:
+      spmm_strip<1>(a, r0, r1, x, ldx, y, ldy, width, first, bias);
+      break;
+    case 2:
+      spmm_strip<2>(a, r0, r1, x, ldx, y, ldy, width, first, bias);
+      break;
+    case 3:
+      spmm_strip<3>(a, r0, r1, x, ldx, y, ldy, width, first, bias);
+      break;
+    case 4:
+      spmm_strip<4>(a, r0, r1, x, ldx, y, ldy, width, first, bias);
+      break;
+    case 5:
+      spmm_strip<5>(a, r0, r1, x, ldx, y, ldy, width, first, bias);
+      break;
+    case 6:
+      spmm_strip<6>(a, r0, r1, x, ldx, y, ldy, width, first, bias);
+      break;
+    case 7:
+      spmm_strip<7>(a, r0, r1, x, ldx, y, ldy, width, first, bias);
+      break;
+    default:
+      spmm_strip<8>(a, r0, r1, x, ldx, y, ldy, width, first, bias);
+      break;
+  }
+}
+
+/// The sum of the 8 lanes of v.
+SLIMNET_CSR_AVX2 inline float reduce_add8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+/// spmv_csr's rows on AVX2: 8 nonzeros of a row per step with x gathered, the row's last
+/// (nnz mod 8) products added in scalar after the horizontal sum.
+template <class Index>
+SLIMNET_CSR_AVX2 void spmv_csr_rows(const csr_ref<float, Index>& a, index_t r0, index_t r1, const float* x, float* y,
+                                    const float* bias) {
+  for (index_t i = r0; i < r1; ++i) {
+    sparse_offset_t p = a.row_offsets[i];
+    const sparse_offset_t e = a.row_offsets[i + 1];
+    __m256 acc = _mm256_setzero_ps();
+    for (; p + 8 <= e; p += 8) {
+      const __m256 xv = _mm256_i32gather_ps(x, load_csr_index8(a.col_indices + p), 4);
+      acc = _mm256_fmadd_ps(_mm256_loadu_ps(a.values + p), xv, acc);
+    }
+    float s = reduce_add8(acc);
+    for (; p < e; ++p) s += a.values[p] * x[a.col_indices[p]];
+    y[i] = s + (bias ? bias[i] : 0.0f);
+  }
+}
+
+/// products[q] = values[q] x[col[q]] for q < nnz - nnz % 8, 8 per step; returns how many it wrote.
+template <class Index>
+SLIMNET_CSR_AVX2 index_t csr_products(const csr_ref<float, Index>& a, const float* x, float* products, index_t nnz) {
+  index_t q = 0;
+  for (; q + 8 <= nnz; q += 8) {
+    const __m256 xv = _mm256_i32gather_ps(x, load_csr_index8(a.col_indices + q), 4);
+    _mm256_storeu_ps(products + q, _mm256_mul_ps(_mm256_loadu_ps(a.values + q), xv));
+  }
+  return q;
+}
+
+}  // namespace avx2
 #endif
 
 template <class Value, class Index>
@@ -374,16 +547,26 @@ void spmv_csr_rows_portable(const csr_ref<Value, Index>& a, index_t r0, index_t 
   }
 }
 
-/// One strip of width <= spmm_strip (xs, ys point at its first column) for rows [r0, r1), on the
-/// fastest path available for the operands' layout.
+/// CSR products that each family computed (indexed by isa).
+inline std::atomic<std::uint64_t>* csr_path_counters() {
+  static std::atomic<std::uint64_t> counters[4] = {};
+  return counters;
+}
+
+/// One strip of width <= spmm_strip (xs, ys point at its first column) for rows [r0, r1), on
+/// `path` (csr_call_path's choice: a SIMD family only for batch-contiguous operands).
 template <class Value, class Index>
 void spmm_strip_any(const csr_ref<Value, Index>& a, index_t r0, index_t r1, const Value* xs, index_t ldx, index_t xcs, Value* ys,
-                    index_t ldy, index_t ycs, index_t width, bool first, const Value* bias, kernel_path path) {
+                    index_t ldy, index_t ycs, index_t width, bool first, const Value* bias, isa path) {
   const bool contiguous = xcs == 1 && ycs == 1;
-#if defined(SLIMNET_KERNELS_AVX512)
+#if defined(SLIMNET_DISPATCH_X86)
   if constexpr (std::is_same_v<Value, float>) {
-    if (contiguous && path != kernel_path::portable) {
+    if (contiguous && path == isa::avx512) {
       avx512::spmm_strip_dispatch(a, r0, r1, xs, ldx, ys, ldy, width, first, bias);
+      return;
+    }
+    if (contiguous && path == isa::avx2) {
+      avx2::spmm_strip_dispatch(a, r0, r1, xs, ldx, ys, ldy, width, first, bias);
       return;
     }
   }
@@ -400,23 +583,59 @@ void spmm_strip_any(const csr_ref<Value, Index>& a, index_t r0, index_t r1, cons
 
 // --- fast kernels -------------------------------------------------------------------------------
 
-/// y = A x + bias (batch 1). Float on AVX-512: 16 nonzeros of a row per step with gathered x.
+/// The family float CSR products (spmv_csr, spmv_csr_products, and spmm_csr / spmm_blocked_csr on
+/// batch-contiguous operands) take under the current active_isa(): avx512, avx2, else portable.
+/// Compiled with function target attributes in every x86-64 build, whatever the program's -march.
+inline isa csr_path() {
+#if defined(SLIMNET_DISPATCH_X86)
+  const isa active = active_isa();
+  if (active == isa::avx512 || active == isa::avx2) return active;
+#endif
+  return isa::portable;
+}
+
+/// How many CSR products (spmv_csr, spmv_csr_products, spmm_csr, spmm_blocked_csr calls) each
+/// family computed since the program started; calls with an empty output are not counted.
+inline std::uint64_t csr_path_calls(isa path) {
+  return detail::csr_path_counters()[static_cast<int>(path)].load(std::memory_order_relaxed);
+}
+
+namespace detail {
+/// The family a CSR product over Value runs on: csr_path() for float with the automatic path and
+/// batch-contiguous operands (the SIMD strips read X's rows as vectors), portable otherwise; counted
+/// in csr_path_calls when `counted` (the product computes anything).
+template <class Value>
+isa csr_call_path(kernel_path requested, bool contiguous, bool counted) {
+  const isa path = std::is_same_v<Value, float> && requested != kernel_path::portable && contiguous ? csr_path() : isa::portable;
+  if (counted) csr_path_counters()[static_cast<int>(path)].fetch_add(1, std::memory_order_relaxed);
+  return path;
+}
+}  // namespace detail
+
+/// y = A x + bias (batch 1). Float on AVX-512: 16 nonzeros of a row per step with gathered x (8
+/// on AVX2).
 /// For batch 1 the sliced ELL format (sparse_sell.hpp) is usually faster: it needs no horizontal sums.
 template <class Value, class Index>
 void spmv_csr(const csr_ref<Value, Index>& a, const Value* x, Value* y, const sparse_params<Value>& params = {}) {
   detail::check_spmv("slimnet::kernels::spmv_csr", a, x, y);
+  const isa path = detail::csr_call_path<Value>(params.path, true, a.rows > 0);
   const int threads = std::min<index_t>(detail::resolve_threads(params.threads), std::max<index_t>(1, a.rows / 64));
   const detail::row_split bounds(a.row_offsets, a.rows, threads);
   detail::run_threads(threads, [&](int t, int) {
     const index_t r0 = bounds.begin(t), r1 = bounds.end(t);
-#if defined(SLIMNET_KERNELS_AVX512)
+#if defined(SLIMNET_DISPATCH_X86)
     if constexpr (std::is_same_v<Value, float>) {
-      if (params.path != kernel_path::portable) {
+      if (path == isa::avx512) {
         detail::avx512::spmv_csr_rows(a, r0, r1, x, y, params.bias);
+        return;
+      }
+      if (path == isa::avx2) {
+        detail::avx2::spmv_csr_rows(a, r0, r1, x, y, params.bias);
         return;
       }
     }
 #endif
+    (void)path;
     detail::spmv_csr_rows_portable(a, r0, r1, x, y, params.bias);
   });
 }
@@ -430,17 +649,15 @@ template <class Value, class Index>
 void spmv_csr_products(const csr_ref<Value, Index>& a, const Value* x, Value* y, Value* products, const sparse_params<Value>& params = {}) {
   detail::check_spmv("slimnet::kernels::spmv_csr_products", a, x, y);
   const index_t nnz = a.nnz();
+  const isa path = detail::csr_call_path<Value>(params.path, true, a.rows > 0);
   index_t q = 0;
-#if defined(SLIMNET_KERNELS_AVX512)
+#if defined(SLIMNET_DISPATCH_X86)
   if constexpr (std::is_same_v<Value, float>) {
-    if (params.path != kernel_path::portable) {
-      for (; q + 16 <= nnz; q += 16) {
-        const __m512 xv = _mm512_i32gather_ps(detail::avx512::load_index16(a.col_indices + q), x, 4);
-        _mm512_storeu_ps(products + q, _mm512_mul_ps(_mm512_loadu_ps(a.values + q), xv));
-      }
-    }
+    if (path == isa::avx512) q = detail::avx512::csr_products(a, x, products, nnz);
+    if (path == isa::avx2) q = detail::avx2::csr_products(a, x, products, nnz);
   }
 #endif
+  (void)path;
   for (; q < nnz; ++q) products[q] = a.values[q] * x[a.col_indices[q]];
   for (index_t i = 0; i < a.rows; ++i) {
     Value sum = params.bias ? params.bias[i] : Value(0);
@@ -470,13 +687,14 @@ template <class Value, class Index>
 void spmm_csr(const csr_ref<Value, Index>& a, matrix_ref<const Value> x, matrix_ref<Value> y, const sparse_params<Value>& params = {}) {
   detail::check_spmm("slimnet::kernels::spmm_csr", a.rows, a.cols, x, y);
   if (y.rows == 0 || y.cols == 0) return;
+  const isa path = detail::csr_call_path<Value>(params.path, x.col_stride == 1 && y.col_stride == 1, true);
   const int threads = std::min<index_t>(detail::resolve_threads(params.threads), std::max<index_t>(1, a.rows / 16));
   const detail::row_split bounds(a.row_offsets, a.rows, threads);
   detail::run_threads(threads, [&](int t, int) {
     const index_t r0 = bounds.begin(t), r1 = bounds.end(t);
     for (index_t j0 = 0; j0 < y.cols; j0 += detail::spmm_strip) {
       detail::spmm_strip_any(a, r0, r1, x.data + j0 * x.col_stride, x.row_stride, x.col_stride, y.data + j0 * y.col_stride,
-                             y.row_stride, y.col_stride, std::min(detail::spmm_strip, y.cols - j0), true, params.bias, params.path);
+                             y.row_stride, y.col_stride, std::min(detail::spmm_strip, y.cols - j0), true, params.bias, path);
     }
   });
 }
