@@ -34,6 +34,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -41,10 +42,16 @@
 #include <vector>
 
 #include "slimnet/core/error.hpp"
+#include "slimnet/kernels/cpu_features.hpp"
 #include "slimnet/kernels/dispatch.hpp"
+#include "slimnet/kernels/intrinsics.hpp"
 #include "slimnet/kernels/matrix_ref.hpp"
 #include "slimnet/kernels/sparse_csr.hpp"
-#include "slimnet/kernels/intrinsics.hpp"
+
+#if defined(SLIMNET_DISPATCH_X86)
+#define SLIMNET_CONV_AVX512 SLIMNET_TARGET("avx512f,avx512bw,avx512vl,avx512dq")
+#define SLIMNET_CONV_AVX2 SLIMNET_TARGET("avx2,fma")
+#endif
 
 SLIMNET_INTRINSICS_BEGIN
 
@@ -245,12 +252,13 @@ void phased_plane_portable(const Value* val, const std::int32_t* off, index_t nn
   }
 }
 
-#if defined(SLIMNET_KERNELS_AVX512)
+#if defined(SLIMNET_DISPATCH_X86)
 namespace avx512 {
 
 /// One strip of width <= 16 NV (the last vector masked): two accumulator sets take alternate nonzeros.
 template <int NV>
-inline void taps_strip(const float* val, const std::int32_t* off, index_t nnz, const float* x, float* y, index_t width, float init) {
+SLIMNET_CONV_AVX512 inline void taps_strip(const float* val, const std::int32_t* off, index_t nnz, const float* x, float* y,
+                                           index_t width, float init) {
   const unsigned tail = static_cast<unsigned>(width - (NV - 1) * 16);
   const __mmask16 last = static_cast<__mmask16>(tail >= 16 ? 0xffff : (1u << tail) - 1);
   __m512 acc[NV], acc2[NV];
@@ -284,7 +292,8 @@ inline void taps_strip(const float* val, const std::int32_t* off, index_t nnz, c
   _mm512_mask_storeu_ps(y + 16 * (NV - 1), last, _mm512_add_ps(acc[NV - 1], acc2[NV - 1]));
 }
 
-inline void taps_row(const float* val, const std::int32_t* off, index_t nnz, const float* x, float* y, index_t len, float init) {
+SLIMNET_CONV_AVX512 inline void taps_row(const float* val, const std::int32_t* off, index_t nnz, const float* x, float* y,
+                                         index_t len, float init) {
   index_t j0 = 0;
   for (; j0 + 64 <= len; j0 += 64) taps_strip<4>(val, off, nnz, x + j0, y + j0, 64, init);
   const index_t rest = len - j0;
@@ -298,7 +307,7 @@ inline void taps_row(const float* val, const std::int32_t* off, index_t nnz, con
 }
 
 /// out[0:n] = max(a[2t], a[2t+1]) of the pairs of a[0:2n] (2x2 pooling along a row, batch 1).
-inline void pair_max(const float* a, float* out, index_t n) {
+SLIMNET_CONV_AVX512 inline void pair_max(const float* a, float* out, index_t n) {
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
   for (index_t t = 0; t < n; t += 16) {
@@ -316,8 +325,8 @@ inline void pair_max(const float* a, float* out, index_t n) {
 /// latency), then the max over the phases, the ReLU and one store: the pooled output straight from
 /// registers.
 template <int SUBS, int V>
-inline void phased_chunk(const float* val, const std::int32_t* off, index_t nnz, const float* x, float* y, index_t width, float init,
-                         bool relu) {
+SLIMNET_CONV_AVX512 inline void phased_chunk(const float* val, const std::int32_t* off, index_t nnz, const float* x, float* y,
+                                             index_t width, float init, bool relu) {
   constexpr int sets = SUBS * V >= 8 ? 1 : 2;
   const unsigned tail = static_cast<unsigned>(width - (V - 1) * 16);
   const __mmask16 last = static_cast<__mmask16>(tail >= 16 ? 0xffff : (1u << tail) - 1);
@@ -376,8 +385,8 @@ inline void phased_chunk(const float* val, const std::int32_t* off, index_t nnz,
 
 /// The batch-1 phased plane of len floats in chunks of at most 4 vectors, balanced (9 vectors: 3 x 3).
 template <int SUBS>
-inline void phased_plane(const float* val, const std::int32_t* off, index_t nnz, const float* x, float* y, index_t len, float init,
-                         bool relu) {
+SLIMNET_CONV_AVX512 inline void phased_plane(const float* val, const std::int32_t* off, index_t nnz, const float* x, float* y,
+                                             index_t len, float init, bool relu) {
   const index_t nv = (len + 15) / 16, chunks = (nv + 3) / 4, per = (nv + chunks - 1) / chunks;
   for (index_t v0 = 0; v0 < nv; v0 += per) {
     const index_t n = std::min(per, nv - v0), width = std::min(16 * n, len - 16 * v0);
@@ -397,8 +406,8 @@ inline void phased_plane(const float* val, const std::int32_t* off, index_t nnz,
 /// each shift one more permute and a store); other geometries take the portable fill. Stores are
 /// whole vectors (masked stores are slow on Zen): what lands past a row's pw floats falls on the
 /// next rows of its block, written later (rows go in increasing order), or on the block's slack.
-inline bool fill_phased(const float* xp, index_t channels, index_t hp, index_t wp, const phased_geometry& g, const unsigned char* used,
-                        float* x_out) {
+SLIMNET_CONV_AVX512 inline bool fill_phased(const float* xp, index_t channels, index_t hp, index_t wp, const phased_geometry& g,
+                                            const unsigned char* used, float* x_out) {
   if (g.p == 1) {
     for (index_t c = 0; c < channels; ++c) {
       if (!used[c]) continue;
@@ -442,15 +451,216 @@ inline bool fill_phased(const float* xp, index_t channels, index_t hp, index_t w
 }
 
 }  // namespace avx512
+
+namespace avx2 {
+
+/// One strip of width <= 8 NV: the CSR strip kernel's accumulation with the taps' offsets as rows.
+template <int NV>
+SLIMNET_CONV_AVX2 inline void taps_strip(const float* val, const std::int32_t* off, index_t nnz, const float* x, float* y,
+                                         index_t width, float init) {
+  const __m256i last = first_lanes8(width - (NV - 1) * 8);
+  __m256 acc[NV];
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) acc[v] = _mm256_set1_ps(init);
+  strip_accumulate<NV>(
+      val, 0, static_cast<sparse_offset_t>(nnz), [x, off](sparse_offset_t p) { return x + off[p]; }, last, acc);
+#pragma GCC unroll 8
+  for (int v = 0; v < NV - 1; ++v) _mm256_storeu_ps(y + 8 * v, acc[v]);
+  _mm256_maskstore_ps(y + 8 * (NV - 1), last, acc[NV - 1]);
+}
+
+/// taps_row_portable in strips of 64 floats (8 vectors), the last strip narrower.
+SLIMNET_CONV_AVX2 inline void taps_row(const float* val, const std::int32_t* off, index_t nnz, const float* x, float* y,
+                                       index_t len, float init) {
+  index_t j0 = 0;
+  for (; j0 + 64 <= len; j0 += 64) taps_strip<8>(val, off, nnz, x + j0, y + j0, 64, init);
+  switch ((len - j0 + 7) / 8) {
+    case 0:
+      break;
+    case 1:
+      taps_strip<1>(val, off, nnz, x + j0, y + j0, len - j0, init);
+      break;
+    case 2:
+      taps_strip<2>(val, off, nnz, x + j0, y + j0, len - j0, init);
+      break;
+    case 3:
+      taps_strip<3>(val, off, nnz, x + j0, y + j0, len - j0, init);
+      break;
+    case 4:
+      taps_strip<4>(val, off, nnz, x + j0, y + j0, len - j0, init);
+      break;
+    case 5:
+      taps_strip<5>(val, off, nnz, x + j0, y + j0, len - j0, init);
+      break;
+    case 6:
+      taps_strip<6>(val, off, nnz, x + j0, y + j0, len - j0, init);
+      break;
+    case 7:
+      taps_strip<7>(val, off, nnz, x + j0, y + j0, len - j0, init);
+      break;
+    default:
+      taps_strip<8>(val, off, nnz, x + j0, y + j0, len - j0, init);
+      break;
+  }
+}
+
+/// The AVX-512 phased_chunk on 8-float vectors: SUBS phases of V accumulators (SUBS V <= 12 of the
+/// 16 ymm registers; two sets alternating nonzeros when SUBS V < 8), the max over the phases (a
+/// NaN already held is kept, as nn::max_pool2d), the ReLU (NaN -> 0) and one store from registers.
+template <int SUBS, int V>
+SLIMNET_CONV_AVX2 inline void phased_chunk(const float* val, const std::int32_t* off, index_t nnz, const float* x, float* y,
+                                           index_t width, float init, bool relu) {
+  constexpr int sets = SUBS * V >= 8 ? 1 : 2;
+  const __m256i last = first_lanes8(width - (V - 1) * 8);
+  __m256 acc[sets][SUBS][V];
+#pragma GCC unroll 16
+  for (int a = 0; a < SUBS; ++a)
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) {
+      acc[0][a][v] = _mm256_set1_ps(init);
+      if constexpr (sets == 2) acc[1][a][v] = _mm256_setzero_ps();
+    }
+  index_t q = 0;
+  for (; q + sets <= nnz; q += sets) {
+#pragma GCC unroll 2
+    for (int st = 0; st < sets; ++st) {
+      const __m256 w = _mm256_set1_ps(val[q + st]);
+      const std::int32_t* o = off + (q + st) * SUBS;
+#pragma GCC unroll 16
+      for (int a = 0; a < SUBS; ++a) {
+        const float* xs = x + o[a];
+#pragma GCC unroll 8
+        for (int v = 0; v < V - 1; ++v) acc[st][a][v] = _mm256_fmadd_ps(w, _mm256_loadu_ps(xs + 8 * v), acc[st][a][v]);
+        acc[st][a][V - 1] = _mm256_fmadd_ps(w, _mm256_maskload_ps(xs + 8 * (V - 1), last), acc[st][a][V - 1]);
+      }
+    }
+  }
+  if (q < nnz) {  // sets == 2 and an odd count
+    const __m256 w = _mm256_set1_ps(val[q]);
+#pragma GCC unroll 16
+    for (int a = 0; a < SUBS; ++a) {
+      const float* xs = x + off[q * SUBS + a];
+#pragma GCC unroll 8
+      for (int v = 0; v < V - 1; ++v) acc[0][a][v] = _mm256_fmadd_ps(w, _mm256_loadu_ps(xs + 8 * v), acc[0][a][v]);
+      acc[0][a][V - 1] = _mm256_fmadd_ps(w, _mm256_maskload_ps(xs + 8 * (V - 1), last), acc[0][a][V - 1]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int v = 0; v < V; ++v) {
+    __m256 best = acc[0][0][v];
+    if constexpr (sets == 2) best = _mm256_add_ps(best, acc[1][0][v]);
+#pragma GCC unroll 16
+    for (int a = 1; a < SUBS; ++a) {
+      __m256 z = acc[0][a][v];
+      if constexpr (sets == 2) z = _mm256_add_ps(z, acc[1][a][v]);
+      // max(best, z) returns z when either is NaN; a NaN already held is put back.
+      best = _mm256_blendv_ps(_mm256_max_ps(best, z), best, _mm256_cmp_ps(best, best, _CMP_UNORD_Q));
+    }
+    if (relu) best = _mm256_max_ps(best, _mm256_setzero_ps());  // NaN -> 0
+    if (v < V - 1) {
+      _mm256_storeu_ps(y + 8 * v, best);
+    } else {
+      _mm256_maskstore_ps(y + 8 * v, last, best);
+    }
+  }
+}
+
+/// The batch-1 phased plane of len floats in balanced chunks: at most 3 vectors with 4 phases (12
+/// accumulators), 8 with one.
+template <int SUBS>
+SLIMNET_CONV_AVX2 inline void phased_plane(const float* val, const std::int32_t* off, index_t nnz, const float* x, float* y,
+                                           index_t len, float init, bool relu) {
+  constexpr index_t most = SUBS == 1 ? 8 : 3;
+  const index_t nv = (len + 7) / 8, chunks = (nv + most - 1) / most, per = (nv + chunks - 1) / chunks;
+  for (index_t v0 = 0; v0 < nv; v0 += per) {
+    const index_t n = std::min(per, nv - v0), width = std::min(8 * n, len - 8 * v0);
+    const float* xs = x + 8 * v0;
+    float* ys = y + 8 * v0;
+    if constexpr (SUBS == 1) {
+      switch (n) {
+        case 1:
+          phased_chunk<1, 1>(val, off, nnz, xs, ys, width, init, relu);
+          break;
+        case 2:
+          phased_chunk<1, 2>(val, off, nnz, xs, ys, width, init, relu);
+          break;
+        case 3:
+          phased_chunk<1, 3>(val, off, nnz, xs, ys, width, init, relu);
+          break;
+        case 4:
+          phased_chunk<1, 4>(val, off, nnz, xs, ys, width, init, relu);
+          break;
+        case 5:
+          phased_chunk<1, 5>(val, off, nnz, xs, ys, width, init, relu);
+          break;
+        case 6:
+          phased_chunk<1, 6>(val, off, nnz, xs, ys, width, init, relu);
+          break;
+        case 7:
+          phased_chunk<1, 7>(val, off, nnz, xs, ys, width, init, relu);
+          break;
+        default:
+          phased_chunk<1, 8>(val, off, nnz, xs, ys, width, init, relu);
+          break;
+      }
+    } else {
+      switch (n) {
+        case 1:
+          phased_chunk<SUBS, 1>(val, off, nnz, xs, ys, width, init, relu);
+          break;
+        case 2:
+          phased_chunk<SUBS, 2>(val, off, nnz, xs, ys, width, init, relu);
+          break;
+        default:
+          phased_chunk<SUBS, 3>(val, off, nnz, xs, ys, width, init, relu);
+          break;
+      }
+    }
+  }
+}
+
+}  // namespace avx2
 #endif
+
+/// Direct sparse convolutions that each family computed (indexed by isa).
+inline std::atomic<std::uint64_t>* sparse_conv_path_counters() {
+  static std::atomic<std::uint64_t> counters[4] = {};
+  return counters;
+}
+
+}  // namespace detail
+
+/// The family float direct sparse convolutions take under the current active_isa(): avx512 (strips of
+/// 16-float vectors, the phase planes, the shifted-input fill and the 2x2 pair max), avx2 (strips and
+/// phase planes on 8-float vectors; the fill and pooling portable), else portable. Compiled with
+/// function target attributes in every x86-64 build, whatever the program's -march.
+inline isa sparse_conv_path() {
+#if defined(SLIMNET_DISPATCH_X86)
+  const isa active = active_isa();
+  if (active == isa::avx512 || active == isa::avx2) return active;
+#endif
+  return isa::portable;
+}
+
+/// How many sparse_conv2d calls each family computed since the program started (calls with an
+/// empty batch or no filters compute nothing and are not counted).
+inline std::uint64_t sparse_conv_path_calls(isa path) {
+  return detail::sparse_conv_path_counters()[static_cast<int>(path)].load(std::memory_order_relaxed);
+}
+
+namespace detail {
 
 template <class Value>
 void taps_row(const Value* val, const std::int32_t* off, index_t nnz, const Value* x, Value* y, index_t len, Value init,
-              kernel_path path) {
-#if defined(SLIMNET_KERNELS_AVX512)
+              isa path) {
+#if defined(SLIMNET_DISPATCH_X86)
   if constexpr (std::is_same_v<Value, float>) {
-    if (path != kernel_path::portable) {
+    if (path == isa::avx512) {
       avx512::taps_row(val, off, nnz, x, y, len, init);
+      return;
+    }
+    if (path == isa::avx2) {
+      avx2::taps_row(val, off, nnz, x, y, len, init);
       return;
     }
   }
@@ -468,7 +678,7 @@ inline Value max_of(Value a, Value b) {
 /// into y[n * y_stride + pi * pw + pj].
 template <class Value>
 void store_channel(const Value* plane, index_t oh, index_t ow, index_t rs, index_t batch, const conv_epilogue& ep, Value* y,
-                   index_t y_stride, std::vector<Value>& pooled, kernel_path path) {
+                   index_t y_stride, std::vector<Value>& pooled, isa path) {
   const Value lo = ep.relu ? Value(0) : -std::numeric_limits<Value>::infinity();
   if (!ep.pooled()) {
     if (batch == 1) {
@@ -493,9 +703,9 @@ void store_channel(const Value* plane, index_t oh, index_t ow, index_t rs, index
   }
   const index_t k = ep.pool_kernel, s = ep.pool_stride, ph = ep.out(oh), pw = ep.out(ow);
   if (batch == 1) {
-#if defined(SLIMNET_KERNELS_AVX512)
+#if defined(SLIMNET_DISPATCH_X86)
     if constexpr (std::is_same_v<Value, float>) {
-      if (k == 2 && s == 2 && path != kernel_path::portable) {
+      if (k == 2 && s == 2 && path == isa::avx512) {
         // Row pairs first (ph x 2 pw, contiguous), then adjacent pairs over the whole plane at once:
         // the pooled plane is contiguous in y, so one pass of 16 outputs per step covers all rows.
         pooled.resize(static_cast<std::size_t>(2 * ph * pw));
@@ -539,6 +749,14 @@ void store_channel(const Value* plane, index_t oh, index_t ow, index_t rs, index
     Value* dst = y + n * y_stride;
     for (index_t p = 0; p < q; ++p) dst[p] = pooled[static_cast<std::size_t>(p * batch + n)];
   }
+}
+
+/// store_channel with the family kernel_path leads to (what nn::compressed's im2col path calls).
+template <class Value>
+void store_channel(const Value* plane, index_t oh, index_t ow, index_t rs, index_t batch, const conv_epilogue& ep, Value* y,
+                   index_t y_stride, std::vector<Value>& pooled, kernel_path path) {
+  store_channel(plane, oh, ow, rs, batch, ep, y, y_stride, pooled,
+                std::is_same_v<Value, float> && path != kernel_path::portable ? sparse_conv_path() : isa::portable);
 }
 
 }  // namespace detail
@@ -605,8 +823,9 @@ namespace detail {
 /// copies of the input (built per call, channels that no filter reads skipped); the p^2 offsets of
 /// each nonzero are computed once per input size.
 template <class Value>
-void sparse_conv2d_single(const sparse_filters_ref<Value>& f, const Value* x, const conv_input& in, const Value* bias, const conv_epilogue& ep,
-                          Value* y, sparse_conv_workspace<Value>& ws, kernel_path path, const phased_geometry& g) {
+void sparse_conv2d_single(const sparse_filters_ref<Value>& f, const Value* x, const conv_input& in, const Value* bias,
+                          const conv_epilogue& ep, Value* y, sparse_conv_workspace<Value>& ws, isa path,
+                          const phased_geometry& g) {
   (void)path;
   const index_t c_n = in.channels, hp = in.height + 2 * in.pad_h, wp = in.width + 2 * in.pad_w, subs = g.p * g.p;
   const Value* xp = x;
@@ -638,9 +857,9 @@ void sparse_conv2d_single(const sparse_filters_ref<Value>& f, const Value* x, co
   }
   if (ws.shifted.size() != static_cast<std::size_t>(g.size(c_n))) ws.shifted.resize(static_cast<std::size_t>(g.size(c_n)));
   bool filled = false;
-#if defined(SLIMNET_KERNELS_AVX512)
+#if defined(SLIMNET_DISPATCH_X86)
   if constexpr (std::is_same_v<Value, float>) {
-    if (path != kernel_path::portable) filled = avx512::fill_phased(xp, c_n, hp, wp, g, ws.used.data(), ws.shifted.data());
+    if (path == isa::avx512) filled = avx512::fill_phased(xp, c_n, hp, wp, g, ws.used.data(), ws.shifted.data());
   }
 #endif
   if (!filled) fill_phased_portable(xp, c_n, hp, wp, g, ws.used.data(), ws.shifted.data());
@@ -651,13 +870,21 @@ void sparse_conv2d_single(const sparse_filters_ref<Value>& f, const Value* x, co
     const auto nnz = static_cast<index_t>(e - b);
     const std::int32_t* off = ws.offsets.data() + static_cast<std::size_t>(b) * static_cast<std::size_t>(subs);
     Value* yo = y + o * len;
-#if defined(SLIMNET_KERNELS_AVX512)
+#if defined(SLIMNET_DISPATCH_X86)
     if constexpr (std::is_same_v<Value, float>) {
-      if (path != kernel_path::portable && (subs == 1 || subs == 4)) {
+      if (path == isa::avx512 && (subs == 1 || subs == 4)) {
         if (subs == 1) {
           avx512::phased_plane<1>(f.values + b, off, nnz, ws.shifted.data(), yo, len, init, ep.relu);
         } else {
           avx512::phased_plane<4>(f.values + b, off, nnz, ws.shifted.data(), yo, len, init, ep.relu);
+        }
+        continue;
+      }
+      if (path == isa::avx2 && (subs == 1 || subs == 4)) {
+        if (subs == 1) {
+          avx2::phased_plane<1>(f.values + b, off, nnz, ws.shifted.data(), yo, len, init, ep.relu);
+        } else {
+          avx2::phased_plane<4>(f.values + b, off, nnz, ws.shifted.data(), yo, len, init, ep.relu);
         }
         continue;
       }
@@ -681,32 +908,21 @@ void sparse_conv2d_single(const sparse_filters_ref<Value>& f, const Value* x, co
 /// layer (compressed_conv2d::choose_batch_layout) rather than assuming one.
 enum class conv_batch_layout { batch_innermost, image_at_a_time };
 
-/// The direct kernel: same result as the reference within float rounding (products summed in
-/// another order). `ws` keeps its buffers between calls; threads are not used (one image plane per
-/// filter is too little work to split). `layout` says how a batch of several images runs.
+namespace detail {
+
+/// sparse_conv2d on one layout: the phase planes for one image when the pool allows, else the
+/// batch-innermost pass; SIMD on `path` (sparse_conv_call_path's choice).
 template <class Value>
-void sparse_conv2d(const sparse_filters_ref<Value>& f, const Value* x, const conv_input& in, const typename detail::same<Value>::type* bias,
-                   const conv_epilogue& ep, Value* y, sparse_conv_workspace<Value>& ws, kernel_path path = kernel_path::automatic,
-                   conv_batch_layout layout = conv_batch_layout::batch_innermost) {
-  detail::check_sparse_conv("slimnet::kernels::sparse_conv2d", f.out_channels, f.in_channels, f.kernel_h, f.kernel_w, in, ep);
+void sparse_conv2d_run(const sparse_filters_ref<Value>& f, const Value* x, const conv_input& in, const Value* bias,
+                       const conv_epilogue& ep, Value* y, sparse_conv_workspace<Value>& ws, isa path) {
   const index_t batch = in.batch, c_n = in.channels, h = in.height, w = in.width;
-  if (batch == 0 || f.out_channels == 0) return;
-  if (batch > 1 && layout == conv_batch_layout::image_at_a_time) {
-    conv_input one = in;
-    one.batch = 1;
-    const index_t in_size = c_n * h * w;
-    const shape_t out = sparse_conv2d_output_shape(f.out_channels, f.kernel_h, f.kernel_w, one, ep);
-    const index_t out_size = out[1] * out[2] * out[3];
-    for (index_t n = 0; n < batch; ++n) sparse_conv2d(f, x + n * in_size, one, bias, ep, y + n * out_size, ws, path);
-    return;
-  }
   const index_t hp = h + 2 * in.pad_h, wp = w + 2 * in.pad_w, oh = hp - f.kernel_h + 1, ow = wp - f.kernel_w + 1;
   const index_t ph = ep.out(oh), pw = ep.out(ow);
   if (batch == 1 && (!ep.pooled() || ep.pool_kernel == ep.pool_stride)) {
     const index_t p = ep.pooled() ? ep.pool_kernel : 1;
-    const detail::phased_geometry g{p, f.kernel_w + p - 1, (hp + p - 1) / p, ph, pw};
+    const phased_geometry g{p, f.kernel_w + p - 1, (hp + p - 1) / p, ph, pw};
     if (g.size(c_n) < std::numeric_limits<std::int32_t>::max()) {
-      detail::sparse_conv2d_single(f, x, in, bias, ep, y, ws, path, g);
+      sparse_conv2d_single(f, x, in, bias, ep, y, ws, path, g);
       return;
     }
   }
@@ -749,15 +965,42 @@ void sparse_conv2d(const sparse_filters_ref<Value>& f, const Value* x, const con
     const Value* val = f.values + b;
     const std::int32_t* off = ws.offsets.data() + b;
     if (wide) {
-      detail::taps_row(val, off, static_cast<index_t>(e - b), ws.input.data(), ws.plane.data(), wide_len, init, path);
+      taps_row(val, off, static_cast<index_t>(e - b), ws.input.data(), ws.plane.data(), wide_len, init, path);
     } else {
       for (index_t i = 0; i < oh; ++i) {
-        detail::taps_row(val, off, static_cast<index_t>(e - b), ws.input.data() + i * wp * batch, ws.plane.data() + i * ow * batch,
-                         ow * batch, init, path);
+        taps_row(val, off, static_cast<index_t>(e - b), ws.input.data() + i * wp * batch, ws.plane.data() + i * ow * batch,
+                 ow * batch, init, path);
       }
     }
-    detail::store_channel(ws.plane.data(), oh, ow, rs, batch, ep, y + o * ph * pw, f.out_channels * ph * pw, ws.pooled, path);
+    store_channel(ws.plane.data(), oh, ow, rs, batch, ep, y + o * ph * pw, f.out_channels * ph * pw, ws.pooled, path);
   }
+}
+
+}  // namespace detail
+
+/// The direct kernel: same result as the reference within float rounding (products summed in
+/// another order). `ws` keeps its buffers between calls; threads are not used (one image plane per
+/// filter is too little work to split). `layout` says how a batch of several images runs.
+template <class Value>
+void sparse_conv2d(const sparse_filters_ref<Value>& f, const Value* x, const conv_input& in,
+                   const typename detail::same<Value>::type* bias, const conv_epilogue& ep, Value* y,
+                   sparse_conv_workspace<Value>& ws, kernel_path path = kernel_path::automatic,
+                   conv_batch_layout layout = conv_batch_layout::batch_innermost) {
+  detail::check_sparse_conv("slimnet::kernels::sparse_conv2d", f.out_channels, f.in_channels, f.kernel_h, f.kernel_w, in, ep);
+  if (in.batch == 0 || f.out_channels == 0) return;
+  const isa simd = std::is_same_v<Value, float> && path != kernel_path::portable ? sparse_conv_path() : isa::portable;
+  detail::sparse_conv_path_counters()[static_cast<int>(simd)].fetch_add(1, std::memory_order_relaxed);
+  if (in.batch > 1 && layout == conv_batch_layout::image_at_a_time) {
+    conv_input one = in;
+    one.batch = 1;
+    const index_t in_size = in.channels * in.height * in.width;
+    const shape_t out = sparse_conv2d_output_shape(f.out_channels, f.kernel_h, f.kernel_w, one, ep);
+    const index_t out_size = out[1] * out[2] * out[3];
+    for (index_t n = 0; n < in.batch; ++n)
+      detail::sparse_conv2d_run(f, x + n * in_size, one, bias, ep, y + n * out_size, ws, simd);
+    return;
+  }
+  detail::sparse_conv2d_run(f, x, in, bias, ep, y, ws, simd);
 }
 
 }  // namespace slimnet::kernels
