@@ -55,7 +55,10 @@ namespace slimnet::nn::compressed {
 
 namespace detail {
 
-#if defined(__AVX512F__)
+#if defined(SLIMNET_DISPATCH_X86)
+#define SLIMNET_RNN_AVX512 SLIMNET_TARGET("avx512f,avx512bw,avx512vl,avx512dq")
+#define SLIMNET_RNN_AVX2 SLIMNET_TARGET("avx2,fma")
+
 /// Where the gate pass reads and writes: element (r, c) of gate q of a buffer is at
 /// p + q * gate_stride + r * row_stride + c. Batch 1: one row of H units; batch N: H rows of the
 /// first B_t sequences.
@@ -73,10 +76,18 @@ struct gate_grid {
   index_t out_row;
 };
 
-inline __mmask16 lanes_below(index_t n) { return n >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u); }
+SLIMNET_RNN_AVX512 inline __mmask16 lanes_below(index_t n) {
+  return n >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
+}
+
+/// A_q + B_q of gate q at column j: the pre-activation of 16 units.
+SLIMNET_RNN_AVX512 inline __m512 gate_sum16(__mmask16 k, const float* a, const float* b, const gate_grid& g, index_t q,
+                                            index_t j) {
+  return _mm512_add_ps(_mm512_maskz_loadu_ps(k, a + q * g.a_gate + j), _mm512_maskz_loadu_ps(k, b + q * g.b_gate + j));
+}
 
 /// LSTM (gates i, f, g, o of nn/lstm.hpp): c = sigma(f) c + sigma(i) tanh(g), h = sigma(o) tanh(c) m.
-inline void lstm_cells(const gate_grid& g) {
+SLIMNET_RNN_AVX512 inline void lstm_cells(const gate_grid& g) {
   using kernels::sigmoid16;
   using kernels::tanh16;
   for (index_t r = 0; r < g.rows; ++r) {
@@ -88,10 +99,8 @@ inline void lstm_cells(const gate_grid& g) {
     float* o = g.out ? g.out + r * g.out_row : nullptr;
     for (index_t j = 0; j < g.cols; j += 16) {
       const __mmask16 k = lanes_below(g.cols - j);
-      auto gate = [&](index_t q) {
-        return _mm512_add_ps(_mm512_maskz_loadu_ps(k, a + q * g.a_gate + j), _mm512_maskz_loadu_ps(k, b + q * g.b_gate + j));
-      };
-      const __m512 gi = sigmoid16(gate(0)), gf = sigmoid16(gate(1)), gg = tanh16(gate(2)), go = sigmoid16(gate(3));
+      const __m512 gi = sigmoid16(gate_sum16(k, a, b, g, 0, j)), gf = sigmoid16(gate_sum16(k, a, b, g, 1, j)),
+                   gg = tanh16(gate_sum16(k, a, b, g, 2, j)), go = sigmoid16(gate_sum16(k, a, b, g, 3, j));
       const __m512 cn = _mm512_fmadd_ps(gf, _mm512_maskz_loadu_ps(k, c + j), _mm512_mul_ps(gi, gg));
       __m512 hn = _mm512_mul_ps(go, tanh16(cn));
       if (m) hn = _mm512_mul_ps(hn, _mm512_maskz_loadu_ps(k, m + j));
@@ -104,7 +113,7 @@ inline void lstm_cells(const gate_grid& g) {
 
 /// GRU (gates r, z, n of nn/gru.hpp; B's n gate holds W_hn h + b_hn):
 /// n = tanh(A_n + sigma(r) B_n), h = ((1 - sigma(z)) n + sigma(z) h) m.
-inline void gru_cells(const gate_grid& g) {
+SLIMNET_RNN_AVX512 inline void gru_cells(const gate_grid& g) {
   using kernels::sigmoid16;
   using kernels::tanh16;
   for (index_t r = 0; r < g.rows; ++r) {
@@ -127,6 +136,71 @@ inline void gru_cells(const gate_grid& g) {
     }
   }
 }
+
+namespace avx2 {
+
+/// The AVX-512 gate passes on 8 units at a time (the last ones through a lane mask, never touching
+/// memory past the row), with kernels::tanh8 / sigmoid8: the same formulas, products and sums in
+/// the same order per unit.
+SLIMNET_RNN_AVX2 inline __m256i lanes_below(index_t n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(std::min<index_t>(n, 8))),
+                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/// A_q + B_q of gate q at column j: the pre-activation of 8 units.
+SLIMNET_RNN_AVX2 inline __m256 gate_sum8(__m256i k, const float* a, const float* b, const gate_grid& g, index_t q, index_t j) {
+  return _mm256_add_ps(_mm256_maskload_ps(a + q * g.a_gate + j, k), _mm256_maskload_ps(b + q * g.b_gate + j, k));
+}
+
+SLIMNET_RNN_AVX2 inline void lstm_cells(const gate_grid& g) {
+  using kernels::sigmoid8;
+  using kernels::tanh8;
+  for (index_t r = 0; r < g.rows; ++r) {
+    const float* a = g.a + r * g.a_row;
+    const float* b = g.b + r * g.b_row;
+    float* h = g.h + r * g.s_row;
+    float* c = g.c + r * g.s_row;
+    const float* m = g.mask ? g.mask + r * g.s_row : nullptr;
+    float* o = g.out ? g.out + r * g.out_row : nullptr;
+    for (index_t j = 0; j < g.cols; j += 8) {
+      const __m256i k = lanes_below(g.cols - j);
+      const __m256 gi = sigmoid8(gate_sum8(k, a, b, g, 0, j)), gf = sigmoid8(gate_sum8(k, a, b, g, 1, j)),
+                   gg = tanh8(gate_sum8(k, a, b, g, 2, j)), go = sigmoid8(gate_sum8(k, a, b, g, 3, j));
+      const __m256 cn = _mm256_fmadd_ps(gf, _mm256_maskload_ps(c + j, k), _mm256_mul_ps(gi, gg));
+      __m256 hn = _mm256_mul_ps(go, tanh8(cn));
+      if (m) hn = _mm256_mul_ps(hn, _mm256_maskload_ps(m + j, k));
+      _mm256_maskstore_ps(c + j, k, cn);
+      _mm256_maskstore_ps(h + j, k, hn);
+      if (o) _mm256_maskstore_ps(o + j, k, hn);
+    }
+  }
+}
+
+SLIMNET_RNN_AVX2 inline void gru_cells(const gate_grid& g) {
+  using kernels::sigmoid8;
+  using kernels::tanh8;
+  for (index_t r = 0; r < g.rows; ++r) {
+    const float* a = g.a + r * g.a_row;
+    const float* b = g.b + r * g.b_row;
+    float* h = g.h + r * g.s_row;
+    const float* m = g.mask ? g.mask + r * g.s_row : nullptr;
+    float* o = g.out ? g.out + r * g.out_row : nullptr;
+    for (index_t j = 0; j < g.cols; j += 8) {
+      const __m256i k = lanes_below(g.cols - j);
+      const __m256 gr = sigmoid8(gate_sum8(k, a, b, g, 0, j)), gz = sigmoid8(gate_sum8(k, a, b, g, 1, j));
+      const __m256 gn =
+          tanh8(_mm256_fmadd_ps(gr, _mm256_maskload_ps(b + 2 * g.b_gate + j, k), _mm256_maskload_ps(a + 2 * g.a_gate + j, k)));
+      const __m256 hp = _mm256_maskload_ps(h + j, k);
+      // (1 - z) n + z h = n + z (h - n)
+      __m256 hn = _mm256_fmadd_ps(gz, _mm256_sub_ps(hp, gn), gn);
+      if (m) hn = _mm256_mul_ps(hn, _mm256_maskload_ps(m + j, k));
+      _mm256_maskstore_ps(h + j, k, hn);
+      if (o) _mm256_maskstore_ps(o + j, k, hn);
+    }
+  }
+}
+
+}  // namespace avx2
 #endif
 
 }  // namespace detail
@@ -332,16 +406,22 @@ class compressed_recurrent : public compressed_recurrent_layer<Scalar> {
           Scalar* A = a_.data() + (rows_mode ? (t - t0) * g : (t - t0) * n);
           Scalar* O = out_k && !rows_mode ? out_k + (t - t0) * n : nullptr;
           bool fused = false;
-#if defined(__AVX512F__)
+#if defined(SLIMNET_DISPATCH_X86)
+          // The fused gate pass on vector_math_path()'s family (counted in vector_math_path_calls).
           if constexpr (std::is_same_v<Scalar, float>) {
+            const kernels::isa simd = kernels::vector_math_path();
             const detail::gate_grid grid{rows_mode ? 1 : h,  rows_mode ? h : b, A, us_a, h * us_a, b_.data(), us_n, h * us_n,
                                          state_.data(),      is_lstm ? cell_.data() : nullptr,   mask, us_n, O, us_a};
-            if constexpr (is_lstm) {
-              detail::lstm_cells(grid);
-            } else {
-              detail::gru_cells(grid);
+            if (simd == kernels::isa::avx512 || simd == kernels::isa::avx2) {
+              const bool wide = simd == kernels::isa::avx512;
+              if constexpr (is_lstm) {
+                wide ? detail::lstm_cells(grid) : detail::avx2::lstm_cells(grid);
+              } else {
+                wide ? detail::gru_cells(grid) : detail::avx2::gru_cells(grid);
+              }
+              kernels::detail::vector_math_path_counters()[static_cast<int>(simd)].fetch_add(1, std::memory_order_relaxed);
+              fused = true;
             }
-            fused = true;
           }
 #endif
           for (index_t j = 0; !fused && j < h; j += chunk) {
