@@ -60,6 +60,7 @@
 #include "slimnet/nn/compressed/binary_model.hpp"
 #include "slimnet/quant.hpp"
 #include "slimnet/slimnet.hpp"
+#include "slimnet/train/batch_norm_statistics.hpp"
 
 using namespace slimnet;
 
@@ -138,9 +139,9 @@ nn::sequential<float> build(const architecture& a, bool binary_activations, bool
 
 /// BatchNorm's running statistics of a stochastic BinaryConnect network were gathered under random
 /// weight draws; at test time the weights are sign(W) (or W itself with `real_weights`), whose
-/// pre-activations have other statistics. Re-estimate them: forward passes in training mode (batch
-/// statistics, running averages updated) over `batches` large training batches with the test-time
-/// weights; no parameter is updated.
+/// pre-activations have other statistics. Re-estimate them with the test-time weights
+/// (train::recalibrate_batch_norm: the average over `batches` training batches of 500); no
+/// parameter is updated.
 void recalibrate_batch_norm(nn::sequential<float>& model, const data::dataset<float>& train_data,
                             int batches, std::uint64_t seed, bool real_weights) {
   std::vector<quant::binary_connect_transform<float>*> transforms;
@@ -154,17 +155,7 @@ void recalibrate_batch_norm(nn::sequential<float>& model, const data::dataset<fl
     t->set_passthrough(real_weights);
   }
   rng gen(seed);
-  data::batcher<float> batcher(train_data, 500, true, gen);
-  data::batch<float> b;
-  tensor<float> out;
-  nn::forward_context ctx{true, &gen};
-  for (int i = 0; i < batches; ++i) {
-    if (!batcher.next(b)) {
-      batcher.reset();
-      batcher.next(b);
-    }
-    model.forward(b.inputs, out, ctx);
-  }
+  train::recalibrate_batch_norm(model, train_data, batches, 500, gen);
   for (auto* t : transforms) {
     t->set_mode(quant::binarization::stochastic);
     t->set_passthrough(false);
