@@ -1,6 +1,6 @@
 // The run-time dispatched fp32 GEMM: every family this CPU can run, forced with set_isa, against
 // gemm_reference over odd shapes (1..67 in M, N and K), every storage order of A, B and C, with C
-// poisoned, and the path that actually ran.
+// poisoned, and the path that actually ran (on aarch64: neon and portable).
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -31,11 +31,15 @@ std::vector<isa> gemm_dispatch_families() {
   return out;
 }
 
-/// The family that computes an m x n float product under `active`: the kernels take every shape
-/// except 2-3 rows or columns of C (Eigen's), and only x86-64 has them.
+/// The family that computes an m x n float product under `active`: the x86 kernels take every
+/// shape except 2-3 rows or columns of C (Eigen's), the NEON kernel every shape with at least 4 of
+/// both (a single row or column is Eigen's too).
 isa gemm_dispatch_expected(isa active, index_t m, index_t n) {
 #if defined(SLIMNET_GEMM_AVX512)
   if ((active == isa::avx512 || active == isa::avx2) && !(std::min(m, n) >= 2 && std::min(m, n) <= 3)) return active;
+#endif
+#if defined(SLIMNET_GEMM_NEON)
+  if (active == isa::neon && std::min(m, n) >= 4) return active;
 #endif
   (void)active, (void)m, (void)n;
   return isa::portable;
@@ -106,7 +110,7 @@ void gemm_dispatch_check(index_t m, index_t k, index_t n, int la, int lb, int lc
   CHECK(margin_untouched);
 }
 
-/// The shapes: every tile edge of both families (6 and 8..12 rows, 16 and 32 columns) and K around
+/// The shapes: every tile edge of the families (6 and 8..12 rows, 12, 16 and 32 columns) and K around
 /// a vector, plus random triples in [1, 67]^3.
 std::vector<std::array<index_t, 3>> gemm_dispatch_shapes(rng& gen) {
   std::vector<std::array<index_t, 3>> shapes = {{1, 1, 1},    {1, 67, 1},   {1, 9, 67},   {67, 9, 1},   {2, 5, 17},   {3, 67, 33},
@@ -161,6 +165,22 @@ TEST_CASE("gemm: small cache blocks exercise every block edge of both x86 famili
 }
 #endif
 
+#if defined(SLIMNET_GEMM_NEON)
+TEST_CASE("gemm: small cache blocks exercise every block edge of the NEON family", "[kernels][gemm][dispatch]") {
+  gemm_dispatch_isa_guard guard;
+  auto& blocks = kernels::detail::neon::gemm_blocking();
+  const auto saved = blocks;
+  blocks = {8, 16, 24};  // kc, mc (2 tiles of 8 rows), nc (2 panels of 12 columns)
+  rng gen(1614);
+  kernels::set_isa(isa::neon);
+  for (const auto& [m, k, n] : std::vector<std::array<index_t, 3>>{{37, 50, 100}, {25, 33, 65}, {64, 17, 129}, {13, 48, 31}})
+    for (int la = 0; la < 3; ++la)
+      for (int lb = 0; lb < 2; ++lb)
+        for (int lc : {0, 1}) gemm_dispatch_check(m, k, n, la, lb, lc, 1.0f, lb == 1 ? 1.0f : 0.0f, gen);
+  blocks = saved;
+}
+#endif
+
 TEST_CASE("gemm_path / gemm_path_calls say which family computed a product", "[kernels][gemm][dispatch]") {
   gemm_dispatch_isa_guard guard;
   rng gen(1613);
@@ -178,6 +198,8 @@ TEST_CASE("gemm_path / gemm_path_calls say which family computed a product", "[k
     const isa path = kernels::gemm_path();
 #if defined(SLIMNET_GEMM_AVX512)
     CHECK(path == (family == isa::avx512 || family == isa::avx2 ? family : isa::portable));
+#elif defined(SLIMNET_GEMM_NEON)
+    CHECK(path == family);
 #else
     CHECK(path == isa::portable);
 #endif
@@ -214,6 +236,18 @@ TEST_CASE("gemm_path / gemm_path_calls say which family computed a product", "[k
   if (kernels::isa_supported(isa::avx2)) {
     kernels::reset_isa();
     if (kernels::active_isa() != isa::portable) CHECK(kernels::gemm_path() != isa::portable);
+  }
+#endif
+  // On aarch64 (under qemu-user in CI) the automatic family is neon and products run its kernel.
+#if defined(SLIMNET_GEMM_NEON)
+  kernels::reset_isa();
+  if (kernels::active_isa() != isa::portable) {  // unless SLIMNET_ISA=portable
+    CHECK(kernels::active_isa() == isa::neon);
+    CHECK(kernels::gemm_path() == isa::neon);
+    const auto before = calls();
+    kernels::gemm<float>(kernels::row_major<const float>(a.data(), 40, 30), kernels::row_major<const float>(b.data(), 30, 20),
+                         kernels::row_major(c.data(), 40, 20));
+    CHECK(calls()[static_cast<std::size_t>(isa::neon)] == before[static_cast<std::size_t>(isa::neon)] + 1);
   }
 #endif
 }

@@ -10,6 +10,10 @@
 //   avx2      AVX2 + FMA: the classic Haswell 6 x 16 tile (12 ymm accumulators, 2 loads of B and
 //             6 broadcasts of A per depth step: 12 FMAs, 2 per cycle), with the same matrix-vector
 //             and shallow kernels on 256 bits;
+//   neon      aarch64: an 8 x 12 tile (24 float32x4_t accumulators; per depth step 3 loads of B,
+//             2 of packed A and 24 fmla by element, which take A's value from a vector lane, so no
+//             broadcasts), in the avx2 family's blocked loops (detail::blocked_gemm); depth <= 4
+//             runs the same kernel, a single row or column of C runs Eigen;
 //   portable  Eigen's product (what doubles, other architectures, and the shapes the kernels do
 //             not take run: C with no unit stride, 2-3 rows or columns of C).
 // gemm_path() says which family float products take now; gemm_path_calls() counts the calls each
@@ -20,6 +24,7 @@
 #include <atomic>
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "slimnet/core/eigen.hpp"
@@ -37,6 +42,11 @@
 #define SLIMNET_GEMM_AVX2 1
 #define SLIMNET_GEMM_AVX512_TARGET SLIMNET_TARGET("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")
 #define SLIMNET_GEMM_AVX2_TARGET SLIMNET_TARGET("avx2,fma")
+#endif
+#if defined(__aarch64__)
+#include <arm_neon.h>
+// NEON (Advanced SIMD) is part of ARMv8-A: no target attribute, every aarch64 build has the path.
+#define SLIMNET_GEMM_NEON 1
 #endif
 
 SLIMNET_INTRINSICS_BEGIN
@@ -820,60 +830,6 @@ SLIMNET_GEMM_AVX2_TARGET inline void run_tile(index_t rows, index_t k, const flo
   }
 }
 
-/// C = alpha * A B + beta * C with C row-major (unit column stride), m, n >= 1, depth >= 1.
-SLIMNET_GEMM_AVX2_TARGET inline void gemm(const matrix_ref<const float>& a, const matrix_ref<const float>& b, const matrix_ref<float>& c,
-                                          float alpha, float beta) {
-  const index_t m = c.rows, n = c.cols, depth = a.cols;
-  const blocking& bl = gemm_blocking();
-  const index_t kc = balanced_block(depth, std::max<index_t>(bl.kc, 1), 8);
-  const index_t mc = balanced_block(m, std::max(bl.mc / mr, index_t{1}) * mr, mr);
-  const index_t nc = balanced_block(n, std::max(bl.nc / nr, index_t{1}) * nr, nr);
-  thread_local std::vector<float> a_pack, b_pack;
-  a_pack.resize(static_cast<std::size_t>((std::min(mc, m) + mr - 1) / mr * mr * kc + 8));
-  b_pack.resize(static_cast<std::size_t>((std::min(nc, n) + nr - 1) / nr * nr * kc));
-  for (index_t j0 = 0; j0 < n; j0 += nc) {
-    const index_t ncols = std::min(nc, n - j0), n_panels = (ncols + nr - 1) / nr;
-    for (index_t p0 = 0; p0 < depth; p0 += kc) {
-      const index_t k = std::min(kc, depth - p0);
-      const float beta_block = p0 == 0 ? beta : 1.0f;  // later depth blocks accumulate into C
-      // As on AVX-512: full panels of a row-major B are read in place when at most two rows of
-      // tiles would reuse a packed copy; a row-major A is read in place when few B panels would
-      // reuse a packed one, or when its row stride is not a multiple of 256 bytes (rows 2^k bytes
-      // apart share L1 sets).
-      const bool b_in_place = b.col_stride == 1 && (m + mr - 1) / mr <= 2;
-      const bool a_in_place = a.col_stride == 1 && (n_panels <= 2 || a.row_stride % 64 != 0);
-      if (b.col_stride == 1 && !b_in_place) {
-        pack_b_rows<8>(b, p0, k, j0, ncols, b_pack.data());
-      } else {
-        for (index_t jp = 0; jp < n_panels; ++jp) {
-          const index_t cols = std::min(nr, ncols - jp * nr);
-          if (b_in_place && cols == nr) continue;
-          pack_b(b, p0, k, j0 + jp * nr, cols, b_pack.data() + jp * nr * k);
-        }
-      }
-      for (index_t i0 = 0; i0 < m; i0 += mc) {
-        const index_t mrows = std::min(mc, m - i0), m_panels = (mrows + mr - 1) / mr;
-        if (!a_in_place) {
-          for (index_t ip = 0; ip < m_panels; ++ip)
-            pack_a(a, i0 + ip * mr, std::min(mr, mrows - ip * mr), p0, k, a_pack.data() + ip * mr * k);
-        }
-        for (index_t jp = 0; jp < n_panels; ++jp) {
-          const index_t col = j0 + jp * nr, cols = std::min(nr, n - col);
-          const bool read_b = b_in_place && cols == nr;
-          const float* bp = read_b ? b.data + p0 * b.row_stride + col : b_pack.data() + jp * nr * k;
-          const index_t ldb = read_b ? b.row_stride : nr;
-          for (index_t ip = 0; ip < m_panels; ++ip) {
-            const index_t row = i0 + ip * mr, rows = std::min(mr, m - row);
-            const float* ap = a_in_place ? a.data + row * a.row_stride + p0 : a_pack.data() + ip * mr * k;
-            run_tile(rows, k, ap, a_in_place ? a.row_stride : 0, bp, ldb, c.data + row * c.row_stride + col, c.row_stride, cols, alpha,
-                     beta_block);
-          }
-        }
-      }
-    }
-  }
-}
-
 /// C = alpha * A B + beta * C for depth K (1..4), B(p, j) = bp[p * ldb + j], row by row of C.
 template <int K>
 SLIMNET_GEMM_AVX2_TARGET inline void shallow_rows(const matrix_ref<const float>& a, const float* bp, index_t ldb, const matrix_ref<float>& c,
@@ -994,6 +950,235 @@ SLIMNET_GEMM_AVX2_TARGET inline bool gemv_row(const matrix_ref<const float>& a, 
 }  // namespace avx2
 #endif
 
+#if SLIMNET_GEMM_NEON
+namespace neon {
+
+constexpr index_t mr = 8;   // rows of the register tile: two float32x4_t of packed A per depth step
+constexpr index_t nr = 12;  // columns of the tile and of a packed B panel: three float32x4_t
+
+/// Cache blocking in the avx2 family's loop order: a B panel (kc x 12 floats, 12 KiB) stays in a
+/// 32-64 KiB L1d, an A block (mc x kc, 128 KiB) in L2. Sized for Cortex-A72/A76-class cores, not
+/// tuned: no ARM machine is at hand, and qemu says nothing about speed. Tests shrink them.
+struct blocking {
+  index_t kc = 256, mc = 128, nc = 2040;
+};
+inline blocking& gemm_blocking() {
+  static blocking b;
+  return b;
+}
+
+/// Packs rows [i0, i0+rows) x depth [p0, p0+k) of A into ap[p * mr + r] (rows <= mr). The slots
+/// of rows past `rows` are not written: a short panel's tile never uses their lanes.
+inline void pack_a(const matrix_ref<const float>& a, index_t i0, index_t rows, index_t p0, index_t k, float* ap) {
+  if (a.col_stride == 1) {
+    for (index_t r = 0; r < rows; ++r) {
+      const float* src = a.data + (i0 + r) * a.row_stride + p0;
+      for (index_t p = 0; p < k; ++p) ap[p * mr + r] = src[p];
+    }
+  } else {  // A^T (row stride 1) or doubly strided: walk along the depth, A's rows at each p
+    for (index_t p = 0; p < k; ++p) {
+      const float* src = a.data + (p0 + p) * a.col_stride + i0 * a.row_stride;
+      for (index_t r = 0; r < rows; ++r) ap[p * mr + r] = src[r * a.row_stride];
+    }
+  }
+}
+
+/// Packs depth [p0, p0+k) x columns [j0, j0+cols) of B into bp[p * nr + j] (columns past the end
+/// are zero: the tile computes them harmlessly and does not store them).
+inline void pack_b(const matrix_ref<const float>& b, index_t p0, index_t k, index_t j0, index_t cols, float* bp) {
+  if (b.col_stride == 1 && cols == nr) {
+    for (index_t p = 0; p < k; ++p) {
+      const float* src = b.data + (p0 + p) * b.row_stride + j0;
+      vst1q_f32(bp + p * nr, vld1q_f32(src));
+      vst1q_f32(bp + p * nr + 4, vld1q_f32(src + 4));
+      vst1q_f32(bp + p * nr + 8, vld1q_f32(src + 8));
+    }
+  } else if (b.row_stride == 1) {  // B = W^T: column j of B is contiguous along the depth
+    for (index_t j = 0; j < nr; ++j) {
+      const float* src = b.data + (j0 + std::min(j, cols - 1)) * b.col_stride + p0;
+      for (index_t p = 0; p < k; ++p) bp[p * nr + j] = j < cols ? src[p] : 0.0f;
+    }
+  } else {
+    for (index_t p = 0; p < k; ++p)
+      for (index_t j = 0; j < nr; ++j) bp[p * nr + j] = j < cols ? b(p0 + p, j0 + j) : 0.0f;
+  }
+}
+
+/// pack_b of all panels of a row-major B's block, columns [j0, j0+cols).
+inline void pack_b_rows(const matrix_ref<const float>& b, index_t p0, index_t k, index_t j0, index_t cols, float* bp) {
+  for (index_t jp = 0; jp * nr < cols; ++jp) pack_b(b, p0, k, j0 + jp * nr, std::min(nr, cols - jp * nr), bp + jp * nr * k);
+}
+
+/// Row R of the tile at one depth step: acc[R][v] += B(p, 4v..4v+3) * A(R, p), A(R, p) being lane
+/// R % 4 of the packed A's first or second vector (fmla by element: no broadcast instruction).
+template <int R>
+inline void fma_row(float32x4_t (&acc)[3], float32x4_t b0, float32x4_t b1, float32x4_t b2, float32x4_t a_lo, float32x4_t a_hi) {
+  const float32x4_t av = R < 4 ? a_lo : a_hi;
+  acc[0] = vfmaq_laneq_f32(acc[0], b0, av, R % 4);
+  acc[1] = vfmaq_laneq_f32(acc[1], b1, av, R % 4);
+  acc[2] = vfmaq_laneq_f32(acc[2], b2, av, R % 4);
+}
+
+template <int MR, int... R>
+inline void fma_rows(float32x4_t (&acc)[MR][3], float32x4_t b0, float32x4_t b1, float32x4_t b2, float32x4_t a_lo,
+                     float32x4_t a_hi, std::integer_sequence<int, R...>) {
+  (fma_row<R>(acc[R], b0, b1, b2, a_lo, a_hi), ...);
+}
+
+/// C[0:MR, 0:cols] = alpha * A Bp + beta * C (beta = 0: C not read), an MR x 12 tile (MR <= 8) in
+/// 3 MR float32x4_t accumulators: 24 for a full tile, plus 3 of B and 2 of A, 29 of the 32 vector
+/// registers. B(p, j) = bp[p * ldb + j] (a packed panel, ldb = 12, or a row-major B in place); A
+/// packed (A(r, p) = ap[p * mr + r], lda = 0: per depth step 2 loads of A, 3 of B, 3 MR fmla by
+/// element) or read in place from a row-major matrix (A(r, p) = ap[r * lda + p]: MR ld1r
+/// broadcasts instead of the 2 loads).
+template <int MR>
+inline void micro_kernel(index_t k, const float* ap, index_t lda, const float* bp, index_t ldb, float* c, index_t ldc,
+                         index_t cols, float alpha, float beta) {
+  float32x4_t acc[MR][3];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = acc[r][2] = vdupq_n_f32(0.0f);
+  if (lda == 0) {
+#pragma GCC unroll 2
+    for (index_t p = 0; p < k; ++p) {
+      const float32x4_t b0 = vld1q_f32(bp), b1 = vld1q_f32(bp + 4), b2 = vld1q_f32(bp + 8);
+      const float32x4_t a_lo = vld1q_f32(ap), a_hi = MR > 4 ? vld1q_f32(ap + 4) : a_lo;
+      fma_rows<MR>(acc, b0, b1, b2, a_lo, a_hi, std::make_integer_sequence<int, MR>{});
+      ap += mr;
+      bp += ldb;
+    }
+  } else {
+#pragma GCC unroll 2
+    for (index_t p = 0; p < k; ++p) {
+      const float32x4_t b0 = vld1q_f32(bp), b1 = vld1q_f32(bp + 4), b2 = vld1q_f32(bp + 8);
+#pragma GCC unroll 8
+      for (int r = 0; r < MR; ++r) {
+        const float32x4_t av = vld1q_dup_f32(ap + r * lda);
+        acc[r][0] = vfmaq_f32(acc[r][0], b0, av);
+        acc[r][1] = vfmaq_f32(acc[r][1], b1, av);
+        acc[r][2] = vfmaq_f32(acc[r][2], b2, av);
+      }
+      ap += 1;
+      bp += ldb;
+    }
+  }
+  if (cols == nr) {
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      float* cr = c + r * ldc;
+      for (int v = 0; v < 3; ++v) {
+        float32x4_t y = alpha == 1.0f ? acc[r][v] : vmulq_n_f32(acc[r][v], alpha);
+        if (beta != 0.0f) y = vfmaq_n_f32(y, vld1q_f32(cr + 4 * v), beta);
+        vst1q_f32(cr + 4 * v, y);
+      }
+    }
+    return;
+  }
+  // A short panel (the last columns of C): through a buffer, never touching C past `cols`.
+  float t[nr];
+  for (int r = 0; r < MR; ++r) {
+    float* cr = c + r * ldc;
+    for (int v = 0; v < 3; ++v) vst1q_f32(t + 4 * v, acc[r][v]);
+    for (index_t j = 0; j < cols; ++j) cr[j] = beta == 0.0f ? alpha * t[j] : alpha * t[j] + beta * cr[j];
+  }
+}
+
+/// The register tile for `rows` (1..8) rows.
+inline void run_tile(index_t rows, index_t k, const float* ap, index_t lda, const float* bp, index_t ldb, float* c, index_t ldc,
+                     index_t cols, float alpha, float beta) {
+  switch (rows) {
+    case 1:
+      micro_kernel<1>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta);
+      break;
+    case 2:
+      micro_kernel<2>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta);
+      break;
+    case 3:
+      micro_kernel<3>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta);
+      break;
+    case 4:
+      micro_kernel<4>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta);
+      break;
+    case 5:
+      micro_kernel<5>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta);
+      break;
+    case 6:
+      micro_kernel<6>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta);
+      break;
+    case 7:
+      micro_kernel<7>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta);
+      break;
+    default:
+      micro_kernel<8>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta);
+      break;
+  }
+}
+
+}  // namespace neon
+#endif
+
+/// The blocked product of the avx2 and neon families: C = alpha * A B + beta * C with C row-major
+/// (unit column stride), m, n, depth >= 1, in BLIS's loop order. A kc x nc block of B is packed
+/// into nr-column panels, an mc x kc block of A into mr-row panels (kept in L2); each B panel
+/// (kc x nr, in L1) is swept down all A panels of the block, and a tile of C is read and written
+/// once per kc of depth. Tiles names the family's mr, nr, gemm_blocking(), pack_a, pack_b (one
+/// panel), pack_b_rows (every panel of a row-major B's block) and run_tile (an mr x nr tile or a
+/// shorter one; A packed, lda = 0, or read in place; B packed, ldb = nr, or read in place).
+template <class Tiles>
+void blocked_gemm(const matrix_ref<const float>& a, const matrix_ref<const float>& b, const matrix_ref<float>& c, float alpha,
+                  float beta) {
+  constexpr index_t mr = Tiles::mr, nr = Tiles::nr;
+  const index_t m = c.rows, n = c.cols, depth = a.cols;
+  const auto& bl = Tiles::gemm_blocking();
+  const index_t kc = balanced_block(depth, std::max<index_t>(bl.kc, 1), 8);
+  const index_t mc = balanced_block(m, std::max(bl.mc / mr, index_t{1}) * mr, mr);
+  const index_t nc = balanced_block(n, std::max(bl.nc / nr, index_t{1}) * nr, nr);
+  thread_local std::vector<float> a_pack, b_pack;
+  // 8 floats of slack: pack_a may store a full vector past a short panel's end
+  a_pack.resize(static_cast<std::size_t>((std::min(mc, m) + mr - 1) / mr * mr * kc + 8));
+  b_pack.resize(static_cast<std::size_t>((std::min(nc, n) + nr - 1) / nr * nr * kc));
+  for (index_t j0 = 0; j0 < n; j0 += nc) {
+    const index_t ncols = std::min(nc, n - j0), n_panels = (ncols + nr - 1) / nr;
+    for (index_t p0 = 0; p0 < depth; p0 += kc) {
+      const index_t k = std::min(kc, depth - p0);
+      const float beta_block = p0 == 0 ? beta : 1.0f;  // later depth blocks accumulate into C
+      // As on AVX-512: full panels of a row-major B are read in place when at most two rows of
+      // tiles would reuse a packed copy; a row-major A is read in place when few B panels would
+      // reuse a packed one, or when its row stride is not a multiple of 256 bytes (rows 2^k bytes
+      // apart share L1 sets). Measured on x86 (AVX-512 and AVX2); NEON takes the same rule untuned.
+      const bool b_in_place = b.col_stride == 1 && (m + mr - 1) / mr <= 2;
+      const bool a_in_place = a.col_stride == 1 && (n_panels <= 2 || a.row_stride % 64 != 0);
+      if (b.col_stride == 1 && !b_in_place) {
+        Tiles::pack_b_rows(b, p0, k, j0, ncols, b_pack.data());
+      } else {
+        for (index_t jp = 0; jp < n_panels; ++jp) {
+          const index_t cols = std::min(nr, ncols - jp * nr);
+          if (b_in_place && cols == nr) continue;
+          Tiles::pack_b(b, p0, k, j0 + jp * nr, cols, b_pack.data() + jp * nr * k);
+        }
+      }
+      for (index_t i0 = 0; i0 < m; i0 += mc) {
+        const index_t mrows = std::min(mc, m - i0), m_panels = (mrows + mr - 1) / mr;
+        if (!a_in_place) {
+          for (index_t ip = 0; ip < m_panels; ++ip)
+            Tiles::pack_a(a, i0 + ip * mr, std::min(mr, mrows - ip * mr), p0, k, a_pack.data() + ip * mr * k);
+        }
+        for (index_t jp = 0; jp < n_panels; ++jp) {
+          const index_t col = j0 + jp * nr, cols = std::min(nr, n - col);
+          const bool read_b = b_in_place && cols == nr;
+          const float* bp = read_b ? b.data + p0 * b.row_stride + col : b_pack.data() + jp * nr * k;
+          const index_t ldb = read_b ? b.row_stride : nr;
+          for (index_t ip = 0; ip < m_panels; ++ip) {
+            const index_t row = i0 + ip * mr, rows = std::min(mr, m - row);
+            const float* ap = a_in_place ? a.data + row * a.row_stride + p0 : a_pack.data() + ip * mr * k;
+            Tiles::run_tile(rows, k, ap, a_in_place ? a.row_stride : 0, bp, ldb, c.data + row * c.row_stride + col, c.row_stride,
+                            cols, alpha, beta_block);
+          }
+        }
+      }
+    }
+  }
+}
+
 /// A family's kernels under one name, for the shape routing in float_gemm.
 #if SLIMNET_GEMM_AVX512
 struct avx512_kernels {
@@ -1017,7 +1202,56 @@ struct avx2_kernels {
     avx2::gemm_shallow(a, b, c, alpha, beta);
   }
   static void blocked(const matrix_ref<const float>& a, const matrix_ref<const float>& b, const matrix_ref<float>& c, float alpha, float beta) {
-    avx2::gemm(a, b, c, alpha, beta);
+    blocked_gemm<avx2_kernels>(a, b, c, alpha, beta);
+  }
+  // the tiles blocked_gemm runs
+  static constexpr index_t mr = avx2::mr, nr = avx2::nr;
+  static const avx2::blocking& gemm_blocking() { return avx2::gemm_blocking(); }
+  static void pack_a(const matrix_ref<const float>& a, index_t i0, index_t rows, index_t p0, index_t k, float* ap) {
+    avx2::pack_a(a, i0, rows, p0, k, ap);
+  }
+  static void pack_b(const matrix_ref<const float>& b, index_t p0, index_t k, index_t j0, index_t cols, float* bp) {
+    avx2::pack_b(b, p0, k, j0, cols, bp);
+  }
+  static void pack_b_rows(const matrix_ref<const float>& b, index_t p0, index_t k, index_t j0, index_t cols, float* bp) {
+    avx2::pack_b_rows<8>(b, p0, k, j0, cols, bp);
+  }
+  static void run_tile(index_t rows, index_t k, const float* ap, index_t lda, const float* bp, index_t ldb, float* c, index_t ldc,
+                       index_t cols, float alpha, float beta) {
+    avx2::run_tile(rows, k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta);
+  }
+};
+#endif
+#if SLIMNET_GEMM_NEON
+/// The NEON family: the blocked kernel for every shape it takes. Depth <= 4 runs it too (packing
+/// 4 x n of B and m x 4 of A costs little next to C's traffic); a single row or column of C goes
+/// to Eigen, whose matrix-vector product is NEON code already.
+struct neon_kernels {
+  static bool gemv_row(const matrix_ref<const float>&, const matrix_ref<const float>&, const matrix_ref<float>&, float, float) {
+    return false;
+  }
+  static void shallow(const matrix_ref<const float>& a, const matrix_ref<const float>& b, const matrix_ref<float>& c, float alpha,
+                      float beta) {
+    blocked_gemm<neon_kernels>(a, b, c, alpha, beta);
+  }
+  static void blocked(const matrix_ref<const float>& a, const matrix_ref<const float>& b, const matrix_ref<float>& c, float alpha,
+                      float beta) {
+    blocked_gemm<neon_kernels>(a, b, c, alpha, beta);
+  }
+  static constexpr index_t mr = neon::mr, nr = neon::nr;
+  static const neon::blocking& gemm_blocking() { return neon::gemm_blocking(); }
+  static void pack_a(const matrix_ref<const float>& a, index_t i0, index_t rows, index_t p0, index_t k, float* ap) {
+    neon::pack_a(a, i0, rows, p0, k, ap);
+  }
+  static void pack_b(const matrix_ref<const float>& b, index_t p0, index_t k, index_t j0, index_t cols, float* bp) {
+    neon::pack_b(b, p0, k, j0, cols, bp);
+  }
+  static void pack_b_rows(const matrix_ref<const float>& b, index_t p0, index_t k, index_t j0, index_t cols, float* bp) {
+    neon::pack_b_rows(b, p0, k, j0, cols, bp);
+  }
+  static void run_tile(index_t rows, index_t k, const float* ap, index_t lda, const float* bp, index_t ldb, float* c, index_t ldc,
+                       index_t cols, float alpha, float beta) {
+    neon::run_tile(rows, k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta);
   }
 };
 #endif
@@ -1057,18 +1291,21 @@ inline std::atomic<std::uint64_t>* gemm_path_counters() {
 }  // namespace detail
 
 /// The family float products take under the current active_isa(): avx512, avx2 (an avx2 choice),
-/// else portable (Eigen). Some shapes run on Eigen whatever the family (see gemm); doubles always do.
+/// neon (on aarch64), else portable (Eigen). Some shapes run on Eigen whatever the family (see
+/// gemm); doubles always do.
 inline isa gemm_path() {
 #if SLIMNET_GEMM_AVX512
   const isa active = active_isa();
   if (active == isa::avx512) return isa::avx512;
   if (active == isa::avx2) return isa::avx2;
+#elif SLIMNET_GEMM_NEON
+  if (active_isa() == isa::neon) return isa::neon;
 #endif
   return isa::portable;
 }
 
-/// How many gemm calls (float or double) each family computed since the program started: avx512 or
-/// avx2 for slimnet's kernels, portable for Eigen. Calls with an empty C or depth 0 compute nothing
+/// How many gemm calls (float or double) each family computed since the program started: avx512,
+/// avx2 or neon for slimnet's kernels, portable for Eigen. Calls with an empty C or depth 0 compute nothing
 /// and are not counted.
 inline std::uint64_t gemm_path_calls(isa path) {
   return detail::gemm_path_counters()[static_cast<int>(path)].load(std::memory_order_relaxed);
@@ -1092,6 +1329,11 @@ void gemm(matrix_ref<const Scalar> a, matrix_ref<const Scalar> b, matrix_ref<Sca
     const isa path = gemm_path();
     if (path == isa::avx512 && detail::float_gemm<detail::avx512_kernels>(a, b, c, alpha, beta)) return count(isa::avx512);
     if (path == isa::avx2 && detail::float_gemm<detail::avx2_kernels>(a, b, c, alpha, beta)) return count(isa::avx2);
+  }
+#endif
+#if SLIMNET_GEMM_NEON
+  if constexpr (std::is_same_v<Scalar, float>) {
+    if (gemm_path() == isa::neon && detail::float_gemm<detail::neon_kernels>(a, b, c, alpha, beta)) return count(isa::neon);
   }
 #endif
   detail::gemm_eigen(a, b, c, alpha, beta);
