@@ -1,10 +1,12 @@
 // The run-time dispatched int8 and int16 GEMMs: every path this CPU can run (and on the avx2 path
-// both int8 kernels, AVX-VNNI and vpmaddwd), forced with set_isa, against the exact reference over
+// both int8 kernels, AVX-VNNI and vpmaddwd; on the neon path both, SDOT and widened products),
+// forced with set_isa, against the exact reference over
 // odd shapes, full value ranges (-128, 255), poisoned outputs, and the path that actually ran.
 #include <catch2/catch.hpp>
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "slimnet/core/eigen.hpp"  // Eigen, with GCC 12's false -Wuninitialized silenced
@@ -26,13 +28,17 @@ struct int_dispatch_guard {
 #if defined(SLIMNET_DISPATCH_X86)
     kernels::detail::avx2::allow_avx_vnni() = true;
 #endif
+#if defined(SLIMNET_INT_NEON)
+    kernels::detail::neon::allow_sdot() = true;
+#endif
   }
 };
 
-/// A run configuration: a family and, on avx2, whether int8 may use AVX-VNNI.
+/// A run configuration: a family and whether int8 may use its dot-product instruction (avx2:
+/// AVX-VNNI, neon: SDOT) where the CPU has it.
 struct int_dispatch_mode {
   isa family;
-  bool avx_vnni;
+  bool dot;
 };
 
 std::vector<int_dispatch_mode> int_dispatch_modes() {
@@ -41,6 +47,7 @@ std::vector<int_dispatch_mode> int_dispatch_modes() {
     if (!kernels::isa_supported(i)) continue;
     out.push_back({i, true});
     if (i == isa::avx2 && kernels::cpu_features().avx_vnni) out.push_back({i, false});
+    if (i == isa::neon && kernels::cpu_features().asimddp) out.push_back({i, false});
   }
   return out;
 }
@@ -48,7 +55,10 @@ std::vector<int_dispatch_mode> int_dispatch_modes() {
 void int_dispatch_apply(const int_dispatch_mode& mode) {
   kernels::set_isa(mode.family);
 #if defined(SLIMNET_DISPATCH_X86)
-  kernels::detail::avx2::allow_avx_vnni() = mode.avx_vnni;
+  kernels::detail::avx2::allow_avx_vnni() = mode.dot;
+#endif
+#if defined(SLIMNET_INT_NEON)
+  kernels::detail::neon::allow_sdot() = mode.dot;
 #endif
 }
 
@@ -57,6 +67,9 @@ isa int_dispatch_expected(isa active) {
 #if defined(SLIMNET_DISPATCH_X86)
   if (active == isa::avx512) return kernels::cpu_features().avx512_vnni ? isa::avx512 : isa::avx2;
   if (active == isa::avx2) return isa::avx2;
+#endif
+#if defined(SLIMNET_INT_NEON)
+  if (active == isa::neon) return isa::neon;
 #endif
   (void)active;
   return isa::portable;
@@ -86,8 +99,8 @@ void int_dispatch_check(int a_lo, int a_hi, int b_lo, int b_hi, Gemm gemm, Ref r
   const isa expected = int_dispatch_expected(kernels::active_isa());
   REQUIRE(kernels::gemm_int_path() == expected);
   for (const auto& s : int_dispatch_shapes) {
-    INFO("isa " << kernels::isa_name(kernels::active_isa()) << " avx-vnni " << kernels::gemm_int8_avx_vnni() << " M " << s.m << " K "
-                << s.k << " N " << s.n);
+    INFO("isa " << kernels::isa_name(kernels::active_isa()) << " avx-vnni " << kernels::gemm_int8_avx_vnni() << " sdot "
+                << kernels::gemm_int8_sdot() << " M " << s.m << " K " << s.k << " N " << s.n);
     auto a = int_dispatch_values<A>(s.m * s.k, a_lo, a_hi, gen);
     auto w = int_dispatch_values<B>(s.n * s.k, b_lo, b_hi, gen);
     a[0] = static_cast<A>(a_lo);  // the extremes, where a saturating kernel would go wrong
@@ -116,7 +129,7 @@ void int_dispatch_check(int a_lo, int a_hi, int b_lo, int b_hi, Gemm gemm, Ref r
       kernels::int_gemm_params p;
       p.threads = threads;
       deq.threads = threads;
-      const std::uint64_t before = kernels::gemm_int_path_calls(expected);
+      const std::uint64_t before = kernels::gemm_int_path_calls(expected), sdot_before = kernels::gemm_int8_sdot_calls();
       poison(got);
       gemm(av, packed, kernels::row_major(got.data(), s.m, s.n), p);
       CHECK(kernels::gemm_int_path_calls(expected) == before + 1);
@@ -124,6 +137,9 @@ void int_dispatch_check(int a_lo, int a_hi, int b_lo, int b_hi, Gemm gemm, Ref r
       poison(got_f);
       gemm(av, packed, kernels::row_major(got_f.data(), s.m, s.n), deq);
       CHECK(kernels::gemm_int_path_calls(expected) == before + 2);
+      // int8 on the neon path: both calls ran SDOT exactly when the CPU has it and the mode allows it
+      const bool sdot = std::is_same_v<B, std::int8_t> && expected == isa::neon && kernels::gemm_int8_sdot();
+      CHECK(kernels::gemm_int8_sdot_calls() - sdot_before == (sdot ? 2u : 0u));
       for (std::size_t q = 0; q < ref_f.size(); ++q) {
         // both compute scale * float(sum) + bias in float: equal up to contraction into an FMA
         if (!(std::abs(got_f[q] - ref_f[q]) <= 1e-5f * (1.0f + std::abs(ref_f[q])))) {
@@ -188,3 +204,37 @@ TEST_CASE("gemm_int8: kernel_path::portable and strided operands run the portabl
   }
 #endif
 }
+
+#if defined(SLIMNET_INT_NEON)
+TEST_CASE("gemm_int8 on aarch64: the automatic path is neon and runs SDOT where the CPU has the dot product",
+          "[kernels][int8][dispatch]") {
+  int_dispatch_guard guard;
+  kernels::reset_isa();
+  if (kernels::active_isa() == isa::portable) return;  // SLIMNET_ISA=portable
+  CHECK(kernels::gemm_int_path() == isa::neon);
+#if defined(SLIMNET_INT_SDOT)
+  CHECK(kernels::gemm_int8_sdot() == kernels::cpu_features().asimddp);
+#else
+  CHECK_FALSE(kernels::gemm_int8_sdot());
+#endif
+  kernels::detail::neon::allow_sdot() = false;
+  CHECK_FALSE(kernels::gemm_int8_sdot());
+  // a 7 x 70 by 70 x 21 product, int32 output: one neon call, SDOT only when allowed and present
+  rng gen(1623);
+  const auto a = int_dispatch_values<std::int8_t>(7 * 70, -128, 127, gen);
+  const auto w = int_dispatch_values<std::int8_t>(21 * 70, -128, 127, gen);
+  const auto av = kernels::row_major<const std::int8_t>(a.data(), 7, 70);
+  const auto bv = kernels::row_major<const std::int8_t>(w.data(), 21, 70).transposed();
+  std::vector<std::int32_t> ref(7 * 21), got(ref.size());
+  kernels::gemm_int8_reference(av, bv, kernels::row_major(ref.data(), 7, 21));
+  for (bool allow : {false, true}) {
+    kernels::detail::neon::allow_sdot() = allow;
+    const std::uint64_t neon_before = kernels::gemm_int_path_calls(isa::neon), sdot_before = kernels::gemm_int8_sdot_calls();
+    poison(got);
+    kernels::gemm_int8(av, bv, kernels::row_major(got.data(), 7, 21));
+    CHECK(got == ref);
+    CHECK(kernels::gemm_int_path_calls(isa::neon) == neon_before + 1);
+    CHECK(kernels::gemm_int8_sdot_calls() == sdot_before + (allow && kernels::gemm_int8_sdot() ? 1u : 0u));
+  }
+}
+#endif

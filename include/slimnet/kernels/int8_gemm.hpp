@@ -23,6 +23,16 @@
 //             the same shift and correction, a 6 x 16 tile); otherwise, and for int16, vpmaddwd on
 //             16-bit values (int8 bytes widened; exact, unlike vpmaddubsw, which saturates), a
 //             6 x 8 tile;
+//   neon      aarch64, A copied once per call into rows of B's signed type padded to whole lane
+//             groups (a uint8 A shifted, a - 128 = a XOR 0x80, the shift taken back out with
+//             + 128 colsum(B), the mirror of the x86 correction since SDOT multiplies signed by
+//             signed). int8 on SDOT where the CPU has the dot product (HWCAP_ASIMDDP, ARMv8.2+:
+//             Cortex-A55/A76 and later): each instruction adds 4 products of a column's 4 k into
+//             one of 4 int32 lanes, so 16 bytes of the packed panel are 4 columns x 4 k as they
+//             stand; a 6 x 16 tile (24 accumulators). Otherwise, and for int16, products widened
+//             exactly (smull on bytes into 16 bits, |-128 * -128| <= 2^15, accumulated pairwise
+//             by sadalp; smlal on int16 pairs) into 2 int32 vectors per 4 columns, added pairwise
+//             at the end; a 6 x 8 tile;
 //   portable  scalar, 64-bit sums (the only path on other architectures).
 // gemm_int_path() says which path a call takes; gemm_int_path_calls() counts the calls that ran
 // each one.
@@ -46,6 +56,21 @@
 #define SLIMNET_INT_AVX512_TARGET SLIMNET_TARGET("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")
 #define SLIMNET_INT_AVX2_TARGET SLIMNET_TARGET("avx2,fma")
 #define SLIMNET_INT_AVX_VNNI_TARGET SLIMNET_TARGET("avx2,fma,avxvnni")
+#endif
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#define SLIMNET_INT_NEON 1
+// SDOT: compiled in where the build targets the dot product, and by GCC in every build with a
+// function target attribute ("+dotprod" alone is refused by GCC 12's arm_neon.h, whose vdotq_s32
+// is declared for arch=armv8.2-a+dotprod). Clang 14 declares vdotq_s32 only when the whole build
+// has the feature (-march=armv8.2-a+dotprod or later), so a default Clang build has no SDOT path.
+#if defined(__ARM_FEATURE_DOTPROD)
+#define SLIMNET_INT_SDOT 1
+#define SLIMNET_INT_SDOT_TARGET
+#elif defined(__GNUC__) && !defined(__clang__)
+#define SLIMNET_INT_SDOT 1
+#define SLIMNET_INT_SDOT_TARGET __attribute__((target("arch=armv8.2-a+dotprod")))
+#endif
 #endif
 
 SLIMNET_INTRINSICS_BEGIN
@@ -458,6 +483,187 @@ SLIMNET_INT_AVX2_TARGET void int_gemm_madd(const std::int16_t* a16, index_t lda,
 }  // namespace avx2
 #endif
 
+#if defined(SLIMNET_INT_NEON)
+namespace neon {
+
+/// Rows of the NEON register tiles (6 x 16 with SDOT, 6 x 8 widening: 24 int32x4_t accumulators).
+constexpr index_t int_mr = 6;
+
+/// Whether int8 products on the neon path may use SDOT where the CPU has it: tests switch it off
+/// to run the widening kernel on such a CPU too.
+inline std::atomic<bool>& allow_sdot() {
+  static std::atomic<bool> allowed{true};
+  return allowed;
+}
+
+/// Calls of gemm_int8 that ran the SDOT kernel (each also counted as the neon path).
+inline std::atomic<std::uint64_t>& sdot_calls() {
+  static std::atomic<std::uint64_t> calls{0};
+  return calls;
+}
+
+/// Whether an integer product with B of type B on the neon path runs SDOT.
+template <class B>
+inline bool use_sdot() {
+#if defined(SLIMNET_INT_SDOT)
+  return std::is_same_v<B, std::int8_t> && cpu_features().asimddp && allow_sdot().load(std::memory_order_relaxed);
+#else
+  return false;
+#endif
+}
+
+/// Stores 4 int32 sums (already corrected) of row `row`, columns [col0, col0 + cols), cols <= 4.
+template <class Out>
+inline void int_store4(int32x4_t sum, Out* cr, index_t cols, index_t row, index_t col0, const int_gemm_params& params) {
+  std::int32_t t[4];
+  vst1q_s32(t, sum);
+  for (index_t j = 0; j < std::min<index_t>(cols, 4); ++j) cr[j] = int_output<Out>(t[j], row, col0 + j, params);
+}
+
+/// 4 bytes of A (one lane group) in every 32-bit lane, as int8 or int16 values.
+inline int8x16_t dup_group(const std::int8_t* a) {
+  std::int32_t word;
+  std::memcpy(&word, a, 4);
+  return vreinterpretq_s8_s32(vdupq_n_s32(word));
+}
+inline int16x8_t dup_group(const std::int16_t* a) {
+  std::int32_t word;
+  std::memcpy(&word, a, 4);
+  return vreinterpretq_s16_s32(vdupq_n_s32(word));
+}
+inline int8x16_t load16(const std::int8_t* p) { return vld1q_s8(p); }
+inline int16x8_t load16(const std::int16_t* p) { return vld1q_s16(p); }
+
+/// b: 16 bytes of a panel, 4 columns x one lane group; a: a row's group in every lane. acc0 gets
+/// the products of columns 0-1, acc1 of columns 2-3, each column in two adjacent int32 lanes
+/// (int8: k 0+1 and k 2+3 after sadalp's pairwise sum; int16: k 0 and k 1): vpaddq_s32(acc0, acc1)
+/// then holds the 4 columns' sums in order.
+inline void widen_madd(int32x4_t& acc0, int32x4_t& acc1, int8x16_t a, int8x16_t b) {
+  acc0 = vpadalq_s16(acc0, vmull_s8(vget_low_s8(a), vget_low_s8(b)));
+  acc1 = vpadalq_s16(acc1, vmull_high_s8(a, b));
+}
+inline void widen_madd(int32x4_t& acc0, int32x4_t& acc1, int16x8_t a, int16x8_t b) {
+  acc0 = vmlal_s16(acc0, vget_low_s16(a), vget_low_s16(b));
+  acc1 = vmlal_high_s16(acc1, a, b);
+}
+
+/// One MR x 8 tile with widened products: rows of A (signed, groups * G values each) at a + r * lda,
+/// columns [0, cols) of the 8 at bp (a panel's group q of them at bp + 64 G q).
+template <int MR, class T, class Out>
+inline void widen_tile(const T* a, index_t lda, const T* bp, index_t groups, Out* c, index_t ldc, index_t cols,
+                       const int32x4_t correction[4], index_t row0, index_t col0, const int_gemm_params& params) {
+  constexpr index_t g = int_packed_rhs<T>::group;
+  int32x4_t acc[MR][4];
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = vdupq_n_s32(0);
+  for (index_t q = 0; q < groups; ++q) {
+    const T* bq = bp + q * 64 * g;
+    const auto b0 = load16(bq), b1 = load16(bq + 4 * g);
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; ++r) {
+      const auto av = dup_group(a + r * lda + q * g);
+      widen_madd(acc[r][0], acc[r][1], av, b0);
+      widen_madd(acc[r][2], acc[r][3], av, b1);
+    }
+  }
+  for (int r = 0; r < MR; ++r) {
+    int_store4<Out>(vaddq_s32(vpaddq_s32(acc[r][0], acc[r][1]), correction[0]), c + r * ldc, cols, row0 + r, col0, params);
+    if (cols > 4)
+      int_store4<Out>(vaddq_s32(vpaddq_s32(acc[r][2], acc[r][3]), correction[1]), c + r * ldc + 4, cols - 4, row0 + r, col0 + 4,
+                      params);
+  }
+}
+
+#if defined(SLIMNET_INT_SDOT)
+/// One MR x 16 int8 tile on SDOT: per lane group, 4 loads of the panel (16 columns x 4 k) and MR
+/// broadcasts of A's 4 bytes feed 4 MR sdot instructions.
+template <int MR, class Out>
+SLIMNET_INT_SDOT_TARGET inline void sdot_tile(const std::int8_t* a, index_t lda, const std::int8_t* bp, index_t groups, Out* c,
+                                              index_t ldc, index_t cols, const int32x4_t correction[4], index_t row0,
+                                              index_t col0, const int_gemm_params& params) {
+  int32x4_t acc[MR][4];
+#pragma GCC unroll 6
+  for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = vdupq_n_s32(0);
+  for (index_t q = 0; q < groups; ++q) {
+    const std::int8_t* bq = bp + q * 64 * 4;
+    const int8x16_t b0 = vld1q_s8(bq), b1 = vld1q_s8(bq + 16), b2 = vld1q_s8(bq + 32), b3 = vld1q_s8(bq + 48);
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; ++r) {
+      const int8x16_t av = dup_group(a + r * lda + q * 4);
+      acc[r][0] = vdotq_s32(acc[r][0], av, b0);
+      acc[r][1] = vdotq_s32(acc[r][1], av, b1);
+      acc[r][2] = vdotq_s32(acc[r][2], av, b2);
+      acc[r][3] = vdotq_s32(acc[r][3], av, b3);
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < 4 && 4 * v < cols; ++v)
+      int_store4<Out>(vaddq_s32(acc[r][v], correction[v]), c + r * ldc + 4 * v, cols - 4 * v, row0 + r, col0 + 4 * v, params);
+}
+#endif
+
+/// Calls f(std::integral_constant<int, R>{}) for a tile of R = rows (1..6) rows.
+template <class F>
+void with_tile_rows(index_t rows, F&& f) {
+  switch (rows) {
+    case 1:
+      f(std::integral_constant<int, 1>{});
+      break;
+    case 2:
+      f(std::integral_constant<int, 2>{});
+      break;
+    case 3:
+      f(std::integral_constant<int, 3>{});
+      break;
+    case 4:
+      f(std::integral_constant<int, 4>{});
+      break;
+    case 5:
+      f(std::integral_constant<int, 5>{});
+      break;
+    default:
+      f(std::integral_constant<int, 6>{});
+      break;
+  }
+}
+
+/// Panels [p0, p1) of C = A B from `as`, A's m rows as signed values of B's type (groups * G per
+/// row, lda apart); `shifted`: A was a uint8 matrix moved to int8 by - 128, added back as
+/// 128 colsum(B) per column.
+template <class T, class Out>
+void int_gemm(const T* as, index_t lda, index_t m, const int_packed_rhs<T>& b, const matrix_ref<Out>& c, index_t p0, index_t p1,
+              bool sdot, bool shifted, const int_gemm_params& params) {
+  constexpr index_t g = int_packed_rhs<T>::group;
+  const index_t width = sdot ? 16 : 8;  // columns of a tile
+  for (index_t p = p0; p < p1; ++p) {
+    const T* bp = b.panel(p);
+    for (index_t c0 = 0; c0 < 64; c0 += width) {
+      const index_t col0 = p * 64 + c0, cols = std::min(width, b.cols() - col0);
+      if (cols <= 0) break;
+      int32x4_t correction[4];  // colsum has 64 entries per panel: whole vectors are readable
+      for (index_t v = 0; v < width / 4; ++v)
+        correction[v] = shifted ? vshlq_n_s32(vld1q_s32(b.colsum() + col0 + 4 * v), 7) : vdupq_n_s32(0);
+      for (index_t i = 0; i < m; i += int_mr) {
+        const T* ai = as + i * lda;
+        Out* ci = c.data + i * c.row_stride + col0;
+        with_tile_rows(std::min(int_mr, m - i), [&](auto rows) {
+          constexpr int R = decltype(rows)::value;
+#if defined(SLIMNET_INT_SDOT)
+          if constexpr (std::is_same_v<T, std::int8_t>) {
+            if (sdot)
+              return sdot_tile<R, Out>(ai, lda, bp + c0 * g, b.groups(), ci, c.row_stride, cols, correction, i, col0, params);
+          }
+#endif
+          widen_tile<R, T, Out>(ai, lda, bp + c0 * g, b.groups(), ci, c.row_stride, cols, correction, i, col0, params);
+        });
+      }
+    }
+  }
+}
+
+}  // namespace neon
+#endif
+
 /// Calls of the integer GEMMs that ran each path (indexed by isa).
 inline std::atomic<std::uint64_t>* int_path_counters() {
   static std::atomic<std::uint64_t> counters[4] = {};
@@ -472,6 +678,8 @@ inline isa int_gemm_path(const int_gemm_params& params) {
   const isa active = active_isa();
   if (active == isa::avx512 && cpu_features().avx512_vnni) return isa::avx512;
   if (active == isa::avx512 || active == isa::avx2) return isa::avx2;
+#elif defined(SLIMNET_INT_NEON)
+  if (active_isa() == isa::neon) return isa::neon;
 #endif
   return isa::portable;
 }
@@ -506,6 +714,23 @@ void int_gemm_packed(const char* fn, const matrix_ref<const A>& a, const int_pac
     }
   }
 #endif
+#if defined(SLIMNET_INT_NEON)
+  // The NEON kernels read whole lane groups of signed values of B's type: A's rows copied, padded
+  // with zeros to groups * G, a uint8 A shifted to int8 (O(M K) once per call).
+  constexpr bool shifted = std::is_same_v<A, std::uint8_t>;
+  const bool sdot = path == isa::neon && neon::use_sdot<B>();
+  const index_t lda_signed = b.groups() * int_packed_rhs<B>::group;
+  std::vector<B> a_signed;
+  if (path == isa::neon) {
+    a_signed.assign(static_cast<std::size_t>(a.rows * lda_signed), B(0));
+    for (index_t i = 0; i < a.rows; ++i)
+      for (index_t k = 0; k < a.cols; ++k) {
+        const int v = a.data[i * a.row_stride + k];
+        a_signed[static_cast<std::size_t>(i * lda_signed + k)] = static_cast<B>(shifted ? v - 128 : v);
+      }
+    if (sdot) neon::sdot_calls().fetch_add(1, std::memory_order_relaxed);
+  }
+#endif
   const int threads = std::min<index_t>(resolve_threads(params.threads), std::max<index_t>(b.panels(), 1));
   const auto bounds = even_split(b.panels(), threads);
   run_threads(threads, [&](int t, int) {
@@ -524,6 +749,12 @@ void int_gemm_packed(const char* fn, const matrix_ref<const A>& a, const int_pac
         }
       }
       avx2::int_gemm_madd<B, Out>(a16.data(), lda, a.rows, b, c, p0, p1, params);
+      return;
+    }
+#endif
+#if defined(SLIMNET_INT_NEON)
+    if (path == isa::neon) {
+      neon::int_gemm<B, Out>(a_signed.data(), lda_signed, a.rows, b, c, p0, p1, sdot, shifted, params);
       return;
     }
 #endif
@@ -549,7 +780,8 @@ void int_gemm_reference(const char* fn, const matrix_ref<const A>& a, const matr
 
 /// The path gemm_int8 / gemm_int16 take with `params` under the current active_isa() (A and C with
 /// unit column stride; otherwise portable): avx512 (with AVX512-VNNI), avx2 (an avx2 choice, or
-/// avx512 without VNNI), else portable; always portable when params.path is kernel_path::portable.
+/// avx512 without VNNI), neon (on aarch64), else portable; always portable when params.path is
+/// kernel_path::portable.
 inline isa gemm_int_path(const int_gemm_params& params = {}) { return detail::int_gemm_path<std::int8_t>(params); }
 
 /// Whether int8 products on the avx2 path use AVX-VNNI's vpdpbusd (the CPU has it) rather than
@@ -559,6 +791,25 @@ inline bool gemm_int8_avx_vnni() {
   return cpu_features().avx_vnni && detail::avx2::allow_avx_vnni().load(std::memory_order_relaxed);
 #else
   return false;
+#endif
+}
+
+/// Whether int8 products on the neon path use SDOT (the CPU has the dot product, and the build has
+/// the kernel: see SLIMNET_INT_SDOT) rather than widened products.
+inline bool gemm_int8_sdot() {
+#if defined(SLIMNET_INT_NEON)
+  return detail::neon::use_sdot<std::int8_t>();
+#else
+  return false;
+#endif
+}
+
+/// How many gemm_int8 calls ran the SDOT kernel (each also counted as the neon path).
+inline std::uint64_t gemm_int8_sdot_calls() {
+#if defined(SLIMNET_INT_NEON)
+  return detail::neon::sdot_calls().load(std::memory_order_relaxed);
+#else
+  return 0;
 #endif
 }
 
