@@ -15,18 +15,16 @@
 #include "slimnet/kernels/vector_math.hpp"
 #include "slimnet/nn/compressed/convert.hpp"
 #include "slimnet/prune/transform.hpp"
+#include "support/isa_families.hpp"
 #include "support/tensors.hpp"
 
 using namespace slimnet;
 using kernels::isa;
 namespace nc = slimnet::nn::compressed;
 using slimnet::testing::random_tensor;
+using rnn_dispatch_isa_guard = slimnet::testing::isa_reset_guard;
 
 namespace {
-
-struct rnn_dispatch_isa_guard {
-  ~rnn_dispatch_isa_guard() { kernels::reset_isa(); }
-};
 
 /// Weights scaled 6x (gates saturate) and half of W_ih, W_hh masked away.
 void rnn_dispatch_prepare(nn::recurrent_layer<float>& r, rng& gen) {
@@ -66,8 +64,7 @@ TEST_CASE("compressed LSTM / GRU gate pass: every family the CPU has matches the
   for (index_t j = 0; j < 37; ++j) units[j] = j % 5 == 1 ? 0.0f : j % 7 == 3 ? 0.5f : 1.0f;
   lstm.set_unit_mask(1, units);
   gru.set_unit_mask(0, units);
-  for (isa family : {isa::portable, isa::avx2, isa::avx512, isa::neon}) {
-    if (!kernels::isa_supported(family)) continue;
+  for (isa family : slimnet::testing::isa_families()) {
     kernels::set_isa(family);
     const bool simd = family == isa::avx2 || family == isa::avx512;
 #if !defined(SLIMNET_DISPATCH_X86)

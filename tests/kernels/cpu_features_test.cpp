@@ -24,8 +24,8 @@ TEST_CASE("cpu_features: the report is consistent with itself and with the compi
     CHECK(f.avx2);
     CHECK(f.fma);
   }
-  if (f.avx512bw || f.avx512vl || f.avx512dq || f.avx512_vpopcntdq || f.avx512_vnni) CHECK(f.avx512f);
-  // What the compiler was told to assume, the CPU running the program must have.
+  if (f.avx512bw || f.avx512vl || f.avx512dq || f.avx512_vpopcntdq || f.avx512_vnni || f.avx512_vbmi) CHECK(f.avx512f);
+    // What the compiler was told to assume, the CPU running the program must have.
 #if defined(__AVX2__)
   CHECK(f.avx2);
 #endif

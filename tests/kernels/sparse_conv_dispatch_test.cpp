@@ -12,34 +12,15 @@
 #include "slimnet/core/random.hpp"
 #include "slimnet/kernels/cpu_features.hpp"
 #include "slimnet/kernels/sparse_conv.hpp"
+#include "support/isa_families.hpp"
 #include "support/poison.hpp"
 
 using namespace slimnet;
 using kernels::isa;
 using slimnet::testing::poison;
+using conv_dispatch_isa_guard = slimnet::testing::isa_reset_guard;
 
 namespace {
-
-struct conv_dispatch_isa_guard {
-  ~conv_dispatch_isa_guard() { kernels::reset_isa(); }
-};
-
-/// The families this CPU runs, portable first.
-std::vector<isa> conv_dispatch_families() {
-  std::vector<isa> out;
-  for (isa i : {isa::portable, isa::avx2, isa::avx512, isa::neon})
-    if (kernels::isa_supported(i)) out.push_back(i);
-  return out;
-}
-
-/// The sparse convolution path an active family leads to: its own on x86, portable otherwise.
-isa conv_dispatch_expected(isa active) {
-#if defined(SLIMNET_DISPATCH_X86)
-  if (active == isa::avx2 || active == isa::avx512) return active;
-#endif
-  (void)active;
-  return isa::portable;
-}
 
 struct conv_dispatch_case {
   index_t batch, channels, height, width, out_channels, kernel, pad;
@@ -76,7 +57,7 @@ void conv_dispatch_run(const conv_dispatch_case& c, std::uint64_t seed, isa fami
   kernels::conv_epilogue no_relu = c.ep;
   no_relu.relu = false;
   kernels::sparse_conv2d_reference(fa.ref(), xa.data(), in, ba.data(), no_relu, magnitude.data());
-  const isa path = conv_dispatch_expected(family);
+  const isa path = slimnet::testing::x86_simd_expected(family);
   kernels::sparse_conv_workspace<float> ws;
   for (auto layout : {kernels::conv_batch_layout::batch_innermost, kernels::conv_batch_layout::image_at_a_time}) {
     for (int twice = 0; twice < 2; ++twice) {  // the second call reuses the workspace's cached offsets
@@ -112,10 +93,10 @@ TEST_CASE("sparse_conv2d: every path the CPU has equals the reference over odd s
       {17, 3, 7, 11, 5, 3, 1, 0.3, none},     {3, 2, 6, 21, 2, 3, 0, 0.5, relu}};  // rows of 187 = 2 x 64 + 59, 57 = 7 x 8 + 1
                                                                                    // floats
   std::uint64_t seed = 1919;
-  for (isa family : conv_dispatch_families()) {
+  for (isa family : slimnet::testing::isa_families()) {
     kernels::set_isa(family);
     INFO("family " << kernels::isa_name(family));
-    CHECK(kernels::sparse_conv_path() == conv_dispatch_expected(family));
+    CHECK(kernels::sparse_conv_path() == slimnet::testing::x86_simd_expected(family));
     for (const auto& c : cases) conv_dispatch_run(c, ++seed, family);
   }
 }

@@ -12,34 +12,15 @@
 #include "slimnet/core/random.hpp"
 #include "slimnet/kernels/cpu_features.hpp"
 #include "slimnet/kernels/sparse.hpp"
+#include "support/isa_families.hpp"
 #include "support/poison.hpp"
 
 using namespace slimnet;
 using kernels::isa;
 using slimnet::testing::poison;
+using csr_dispatch_isa_guard = slimnet::testing::isa_reset_guard;
 
 namespace {
-
-struct csr_dispatch_isa_guard {
-  ~csr_dispatch_isa_guard() { kernels::reset_isa(); }
-};
-
-/// The families this CPU runs, portable first.
-std::vector<isa> csr_dispatch_families() {
-  std::vector<isa> out;
-  for (isa i : {isa::portable, isa::avx2, isa::avx512, isa::neon})
-    if (kernels::isa_supported(i)) out.push_back(i);
-  return out;
-}
-
-/// The CSR path an active family leads to: its own on x86 (avx2, avx512), portable otherwise.
-isa csr_dispatch_expected(isa active) {
-#if defined(SLIMNET_DISPATCH_X86)
-  if (active == isa::avx2 || active == isa::avx512) return active;
-#endif
-  (void)active;
-  return isa::portable;
-}
 
 /// W (rows x cols, Bernoulli(density) nonzeros), X (cols x batch, batch-contiguous), a bias, and
 /// W X + bias in double with the sum of |terms| per output for the error bound.
@@ -101,7 +82,7 @@ void csr_dispatch_check_all(const csr_dispatch_problem& p, isa family) {
   const auto a = kernels::csr_matrix<float, Index>::from_dense(w);
   kernels::sparse_params<float> params;
   params.bias = p.bias.data();
-  const isa path = csr_dispatch_expected(family);
+  const isa path = slimnet::testing::x86_simd_expected(family);
   std::vector<float> y(static_cast<std::size_t>(p.rows * p.batch)), x0(static_cast<std::size_t>(p.cols)),
       y0(static_cast<std::size_t>(p.rows)), scratch;
   for (index_t c = 0; c < p.cols; ++c) x0[static_cast<std::size_t>(c)] = p.x[static_cast<std::size_t>(c * p.batch)];
@@ -149,10 +130,10 @@ TEST_CASE("CSR products: every path the CPU has equals a double product over odd
   const std::vector<shape> shapes = {{1, 1, 1},    {7, 13, 1},  {5, 9, 3},    {17, 33, 8},  {13, 70, 9},  {9, 31, 17},
                                      {11, 40, 33}, {6, 23, 57}, {19, 50, 64}, {7, 301, 65}, {12, 29, 130}};
   std::uint64_t seed = 1901;
-  for (isa family : csr_dispatch_families()) {
+  for (isa family : slimnet::testing::isa_families()) {
     kernels::set_isa(family);
     INFO("family " << kernels::isa_name(family));
-    CHECK(kernels::csr_path() == csr_dispatch_expected(family));
+    CHECK(kernels::csr_path() == slimnet::testing::x86_simd_expected(family));
     for (const auto& s : shapes)
       for (double density : {0.07, 0.4, 1.0}) {
         const csr_dispatch_problem p(s.m, s.k, s.n, density, ++seed);

@@ -12,33 +12,14 @@
 
 #include "slimnet/kernels/cpu_features.hpp"
 #include "slimnet/kernels/vector_math.hpp"
+#include "support/isa_families.hpp"
 #include "support/poison.hpp"
 
 using slimnet::kernels::isa;
 using slimnet::testing::poison;
+using vector_math_isa_guard = slimnet::testing::isa_reset_guard;
 
 namespace {
-
-struct vector_math_isa_guard {
-  ~vector_math_isa_guard() { slimnet::kernels::reset_isa(); }
-};
-
-/// The families this CPU runs, portable first.
-std::vector<isa> vector_math_families() {
-  std::vector<isa> out;
-  for (isa i : {isa::portable, isa::avx2, isa::avx512, isa::neon})
-    if (slimnet::kernels::isa_supported(i)) out.push_back(i);
-  return out;
-}
-
-/// The path an active family leads to: its own on x86 (avx2, avx512), portable otherwise.
-isa vector_math_expected(isa active) {
-#if defined(SLIMNET_DISPATCH_X86)
-  if (active == isa::avx2 || active == isa::avx512) return active;
-#endif
-  (void)active;
-  return isa::portable;
-}
 
 std::vector<float> vector_math_test_inputs() {
   std::vector<float> x;
@@ -55,15 +36,15 @@ std::vector<float> vector_math_test_inputs() {
 TEST_CASE("vector tanh is within 3e-7 of std::tanh, absolute and relative", "[kernels][vector_math][dispatch]") {
   vector_math_isa_guard guard;
   const std::vector<float> x = vector_math_test_inputs();
-  for (isa family : vector_math_families()) {
+  for (isa family : slimnet::testing::isa_families()) {
     slimnet::kernels::set_isa(family);
     INFO("family " << slimnet::kernels::isa_name(family));
-    CHECK(slimnet::kernels::vector_math_path() == vector_math_expected(family));
+    CHECK(slimnet::kernels::vector_math_path() == slimnet::testing::x86_simd_expected(family));
     std::vector<float> y(x.size());
     poison(y);
-    const auto calls = slimnet::kernels::vector_math_path_calls(vector_math_expected(family));
+    const auto calls = slimnet::kernels::vector_math_path_calls(slimnet::testing::x86_simd_expected(family));
     slimnet::kernels::tanh_array(x.data(), y.data(), x.size());
-    CHECK(slimnet::kernels::vector_math_path_calls(vector_math_expected(family)) == calls + 1);
+    CHECK(slimnet::kernels::vector_math_path_calls(slimnet::testing::x86_simd_expected(family)) == calls + 1);
     double worst_abs = 0, worst_rel = 0;
     for (std::size_t i = 0; i < x.size(); ++i) {
       const double want = std::tanh(static_cast<double>(x[i]));
@@ -85,14 +66,14 @@ TEST_CASE("vector tanh is within 3e-7 of std::tanh, absolute and relative", "[ke
 TEST_CASE("vector sigmoid is within 2e-7 of 1 / (1 + exp(-x))", "[kernels][vector_math][dispatch]") {
   vector_math_isa_guard guard;
   const std::vector<float> x = vector_math_test_inputs();
-  for (isa family : vector_math_families()) {
+  for (isa family : slimnet::testing::isa_families()) {
     slimnet::kernels::set_isa(family);
     INFO("family " << slimnet::kernels::isa_name(family));
     std::vector<float> y(x.size());
     poison(y);
-    const auto calls = slimnet::kernels::vector_math_path_calls(vector_math_expected(family));
+    const auto calls = slimnet::kernels::vector_math_path_calls(slimnet::testing::x86_simd_expected(family));
     slimnet::kernels::sigmoid_array(x.data(), y.data(), x.size());
-    CHECK(slimnet::kernels::vector_math_path_calls(vector_math_expected(family)) == calls + 1);
+    CHECK(slimnet::kernels::vector_math_path_calls(slimnet::testing::x86_simd_expected(family)) == calls + 1);
     double worst = 0;
     for (std::size_t i = 0; i < x.size(); ++i) {
       const double want = 1.0 / (1.0 + std::exp(-static_cast<double>(x[i])));
@@ -110,7 +91,7 @@ TEST_CASE("vector sigmoid is within 2e-7 of 1 / (1 + exp(-x))", "[kernels][vecto
 
 TEST_CASE("vector tanh and sigmoid: NaN stays NaN, infinities saturate, -0 keeps its sign", "[kernels][vector_math][dispatch]") {
   vector_math_isa_guard guard;
-  for (isa family : vector_math_families()) {
+  for (isa family : slimnet::testing::isa_families()) {
     slimnet::kernels::set_isa(family);
     INFO("family " << slimnet::kernels::isa_name(family));
     const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
@@ -144,7 +125,7 @@ TEST_CASE("vector tanh and sigmoid: NaN stays NaN, infinities saturate, -0 keeps
 
 TEST_CASE("vector tanh and sigmoid write exactly n values, in place too", "[kernels][vector_math][dispatch]") {
   vector_math_isa_guard guard;
-  for (isa family : vector_math_families()) {
+  for (isa family : slimnet::testing::isa_families()) {
     slimnet::kernels::set_isa(family);
     for (std::size_t n = 0; n <= 40; ++n) {
       INFO("family " << slimnet::kernels::isa_name(family) << ", n = " << n);

@@ -60,6 +60,7 @@ struct cpu_feature_set {
   bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false;
   bool avx512_vpopcntdq = false;  ///< VPOPCNTQ: the XNOR GEMM's popcount
   bool avx512_vnni = false;       ///< VPDPBUSD on 512 bits: int8 GEMM
+  bool avx512_vbmi = false;       ///< VPERMB: codebook index unpacking
   bool avx_vnni = false;          ///< VPDPBUSD on 256 bits (VEX): int8 GEMM on AVX2-class cores
   // aarch64
   bool asimd = false;     ///< NEON
@@ -140,6 +141,7 @@ inline cpu_feature_set detect_cpu_features() {
     f.avx512vl = bit(l7.ebx, 31) && f.avx512f;
     f.avx512_vnni = bit(l7.ecx, 11) && f.avx512f;
     f.avx512_vpopcntdq = bit(l7.ecx, 14) && f.avx512f;
+    f.avx512_vbmi = bit(l7.ecx, 1) && f.avx512f;
   }
 #elif defined(SLIMNET_CPU_AARCH64)
   f.asimd = true;  // ARMv8-A mandates Advanced SIMD
@@ -231,6 +233,39 @@ inline void set_isa(isa i) {
 /// Undoes set_isa: back to SLIMNET_ISA's choice or best_isa().
 inline void reset_isa() { detail::isa_override().store(-1, std::memory_order_relaxed); }
 
+/// The family a kernel with AVX2 and AVX-512 paths (and no NEON one) runs now: active_isa() when
+/// it is avx2 or avx512 (x86-64 with target attributes), portable otherwise.
+inline isa x86_simd_path() {
+#if defined(SLIMNET_DISPATCH_X86)
+  const isa active = active_isa();
+  if (active == isa::avx512 || active == isa::avx2) return active;
+#endif
+  return isa::portable;
+}
+
+namespace detail {
+/// Per kernel family Tag: how many calls each family computed (indexed by isa), for the
+/// *_path_calls() queries tests use to assert which path ran.
+template <class Tag>
+std::atomic<std::uint64_t>* path_counters() {
+  static std::atomic<std::uint64_t> counters[4] = {};
+  return counters;
+}
+
+/// Counts one call of kernel family Tag on `path` and returns `path`.
+template <class Tag>
+isa count_path(isa path) {
+  path_counters<Tag>()[static_cast<int>(path)].fetch_add(1, std::memory_order_relaxed);
+  return path;
+}
+
+/// The calls of kernel family Tag that ran on `path`.
+template <class Tag>
+std::uint64_t path_calls(isa path) {
+  return path_counters<Tag>()[static_cast<int>(path)].load(std::memory_order_relaxed);
+}
+}  // namespace detail
+
 /// One line for logs and benchmark headers, e.g.
 ///   "cpu: AVX-512 (avx2 fma f16c avx512f bw vl dq vpopcntdq vnni avx-vnni), active: avx512, compiled for: x86-64 baseline"
 inline std::string describe_cpu() {
@@ -257,6 +292,7 @@ inline std::string describe_cpu() {
   add(f.avx512dq, "dq");
   add(f.avx512_vpopcntdq, "vpopcntdq");
   add(f.avx512_vnni, "vnni");
+  add(f.avx512_vbmi, "vbmi");
   add(f.avx_vnni, "avx-vnni");
   add(f.asimd, "asimd");
   add(f.asimddp, "asimddp");

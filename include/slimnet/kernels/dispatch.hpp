@@ -1,10 +1,12 @@
 // What the compressed-format kernels (sparse, binary, int8, codebook) share: which instruction-set
 // paths are compiled in, how a caller forces the portable one, and the opt-in threads.
 //
-// Paths are chosen at compile time: a header-only library cannot run AVX-512 code that was not
-// compiled for it, so the fast paths exist when the including program is built with the ISA
-// (-march=native on Zen 4 / Ice Lake and later) and the portable C++ path is always there.
-// `kernel_path::portable` forces the portable path (tests compare both in one build).
+// The SIMD paths are compiled into every x86-64 build with function target attributes and chosen
+// per call from kernels::active_isa() (cpu_features.hpp; each kernel family has a *_path() query
+// and a *_path_calls() counter), so a program built with default flags runs the same kernels as
+// one built with -march=native. compiled_kernel_paths() below only reports which instruction sets
+// the program's own -m flags enabled. `kernel_path::portable` forces a call onto the portable C++
+// path (tests compare both in one build); set_isa / SLIMNET_ISA pick a family for every call.
 //
 // Threads are opt-in: every params struct has `threads = 1`, so results are bitwise repeatable by
 // default. With threads > 1 the work is split into contiguous ranges of output rows, each written by
@@ -44,7 +46,7 @@ namespace slimnet::kernels {
 /// Which implementation a kernel runs. `automatic` takes the fastest one compiled in.
 enum class kernel_path { automatic, portable };
 
-/// The fast paths compiled into this program.
+/// The instruction sets the program's -m flags enabled (the dispatched kernels do not need them).
 struct compiled_paths {
   bool avx512 = false;         ///< AVX-512 F/BW/VL/DQ: sparse, codebook
   bool avx512_popcnt = false;  ///< + VPOPCNTDQ: XNOR/popcount GEMM

@@ -622,11 +622,8 @@ SLIMNET_CONV_AVX2 inline void phased_plane(const float* val, const std::int32_t*
 }  // namespace avx2
 #endif
 
-/// Direct sparse convolutions that each family computed (indexed by isa).
-inline std::atomic<std::uint64_t>* sparse_conv_path_counters() {
-  static std::atomic<std::uint64_t> counters[4] = {};
-  return counters;
-}
+/// Tag of the direct sparse convolution's path counters.
+struct sparse_conv_tag;
 
 }  // namespace detail
 
@@ -634,19 +631,11 @@ inline std::atomic<std::uint64_t>* sparse_conv_path_counters() {
 /// 16-float vectors, the phase planes, the shifted-input fill and the 2x2 pair max), avx2 (strips and
 /// phase planes on 8-float vectors; the fill and pooling portable), else portable. Compiled with
 /// function target attributes in every x86-64 build, whatever the program's -march.
-inline isa sparse_conv_path() {
-#if defined(SLIMNET_DISPATCH_X86)
-  const isa active = active_isa();
-  if (active == isa::avx512 || active == isa::avx2) return active;
-#endif
-  return isa::portable;
-}
+inline isa sparse_conv_path() { return x86_simd_path(); }
 
 /// How many sparse_conv2d calls each family computed since the program started (calls with an
 /// empty batch or no filters compute nothing and are not counted).
-inline std::uint64_t sparse_conv_path_calls(isa path) {
-  return detail::sparse_conv_path_counters()[static_cast<int>(path)].load(std::memory_order_relaxed);
-}
+inline std::uint64_t sparse_conv_path_calls(isa path) { return detail::path_calls<detail::sparse_conv_tag>(path); }
 
 namespace detail {
 
@@ -988,8 +977,8 @@ void sparse_conv2d(const sparse_filters_ref<Value>& f, const Value* x, const con
                    conv_batch_layout layout = conv_batch_layout::batch_innermost) {
   detail::check_sparse_conv("slimnet::kernels::sparse_conv2d", f.out_channels, f.in_channels, f.kernel_h, f.kernel_w, in, ep);
   if (in.batch == 0 || f.out_channels == 0) return;
-  const isa simd = std::is_same_v<Value, float> && path != kernel_path::portable ? sparse_conv_path() : isa::portable;
-  detail::sparse_conv_path_counters()[static_cast<int>(simd)].fetch_add(1, std::memory_order_relaxed);
+  const isa simd = detail::count_path<detail::sparse_conv_tag>(
+      std::is_same_v<Value, float> && path != kernel_path::portable ? sparse_conv_path() : isa::portable);
   if (in.batch > 1 && layout == conv_batch_layout::image_at_a_time) {
     conv_input one = in;
     one.batch = 1;

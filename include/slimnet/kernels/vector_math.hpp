@@ -49,27 +49,16 @@ namespace slimnet::kernels {
 
 /// The family tanh_array and sigmoid_array take under the current active_isa(): avx512 (tanh16),
 /// avx2 (tanh8), else portable (std::tanh).
-inline isa vector_math_path() {
-#if defined(SLIMNET_DISPATCH_X86)
-  const isa active = active_isa();
-  if (active == isa::avx512 || active == isa::avx2) return active;
-#endif
-  return isa::portable;
-}
+inline isa vector_math_path() { return x86_simd_path(); }
 
 namespace detail {
-/// tanh_array / sigmoid_array calls each family computed (indexed by isa).
-inline std::atomic<std::uint64_t>* vector_math_path_counters() {
-  static std::atomic<std::uint64_t> counters[4] = {};
-  return counters;
-}
+/// Tag of the vector math's path counters (tanh_array, sigmoid_array, the recurrent gate passes).
+struct vector_math_tag;
 }  // namespace detail
 
 /// How many tanh_array and sigmoid_array calls each family computed since the program started
 /// (calls with n = 0 are not counted).
-inline std::uint64_t vector_math_path_calls(isa path) {
-  return detail::vector_math_path_counters()[static_cast<int>(path)].load(std::memory_order_relaxed);
-}
+inline std::uint64_t vector_math_path_calls(isa path) { return detail::path_calls<detail::vector_math_tag>(path); }
 
 #if defined(SLIMNET_DISPATCH_X86)
 /// tanh of 16 floats (see the header comment for the approximation and its error).
@@ -181,8 +170,7 @@ namespace detail {
 template <bool Sigmoid>
 void vector_math_apply(const float* x, float* y, std::size_t n) {
   if (n == 0) return;
-  const isa path = vector_math_path();
-  vector_math_path_counters()[static_cast<int>(path)].fetch_add(1, std::memory_order_relaxed);
+  const isa path = count_path<vector_math_tag>(vector_math_path());
 #if defined(SLIMNET_DISPATCH_X86)
   if (path == isa::avx512) return vector_math_avx512<Sigmoid>(x, y, n);
   if (path == isa::avx2) return vector_math_avx2<Sigmoid>(x, y, n);

@@ -419,7 +419,7 @@ class compressed_recurrent : public compressed_recurrent_layer<Scalar> {
               } else {
                 wide ? detail::gru_cells(grid) : detail::avx2::gru_cells(grid);
               }
-              kernels::detail::vector_math_path_counters()[static_cast<int>(simd)].fetch_add(1, std::memory_order_relaxed);
+              kernels::detail::count_path<kernels::detail::vector_math_tag>(simd);
               fused = true;
             }
           }
