@@ -1,18 +1,24 @@
 // The activation-sparse CSC product (kernels/sparse_csc.hpp) against its reference (bitwise) and a
 // dense double product (within rounding), over odd shapes, weight densities and input zero
 // fractions from all-zero to no-zero; the zero-skipping result against the one without skipping.
+// Every family the CPU has (forced with set_isa), and the path that ran (csc_path_calls).
 #include <catch2/catch.hpp>
 
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "slimnet/core/random.hpp"
+#include "slimnet/kernels/cpu_features.hpp"
 #include "slimnet/kernels/sparse_csc.hpp"
+#include "support/isa_families.hpp"
 #include "support/poison.hpp"
 
 using namespace slimnet;
+using kernels::isa;
 using slimnet::testing::poison;
+using csc_test_isa_guard = slimnet::testing::isa_reset_guard;
 
 namespace {
 
@@ -78,8 +84,16 @@ void check_csc_case(index_t rows, index_t cols, double density, double zero_frac
     p.check_dense(ref, with_bias, "spmv_csc_reference");
     for (auto path : {kernels::kernel_path::automatic, kernels::kernel_path::portable}) {
       params.path = path;
+      // The family this call runs: csc_path() for float on the automatic path (avx2 or avx512 on x86).
+      const isa expected =
+          std::is_same_v<Scalar, float> && path == kernels::kernel_path::automatic ? kernels::csc_path() : isa::portable;
+#if defined(SLIMNET_DISPATCH_X86)
+      if (std::is_same_v<Scalar, float> && path == kernels::kernel_path::automatic) CHECK(expected == kernels::active_isa());
+#endif
+      const auto calls = kernels::csc_path_calls(expected);
       poison(y);
       kernels::spmv_csc(a.ref(), p.x.data(), y.data(), params);
+      CHECK(kernels::csc_path_calls(expected) == calls + 1);
       p.check_dense(y, with_bias, "spmv_csc");
       // Same fused updates in the same (column) order as the reference: bitwise equal.
       INFO((path == kernels::kernel_path::portable ? "portable" : "automatic") << " path, " << rows << " x " << cols << ", density "
@@ -97,17 +111,27 @@ void check_csc_case(index_t rows, index_t cols, double density, double zero_frac
 }  // namespace
 
 TEMPLATE_TEST_CASE("spmv_csc equals its reference bitwise and W x + b within rounding", "[kernels][sparse][csc]", float, double) {
+  csc_test_isa_guard guard;
   const index_t shapes[][2] = {{1, 1}, {1, 7}, {7, 1}, {17, 13}, {31, 97}, {100, 300}, {300, 784}, {129, 65}};
-  std::uint64_t seed = 11;
-  for (const auto& s : shapes)
-    for (double density : {0.0, 0.01, 0.1, 0.5, 1.0})
-      for (double zeros : {0.0, 0.5, 0.8, 1.0}) check_csc_case<TestType>(s[0], s[1], density, zeros, seed++);
+  for (isa family : slimnet::testing::isa_families()) {
+    kernels::set_isa(family);
+    INFO("family " << kernels::isa_name(family));
+    std::uint64_t seed = 11;
+    for (const auto& s : shapes)
+      for (double density : {0.0, 0.01, 0.1, 0.5, 1.0})
+        for (double zeros : {0.0, 0.5, 0.8, 1.0}) check_csc_case<TestType>(s[0], s[1], density, zeros, seed++);
+  }
 }
 
 TEST_CASE("spmv_csc: columns of 64 and more nonzeros take the vector path; bad shapes throw", "[kernels][sparse][csc]") {
-  // 600 rows at 50%: ~300 nonzeros per column (vector steps of 16 and a scalar tail).
-  check_csc_case<float>(600, 9, 0.5, 0.3, 5);
-  check_csc_case<float>(65536, 2, 0.01, 0.0, 6);  // the largest row index a uint16 holds
+  csc_test_isa_guard guard;
+  for (isa family : slimnet::testing::isa_families()) {
+    kernels::set_isa(family);
+    INFO("family " << kernels::isa_name(family));
+    // 600 rows at 50%: ~300 nonzeros per column (vector steps of 16 and a scalar tail).
+    check_csc_case<float>(600, 9, 0.5, 0.3, 5);
+    check_csc_case<float>(65536, 2, 0.01, 0.0, 6);  // the largest row index a uint16 holds
+  }
   std::vector<float> w(static_cast<std::size_t>(65537), 1.0f);
   CHECK_THROWS_AS(kernels::csc_matrix<float>::from_dense(kernels::row_major<const float>(w.data(), 65537, 1)), shape_error);
   const auto a = kernels::csc_matrix<float>::from_dense(kernels::row_major<const float>(w.data(), 3, 2));

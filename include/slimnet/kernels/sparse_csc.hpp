@@ -11,19 +11,30 @@
 // agrees within float rounding only: the dense kernels sum row by row in another order. (A weight
 // of inf or NaN times an input of 0 would give NaN in the dense product and is skipped here.)
 //
-// Every update is one fused multiply-add in column order in all paths (the portable loop uses
-// std::fma where the CPU has FMA), so the portable, AVX-512 and reference results are bitwise equal.
+// Every update is one fused multiply-add in column order in all paths, so the portable, AVX2,
+// AVX-512 and reference results are bitwise equal. The paths are chosen per call from active_isa()
+// (csc_path()), the SIMD ones compiled with function target attributes in every x86-64 build, so
+// the rounding cannot depend on -march: the reference and the portable loop call std::fma (inlined
+// as vfmadd with -mfma; otherwise glibc's fma, which runs the FMA instruction on CPUs that have it
+// and a correctly rounded emulation on those that do not), the SIMD paths the instruction.
 // Storage: 4-byte value + 2-byte row index per nonzero and 4 bytes per column (uint16 rows: <= 65536).
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
 #include <vector>
 
-#include "slimnet/kernels/sparse_csr.hpp"
+#include "slimnet/kernels/cpu_features.hpp"
 #include "slimnet/kernels/intrinsics.hpp"
+#include "slimnet/kernels/sparse_csr.hpp"
+
+#if defined(SLIMNET_DISPATCH_X86)
+#define SLIMNET_CSC_AVX512 SLIMNET_TARGET("avx512f,avx512bw,avx512vl,avx512dq")
+#define SLIMNET_CSC_AVX2 SLIMNET_TARGET("avx2,fma")
+#endif
 
 SLIMNET_INTRINSICS_BEGIN
 
@@ -95,14 +106,10 @@ class csc_matrix {
 
 namespace detail {
 
-/// a * b + c rounded once where the CPU fuses it (every path and the reference use this).
+/// a * b + c rounded once (every path and the reference use this).
 template <class Value>
 inline Value csc_madd(Value a, Value b, Value c) {
-#if defined(__FMA__) || defined(__AVX512F__)
   return std::fma(a, b, c);
-#else
-  return a * b + c;
-#endif
 }
 
 /// Columns are visited in chunks: first the chunk's nonzero inputs are listed without branches
@@ -120,24 +127,6 @@ inline int csc_active_columns(const Value* x, index_t j0, index_t j1, csc_skip s
     for (index_t j = j0; j < j1; ++j) active[k++] = static_cast<std::int32_t>(j);
     return k;
   }
-#if defined(SLIMNET_KERNELS_AVX512)
-  if constexpr (std::is_same_v<Value, float>) {
-    index_t j = j0;
-    const __m512i step = _mm512_set1_epi32(16);
-    __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(static_cast<std::int32_t>(j0)),
-                                   _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
-    for (; j + 16 <= j1; j += 16, idx = _mm512_add_epi32(idx, step)) {
-      const __mmask16 nz = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + j), _mm512_setzero_ps(), _CMP_NEQ_UQ);
-      _mm512_storeu_si512(active + k, _mm512_maskz_compress_epi32(nz, idx));  // register compress, then a plain store
-      k += __builtin_popcount(static_cast<unsigned>(nz));
-    }
-    for (; j < j1; ++j) {
-      active[k] = static_cast<std::int32_t>(j);
-      k += x[j] != 0.0f;
-    }
-    return k;
-  }
-#endif
   for (index_t j = j0; j < j1; ++j) {
     active[k] = static_cast<std::int32_t>(j);
     k += x[j] != Value(0);
@@ -158,8 +147,31 @@ void spmv_csc_portable(const csc_ref<Value, Index>& a, const Value* x, Value* y,
   }
 }
 
-#if defined(SLIMNET_KERNELS_AVX512)
+#if defined(SLIMNET_DISPATCH_X86)
 namespace avx512 {
+
+/// csc_active_columns with a register compress (vpcompressd) 16 columns at a time.
+SLIMNET_CSC_AVX512 inline int csc_active_columns(const float* x, index_t j0, index_t j1, csc_skip skip, std::int32_t* active) {
+  int k = 0;
+  if (skip == csc_skip::none) {
+    for (index_t j = j0; j < j1; ++j) active[k++] = static_cast<std::int32_t>(j);
+    return k;
+  }
+  index_t j = j0;
+  const __m512i step = _mm512_set1_epi32(16);
+  __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(static_cast<std::int32_t>(j0)),
+                                 _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+  for (; j + 16 <= j1; j += 16, idx = _mm512_add_epi32(idx, step)) {
+    const __mmask16 nz = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + j), _mm512_setzero_ps(), _CMP_NEQ_UQ);
+    _mm512_storeu_si512(active + k, _mm512_maskz_compress_epi32(nz, idx));  // register compress, then a plain store
+    k += __builtin_popcount(static_cast<unsigned>(nz));
+  }
+  for (; j < j1; ++j) {
+    active[k] = static_cast<std::int32_t>(j);
+    k += x[j] != 0.0f;
+  }
+  return k;
+}
 
 /// Nonzero inputs listed with a register compress (vpcompressd) 16 columns at a time. Columns of
 /// >= csc_vector_column nonzeros: 16 rows per step, y gathered, updated and scattered (the rows of
@@ -170,7 +182,7 @@ namespace avx512 {
 constexpr sparse_offset_t csc_vector_column = 64;
 
 template <class Index>
-void spmv_csc(const csc_ref<float, Index>& a, const float* x, float* y, csc_skip skip) {
+SLIMNET_CSC_AVX512 void spmv_csc(const csc_ref<float, Index>& a, const float* x, float* y, csc_skip skip) {
   std::int32_t active[csc_chunk + 16];
   for (index_t j0 = 0; j0 < a.cols; j0 += csc_chunk) {
     const int k = csc_active_columns(x, j0, std::min(a.cols, j0 + csc_chunk), skip, active);
@@ -193,7 +205,71 @@ void spmv_csc(const csc_ref<float, Index>& a, const float* x, float* y, csc_skip
 }
 
 }  // namespace avx512
+
+namespace avx2 {
+
+/// For each 8-bit mask m, the positions of its set bits in order, packed into one byte each (the
+/// left-pack permutation: AVX2 has no vpcompressd).
+struct csc_pack_table {
+  std::uint64_t lanes[256];
+  constexpr csc_pack_table() : lanes() {
+    for (unsigned m = 0; m < 256; ++m) {
+      std::uint64_t v = 0;
+      int n = 0;
+      for (unsigned l = 0; l < 8; ++l)
+        if ((m >> l) & 1u) v |= static_cast<std::uint64_t>(l) << (8 * n++);
+      lanes[m] = v;
+    }
+  }
+};
+inline constexpr csc_pack_table csc_pack{};
+
+/// csc_active_columns 8 columns at a time: the nonzero lanes' mask (vcmpps + vmovmskps) selects a
+/// left-pack permutation of the column numbers (vpermd), stored whole; the count advances by its
+/// popcount. No branch per column.
+SLIMNET_CSC_AVX2 inline int csc_active_columns(const float* x, index_t j0, index_t j1, csc_skip skip, std::int32_t* active) {
+  int k = 0;
+  if (skip == csc_skip::none) {
+    for (index_t j = j0; j < j1; ++j) active[k++] = static_cast<std::int32_t>(j);
+    return k;
+  }
+  index_t j = j0;
+  for (; j + 8 <= j1; j += 8) {
+    const unsigned nz =
+        static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + j), _mm256_setzero_ps(), _CMP_NEQ_UQ)));
+    const __m256i perm = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(csc_pack.lanes[nz])));
+    const __m256i idx = _mm256_add_epi32(_mm256_set1_epi32(static_cast<std::int32_t>(j)), perm);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(active + k), idx);
+    k += __builtin_popcount(nz);
+  }
+  for (; j < j1; ++j) {
+    active[k] = static_cast<std::int32_t>(j);
+    k += x[j] != 0.0f;
+  }
+  return k;
+}
+
+/// The columns listed 8 at a time, every update a scalar vfmadd (AVX2 has no scatter).
+template <class Index>
+SLIMNET_CSC_AVX2 void spmv_csc(const csc_ref<float, Index>& a, const float* x, float* y, csc_skip skip) {
+  std::int32_t active[csc_chunk + 16];
+  for (index_t j0 = 0; j0 < a.cols; j0 += csc_chunk) {
+    const int k = csc_active_columns(x, j0, std::min(a.cols, j0 + csc_chunk), skip, active);
+    for (int t = 0; t < k; ++t) {
+      const index_t j = active[t];
+      const float xj = x[j];
+      for (sparse_offset_t p = a.col_offsets[j]; p < a.col_offsets[j + 1]; ++p)
+        y[a.row_indices[p]] = std::fma(a.values[p], xj, y[a.row_indices[p]]);
+    }
+  }
+}
+
+}  // namespace avx2
+
 #endif
+
+/// Tag of spmv_csc's path counters.
+struct csc_tag;
 }  // namespace detail
 
 /// The definition: y = bias, then the updates in column order (skipping zero inputs unless
@@ -219,6 +295,13 @@ index_t count_nonzero(const Value* x, index_t n) {
   return k;
 }
 
+/// The family float spmv_csc takes under the current active_isa(): avx512 (compressed column
+/// lists, gather/scatter steps on long columns), avx2 (left-packed column lists), else portable.
+inline isa csc_path() { return x86_simd_path(); }
+
+/// How many spmv_csc calls each family computed since the program started.
+inline std::uint64_t csc_path_calls(isa path) { return detail::path_calls<detail::csc_tag>(path); }
+
 /// y = A x + bias (batch 1) over the columns whose input is not zero; one thread (the scattered
 /// updates of y would collide across threads). x has a.cols entries, y has a.rows.
 template <class Value, class Index>
@@ -232,12 +315,12 @@ void spmv_csc(const csc_ref<Value, Index>& a, const Value* x, Value* y, const sp
   } else {
     std::fill_n(y, a.rows, Value(0));
   }
-#if defined(SLIMNET_KERNELS_AVX512)
+  const isa path = detail::count_path<detail::csc_tag>(
+      std::is_same_v<Value, float> && params.path != kernel_path::portable ? csc_path() : isa::portable);
+#if defined(SLIMNET_DISPATCH_X86)
   if constexpr (std::is_same_v<Value, float>) {
-    if (params.path != kernel_path::portable) {
-      detail::avx512::spmv_csc(a, x, y, skip);
-      return;
-    }
+    if (path == isa::avx512) return detail::avx512::spmv_csc(a, x, y, skip);
+    if (path == isa::avx2) return detail::avx2::spmv_csc(a, x, y, skip);
   }
 #endif
   detail::spmv_csc_portable(a, x, y, skip);
