@@ -4,10 +4,13 @@
 
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "slimnet/core/random.hpp"
 #include "slimnet/kernels/codebook_gemm.hpp"
+#include "slimnet/kernels/cpu_features.hpp"
+#include "support/isa_families.hpp"
 #include "support/poison.hpp"
 
 using namespace slimnet;
@@ -69,6 +72,11 @@ TEMPLATE_TEST_CASE("codebook GEMV and GEMM equal the decoded product for 1..8-bi
           kernels::codebook_params<TestType> p;
           p.bias = bias.data();
           p.path = path;
+          // The family each call runs (codebook_path(): avx512 with VBMI, else portable), counted.
+          const kernels::isa expected = std::is_same_v<TestType, float> && path == kernels::kernel_path::automatic
+                                            ? kernels::codebook_path()
+                                            : kernels::isa::portable;
+          const auto calls = kernels::codebook_path_calls(expected);
           if (n == 1) {
             poison(y);
             kernels::gemv_codebook(a.ref(), x.data(), y.data(), p);
@@ -78,6 +86,7 @@ TEMPLATE_TEST_CASE("codebook GEMV and GEMM equal the decoded product for 1..8-bi
           poison(y);
           kernels::gemm_codebook(a.ref(), kernels::row_major<const TestType>(x.data(), k, n), kernels::row_major(y.data(), m, n), p);
           check_product(a.ref(), x, n, bias, y.data(), n, 1, "gemm_codebook");
+          CHECK(kernels::codebook_path_calls(expected) == calls + (n == 1 ? 2 : 1));
         }
         kernels::codebook_params<TestType> p;
         p.bias = bias.data();
@@ -119,4 +128,19 @@ TEST_CASE("codebook 1000 x 1000 at 4 and 5 bits; from_dense; validation", "[kern
   std::vector<float> x(3), y(3);
   CHECK_THROWS_WITH(kernels::gemm_codebook(c.ref(), kernels::row_major<const float>(x.data(), 1, 3), kernels::row_major(y.data(), 2, 3)),
                     Catch::Contains("gemm_codebook") && Catch::Contains("(2 x 3) * (1 x 3)"));
+}
+
+TEST_CASE("codebook_path: the AVX-512 decoder runs only where the CPU has VBMI and AVX-512 is active",
+          "[kernels][codebook][dispatch]") {
+  slimnet::testing::isa_reset_guard guard;
+  for (kernels::isa family : slimnet::testing::isa_families()) {
+    kernels::set_isa(family);
+    INFO("family " << kernels::isa_name(family));
+#if defined(SLIMNET_DISPATCH_X86)
+    const bool decoder = family == kernels::isa::avx512 && kernels::cpu_features().avx512_vbmi;
+#else
+    const bool decoder = false;
+#endif
+    CHECK(kernels::codebook_path() == (decoder ? kernels::isa::avx512 : kernels::isa::portable));
+  }
 }

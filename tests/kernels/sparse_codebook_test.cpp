@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "slimnet/core/random.hpp"
@@ -86,8 +87,13 @@ TEMPLATE_TEST_CASE("sparse codebook SpMV (SELL-16) equals the decoded product fo
         INFO("bits " << bits << " density " << density << " shape " << m << " x " << k);
         for (auto path : {kernels::kernel_path::automatic, kernels::kernel_path::portable})
           for (bool with_bias : {false, true}) {
+            const kernels::isa expected = std::is_same_v<TestType, float> && path == kernels::kernel_path::automatic
+                                              ? kernels::codebook_path()
+                                              : kernels::isa::portable;
+            const auto calls = kernels::codebook_path_calls(expected);
             poison(y);
             kernels::spmv_sell_codebook(r, x.data(), y.data(), with_bias ? bias.data() : nullptr, path);
+            CHECK(kernels::codebook_path_calls(expected) == calls + 1);
             CHECK(spcb_mismatches(w, m, k, x, 1, with_bias ? bias : std::vector<TestType>{}, y.data(), 1, 1) == 0);
           }
         poison(y);
@@ -111,8 +117,13 @@ TEMPLATE_TEST_CASE("sparse codebook SpMM (column-blocked CSR) equals the decoded
           INFO("bits " << bits << " density " << density << " shape " << m << " x " << k << " batch " << n << " panels " << a.block_cols());
           const auto xv = kernels::row_major<const TestType>(x.data(), k, n);
           for (auto path : {kernels::kernel_path::automatic, kernels::kernel_path::portable}) {
+            const kernels::isa expected = std::is_same_v<TestType, float> && path == kernels::kernel_path::automatic
+                                              ? kernels::codebook_path()
+                                              : kernels::isa::portable;
+            const auto calls = kernels::codebook_path_calls(expected);
             poison(y);
             kernels::spmm_blocked_codebook(a.ref(), xv, kernels::row_major(y.data(), m, n), bias.data(), path);
+            CHECK(kernels::codebook_path_calls(expected) == calls + 1);
             CHECK(spcb_mismatches(w, m, k, x, n, bias, y.data(), n, 1) == 0);
           }
           // Y as a transposed (column-strided) view: the portable strided path.

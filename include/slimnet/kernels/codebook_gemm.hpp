@@ -16,6 +16,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <map>
@@ -23,9 +24,15 @@
 #include <vector>
 
 #include "slimnet/core/error.hpp"
+#include "slimnet/kernels/cpu_features.hpp"
 #include "slimnet/kernels/dispatch.hpp"
 #include "slimnet/kernels/gemm.hpp"
 #include "slimnet/kernels/intrinsics.hpp"
+
+#if defined(SLIMNET_DISPATCH_X86)
+#include <immintrin.h>
+#define SLIMNET_CODEBOOK_AVX512 SLIMNET_TARGET("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi")
+#endif
 
 SLIMNET_INTRINSICS_BEGIN
 
@@ -165,14 +172,14 @@ void gemv_codebook_rows_portable(const codebook_ref<Value>& a, index_t r0, index
   }
 }
 
-#if defined(SLIMNET_KERNELS_AVX512) && defined(SLIMNET_KERNELS_AVX512_VBMI)
+#if defined(SLIMNET_DISPATCH_X86)
 namespace avx512 {
 
 /// Decodes the 16 indices starting at index j0 (a multiple of 16) of a row.
 template <int Bits>
 struct index_decoder {
   __m512i ctrl, shift;
-  index_decoder() {
+  SLIMNET_CODEBOOK_AVX512 index_decoder() {
     alignas(64) std::uint8_t c[64];
     alignas(64) std::uint32_t s[16];
     for (int l = 0; l < 16; ++l) {
@@ -189,7 +196,7 @@ struct index_decoder {
   /// its low Bits bits and, for Bits >= 4, garbage above: vpermps / vpermi2ps read only the low 4 /
   /// 5 bits and the blend tree tests bits 5 .. Bits-1, so only Bits < 4 needs a mask (one op less
   /// per 16 weights for 4- to 8-bit indices).
-  __m512i decode(const std::uint8_t* p, index_t avail) const {
+  SLIMNET_CODEBOOK_AVX512 __m512i decode(const std::uint8_t* p, index_t avail) const {
     const index_t n = std::min<index_t>(avail, 2 * Bits);
     const __m128i bytes = _mm_maskz_loadu_epi8(static_cast<__mmask16>((1u << n) - 1), p);
     const __m512i spread = _mm512_permutexvar_epi8(ctrl, _mm512_zextsi128_si512(bytes));
@@ -204,13 +211,13 @@ template <int Bits>
 struct centroid_table {
   static constexpr int regs = Bits <= 4 ? 1 : (1 << Bits) / 16;
   __m512 t[regs];
-  explicit centroid_table(const float* c, index_t n) {
+  SLIMNET_CODEBOOK_AVX512 explicit centroid_table(const float* c, index_t n) {
     for (int r = 0; r < regs; ++r) {
       const index_t valid = std::clamp<index_t>(n - 16 * r, 0, 16);
       t[r] = _mm512_maskz_loadu_ps(static_cast<__mmask16>(valid >= 16 ? 0xffff : (1u << valid) - 1), c + 16 * r);
     }
   }
-  __m512 get(__m512i idx) const {
+  SLIMNET_CODEBOOK_AVX512 __m512 get(__m512i idx) const {
     if constexpr (Bits <= 4) {
       return _mm512_permutexvar_ps(idx, t[0]);
     } else {
@@ -232,7 +239,8 @@ struct centroid_table {
 /// y[r0..r1) = W x + bias: 16 weights decoded per step, two accumulators per row (alternate steps)
 /// to hide the FMA latency, one horizontal sum per row.
 template <int Bits>
-void gemv_codebook_rows(const codebook_ref<float>& a, index_t r0, index_t r1, const float* x, float* y, const float* bias) {
+SLIMNET_CODEBOOK_AVX512 void gemv_codebook_rows(const codebook_ref<float>& a, index_t r0, index_t r1, const float* x, float* y,
+                                                const float* bias) {
   const index_decoder<Bits> dec;
   const centroid_table<Bits> table(a.centroids, a.n_centroids);
   const index_t full = a.cols / 16;
@@ -262,7 +270,7 @@ void gemv_codebook_rows(const codebook_ref<float>& a, index_t r0, index_t r1, co
 
 /// Rows [r0, r1) decoded to floats, row-major with stride ld.
 template <int Bits>
-void decode_rows(const codebook_ref<float>& a, index_t r0, index_t r1, float* out, index_t ld) {
+SLIMNET_CODEBOOK_AVX512 void decode_rows(const codebook_ref<float>& a, index_t r0, index_t r1, float* out, index_t ld) {
   const index_decoder<Bits> dec;
   const centroid_table<Bits> table(a.centroids, a.n_centroids);
   const index_t full = a.cols / 16, tail = a.cols - 16 * full;
@@ -292,10 +300,27 @@ void with_bits(int bits, F&& f) {
 }
 
 }  // namespace avx512
-#define SLIMNET_KERNELS_CODEBOOK_AVX512 1
 #endif
 
+/// Tag of the codebook products' path counters (dense and sparse codebook kernels).
+struct codebook_tag;
+
 }  // namespace detail
+
+/// The family float codebook products (gemv_codebook, and gemm_codebook's decoding) take under the
+/// current active_isa(): avx512 when the CPU also has VBMI (vpermb unpacks the indices), else
+/// portable. Compiled with function target attributes in every x86-64 build. (No AVX2 path yet:
+/// AVX2 has no byte permute across lanes, so the indices would be unpacked by shifts and the
+/// centroids gathered or looked up by blend trees of vpermps.)
+inline isa codebook_path() {
+#if defined(SLIMNET_DISPATCH_X86)
+  if (active_isa() == isa::avx512 && cpu_features().avx512_vbmi) return isa::avx512;
+#endif
+  return isa::portable;
+}
+
+/// How many gemv_codebook / gemm_codebook calls each family computed since the program started.
+inline std::uint64_t codebook_path_calls(isa path) { return detail::path_calls<detail::codebook_tag>(path); }
 
 /// The definition: y = W x + bias with W(i, j) = centroids[index(i, j)], double accumulation.
 template <class Value>
@@ -326,13 +351,15 @@ void gemm_codebook_reference(const codebook_ref<Value>& a, matrix_ref<const Valu
 template <class Value>
 void gemv_codebook(const codebook_ref<Value>& a, const Value* x, Value* y, const codebook_params<Value>& params = {}) {
   detail::check_codebook("slimnet::kernels::gemv_codebook", a, a.cols, 1, a.rows, 1);
+  const isa path = detail::count_path<detail::codebook_tag>(
+      std::is_same_v<Value, float> && params.path != kernel_path::portable ? codebook_path() : isa::portable);
   const int threads = std::min<index_t>(detail::resolve_threads(params.threads), std::max<index_t>(1, a.rows / 16));
   const auto bounds = detail::even_split(a.rows, threads);
   detail::run_threads(threads, [&](int t, int) {
     const index_t r0 = bounds[static_cast<std::size_t>(t)], r1 = bounds[static_cast<std::size_t>(t) + 1];
-#if defined(SLIMNET_KERNELS_CODEBOOK_AVX512)
+#if defined(SLIMNET_DISPATCH_X86)
     if constexpr (std::is_same_v<Value, float>) {
-      if (params.path != kernel_path::portable) {
+      if (path == isa::avx512) {
         detail::avx512::with_bits(a.bits, [&](auto bits) { detail::avx512::gemv_codebook_rows<decltype(bits)::value>(a, r0, r1, x, y, params.bias); });
         return;
       }
@@ -349,6 +376,8 @@ template <class Value>
 void gemm_codebook(const codebook_ref<Value>& a, matrix_ref<const Value> x, matrix_ref<Value> y, const codebook_params<Value>& params = {}) {
   detail::check_codebook("slimnet::kernels::gemm_codebook", a, x.rows, x.cols, y.rows, y.cols);
   if (y.rows == 0 || y.cols == 0) return;
+  const isa path = detail::count_path<detail::codebook_tag>(
+      std::is_same_v<Value, float> && params.path != kernel_path::portable ? codebook_path() : isa::portable);
   constexpr index_t block = 64;
   const index_t blocks = (a.rows + block - 1) / block;
   const int threads = std::min<index_t>(detail::resolve_threads(params.threads), blocks);
@@ -358,9 +387,9 @@ void gemm_codebook(const codebook_ref<Value>& a, matrix_ref<const Value> x, matr
     for (index_t b = bounds[static_cast<std::size_t>(t)]; b < bounds[static_cast<std::size_t>(t) + 1]; ++b) {
       const index_t r0 = b * block, r1 = std::min(a.rows, r0 + block);
       bool decoded = false;
-#if defined(SLIMNET_KERNELS_CODEBOOK_AVX512)
+#if defined(SLIMNET_DISPATCH_X86)
       if constexpr (std::is_same_v<Value, float>) {
-        if (params.path != kernel_path::portable) {
+        if (path == isa::avx512) {
           detail::avx512::with_bits(a.bits, [&](auto bits) { detail::avx512::decode_rows<decltype(bits)::value>(a, r0, r1, w.data(), a.cols); });
           decoded = true;
         }

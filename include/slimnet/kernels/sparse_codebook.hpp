@@ -210,12 +210,13 @@ void spmv_sell_codebook_portable(const sell_codebook_ref<Value>& a, const Value*
   }
 }
 
-#if defined(SLIMNET_KERNELS_CODEBOOK_AVX512)
+#if defined(SLIMNET_DISPATCH_X86)
 namespace avx512 {
 
 /// spmv_sell_slices with each step's 16 values decoded from its 2 k bytes of indices in registers.
 template <int Width, int Bits>
-void spmv_sell_codebook_slices(const sell_codebook_ref<float>& a, const float* x, float* y, const float* bias) {
+SLIMNET_CODEBOOK_AVX512 void spmv_sell_codebook_slices(const sell_codebook_ref<float>& a, const float* x, float* y,
+                                                       const float* bias) {
   const index_decoder<Bits> dec;
   const centroid_table<Bits> table(a.centroids, a.n_centroids);
   for (index_t s = 0; s < a.slices; ++s) {
@@ -262,9 +263,12 @@ void spmv_sell_codebook(const sell_codebook_ref<Value>& a, const Value* x, Value
   if ((x == nullptr && a.cols > 0) || (y == nullptr && a.rows > 0)) {
     slimnet::detail::raise<shape_error>("slimnet::kernels::spmv_sell_codebook", "null x or y for a {} x {} matrix", a.rows, a.cols);
   }
-#if defined(SLIMNET_KERNELS_CODEBOOK_AVX512)
+  const isa simd = detail::count_path<detail::codebook_tag>(
+      std::is_same_v<Value, float> && path != kernel_path::portable && a.rows < (index_t{1} << 31) ? codebook_path()
+                                                                                                   : isa::portable);
+#if defined(SLIMNET_DISPATCH_X86)
   if constexpr (std::is_same_v<Value, float>) {
-    if (path != kernel_path::portable && a.rows < (index_t{1} << 31)) {
+    if (simd == isa::avx512) {
       detail::avx512::with_bits(a.bits, [&](auto bits) {
         constexpr int k = decltype(bits)::value;
         switch (a.block_cols) {
@@ -390,8 +394,20 @@ void spmm_codebook_strip_portable(const blocked_codebook_ref<Value>& a, const sp
   }
 }
 
-#if defined(SLIMNET_KERNELS_AVX512)
+#if defined(SLIMNET_DISPATCH_X86)
 namespace avx512 {
+
+/// The weight of nonzero p of spmm_codebook_strip: decoded[p - base] (Bits > 0), else read as a
+/// scalar index from the bit stream.
+template <int Bits>
+SLIMNET_CODEBOOK_AVX512 inline __m512 codebook_weight(const float* decoded, sparse_offset_t base, const std::uint8_t* codes,
+                                                      unsigned k, unsigned mask, const float* table, sparse_offset_t p) {
+  if constexpr (Bits > 0) return _mm512_set1_ps(decoded[p - base]);
+  const std::size_t bit = static_cast<std::size_t>(p) * k;
+  std::uint16_t v;
+  std::memcpy(&v, codes + bit / 8, 2);
+  return _mm512_set1_ps(table[(static_cast<unsigned>(v) >> (bit % 8)) & mask]);
+}
 
 /// spmm_strip (sparse_csr.hpp) with the weight of nonzero p read as centroids[index p]. Bits > 0
 /// (VBMI): each row's indices are decoded 16 at a time in registers (the groups of 16 entries
@@ -400,34 +416,26 @@ namespace avx512 {
 /// as a scalar - a 16-bit load, shift, mask and table load per nonzero - measured 229 against
 /// 157 us for the float kernel on LeNet-5's fc1 at 7.5%, batch 64.) Bits = 0: that scalar read.
 template <int NV, int Bits>
-void spmm_codebook_strip(const blocked_codebook_ref<float>& a, const sparse_offset_t* off, const float* x, index_t ldx, float* y,
-                         index_t ldy, index_t width, bool first, const float* bias) {
+SLIMNET_CODEBOOK_AVX512 void spmm_codebook_strip(const blocked_codebook_ref<float>& a, const sparse_offset_t* off, const float* x,
+                                                 index_t ldx, float* y, index_t ldy, index_t width, bool first,
+                                                 const float* bias) {
   const unsigned tail = static_cast<unsigned>(width - (NV - 1) * 16);
   const __mmask16 last = static_cast<__mmask16>(tail >= 16 ? 0xffff : (1u << tail) - 1);
   const std::uint8_t* idx = a.col_indices;
   const std::uint8_t* codes = a.codes;
   const float* table = a.centroids;
   const unsigned k = static_cast<unsigned>(a.bits), mask = (1u << k) - 1u;
-#if defined(SLIMNET_KERNELS_CODEBOOK_AVX512)
   constexpr int decode_bits = Bits > 0 ? Bits : 1;
   const index_decoder<decode_bits> dec;
   const centroid_table<decode_bits> regs(a.centroids, Bits > 0 ? a.n_centroids : 0);
   const std::size_t stream_bytes = (static_cast<std::size_t>(a.nnz()) * k + 7) / 8 + 2;
-#endif
   alignas(64) float decoded[Bits > 0 ? 2048 + 32 : 1];
   sparse_offset_t base = 0;  // entry of decoded[0]
-  auto weight = [&](sparse_offset_t p) {
-    if constexpr (Bits > 0) return _mm512_set1_ps(decoded[p - base]);
-    const std::size_t bit = static_cast<std::size_t>(p) * k;
-    std::uint16_t v;
-    std::memcpy(&v, codes + bit / 8, 2);
-    return _mm512_set1_ps(table[(static_cast<unsigned>(v) >> (bit % 8)) & mask]);
-  };
+#define SLIMNET_CODEBOOK_WEIGHT(p) codebook_weight<Bits>(decoded, base, codes, k, mask, table, p)
   for (index_t i = 0; i < a.rows; ++i) {
     const sparse_offset_t b = off[i], e = off[i + 1];
     float* yr = y + i * ldy;
     if (!first && b == e) continue;
-#if defined(SLIMNET_KERNELS_CODEBOOK_AVX512)
     if constexpr (Bits > 0) {
       // Panels are at most 2048 columns wide when Bits > 0 (spmm_blocked_codebook checks).
       base = b & ~sparse_offset_t{15};
@@ -436,7 +444,6 @@ void spmm_codebook_strip(const blocked_codebook_ref<float>& a, const sparse_offs
         _mm512_store_ps(decoded + (g - base), regs.get(dec.decode(codes + byte, static_cast<index_t>(stream_bytes - byte))));
       }
     }
-#endif
     __m512 acc[NV], acc2[NV];
     if (first) {
       const __m512 init = bias ? _mm512_set1_ps(bias[i]) : _mm512_setzero_ps();
@@ -451,7 +458,7 @@ void spmm_codebook_strip(const blocked_codebook_ref<float>& a, const sparse_offs
     for (int v = 0; v < NV; ++v) acc2[v] = _mm512_setzero_ps();
     sparse_offset_t p = b;
     for (; p + 2 <= e; p += 2) {
-      const __m512 w0 = weight(p), w1 = weight(p + 1);
+      const __m512 w0 = SLIMNET_CODEBOOK_WEIGHT(p), w1 = SLIMNET_CODEBOOK_WEIGHT(p + 1);
       const float* x0 = x + static_cast<index_t>(idx[p]) * ldx;
       const float* x1 = x + static_cast<index_t>(idx[p + 1]) * ldx;
 #pragma GCC unroll 4
@@ -463,7 +470,7 @@ void spmm_codebook_strip(const blocked_codebook_ref<float>& a, const sparse_offs
       acc2[NV - 1] = _mm512_fmadd_ps(w1, _mm512_maskz_loadu_ps(last, x1 + 16 * (NV - 1)), acc2[NV - 1]);
     }
     if (p < e) {
-      const __m512 w0 = weight(p);
+      const __m512 w0 = SLIMNET_CODEBOOK_WEIGHT(p);
       const float* x0 = x + static_cast<index_t>(idx[p]) * ldx;
 #pragma GCC unroll 4
       for (int v = 0; v < NV - 1; ++v) acc[v] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x0 + 16 * v), acc[v]);
@@ -473,6 +480,7 @@ void spmm_codebook_strip(const blocked_codebook_ref<float>& a, const sparse_offs
     for (int v = 0; v < NV - 1; ++v) _mm512_storeu_ps(yr + 16 * v, _mm512_add_ps(acc[v], acc2[v]));
     _mm512_mask_storeu_ps(yr + 16 * (NV - 1), last, _mm512_add_ps(acc[NV - 1], acc2[NV - 1]));
   }
+#undef SLIMNET_CODEBOOK_WEIGHT
 }
 
 }  // namespace avx512
@@ -486,6 +494,10 @@ void spmm_blocked_codebook(const blocked_codebook_ref<Value>& a, matrix_ref<cons
                            kernel_path path = kernel_path::automatic) {
   detail::check_spmm("slimnet::kernels::spmm_blocked_codebook", a.rows, a.cols, x, y);
   if (y.rows == 0 || y.cols == 0) return;
+  // The AVX-512 strips need VBMI (codebook_path()) for their decoder, and batch-contiguous operands.
+  const isa simd = detail::count_path<detail::codebook_tag>(
+      std::is_same_v<Value, float> && path != kernel_path::portable && x.col_stride == 1 && y.col_stride == 1 ? codebook_path()
+                                                                                                              : isa::portable);
   for (index_t j0 = 0; j0 < y.cols; j0 += detail::spmm_strip) {
     const index_t width = std::min(detail::spmm_strip, y.cols - j0);
     for (index_t b = 0; b < a.blocks(); ++b) {
@@ -493,24 +505,30 @@ void spmm_blocked_codebook(const blocked_codebook_ref<Value>& a, matrix_ref<cons
       const Value* xs = x.data + b * a.block_cols * x.row_stride + j0 * x.col_stride;
       Value* ys = y.data + j0 * y.col_stride;
       const bool first = b == 0;
-#if defined(SLIMNET_KERNELS_AVX512)
+#if defined(SLIMNET_DISPATCH_X86)
       if constexpr (std::is_same_v<Value, float>) {
-        if (path != kernel_path::portable && x.col_stride == 1 && y.col_stride == 1) {
+        if (simd == isa::avx512) {
           auto strip = [&](auto bits) {
             constexpr int k = decltype(bits)::value;
             switch ((width + 15) / 16) {
-              case 1: detail::avx512::spmm_codebook_strip<1, k>(a, off, xs, x.row_stride, ys, y.row_stride, width, first, bias); break;
-              case 2: detail::avx512::spmm_codebook_strip<2, k>(a, off, xs, x.row_stride, ys, y.row_stride, width, first, bias); break;
-              case 3: detail::avx512::spmm_codebook_strip<3, k>(a, off, xs, x.row_stride, ys, y.row_stride, width, first, bias); break;
-              default: detail::avx512::spmm_codebook_strip<4, k>(a, off, xs, x.row_stride, ys, y.row_stride, width, first, bias); break;
+              case 1:
+                detail::avx512::spmm_codebook_strip<1, k>(a, off, xs, x.row_stride, ys, y.row_stride, width, first, bias);
+                break;
+              case 2:
+                detail::avx512::spmm_codebook_strip<2, k>(a, off, xs, x.row_stride, ys, y.row_stride, width, first, bias);
+                break;
+              case 3:
+                detail::avx512::spmm_codebook_strip<3, k>(a, off, xs, x.row_stride, ys, y.row_stride, width, first, bias);
+                break;
+              default:
+                detail::avx512::spmm_codebook_strip<4, k>(a, off, xs, x.row_stride, ys, y.row_stride, width, first, bias);
+                break;
             }
           };
-#if defined(SLIMNET_KERNELS_CODEBOOK_AVX512)
           if (a.block_cols <= 2048) {
             detail::avx512::with_bits(a.bits, strip);
             continue;
           }
-#endif
           strip(std::integral_constant<int, 0>{});
           continue;
         }
