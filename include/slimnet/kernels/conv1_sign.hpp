@@ -15,6 +15,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -22,6 +23,7 @@
 #include <vector>
 
 #include "slimnet/core/error.hpp"
+#include "slimnet/kernels/cpu_features.hpp"
 #include "slimnet/kernels/dispatch.hpp"
 #include "slimnet/kernels/intrinsics.hpp"
 
@@ -46,13 +48,12 @@ struct conv1_sign_params {
 
 namespace detail {
 
+/// a * b + c rounded once, as the AVX-512 path's FMAs: the path is chosen at run time
+/// (conv1_sign_path()), so the portable loop's rounding must not depend on -march (std::fma: vfmadd
+/// with -mfma, else glibc's fma, the FMA instruction where the CPU has it).
 template <class Scalar>
 inline Scalar conv1_madd(Scalar a, Scalar b, Scalar c) {
-#if defined(__FMA__) || defined(__AVX512F__)
   return std::fma(a, b, c);
-#else
-  return a * b + c;
-#endif
 }
 
 template <class Scalar>
@@ -86,7 +87,9 @@ void conv1_sign_image(const conv1_sign_params<Scalar>& p, const Scalar* x, index
   }
 }
 
-#if defined(SLIMNET_KERNELS_AVX512)
+#if defined(SLIMNET_DISPATCH_X86)
+#include <immintrin.h>
+#define SLIMNET_CONV1_AVX512 SLIMNET_TARGET("avx512f,avx512bw,avx512vl,avx512dq")
 namespace avx512 {
 
 /// Whether pixels [r0, r1) x [c0, c1) hold a nonzero, from the summed-area table `sat`
@@ -101,9 +104,10 @@ inline bool conv1_any_nonzero(const std::int32_t* sat, index_t w, index_t r0, in
 /// exactly and the output is threshold(bias)): copied, not computed. MNIST digits leave about half
 /// of the LeNet-5 first layer's pooled windows blank.
 template <int NV, int P, int U>
-inline void conv1_sign_outputs(const conv1_sign_params<float>& p, const float* wt, const float* bias, const float* lo, const float* hi,
-                               const float* in_value, const float* nan_value, const float* x, index_t w, const std::int32_t* sat,
-                               const float* zero, index_t ph, index_t pw, float* t) {
+SLIMNET_CONV1_AVX512 inline void conv1_sign_outputs(const conv1_sign_params<float>& p, const float* wt, const float* bias,
+                                                    const float* lo, const float* hi, const float* in_value,
+                                                    const float* nan_value, const float* x, index_t w, const std::int32_t* sat,
+                                                    const float* zero, index_t ph, index_t pw, float* t) {
   constexpr int pool = P == 4 ? 2 : 1;
   const index_t pw_n = p.out_w(w), kh = p.kernel_h, kw = p.kernel_w;
   const index_t r0 = ph * pool, c0 = pw * pool, c1 = c0 + U * pool + kw - 1;
@@ -160,9 +164,9 @@ inline void conv1_sign_outputs(const conv1_sign_params<float>& p, const float* w
 /// at a time where the registers allow (NV <= 2); wt: taps x (16 NV) weights, channel-contiguous
 /// (padding channels 0). Writes t (pooled positions x 16 NV) as +-1.
 template <int NV, int P>
-void conv1_sign_image(const conv1_sign_params<float>& p, const float* wt, const float* bias, const float* lo, const float* hi,
-                      const float* in_value, const float* nan_value, const float* x, index_t h, index_t w, const std::int32_t* sat,
-                      const float* zero, float* t) {
+SLIMNET_CONV1_AVX512 void conv1_sign_image(const conv1_sign_params<float>& p, const float* wt, const float* bias, const float* lo,
+                                           const float* hi, const float* in_value, const float* nan_value, const float* x,
+                                           index_t h, index_t w, const std::int32_t* sat, const float* zero, float* t) {
   constexpr int pair = NV <= 2 ? 2 : 1;
   const index_t ph_n = p.out_h(h), pw_n = p.out_w(w);
   for (index_t ph = 0; ph < ph_n; ++ph) {
@@ -175,7 +179,23 @@ void conv1_sign_image(const conv1_sign_params<float>& p, const float* wt, const 
 
 }  // namespace avx512
 #endif
+
+/// Tag of conv1_sign's path counters.
+struct conv1_sign_tag;
 }  // namespace detail
+
+/// The family float conv1_sign takes under the current active_isa(): avx512, else portable
+/// (compiled with function target attributes in every x86-64 build; no AVX2 path yet). The AVX-512
+/// pass needs 1..64 output channels and a pool of 1 or 2; others run portable whatever this says.
+inline isa conv1_sign_path() {
+#if defined(SLIMNET_DISPATCH_X86)
+  if (active_isa() == isa::avx512) return isa::avx512;
+#endif
+  return isa::portable;
+}
+
+/// How many conv1_sign calls each family computed since the program started.
+inline std::uint64_t conv1_sign_path_calls(isa path) { return detail::path_calls<detail::conv1_sign_tag>(path); }
 
 /// Scratch of conv1_sign (the transposed weights, padded constants, one image's outputs).
 struct conv1_sign_workspace {
@@ -195,10 +215,14 @@ void conv1_sign(const conv1_sign_params<Scalar>& p, const Scalar* x, index_t bat
                                         p.pool);
   }
   const index_t plane = p.out_h(h) * p.out_w(w);
-#if defined(SLIMNET_KERNELS_AVX512)
+  const index_t nv = (p.out_channels + 15) / 16;
+  const isa simd = detail::count_path<detail::conv1_sign_tag>(std::is_same_v<Scalar, float> && p.path != kernel_path::portable &&
+                                                                      nv >= 1 && nv <= 4 && (p.pool == 1 || p.pool == 2)
+                                                                  ? conv1_sign_path()
+                                                                  : isa::portable);
+#if defined(SLIMNET_DISPATCH_X86)
   if constexpr (std::is_same_v<Scalar, float>) {
-    const index_t nv = (p.out_channels + 15) / 16;
-    if (p.path != kernel_path::portable && nv >= 1 && nv <= 4 && (p.pool == 1 || p.pool == 2)) {
+    if (simd == isa::avx512) {
       const index_t oc = p.out_channels, taps = p.kernel_h * p.kernel_w, width = 16 * nv;
       if (ws.prepared_for != p.weights || ws.wt.size() != static_cast<std::size_t>(taps * width)) {
         ws.wt.assign(static_cast<std::size_t>(taps * width), 0.0f);

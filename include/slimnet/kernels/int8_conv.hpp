@@ -28,6 +28,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -36,10 +37,11 @@
 #include <vector>
 
 #include "slimnet/core/error.hpp"
+#include "slimnet/kernels/cpu_features.hpp"
 #include "slimnet/kernels/dispatch.hpp"
 #include "slimnet/kernels/int8_gemm.hpp"
-#include "slimnet/kernels/sparse_conv.hpp"
 #include "slimnet/kernels/intrinsics.hpp"
+#include "slimnet/kernels/sparse_conv.hpp"
 
 SLIMNET_INTRINSICS_BEGIN
 
@@ -181,23 +183,49 @@ inline void int8_conv_prepare(const int8_conv_filters& f, const conv_input& in, 
 
 /// The image's step: the fixed one, or max|x| / 127 (1 for an all-zero image); NaN when the image
 /// holds NaN or Inf. Shared by every path so that they quantize identically.
+#if defined(SLIMNET_DISPATCH_X86)
+#define SLIMNET_INT8CONV_AVX512 SLIMNET_TARGET("avx512f,avx512bw,avx512vl,avx512dq")
+#define SLIMNET_INT8CONV_VNNI SLIMNET_TARGET("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")
+namespace avx512 {
+
+/// max |x[0, i)| and whether all are finite, for i = size - size % 16 (returned).
+SLIMNET_INT8CONV_AVX512 inline index_t image_abs_max(const float* x, index_t size, float& m, bool& finite) {
+  index_t i = 0;
+  // max is exact, so this is the scalar loop's result; fpclass 0x99: QNaN, SNaN, +Inf, -Inf.
+  __m512 vm = _mm512_setzero_ps();
+  __mmask16 bad = 0;
+  for (; i + 16 <= size; i += 16) {
+    const __m512 v = _mm512_loadu_ps(x + i);
+    bad |= _mm512_fpclass_ps_mask(v, 0x99);
+    vm = _mm512_max_ps(vm, _mm512_abs_ps(v));
+  }
+  finite = bad == 0;
+  m = _mm512_reduce_max_ps(vm);
+  return i;
+}
+
+/// int8_codes' first n - n % 16 codes (returned).
+SLIMNET_INT8CONV_AVX512 inline index_t codes16(const float* x, index_t n, float inv, std::int8_t* q) {
+  index_t i = 0;
+  const __m512 vi = _mm512_set1_ps(inv), lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(_mm512_loadu_ps(x + i), vi), lo), hi);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v)));
+  }
+  return i;
+}
+
+}  // namespace avx512
+#endif
+
 template <class Scalar>
 float int8_image_step(const Scalar* x, index_t size, double fixed_step) {
   Scalar m = 0;
   bool finite = true;
   index_t i = 0;
-#if defined(SLIMNET_KERNELS_AVX512)
+#if defined(SLIMNET_DISPATCH_X86)
   if constexpr (std::is_same_v<Scalar, float>) {
-    // max is exact, so this is the scalar loop's result; fpclass 0x99: QNaN, SNaN, +Inf, -Inf.
-    __m512 vm = _mm512_setzero_ps();
-    __mmask16 bad = 0;
-    for (; i + 16 <= size; i += 16) {
-      const __m512 v = _mm512_loadu_ps(x + i);
-      bad |= _mm512_fpclass_ps_mask(v, 0x99);
-      vm = _mm512_max_ps(vm, _mm512_abs_ps(v));
-    }
-    finite = bad == 0;
-    m = _mm512_reduce_max_ps(vm);
+    if (active_isa() == isa::avx512) i = avx512::image_abs_max(x, size, m, finite);
   }
 #endif
   for (; i < size; ++i) {
@@ -216,15 +244,9 @@ template <class Scalar>
 void int8_codes(const Scalar* x, index_t n, float step, std::int8_t* q, kernel_path path = kernel_path::automatic) {
   const Scalar inv = std::isnan(step) ? Scalar(0) : static_cast<Scalar>(1.0 / static_cast<double>(step));
   index_t i = 0;
-#if defined(SLIMNET_KERNELS_AVX512)
+#if defined(SLIMNET_DISPATCH_X86)
   if constexpr (std::is_same_v<Scalar, float>) {
-    if (path != kernel_path::portable && !std::isnan(step)) {
-      const __m512 vi = _mm512_set1_ps(inv), lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
-      for (; i + 16 <= n; i += 16) {
-        const __m512 v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(_mm512_loadu_ps(x + i), vi), lo), hi);
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v)));
-      }
-    }
+    if (path != kernel_path::portable && !std::isnan(step) && active_isa() == isa::avx512) i = avx512::codes16(x, n, inv, q);
   }
 #endif
   (void)path;
@@ -310,11 +332,12 @@ void int8_conv_store_portable(const std::int32_t* sums, index_t wp, index_t oh, 
     }
 }
 
-#if defined(SLIMNET_KERNELS_AVX512_VNNI)
+#if defined(SLIMNET_DISPATCH_X86)
 namespace avx512 {
 
 /// Codes of one image (float) into the padded planes and the interleaved words, 16 values at a time.
-inline void int8_conv_pack(const int8_conv_filters& f, const float* x, const conv_input& in, float step, int8_conv_workspace& ws) {
+SLIMNET_INT8CONV_VNNI inline void int8_conv_pack(const int8_conv_filters& f, const float* x, const conv_input& in, float step,
+                                                 int8_conv_workspace& ws) {
   const index_t sb = ws.plane_stride + 4, hw = in.height * in.width;
   const __m512 inv = _mm512_set1_ps(std::isnan(step) ? 0.0f : static_cast<float>(1.0 / static_cast<double>(step)));
   const __m512 lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
@@ -373,8 +396,8 @@ inline void int8_conv_pack(const int8_conv_filters& f, const float* x, const con
 /// R output channels x V vectors of 16 positions from position p0: the accumulators stay in
 /// registers over all groups; each group loads V vectors and broadcasts R filter words.
 template <int R, int V>
-inline void int8_conv_tile(const std::uint32_t* words, const index_t* offsets, index_t groups, const std::uint32_t* bw, index_t p0,
-                           std::int32_t* sums, index_t ld) {
+SLIMNET_INT8CONV_VNNI inline void int8_conv_tile(const std::uint32_t* words, const index_t* offsets, index_t groups,
+                                                 const std::uint32_t* bw, index_t p0, std::int32_t* sums, index_t ld) {
   __m512i acc[R][V];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
@@ -401,7 +424,8 @@ inline void int8_conv_tile(const std::uint32_t* words, const index_t* offsets, i
 }
 
 template <int R>
-void int8_conv_block_r(const int8_conv_filters& f, index_t b, const int8_conv_workspace& ws, std::int32_t* sums) {
+SLIMNET_INT8CONV_VNNI void int8_conv_block_r(const int8_conv_filters& f, index_t b, const int8_conv_workspace& ws,
+                                             std::int32_t* sums) {
   const index_t vectors = ws.positions / 16;
   const std::uint32_t* bw = f.block_words(b);
   index_t v = 0;
@@ -414,7 +438,8 @@ void int8_conv_block_r(const int8_conv_filters& f, index_t b, const int8_conv_wo
   }
 }
 
-inline void int8_conv_block(const int8_conv_filters& f, index_t b, const int8_conv_workspace& ws, std::int32_t* sums) {
+SLIMNET_INT8CONV_VNNI inline void int8_conv_block(const int8_conv_filters& f, index_t b, const int8_conv_workspace& ws,
+                                                  std::int32_t* sums) {
   switch (f.block()) {
     case 1: int8_conv_block_r<1>(f, b, ws, sums); break;
     case 2: int8_conv_block_r<2>(f, b, ws, sums); break;
@@ -427,8 +452,8 @@ inline void int8_conv_block(const int8_conv_filters& f, index_t b, const int8_co
 
 /// The epilogue of one channel with the 2 x 2, stride-2 pool: row pairs maxed, then even / odd
 /// lanes, 16 pooled outputs per step; other pools and none go through the portable store.
-inline void int8_conv_store(const std::int32_t* sums, index_t wp, index_t oh, index_t ow, std::int32_t corr, float scale, float bias,
-                            const conv_epilogue& ep, float* y) {
+SLIMNET_INT8CONV_VNNI inline void int8_conv_store(const std::int32_t* sums, index_t wp, index_t oh, index_t ow, std::int32_t corr,
+                                                  float scale, float bias, const conv_epilogue& ep, float* y) {
   if (!(ep.pooled() && ep.pool_kernel == 2 && ep.pool_stride == 2)) {
     int8_conv_store_portable<float>(sums, wp, oh, ow, corr, scale, bias, ep, y);
     return;
@@ -460,13 +485,31 @@ inline void int8_conv_store(const std::int32_t* sums, index_t wp, index_t oh, in
 }  // namespace avx512
 #endif
 
+/// Tag of int8_conv2d's path counters.
+struct int8_conv_tag;
+
 }  // namespace detail
+
+/// The family float int8_conv2d takes under the current active_isa(): avx512 when the CPU also has
+/// AVX512-VNNI (vpdpbusd), else portable. Compiled with function target attributes in every x86-64
+/// build. (No AVX2 path yet: it would take vpmaddubsw + vpmaddwd, or 256-bit vpdpbusd on AVX-VNNI
+/// CPUs, as int8_gemm's AVX2 kernel does.)
+inline isa int8_conv_path() {
+#if defined(SLIMNET_DISPATCH_X86)
+  if (active_isa() == isa::avx512 && cpu_features().avx512_vnni) return isa::avx512;
+#endif
+  return isa::portable;
+}
+
+/// How many int8_conv2d calls each family computed since the program started (empty batches are
+/// not counted).
+inline std::uint64_t int8_conv_path_calls(isa path) { return detail::path_calls<detail::int8_conv_tag>(path); }
 
 /// y (N, out_c, PH, PW) = the int8 convolution of x (N, in_c, H, W; stride 1, zero padding
 /// in.pad_h / pad_w) by the filters, scaled per output by out_scale[o] and the image's step,
 /// plus bias (may be null), then the epilogue (ReLU, max-pool). activation_step 0: per-image
-/// dynamic step max|x| / 127; > 0: that step. The AVX-512 VNNI path runs for float when compiled
-/// in; path = portable forces the scalar one (bitwise the same outputs).
+/// dynamic step max|x| / 127; > 0: that step. The AVX-512 VNNI path runs for float where
+/// int8_conv_path() says so; path = portable forces the scalar one (bitwise the same outputs).
 template <class Scalar>
 void int8_conv2d(const int8_conv_filters& f, const Scalar* x, const conv_input& in, const float* out_scale, const Scalar* bias,
                  double activation_step, const conv_epilogue& ep, Scalar* y, int8_conv_workspace& ws,
@@ -480,16 +523,15 @@ void int8_conv2d(const int8_conv_filters& f, const Scalar* x, const conv_input& 
   detail::int8_conv_prepare(f, in, ws);
   const index_t oh = in.height + 2 * in.pad_h - f.kernel_h() + 1, ow = in.width + 2 * in.pad_w - f.kernel_w() + 1;
   const index_t out_plane = ep.out(oh) * ep.out(ow), in_size = in.channels * in.height * in.width, oc = f.out_channels();
-  [[maybe_unused]] bool fast = false;  // read only where the VNNI path is compiled
-#if defined(SLIMNET_KERNELS_AVX512_VNNI)
-  fast = std::is_same_v<Scalar, float> && path != kernel_path::portable;
-#endif
+  const isa simd = detail::count_path<detail::int8_conv_tag>(
+      std::is_same_v<Scalar, float> && path != kernel_path::portable ? int8_conv_path() : isa::portable);
+  [[maybe_unused]] const bool fast = simd == isa::avx512;  // read only where the VNNI path is compiled
   (void)path;
   for (index_t n = 0; n < in.batch; ++n) {
     const Scalar* xn = x + n * in_size;
     const float step = detail::int8_image_step(xn, in_size, activation_step);
     Scalar* yn = y + n * oc * out_plane;
-#if defined(SLIMNET_KERNELS_AVX512_VNNI)
+#if defined(SLIMNET_DISPATCH_X86)
     if constexpr (std::is_same_v<Scalar, float>) {
       if (fast) {
         detail::avx512::int8_conv_pack(f, xn, in, step, ws);
