@@ -351,7 +351,7 @@ void gemm_codebook_reference(const codebook_ref<Value>& a, matrix_ref<const Valu
 template <class Value>
 void gemv_codebook(const codebook_ref<Value>& a, const Value* x, Value* y, const codebook_params<Value>& params = {}) {
   detail::check_codebook("slimnet::kernels::gemv_codebook", a, a.cols, 1, a.rows, 1);
-  const isa path = detail::count_path<detail::codebook_tag>(
+  [[maybe_unused]] const isa path = detail::count_path<detail::codebook_tag>(
       std::is_same_v<Value, float> && params.path != kernel_path::portable ? codebook_path() : isa::portable);
   const int threads = std::min<index_t>(detail::resolve_threads(params.threads), std::max<index_t>(1, a.rows / 16));
   const auto bounds = detail::even_split(a.rows, threads);
@@ -376,7 +376,7 @@ template <class Value>
 void gemm_codebook(const codebook_ref<Value>& a, matrix_ref<const Value> x, matrix_ref<Value> y, const codebook_params<Value>& params = {}) {
   detail::check_codebook("slimnet::kernels::gemm_codebook", a, x.rows, x.cols, y.rows, y.cols);
   if (y.rows == 0 || y.cols == 0) return;
-  const isa path = detail::count_path<detail::codebook_tag>(
+  [[maybe_unused]] const isa path = detail::count_path<detail::codebook_tag>(
       std::is_same_v<Value, float> && params.path != kernel_path::portable ? codebook_path() : isa::portable);
   constexpr index_t block = 64;
   const index_t blocks = (a.rows + block - 1) / block;

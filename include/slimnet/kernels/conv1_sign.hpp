@@ -216,10 +216,10 @@ void conv1_sign(const conv1_sign_params<Scalar>& p, const Scalar* x, index_t bat
   }
   const index_t plane = p.out_h(h) * p.out_w(w);
   const index_t nv = (p.out_channels + 15) / 16;
-  const isa simd = detail::count_path<detail::conv1_sign_tag>(std::is_same_v<Scalar, float> && p.path != kernel_path::portable &&
-                                                                      nv >= 1 && nv <= 4 && (p.pool == 1 || p.pool == 2)
-                                                                  ? conv1_sign_path()
-                                                                  : isa::portable);
+  [[maybe_unused]] const isa simd = detail::count_path<detail::conv1_sign_tag>(
+      std::is_same_v<Scalar, float> && p.path != kernel_path::portable && nv >= 1 && nv <= 4 && (p.pool == 1 || p.pool == 2)
+          ? conv1_sign_path()
+          : isa::portable);
 #if defined(SLIMNET_DISPATCH_X86)
   if constexpr (std::is_same_v<Scalar, float>) {
     if (simd == isa::avx512) {

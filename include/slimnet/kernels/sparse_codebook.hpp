@@ -263,7 +263,7 @@ void spmv_sell_codebook(const sell_codebook_ref<Value>& a, const Value* x, Value
   if ((x == nullptr && a.cols > 0) || (y == nullptr && a.rows > 0)) {
     slimnet::detail::raise<shape_error>("slimnet::kernels::spmv_sell_codebook", "null x or y for a {} x {} matrix", a.rows, a.cols);
   }
-  const isa simd = detail::count_path<detail::codebook_tag>(
+  [[maybe_unused]] const isa simd = detail::count_path<detail::codebook_tag>(
       std::is_same_v<Value, float> && path != kernel_path::portable && a.rows < (index_t{1} << 31) ? codebook_path()
                                                                                                    : isa::portable);
 #if defined(SLIMNET_DISPATCH_X86)
@@ -495,7 +495,7 @@ void spmm_blocked_codebook(const blocked_codebook_ref<Value>& a, matrix_ref<cons
   detail::check_spmm("slimnet::kernels::spmm_blocked_codebook", a.rows, a.cols, x, y);
   if (y.rows == 0 || y.cols == 0) return;
   // The AVX-512 strips need VBMI (codebook_path()) for their decoder, and batch-contiguous operands.
-  const isa simd = detail::count_path<detail::codebook_tag>(
+  [[maybe_unused]] const isa simd = detail::count_path<detail::codebook_tag>(
       std::is_same_v<Value, float> && path != kernel_path::portable && x.col_stride == 1 && y.col_stride == 1 ? codebook_path()
                                                                                                               : isa::portable);
   for (index_t j0 = 0; j0 < y.cols; j0 += detail::spmm_strip) {

@@ -315,7 +315,7 @@ void spmv_csc(const csc_ref<Value, Index>& a, const Value* x, Value* y, const sp
   } else {
     std::fill_n(y, a.rows, Value(0));
   }
-  const isa path = detail::count_path<detail::csc_tag>(
+  [[maybe_unused]] const isa path = detail::count_path<detail::csc_tag>(
       std::is_same_v<Value, float> && params.path != kernel_path::portable ? csc_path() : isa::portable);
 #if defined(SLIMNET_DISPATCH_X86)
   if constexpr (std::is_same_v<Value, float>) {

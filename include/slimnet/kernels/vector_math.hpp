@@ -170,7 +170,7 @@ namespace detail {
 template <bool Sigmoid>
 void vector_math_apply(const float* x, float* y, std::size_t n) {
   if (n == 0) return;
-  const isa path = count_path<vector_math_tag>(vector_math_path());
+  [[maybe_unused]] const isa path = count_path<vector_math_tag>(vector_math_path());
 #if defined(SLIMNET_DISPATCH_X86)
   if (path == isa::avx512) return vector_math_avx512<Sigmoid>(x, y, n);
   if (path == isa::avx2) return vector_math_avx2<Sigmoid>(x, y, n);
