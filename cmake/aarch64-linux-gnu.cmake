@@ -4,7 +4,7 @@
 #   cmake -S . -B build-arm64 -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake -DSLIMNET_NATIVE=OFF \
 #         -DSLIMNET_BUILD_EXAMPLES=OFF -DSLIMNET_BUILD_BENCHMARKS=OFF
 #   cmake --build build-arm64 --target kernels_tests
-#   qemu-aarch64 -L /usr/aarch64-linux-gnu build-arm64/tests/kernels_tests
+#   qemu-aarch64 -cpu max -L /usr/aarch64-linux-gnu build-arm64/tests/kernels_tests
 # Header-only dependencies (Eigen, Catch2's header, nlohmann-json) come from the host's /usr/include
 # and /usr/share; libraries (fmt, zlib) from Debian's arm64 multiarch packages in
 # /usr/lib/aarch64-linux-gnu. -march=native means nothing for another CPU: keep SLIMNET_NATIVE=OFF.
@@ -27,5 +27,5 @@ set(CMAKE_FIND_ROOT_PATH_MODE_PACKAGE BOTH)
 # target (the header is shared).
 set(Catch2_DIR "${CMAKE_CURRENT_LIST_DIR}/aarch64-catch2" CACHE PATH "Catch2 for the cross build")
 
-# Programs built here run through qemu (ctest too).
-set(CMAKE_CROSSCOMPILING_EMULATOR qemu-aarch64 -L /usr/aarch64-linux-gnu)
+# Programs built here run through qemu (ctest too), on a CPU with the dot product (SDOT kernels).
+set(CMAKE_CROSSCOMPILING_EMULATOR qemu-aarch64 -cpu max -L /usr/aarch64-linux-gnu)

@@ -31,16 +31,17 @@ std::vector<isa> gemm_dispatch_families() {
   return out;
 }
 
-/// The family that computes an m x n float product under `active`: the x86 kernels take every
-/// shape except 2-3 rows or columns of C (Eigen's), the NEON kernel every shape with at least 4 of
-/// both (a single row or column is Eigen's too).
+/// The family that computes an m x n float product under `active`: the kernels take every shape
+/// except 2-3 rows or columns of C (Eigen's), and only x86-64 and aarch64 have them.
 isa gemm_dispatch_expected(isa active, index_t m, index_t n) {
+  const bool eigen_shape = std::min(m, n) >= 2 && std::min(m, n) <= 3;
 #if defined(SLIMNET_GEMM_AVX512)
-  if ((active == isa::avx512 || active == isa::avx2) && !(std::min(m, n) >= 2 && std::min(m, n) <= 3)) return active;
+  if ((active == isa::avx512 || active == isa::avx2) && !eigen_shape) return active;
 #endif
 #if defined(SLIMNET_GEMM_NEON)
-  if (active == isa::neon && std::min(m, n) >= 4) return active;
+  if (active == isa::neon && !eigen_shape) return active;
 #endif
+  (void)eigen_shape;
   (void)active, (void)m, (void)n;
   return isa::portable;
 }
@@ -111,12 +112,13 @@ void gemm_dispatch_check(index_t m, index_t k, index_t n, int la, int lb, int lc
 }
 
 /// The shapes: every tile edge of the families (6 and 8..12 rows, 12, 16 and 32 columns) and K around
-/// a vector, plus random triples in [1, 67]^3.
+/// a vector, a single row or column of 45 (NEON's matrix-vector blocks of 32, 4 and 1), plus random
+/// triples in [1, 67]^3.
 std::vector<std::array<index_t, 3>> gemm_dispatch_shapes(rng& gen) {
-  std::vector<std::array<index_t, 3>> shapes = {{1, 1, 1},    {1, 67, 1},   {1, 9, 67},   {67, 9, 1},   {2, 5, 17},   {3, 67, 33},
-                                                {17, 2, 3},   {4, 1, 4},    {5, 3, 16},   {6, 4, 16},   {7, 5, 15},   {6, 8, 17},
-                                                {12, 16, 32}, {13, 17, 33}, {11, 31, 31}, {24, 7, 48},  {25, 64, 49}, {37, 65, 67},
-                                                {67, 67, 67}, {66, 63, 64}, {48, 33, 65}, {10, 67, 8},  {9, 15, 60},  {60, 60, 9}};
+  std::vector<std::array<index_t, 3>> shapes = {
+      {1, 1, 1},    {1, 67, 1},   {1, 9, 67},   {67, 9, 1},   {2, 5, 17},   {3, 67, 33},  {17, 2, 3},  {4, 1, 4},    {5, 3, 16},
+      {6, 4, 16},   {7, 5, 15},   {6, 8, 17},   {12, 16, 32}, {13, 17, 33}, {11, 31, 31}, {24, 7, 48}, {25, 64, 49}, {37, 65, 67},
+      {67, 67, 67}, {66, 63, 64}, {48, 33, 65}, {10, 67, 8},  {9, 15, 60},  {60, 60, 9},  {1, 13, 45}, {45, 13, 1}};
   for (int r = 0; r < 40; ++r) {
     auto dim = [&gen] { return static_cast<index_t>(1 + gen.uniform(0, 1) * 66.999); };
     shapes.push_back({dim(), dim(), dim()});

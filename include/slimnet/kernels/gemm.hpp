@@ -12,8 +12,8 @@
 //             and shallow kernels on 256 bits;
 //   neon      aarch64: an 8 x 12 tile (24 float32x4_t accumulators; per depth step 3 loads of B,
 //             2 of packed A and 24 fmla by element, which take A's value from a vector lane, so no
-//             broadcasts), in the avx2 family's blocked loops (detail::blocked_gemm); depth <= 4
-//             runs the same kernel, a single row or column of C runs Eigen;
+//             broadcasts), in the avx2 family's blocked loops (detail::blocked_gemm), and the
+//             same matrix-vector kernel as avx2's on 128 bits; depth <= 4 runs the tile too;
 //   portable  Eigen's product (what doubles, other architectures, and the shapes the kernels do
 //             not take run: C with no unit stride, 2-3 rows or columns of C).
 // gemm_path() says which family float products take now; gemm_path_calls() counts the calls each
@@ -1082,35 +1082,91 @@ inline void micro_kernel(index_t k, const float* ap, index_t lda, const float* b
   }
 }
 
+/// The register tile for `rows` (MR..8) rows: micro_kernel<rows>.
+template <int MR = 1>
+inline void run_tile_rows(index_t rows, index_t k, const float* ap, index_t lda, const float* bp, index_t ldb, float* c,
+                          index_t ldc, index_t cols, float alpha, float beta) {
+  if constexpr (MR < mr) {
+    if (rows > MR) return run_tile_rows<MR + 1>(rows, k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta);
+  }
+  micro_kernel<MR>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta);
+}
+
 /// The register tile for `rows` (1..8) rows.
 inline void run_tile(index_t rows, index_t k, const float* ap, index_t lda, const float* bp, index_t ldb, float* c, index_t ldc,
                      index_t cols, float alpha, float beta) {
-  switch (rows) {
-    case 1:
-      micro_kernel<1>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta);
-      break;
-    case 2:
-      micro_kernel<2>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta);
-      break;
-    case 3:
-      micro_kernel<3>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta);
-      break;
-    case 4:
-      micro_kernel<4>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta);
-      break;
-    case 5:
-      micro_kernel<5>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta);
-      break;
-    case 6:
-      micro_kernel<6>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta);
-      break;
-    case 7:
-      micro_kernel<7>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta);
-      break;
-    default:
-      micro_kernel<8>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta);
-      break;
+  run_tile_rows(rows, k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta);
+}
+
+/// c (1 x n) = alpha * a (1 x k) B + beta * c (batch 1), as the avx2 gemv_row: a row-major B is
+/// scaled and summed row by row with 32 columns of c in 8 registers; a transposed one (W^T, a
+/// layer's weights) takes dot products of x with 4 of W's rows at a time. False (for Eigen) when
+/// neither of B's strides is 1.
+inline bool gemv_row(const matrix_ref<const float>& a, const matrix_ref<const float>& b, const matrix_ref<float>& c, float alpha,
+                     float beta) {
+  if (b.col_stride != 1 && b.row_stride != 1) return false;
+  const index_t k = a.cols, n = c.cols;
+  const detail::contiguous_row_operands rows(a, c);
+  const float* x = rows.x();
+  float* y = rows.y();
+  auto finish = [&](index_t j, float dot) { y[j] = alpha * dot + (beta == 0.0f ? 0.0f : beta * y[j]); };
+  if (b.col_stride == 1) {
+    index_t j0 = 0;
+    for (; j0 + 32 <= n; j0 += 32) {
+      float32x4_t acc[8];
+      for (int v = 0; v < 8; ++v) acc[v] = vdupq_n_f32(0.0f);
+      for (index_t p = 0; p < k; ++p) {
+        const float* row = b.data + p * b.row_stride + j0;
+#pragma GCC unroll 8
+        for (int v = 0; v < 8; ++v) acc[v] = vfmaq_n_f32(acc[v], vld1q_f32(row + 4 * v), x[p]);
+      }
+      for (int v = 0; v < 8; ++v) {
+        float32x4_t r = vmulq_n_f32(acc[v], alpha);
+        if (beta != 0.0f) r = vfmaq_n_f32(r, vld1q_f32(y + j0 + 4 * v), beta);
+        vst1q_f32(y + j0 + 4 * v, r);
+      }
+    }
+    for (; j0 + 4 <= n; j0 += 4) {
+      float32x4_t acc = vdupq_n_f32(0.0f);
+      for (index_t p = 0; p < k; ++p) acc = vfmaq_n_f32(acc, vld1q_f32(b.data + p * b.row_stride + j0), x[p]);
+      float32x4_t r = vmulq_n_f32(acc, alpha);
+      if (beta != 0.0f) r = vfmaq_n_f32(r, vld1q_f32(y + j0), beta);
+      vst1q_f32(y + j0, r);
+    }
+    for (; j0 < n; ++j0) {
+      float s = 0.0f;
+      for (index_t p = 0; p < k; ++p) s += x[p] * b.data[p * b.row_stride + j0];
+      finish(j0, s);
+    }
+  } else {
+    const index_t k4 = k / 4 * 4;
+    index_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+      const float* w[4] = {b.data + j * b.col_stride, b.data + (j + 1) * b.col_stride, b.data + (j + 2) * b.col_stride,
+                           b.data + (j + 3) * b.col_stride};
+      float32x4_t s[4] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
+      for (index_t p = 0; p < k4; p += 4) {
+        const float32x4_t xv = vld1q_f32(x + p);
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; ++q) s[q] = vfmaq_f32(s[q], xv, vld1q_f32(w[q] + p));
+      }
+      for (int q = 0; q < 4; ++q) {
+        float dot = vaddvq_f32(s[q]);
+        for (index_t p = k4; p < k; ++p) dot += x[p] * w[q][p];
+        finish(j + q, dot);
+      }
+    }
+    for (; j < n; ++j) {
+      const float* w0 = b.data + j * b.col_stride;
+      float32x4_t s0 = vdupq_n_f32(0.0f);
+      for (index_t p = 0; p < k4; p += 4) s0 = vfmaq_f32(s0, vld1q_f32(x + p), vld1q_f32(w0 + p));
+      float dot = vaddvq_f32(s0);
+      for (index_t p = k4; p < k; ++p) dot += x[p] * w0[p];
+      finish(j, dot);
+    }
   }
+  rows.finish();
+  return true;
 }
 
 }  // namespace neon
@@ -1206,30 +1262,19 @@ struct avx2_kernels {
   }
   // the tiles blocked_gemm runs
   static constexpr index_t mr = avx2::mr, nr = avx2::nr;
-  static const avx2::blocking& gemm_blocking() { return avx2::gemm_blocking(); }
-  static void pack_a(const matrix_ref<const float>& a, index_t i0, index_t rows, index_t p0, index_t k, float* ap) {
-    avx2::pack_a(a, i0, rows, p0, k, ap);
-  }
-  static void pack_b(const matrix_ref<const float>& b, index_t p0, index_t k, index_t j0, index_t cols, float* bp) {
-    avx2::pack_b(b, p0, k, j0, cols, bp);
-  }
-  static void pack_b_rows(const matrix_ref<const float>& b, index_t p0, index_t k, index_t j0, index_t cols, float* bp) {
-    avx2::pack_b_rows<8>(b, p0, k, j0, cols, bp);
-  }
-  static void run_tile(index_t rows, index_t k, const float* ap, index_t lda, const float* bp, index_t ldb, float* c, index_t ldc,
-                       index_t cols, float alpha, float beta) {
-    avx2::run_tile(rows, k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta);
-  }
+  static constexpr auto& gemm_blocking = avx2::gemm_blocking;
+  static constexpr auto& pack_a = avx2::pack_a;
+  static constexpr auto& pack_b = avx2::pack_b;
+  static constexpr auto& pack_b_rows = avx2::pack_b_rows<8>;
+  static constexpr auto& run_tile = avx2::run_tile;
 };
 #endif
 #if SLIMNET_GEMM_NEON
-/// The NEON family: the blocked kernel for every shape it takes. Depth <= 4 runs it too (packing
-/// 4 x n of B and m x 4 of A costs little next to C's traffic); a single row or column of C goes
-/// to Eigen, whose matrix-vector product is NEON code already.
+/// The NEON family: the matrix-vector kernel for a single row or column of C, the blocked kernel
+/// otherwise, depth <= 4 included (packing 4 x n of B and m x 4 of A costs little next to C's
+/// traffic).
 struct neon_kernels {
-  static bool gemv_row(const matrix_ref<const float>&, const matrix_ref<const float>&, const matrix_ref<float>&, float, float) {
-    return false;
-  }
+  static constexpr auto& gemv_row = neon::gemv_row;
   static void shallow(const matrix_ref<const float>& a, const matrix_ref<const float>& b, const matrix_ref<float>& c, float alpha,
                       float beta) {
     blocked_gemm<neon_kernels>(a, b, c, alpha, beta);
@@ -1239,20 +1284,11 @@ struct neon_kernels {
     blocked_gemm<neon_kernels>(a, b, c, alpha, beta);
   }
   static constexpr index_t mr = neon::mr, nr = neon::nr;
-  static const neon::blocking& gemm_blocking() { return neon::gemm_blocking(); }
-  static void pack_a(const matrix_ref<const float>& a, index_t i0, index_t rows, index_t p0, index_t k, float* ap) {
-    neon::pack_a(a, i0, rows, p0, k, ap);
-  }
-  static void pack_b(const matrix_ref<const float>& b, index_t p0, index_t k, index_t j0, index_t cols, float* bp) {
-    neon::pack_b(b, p0, k, j0, cols, bp);
-  }
-  static void pack_b_rows(const matrix_ref<const float>& b, index_t p0, index_t k, index_t j0, index_t cols, float* bp) {
-    neon::pack_b_rows(b, p0, k, j0, cols, bp);
-  }
-  static void run_tile(index_t rows, index_t k, const float* ap, index_t lda, const float* bp, index_t ldb, float* c, index_t ldc,
-                       index_t cols, float alpha, float beta) {
-    neon::run_tile(rows, k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta);
-  }
+  static constexpr auto& gemm_blocking = neon::gemm_blocking;
+  static constexpr auto& pack_a = neon::pack_a;
+  static constexpr auto& pack_b = neon::pack_b;
+  static constexpr auto& pack_b_rows = neon::pack_b_rows;
+  static constexpr auto& run_tile = neon::run_tile;
 };
 #endif
 

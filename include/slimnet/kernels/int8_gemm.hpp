@@ -602,29 +602,13 @@ SLIMNET_INT_SDOT_TARGET inline void sdot_tile(const std::int8_t* a, index_t lda,
 }
 #endif
 
-/// Calls f(std::integral_constant<int, R>{}) for a tile of R = rows (1..6) rows.
-template <class F>
+/// Calls f(std::integral_constant<int, R>{}) for a tile of R = rows (R0..6) rows.
+template <int R0 = 1, class F>
 void with_tile_rows(index_t rows, F&& f) {
-  switch (rows) {
-    case 1:
-      f(std::integral_constant<int, 1>{});
-      break;
-    case 2:
-      f(std::integral_constant<int, 2>{});
-      break;
-    case 3:
-      f(std::integral_constant<int, 3>{});
-      break;
-    case 4:
-      f(std::integral_constant<int, 4>{});
-      break;
-    case 5:
-      f(std::integral_constant<int, 5>{});
-      break;
-    default:
-      f(std::integral_constant<int, 6>{});
-      break;
+  if constexpr (R0 < int_mr) {
+    if (rows > R0) return with_tile_rows<R0 + 1>(rows, f);
   }
+  f(std::integral_constant<int, R0>{});
 }
 
 /// Panels [p0, p1) of C = A B from `as`, A's m rows as signed values of B's type (groups * G per
