@@ -26,7 +26,8 @@ namespace slimnet::train {
 /// running_var = 1/N sum_b var_b, var_b the unbiased variance of batch b. The passes run in
 /// training mode (the model's other training-mode behaviour, e.g. dropout, applies too: re-estimate
 /// a model without it, or accept its noise), and no trainable parameter changes. Returns the number
-/// of BatchNorm layers; a model without any is left untouched and `gen` unused.
+/// of BatchNorm layers; a model without any is left untouched and `gen` unused. Only nn::batch_norm
+/// layers are re-estimated (quant::shift_batch_norm is not found by this function).
 ///
 /// Each layer updates running = (1 - m) running + m batch in a training pass; starting every pass
 /// from running = 0 gives the batch statistic as running / m (layers need momentum m > 0).
