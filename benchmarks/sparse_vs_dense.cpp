@@ -301,13 +301,12 @@ int main(int argc, char** argv) {
 #else
   const char* blas_note = "missing (built without OpenBLAS: install libopenblas-dev and re-run cmake)";
 #endif
-  const auto paths = kernels::compiled_kernel_paths();
+  fmt::print("sparse_vs_dense: one thread, CPU time of the thread, best of {} interleaved rounds; OpenBLAS column: {}\n", rounds,
+             blas_note);
   fmt::print(
-      "sparse_vs_dense: one thread, CPU time of the thread, best of {} interleaved rounds; compiled-in AVX-512 (CSR, blocked) {}; "
-      "OpenBLAS column: {}\n",
-      rounds, paths.avx512 ? "on" : "off", blas_note);
-  fmt::print("{}; run-time paths: SELL-16 {}, dense GEMM {} (SLIMNET_ISA=avx2|avx512|portable forces one)\n",
-             kernels::describe_cpu(), kernels::isa_name(kernels::sell_path()), kernels::isa_name(kernels::gemm_path()));
+      "{}; run-time paths: SELL-16 {}, CSR and blocked CSR {}, dense GEMM {} (SLIMNET_ISA=avx2|avx512|portable forces one)\n",
+      kernels::describe_cpu(), kernels::isa_name(kernels::sell_path()), kernels::isa_name(kernels::csr_path()),
+      kernels::isa_name(kernels::gemm_path()));
   fmt::print("X is (k x batch), batch-contiguous; Eigen sparse is SparseMatrix<float, RowMajor> times the same X.\n");
   fmt::print("slimnet sparse = SELL-16 (batch 1) or column-blocked CSR (batch 64); ratios are its time / dense time.\n\n");
   std::vector<case_result> all;
@@ -369,7 +368,7 @@ int main(int argc, char** argv) {
   // 4. Threads: the same products with 2 threads (OpenMP when compiled with it).
   {
     fmt::print("== threads: 1000 x 1000 at 10% density ({}; wall time, fastest of 300 single calls) ==\n",
-               paths.openmp ? "OpenMP" : "std::thread");
+               kernels::compiled_kernel_paths().openmp ? "OpenMP" : "std::thread");
     rng gen(7);
     row_matrix_f w = row_matrix_f::Zero(1000, 1000);
     for (index_t i = 0; i < w.size(); ++i)
