@@ -1,7 +1,9 @@
 // slimnet::train: losses, optimizers, learning-rate schedules, fit / evaluate with callbacks,
-// checkpoint state (the file format: train/checkpoint.hpp, in slimnet/io.hpp).
+// BatchNorm statistics re-estimation, checkpoint state (the file format: train/checkpoint.hpp, in
+// slimnet/io.hpp).
 #pragma once
 
+#include "slimnet/train/batch_norm_statistics.hpp"
 #include "slimnet/train/checkpoint_state.hpp"
 #include "slimnet/train/fit.hpp"
 #include "slimnet/train/loss.hpp"
