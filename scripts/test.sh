@@ -9,7 +9,8 @@ jobs=$(nproc 2>/dev/null || echo 2)
 # <slimnet/slimnet.hpp>, take the common float instantiations from the slimnet::compiled library
 # instead of compiling them each, and so do the unit tests of the modules listed in
 # tests/CMakeLists.txt (slimnet_compiled_mode_tests: it reads include/slimnet/compiled.hpp ahead
-# of their sources); the other unit tests, the header checks (every header alone, clang),
+# of their sources); the other unit tests, the header checks (every header but the umbrellas
+# alone, and clang's),
 # build-openmp and build-asan below stay header-only; the consumer check installs the compiled
 # mode (its core consumer is header-only).
 SLIMNET_SETUP_CLANG=1 SLIMNET_SETUP_ARM64=1 SLIMNET_CMAKE_ARGS="-DSLIMNET_BUILD_TESTS=ON -DSLIMNET_BUILD_EXAMPLES=ON -DSLIMNET_BUILD_BENCHMARKS=OFF -DSLIMNET_CHECK_BUILD=ON -DSLIMNET_COMPILED=ON" scripts/setup.sh
