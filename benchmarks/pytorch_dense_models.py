@@ -117,6 +117,17 @@ def dense_input(name, batch):
     return torch.rand(batch, 28, 28) if name == "bilstm" else torch.rand(batch, 1, 28, 28)
 
 
+def aten_capability():
+    """The vector instruction set ATen's kernels run (ATEN_CPU_CAPABILITY caps it): PyTorch 1.13 has no
+    getter, but torch.__config__.show() prints it ("CPU capability usage: AVX2")."""
+    if hasattr(torch._C, "_get_cpu_capability"):
+        return torch._C._get_cpu_capability()
+    for line in torch.__config__.show().splitlines():
+        if "CPU capability usage:" in line:
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
 def blas_report():
     """The BLAS shared objects mapped into this process, and OpenBLAS's chosen core when reachable."""
     lines = []
@@ -182,7 +193,7 @@ def main():
     a = p.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(1)
-    capability = torch._C._get_cpu_capability() if hasattr(torch._C, "_get_cpu_capability") else "unknown"
+    capability = aten_capability()
     print(f"# pytorch {torch.__version__}, {torch.get_num_threads()} thread(s), ATen CPU capability {capability}, "
           f"mkldnn {torch.backends.mkldnn.is_available()}")
     for name in a.models.split(","):

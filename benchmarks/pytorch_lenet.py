@@ -67,6 +67,12 @@ def main():
             for _ in range(reps):
                 model(xb)
             latency[batch] = (time.perf_counter() - t) / reps * 1e3
+    from pytorch_dense_models import aten_capability, blas_report  # here: that module imports this one
+
+    capability = aten_capability()
+    print(f"# pytorch {torch.__version__}, {torch.get_num_threads()} thread(s), ATen CPU capability {capability}")
+    for line in blas_report():
+        print(line)
     print(json.dumps({"framework": f"pytorch {torch.__version__}", "model": a.model, "threads": torch.get_num_threads(),
                       "train_samples": len(x), "train_samples_per_s": len(x) / train_seconds,
                       "latency_b1_ms": latency[1], "latency_b64_ms": latency[64]}))

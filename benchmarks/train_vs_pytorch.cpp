@@ -3,8 +3,13 @@
 // weight decay 5e-4), one thread each; then batch-1 and batch-64 inference latency. The two
 // frameworks alternate, `--repeats` times each, and the best run of each is reported (the
 // machine's clock moves; the best run is the least disturbed one).
+// PyTorch runs at its best by default (--pytorch-isa best): OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE,
+// which may hold OpenBLAS (PyTorch's BLAS) to older kernels, are removed from its command only.
+// --pytorch-isa avx2 holds it to AVX2 (ATEN_CPU_CAPABILITY=avx2, OPENBLAS_CORETYPE=Haswell), to
+// compare with slimnet forced to AVX2 (SLIMNET_ISA=avx2). The script prints the ATen capability and
+// the OpenBLAS core it ran; slimnet's side prints its CPU report and GEMM path.
 //
-//   train_vs_pytorch [--repeats 2] [--samples 0] [--csv out/train_vs_pytorch.csv]
+//   train_vs_pytorch [--repeats 2] [--samples 0] [--pytorch-isa best|avx2] [--csv out/train_vs_pytorch.csv]
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -62,14 +67,28 @@ result run_slimnet(const std::string& name, const data::dataset<float>& train) {
   return r;
 }
 
-result run_pytorch(const std::string& python, const std::string& name, long samples) {
-  const std::string cmd = fmt::format("OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 {} {}/pytorch_lenet.py --model {} --samples {}",
-                                      python, SLIMNET_BENCHMARK_DIR, name, samples);
+/// The environment of PyTorch's command for `isa` ("best" or "avx2"); config_error otherwise.
+std::string pytorch_environment(const std::string& isa) {
+  if (isa == "best") return "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE";
+  if (isa == "avx2") return "env -u OPENBLAS_L2_SIZE ATEN_CPU_CAPABILITY=avx2 OPENBLAS_CORETYPE=Haswell";
+  throw config_error(fmt::format("train_vs_pytorch: --pytorch-isa '{}' (expected best or avx2)", isa));
+}
+
+result run_pytorch(const std::string& python, const std::string& name, long samples, const std::string& isa, bool report) {
+  const std::string cmd =
+      fmt::format("{} OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 {} {}/pytorch_lenet.py --model {} --samples {}",
+                  pytorch_environment(isa), python, SLIMNET_BENCHMARK_DIR, name, samples);
   std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(cmd.c_str(), "r"), pclose);
   if (!pipe) throw io_error("train_vs_pytorch: cannot run " + cmd);
   std::string out;
   char buf[4096];
-  while (std::fgets(buf, sizeof buf, pipe.get())) out += buf;
+  while (std::fgets(buf, sizeof buf, pipe.get())) {
+    if (buf[0] == '#') {
+      if (report) fmt::print("  pytorch {}", buf);  // its version, ATen capability and OpenBLAS core
+    } else {
+      out += buf;
+    }
+  }
   const auto json = nlohmann::json::parse(out.substr(out.find('{')), nullptr, false);
   if (json.is_discarded() || !json.contains("train_samples_per_s")) {
     throw io_error(fmt::format("train_vs_pytorch: PyTorch run failed (is python3-torch installed?): {}", out));
@@ -80,13 +99,22 @@ result run_pytorch(const std::string& python, const std::string& name, long samp
 }  // namespace
 
 int main(int argc, char** argv) {
-  cli::args a(argc, argv, {{"repeats", "2"}, {"samples", "0"}, {"python", "/usr/bin/python3"}, {"csv", "train_vs_pytorch.csv"}},
+  cli::args a(argc, argv,
+              {{"repeats", "2"},
+               {"samples", "0"},
+               {"python", "/usr/bin/python3"},
+               {"pytorch-isa", "best"},
+               {"csv", "train_vs_pytorch.csv"}},
               "train_vs_pytorch: slimnet vs PyTorch 1.13, one thread, LeNet training throughput and inference latency");
   try {
     auto data = cli::load_dataset("fashion");
     cli::limit(data.train, a.integer("samples"));
-    fmt::print("Fashion-MNIST, {} training samples, batch 64, one thread, best of {} alternating runs\n\n", data.train.size(),
+    const std::string pytorch_isa = a.str("pytorch-isa");
+    pytorch_environment(pytorch_isa);  // rejects a bad value before any run
+    fmt::print("Fashion-MNIST, {} training samples, batch 64, one thread, best of {} alternating runs\n", data.train.size(),
                a.integer("repeats"));
+    fmt::print("slimnet: {}; fp32 GEMM path {}\nPyTorch: --pytorch-isa {} ({})\n\n", kernels::describe_cpu(),
+               kernels::isa_name(kernels::gemm_path()), pytorch_isa, pytorch_environment(pytorch_isa));
     std::ofstream csv(a.str("csv"));
     csv << "model,metric,slimnet,pytorch,ratio\n";
     fmt::print("{:<14} {:<28} {:>12} {:>12} {:>8}\n", "model", "metric", "slimnet", "PyTorch", "ratio");
@@ -94,7 +122,7 @@ int main(int argc, char** argv) {
       result s{0, 1e30, 1e30}, p{0, 1e30, 1e30};
       for (long r = 0; r < a.integer("repeats"); ++r) {
         const auto rs = run_slimnet(name, data.train);
-        const auto rp = run_pytorch(a.str("python"), name, data.train.size());
+        const auto rp = run_pytorch(a.str("python"), name, data.train.size(), pytorch_isa, r == 0);
         s = {std::max(s.train_samples_per_s, rs.train_samples_per_s), std::min(s.latency_b1_ms, rs.latency_b1_ms),
              std::min(s.latency_b64_ms, rs.latency_b64_ms)};
         p = {std::max(p.train_samples_per_s, rp.train_samples_per_s), std::min(p.latency_b1_ms, rp.latency_b1_ms),
