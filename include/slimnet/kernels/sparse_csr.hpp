@@ -381,7 +381,7 @@ SLIMNET_CSR_AVX512 index_t csr_products(const csr_ref<float, Index>& a, const fl
 
 namespace avx2 {
 
-/// 8 column indices of any width as 32-bit lanes.
+/// 8 column indices of any width as 32-bit lanes (the SELL-16 AVX2 lookups read theirs with it too).
 template <class Index>
 SLIMNET_CSR_AVX2 inline __m256i load_csr_index8(const Index* p) {
   if constexpr (sizeof(Index) == 1) {

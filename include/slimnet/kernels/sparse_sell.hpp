@@ -420,18 +420,6 @@ SLIMNET_SELL_AVX512 void spmv_sell_slices(const sell_ref<float, Index>& a, index
 
 namespace avx2 {
 
-/// 8 column indices of any width as 32-bit lanes.
-template <class Index>
-SLIMNET_SELL_AVX2 inline __m256i load_index8(const Index* p) {
-  if constexpr (sizeof(Index) == 1) {
-    return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-  } else if constexpr (sizeof(Index) == 2) {
-    return _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  } else {
-    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-  }
-}
-
 /// All ones in lane l (< 8) where bit l of m is set.
 SLIMNET_SELL_AVX2 inline __m256 lane_mask8(unsigned m) {
   const __m256i bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
@@ -528,15 +516,15 @@ SLIMNET_SELL_AVX2 void spmv_sell_lookup(const sell_ref<float, Index>& a, index_t
         const float* v = a.values + static_cast<std::size_t>(t0) * 16;
         if (finite) {
           for (sparse_offset_t t = t0; t < t1; ++t, c += 16, v += 16) {
-            lo = _mm256_fmadd_ps(_mm256_loadu_ps(v), lookup.get(load_index8(c)), lo);
-            hi = _mm256_fmadd_ps(_mm256_loadu_ps(v + 8), lookup.get(load_index8(c + 8)), hi);
+            lo = _mm256_fmadd_ps(_mm256_loadu_ps(v), lookup.get(load_csr_index8(c)), lo);
+            hi = _mm256_fmadd_ps(_mm256_loadu_ps(v + 8), lookup.get(load_csr_index8(c + 8)), hi);
           }
         } else {
           for (sparse_offset_t t = t0; t < t1; ++t, c += 16, v += 16) {
             const unsigned m = a.step_masks[t];
             const __m256 mlo = lane_mask8(m & 0xffu), mhi = lane_mask8(m >> 8);
-            lo = _mm256_blendv_ps(lo, _mm256_fmadd_ps(_mm256_loadu_ps(v), lookup.get(load_index8(c)), lo), mlo);
-            hi = _mm256_blendv_ps(hi, _mm256_fmadd_ps(_mm256_loadu_ps(v + 8), lookup.get(load_index8(c + 8)), hi), mhi);
+            lo = _mm256_blendv_ps(lo, _mm256_fmadd_ps(_mm256_loadu_ps(v), lookup.get(load_csr_index8(c)), lo), mlo);
+            hi = _mm256_blendv_ps(hi, _mm256_fmadd_ps(_mm256_loadu_ps(v + 8), lookup.get(load_csr_index8(c + 8)), hi), mhi);
           }
         }
         acc[s - c0][0] = lo;
