@@ -26,7 +26,6 @@
 #pragma once
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <numeric>
@@ -66,13 +65,7 @@ struct sell_ref {
 
 /// The family float SELL-16 products take under the current active_isa(): avx512, avx2, else
 /// portable (also every double product, and calls with kernel_path::portable).
-inline isa sell_path() {
-#if defined(SLIMNET_DISPATCH_X86)
-  const isa active = active_isa();
-  if (active == isa::avx512 || active == isa::avx2) return active;
-#endif
-  return isa::portable;
-}
+inline isa sell_path() { return x86_simd_path(); }
 
 /// Column-block width for SpMV on a rows x cols matrix with nnz nonzeros, from benchmarks/
 /// sparse_vs_dense --tune (1000 x 1000, Zen 4, AVX-512): 64 columns (four registers of x, two
@@ -570,19 +563,14 @@ SLIMNET_SELL_AVX512 inline index_t gather_columns16(const float* x, const std::i
 }  // namespace avx512
 #endif
 
-/// SELL-16 products that each family computed (indexed by isa).
-inline std::atomic<std::uint64_t>* sell_path_counters() {
-  static std::atomic<std::uint64_t> counters[4] = {};
-  return counters;
-}
+/// Tag of the SELL-16 products' path counters (detail::count_path).
+struct sell_tag;
 
 }  // namespace detail
 
 /// How many spmv_sell calls each family computed since the program started (calls on an empty
 /// matrix compute nothing and are not counted).
-inline std::uint64_t sell_path_calls(isa path) {
-  return detail::sell_path_counters()[static_cast<int>(path)].load(std::memory_order_relaxed);
-}
+inline std::uint64_t sell_path_calls(isa path) { return detail::path_calls<detail::sell_tag>(path); }
 
 /// out[k] = x[order[k]] for k < n: an input gathered into the column order of a SELL-16 form built
 /// over reordered columns (sparse_engine). The AVX-512 path gathers 16 at a time.
@@ -606,7 +594,7 @@ void spmv_sell(const sell_ref<Value, Index>& a, const Value* x, Value* y, const 
   const isa path = std::is_same_v<Value, float> && params.path != kernel_path::portable && a.rows < (index_t{1} << 31)
                        ? sell_path()
                        : isa::portable;
-  if (a.slices > 0) detail::sell_path_counters()[static_cast<int>(path)].fetch_add(1, std::memory_order_relaxed);
+  if (a.slices > 0) detail::count_path<detail::sell_tag>(path);
   auto slices = [&](index_t s0, index_t s1) {
 #if defined(SLIMNET_DISPATCH_X86)
     if constexpr (std::is_same_v<Value, float>) {
