@@ -29,7 +29,6 @@
 #pragma once
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <type_traits>
 #include <vector>
@@ -346,11 +345,8 @@ void gemm_xnor(const bit_matrix_ref& a, const xnor_packed_rhs& b, const matrix_r
 }  // namespace neon
 #endif
 
-/// Calls of gemm_xnor that ran each path (indexed by isa).
-inline std::atomic<std::uint64_t>* xnor_path_counters() {
-  static std::atomic<std::uint64_t> counters[4] = {};
-  return counters;
-}
+/// Tag of gemm_xnor's path counters (detail::count_path).
+struct xnor_tag;
 
 }  // namespace detail
 
@@ -370,9 +366,7 @@ inline isa gemm_xnor_path(const xnor_params& params = {}) {
 }
 
 /// How many gemm_xnor calls (one per call, whatever its threads) ran `path` since the program started.
-inline std::uint64_t gemm_xnor_path_calls(isa path) {
-  return detail::xnor_path_counters()[static_cast<int>(path)].load(std::memory_order_relaxed);
-}
+inline std::uint64_t gemm_xnor_path_calls(isa path) { return detail::path_calls<detail::xnor_tag>(path); }
 
 /// The definition: C(i, j) = sum_k A(i, k) B(j, k) over the +-1 values, bit by bit; a float C gets
 /// col_scale[j] * dot + col_bias[j].
@@ -402,7 +396,7 @@ void gemm_xnor(const bit_matrix_ref& a, const xnor_packed_rhs& b, matrix_ref<Out
   const bool by_panels = b.panels() >= threads;
   const auto bounds = by_panels ? detail::even_split(b.panels(), threads) : detail::even_split(a.rows, threads, 6);
   const isa path = gemm_xnor_path(params);  // once per call: every thread runs the same path
-  detail::xnor_path_counters()[static_cast<int>(path)].fetch_add(1, std::memory_order_relaxed);
+  detail::count_path<detail::xnor_tag>(path);
   detail::run_threads(threads, [&](int t, int) {
     const index_t lo = bounds[static_cast<std::size_t>(t)], hi = bounds[static_cast<std::size_t>(t) + 1];
     if (lo >= hi) return;

@@ -21,7 +21,6 @@
 #pragma once
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <type_traits>
 #include <utility>
@@ -1311,11 +1310,8 @@ bool float_gemm(const matrix_ref<const float>& a, const matrix_ref<const float>&
   return false;
 }
 
-/// Products that each family computed (indexed by isa).
-inline std::atomic<std::uint64_t>* gemm_path_counters() {
-  static std::atomic<std::uint64_t> counters[4] = {};
-  return counters;
-}
+/// Tag of the fp32 GEMM's path counters (detail::count_path).
+struct gemm_tag;
 
 }  // namespace detail
 
@@ -1336,9 +1332,7 @@ inline isa gemm_path() {
 /// How many gemm calls (float or double) each family computed since the program started: avx512,
 /// avx2 or neon for slimnet's kernels, portable for Eigen. Calls with an empty C or depth 0 compute nothing
 /// and are not counted.
-inline std::uint64_t gemm_path_calls(isa path) {
-  return detail::gemm_path_counters()[static_cast<int>(path)].load(std::memory_order_relaxed);
-}
+inline std::uint64_t gemm_path_calls(isa path) { return detail::path_calls<detail::gemm_tag>(path); }
 
 /// C = alpha * A B + beta * C. With beta = 0, C's previous contents (even NaN) are ignored.
 /// C must not overlap A or B. Float products run on the family gemm_path() names, except those
@@ -1352,7 +1346,7 @@ void gemm(matrix_ref<const Scalar> a, matrix_ref<const Scalar> b, matrix_ref<Sca
       for (index_t j = 0; j < c.cols; ++j) c(i, j) = beta == Scalar(0) ? Scalar(0) : beta * c(i, j);
     return;
   }
-  auto count = [](isa path) { detail::gemm_path_counters()[static_cast<int>(path)].fetch_add(1, std::memory_order_relaxed); };
+  auto count = [](isa path) { detail::count_path<detail::gemm_tag>(path); };
 #if SLIMNET_GEMM_AVX512
   if constexpr (std::is_same_v<Scalar, float>) {
     const isa path = gemm_path();

@@ -648,11 +648,8 @@ void int_gemm(const T* as, index_t lda, index_t m, const int_packed_rhs<T>& b, c
 }  // namespace neon
 #endif
 
-/// Calls of the integer GEMMs that ran each path (indexed by isa).
-inline std::atomic<std::uint64_t>* int_path_counters() {
-  static std::atomic<std::uint64_t> counters[4] = {};
-  return counters;
-}
+/// Tag of the integer GEMMs' path counters (detail::count_path).
+struct int_gemm_tag;
 
 /// The path an integer GEMM with B of type B takes under active_isa() (before the stride check).
 template <class B>
@@ -676,7 +673,7 @@ void int_gemm_packed(const char* fn, const matrix_ref<const A>& a, const int_pac
   if (c.rows == 0 || c.cols == 0) return;
   // The fast paths read rows of A and write rows of C: both need unit column strides.
   const isa path = a.col_stride == 1 && c.col_stride == 1 ? int_gemm_path<B>(params) : isa::portable;
-  int_path_counters()[static_cast<int>(path)].fetch_add(1, std::memory_order_relaxed);
+  count_path<int_gemm_tag>(path);
 #if defined(SLIMNET_DISPATCH_X86)
   constexpr index_t g = int_packed_rhs<B>::group;
   // The avx2 kernels read whole lane groups of A: rows padded with zeros to groups * G, and for
@@ -798,9 +795,7 @@ inline std::uint64_t gemm_int8_sdot_calls() {
 }
 
 /// How many gemm_int8 / gemm_int16 calls (one per call, whatever its threads) ran `path`.
-inline std::uint64_t gemm_int_path_calls(isa path) {
-  return detail::int_path_counters()[static_cast<int>(path)].load(std::memory_order_relaxed);
-}
+inline std::uint64_t gemm_int_path_calls(isa path) { return detail::path_calls<detail::int_gemm_tag>(path); }
 
 // --- int8 ---------------------------------------------------------------------------------------
 
