@@ -2,21 +2,28 @@
 // weights: masks on W_ih and W_hh), over stacked layers, both output modes, both directions, batch
 // 1 and 5, odd sequence lengths (padded batches too), densities 100% / 30% / 3%, unit masks, the
 // dense and the sparse engines; compress() on a nested model; typed errors; the fused gate pass
-// across vector widths (tails of 5 lanes) with saturated gates.
+// on every instruction-set family the CPU runs, across vector widths (tails of 5 lanes) with
+// saturated gates.
 #include <catch2/catch.hpp>
 
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "slimnet/core/random.hpp"
+#include "slimnet/kernels/cpu_features.hpp"
+#include "slimnet/kernels/vector_math.hpp"
 #include "slimnet/nn/compressed/convert.hpp"
 #include "slimnet/prune/transform.hpp"
+#include "support/isa_families.hpp"
 #include "support/tensors.hpp"
 
 using namespace slimnet;
 namespace nc = slimnet::nn::compressed;
+using kernels::isa;
 using slimnet::testing::random_tensor;
 
 namespace {
@@ -147,8 +154,13 @@ TEMPLATE_TEST_CASE("compressed GRU equals the masked float GRU", "[compressed][r
 // batch 1 (16 + 16 + 5 lanes) and 21 sequences at batch 21 (16 + 5), mixed lengths so the active
 // width B_t shrinks below 16 and through the tail, weights scaled so the gates saturate (|pre-
 // activation| up to about 30, past the tanh clamp at 7.9), unit masks on; outputs poisoned first.
-TEMPLATE_TEST_CASE("compressed recurrent gate pass matches the float layers across vector widths and saturation",
-                   "[compressed][recurrent]", float, double) {
+// The fused gate pass on every family this CPU runs (forced with set_isa: avx512 16 units per
+// vector, avx2 8, portable the Eigen expressions; float only, double is always portable), at 37
+// units (tails on both vector widths: 16 + 16 + 5, 4 x 8 + 5), 21 sequences, gates saturated,
+// unit masks on; the path that ran is asserted through vector_math_path_calls.
+TEMPLATE_TEST_CASE("compressed recurrent gate pass matches the float layers on every family, across vector widths and saturation",
+                   "[compressed][recurrent][dispatch]", float, double) {
+  slimnet::testing::isa_reset_guard guard;
   rng gen(27);
   nn::recurrent_options o;
   o.num_layers = 2;
@@ -170,25 +182,42 @@ TEMPLATE_TEST_CASE("compressed recurrent gate pass matches the float layers acro
   lstm.set_unit_mask(0, shared);
   gru.set_unit_mask(1, shared);
   for (index_t batch : {1, 21}) {
-    nc::sparse_options so;
-    so.batch = batch;
-    so.steps = 6;
-    auto cl = nc::to_sparse(lstm, so);
-    auto cg = nc::to_sparse(gru, so);
-    const auto x = random_tensor<TestType>({batch, 6, 9}, gen, -3, 3);
+    const auto x = random_tensor<TestType>({batch, 6, 9}, gen, -3, 3);  // the same input for every family
     std::vector<std::int32_t> lengths;
     for (index_t p = 0; p < batch; ++p) lengths.push_back(static_cast<std::int32_t>(batch == 1 ? 6 : 1 + (p * 7) % 6));
-    for (auto pair : {std::pair<nn::layer<TestType>*, nn::layer<TestType>*>{&lstm, &cl}, {&gru, &cg}}) {
-      INFO("batch " << batch << ", " << pair.second->describe());
-      const auto want = rnn_test_forward<TestType>(*pair.first, x, &lengths);
-      const auto got = rnn_test_forward<TestType>(*pair.second, x, &lengths);
-      rnn_test_close(got, want, pair.second->describe());
-      // Saturation reached: the GRU's h (a blend of tanh values) comes within 1e-2 of +-1; the
-      // LSTM's h = sigma(o) tanh(c) needs two saturated factors and reaches 0.72-0.85 here.
-      double largest = 0;
-      for (index_t i = 0; i < want.size(); ++i) largest = std::max(largest, std::abs(double(want[i])));
-      CHECK(largest > (pair.first == &gru ? 0.99 : 0.7));
-      CHECK(largest <= 1.0);
+    for (isa family : slimnet::testing::isa_families()) {
+      kernels::set_isa(family);
+      // The family the float gate pass takes (AVX2 / AVX-512 where compiled, else portable).
+      const isa expected = std::is_same_v<TestType, float> ? slimnet::testing::x86_simd_expected(family) : isa::portable;
+      nc::sparse_options so;
+      so.batch = batch;
+      so.steps = 6;
+      auto cl = nc::to_sparse(lstm, so);
+      auto cg = nc::to_sparse(gru, so);
+      for (auto pair : {std::pair<nn::layer<TestType>*, nn::layer<TestType>*>{&lstm, &cl}, {&gru, &cg}}) {
+        INFO("family " << kernels::isa_name(family) << ", batch " << batch << ", " << pair.second->describe());
+        const auto want = rnn_test_forward<TestType>(*pair.first, x, &lengths);
+        const auto avx2_before = kernels::vector_math_path_calls(isa::avx2),
+                   avx512_before = kernels::vector_math_path_calls(isa::avx512);
+        const auto got = rnn_test_forward<TestType>(*pair.second, x, &lengths);
+        const auto ran = [&](isa f) {
+          return kernels::vector_math_path_calls(f) - (f == isa::avx2 ? avx2_before : avx512_before);
+        };
+        for (isa simd : {isa::avx2, isa::avx512}) {
+          // One gate pass per layer and step: 2 layers x 6 steps at least.
+          if (simd == expected)
+            CHECK(ran(simd) >= 12u);
+          else
+            CHECK(ran(simd) == 0u);
+        }
+        rnn_test_close(got, want, pair.second->describe());
+        // Saturation reached: the GRU's h (a blend of tanh values) comes within 1e-2 of +-1; the
+        // LSTM's h = sigma(o) tanh(c) needs two saturated factors and reaches 0.72-0.85 here.
+        double largest = 0;
+        for (index_t i = 0; i < want.size(); ++i) largest = std::max(largest, std::abs(double(want[i])));
+        CHECK(largest > (pair.first == &gru ? 0.99 : 0.7));
+        CHECK(largest <= 1.0);
+      }
     }
   }
 }
