@@ -95,6 +95,7 @@
 #include <fmt/format.h>
 
 #include "common/cli.hpp"
+#include "common/kernel_paths.hpp"
 #include "common/peak_rss.hpp"
 #include "common/pytorch.hpp"
 #include "common/timing.hpp"
@@ -669,7 +670,9 @@ int run(int argc, char** argv) {
   if (!args.str("files").empty()) {
     fmt::print("compressed_models --files: one thread, {} rounds, median per call (thread CPU time), load average {}\n", rounds,
                load_average());
+    fmt::print("{}\n", kernels::describe_cpu());
     file_rows(args.str("files"), rounds, args.str("against"), args);
+    fmt::print("kernel paths that ran (calls): {}\n", kernel_paths_ran());
     return 0;
   }
   const std::filesystem::path dir = args.str("dir");
@@ -679,7 +682,8 @@ int run(int argc, char** argv) {
   // Fashion-MNIST (60,000 / 10,000) only when a row needs it (--vgg).
   mnist_images fashion;
   if (std::any_of(cases.begin(), cases.end(), [](const model_case& c) { return c.data == "fashion"; })) fashion = load_mnist_images("fashion");
-  fmt::print("compressed_models: one thread, {} rounds, median per call (thread CPU time), load average {}\n", rounds, load_average());
+  fmt::print("compressed_models: one thread, {} rounds, median per call (thread CPU time), load average {}\n{}\n", rounds,
+             load_average(), kernels::describe_cpu());
   if (mnist.real)
     fmt::print("inputs: a stride over the whole MNIST test set (input k of n is image floor(k N / n), N = {}; the files are sorted by "
                "class); labels of the batch-1 inputs (n = 64) {}; of the batch-64 inputs (n = 256) {}; input statistics: the same "
@@ -860,7 +864,7 @@ int run(int argc, char** argv) {
     }
   }
   if (args.flag("sweep")) conv_sweep(std::max(3, rounds / 3));
-  fmt::print("CSV: {}\n", args.str("csv"));
+  fmt::print("kernel paths that ran (calls): {}\nCSV: {}\n", kernel_paths_ran(), args.str("csv"));
   return 0;
 }
 

@@ -47,6 +47,7 @@
 
 #include "common/bilstm.hpp"
 #include "common/cli.hpp"
+#include "common/kernel_paths.hpp"
 #include "common/pytorch.hpp"
 #include "common/timing.hpp"
 #include "common/weight_stats.hpp"
@@ -256,8 +257,8 @@ int main(int argc, char** argv) {
       name = "bilstm-random-mask";
       source = fmt::format("random, {:.1f}% per matrix", 100 * args.real("density"));
     }
-    fmt::print("compressed_recurrent: one thread, {} rounds, median per call (thread CPU time), load average {}\n", rounds,
-               load_average());
+    fmt::print("compressed_recurrent: one thread, {} rounds, median per call (thread CPU time), load average {}\n{}\n", rounds,
+               load_average(), kernels::describe_cpu());
     fmt::print("float model: {}\n", float_model.describe());
     const weight_stats fs = stats_of(float_model);
     const weight_stats bs = stats_of(baseline);
@@ -338,7 +339,7 @@ int main(int argc, char** argv) {
       const double af = train::evaluate(float_model, data.test, loss).accuracy, ac = train::evaluate(compressed, data.test, loss).accuracy;
       fmt::print("test accuracy ({} sequences): float {:.2f}%, compressed {:.2f}%\n", data.test.size(), 100 * af, 100 * ac);
     }
-    fmt::print("CSV: {}\n", args.str("csv"));
+    fmt::print("kernel paths that ran (calls): {}\nCSV: {}\n", kernel_paths_ran(), args.str("csv"));
   } catch (const slimnet::error& e) {
     fmt::print(stderr, "error: {}\n", e.what());
     return 1;
