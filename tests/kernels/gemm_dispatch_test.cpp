@@ -113,12 +113,15 @@ void gemm_dispatch_check(index_t m, index_t k, index_t n, int la, int lb, int lc
 
 /// The shapes: every tile edge of the families (6 and 8..12 rows, 12, 16 and 32 columns) and K around
 /// a vector, a single row or column of 45 (NEON's matrix-vector blocks of 32, 4 and 1), plus random
-/// triples in [1, 67]^3.
+/// triples in [1, 67]^3. 13 x 21 x 56 takes AVX2's 8-column tile on a full last panel (56 = 3 x 16
+/// + 8: unmasked stores) and, with A's padded rows, its register-transposing pack of a row-major A
+/// (two blocks of 8 depths and a tail of 5; a last panel of one row).
 std::vector<std::array<index_t, 3>> gemm_dispatch_shapes(rng& gen) {
-  std::vector<std::array<index_t, 3>> shapes = {
-      {1, 1, 1},    {1, 67, 1},   {1, 9, 67},   {67, 9, 1},   {2, 5, 17},   {3, 67, 33},  {17, 2, 3},  {4, 1, 4},    {5, 3, 16},
-      {6, 4, 16},   {7, 5, 15},   {6, 8, 17},   {12, 16, 32}, {13, 17, 33}, {11, 31, 31}, {24, 7, 48}, {25, 64, 49}, {37, 65, 67},
-      {67, 67, 67}, {66, 63, 64}, {48, 33, 65}, {10, 67, 8},  {9, 15, 60},  {60, 60, 9},  {1, 13, 45}, {45, 13, 1}};
+  std::vector<std::array<index_t, 3>> shapes = {{1, 1, 1},    {1, 67, 1},   {1, 9, 67},   {67, 9, 1},  {2, 5, 17},   {3, 67, 33},
+                                                {17, 2, 3},   {4, 1, 4},    {5, 3, 16},   {6, 4, 16},  {7, 5, 15},   {6, 8, 17},
+                                                {12, 16, 32}, {13, 17, 33}, {11, 31, 31}, {24, 7, 48}, {25, 64, 49}, {37, 65, 67},
+                                                {67, 67, 67}, {66, 63, 64}, {48, 33, 65}, {10, 67, 8}, {9, 15, 60},  {60, 60, 9},
+                                                {1, 13, 45},  {45, 13, 1},  {13, 21, 56}};
   for (int r = 0; r < 40; ++r) {
     auto dim = [&gen] { return static_cast<index_t>(1 + gen.uniform(0, 1) * 66.999); };
     shapes.push_back({dim(), dim(), dim()});

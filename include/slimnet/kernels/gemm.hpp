@@ -652,10 +652,26 @@ SLIMNET_GEMM_AVX2_TARGET inline void transpose8x8(__m256 r[8]) {
 /// Packs rows [i0, i0+rows) x depth [p0, p0+k) of A into ap[p * mr + r] (rows <= mr).
 SLIMNET_GEMM_AVX2_TARGET inline void pack_a(const matrix_ref<const float>& a, index_t i0, index_t rows, index_t p0, index_t k, float* ap) {
   if (a.col_stride == 1) {
-    for (index_t r = 0; r < rows; ++r) {
-      const float* src = a.data + (i0 + r) * a.row_stride + p0;
-      for (index_t p = 0; p < k; ++p) ap[p * mr + r] = src[p];
+    // A row-major (the forward X W^T, a convolution's im2row): 8 depths of the 6 rows at a time
+    // are transposed in registers (two zero rows make the 8x8), and each depth's 8 floats are
+    // stored at ap + p * mr, running 2 floats into the next depth's slots (rewritten by its store)
+    // or past the panel (ap has slack). One scalar copy per float cost about as much as the FMAs
+    // on a 1024 x 576 x 64 product.
+    const index_t k8 = k / 8 * 8;
+    const float* src[mr];
+    for (index_t r = 0; r < mr; ++r)
+      src[r] = a.data + (i0 + std::min(r, rows - 1)) * a.row_stride + p0;  // short panel: row rows-1 again, unused
+    for (index_t p = 0; p < k8; p += 8) {
+      __m256 t[8];
+#pragma GCC unroll 6
+      for (int r = 0; r < static_cast<int>(mr); ++r) t[r] = _mm256_loadu_ps(src[r] + p);
+      t[6] = t[7] = _mm256_setzero_ps();
+      transpose8x8(t);
+#pragma GCC unroll 8
+      for (int q = 0; q < 8; ++q) _mm256_storeu_ps(ap + (p + q) * mr, t[q]);
     }
+    for (index_t p = k8; p < k; ++p)
+      for (index_t r = 0; r < rows; ++r) ap[p * mr + r] = src[r][p];
   } else if (a.row_stride == 1) {
     // A is a transposed row-major matrix (dW = dY^T X): its `rows` floats at each depth are
     // contiguous. One masked load and one 8-float store per depth; the store runs 2 floats into
@@ -744,16 +760,18 @@ SLIMNET_GEMM_AVX2_TARGET inline void pack_b_rows(const matrix_ref<const float>& 
 }
 
 /// C[0:MR, 0:cols] = alpha * A Bp + beta * C (beta = 0: C not read), a 6 x 16 (or shorter) tile in
-/// 12 ymm registers. B(p, j) = bp[p * ldb + j] (a packed panel, ldb = 16, or a row-major B in
-/// place); A packed (A(r, p) = ap[p * mr + r], lda = 0) or read in place from a row-major matrix
-/// (A(r, p) = ap[r * lda + p]). Per depth step: 2 loads of B, MR broadcasts of A, 2 MR FMAs.
-template <int MR>
-SLIMNET_GEMM_AVX2_TARGET inline void micro_kernel(index_t k, const float* ap, index_t lda, const float* bp, index_t ldb, float* c, index_t ldc,
-                                                  index_t cols, float alpha, float beta) {
+/// 12 ymm registers, or a 6 x 8 one in 6 (NV = 1, cols <= 8: the last panel of N = 20, 50, 100,
+/// which would otherwise spend half its FMAs on the zero columns of the panel). B(p, j) =
+/// bp[p * ldb + j] (a packed panel, ldb = 16, or a row-major B in place); A packed (A(r, p) =
+/// ap[p * mr + r], lda = 0) or read in place from a row-major matrix (A(r, p) = ap[r * lda + p]).
+/// Per depth step: NV loads of B, MR broadcasts of A, NV MR FMAs.
+template <int MR, int NV>
+SLIMNET_GEMM_AVX2_TARGET inline void micro_kernel(index_t k, const float* ap, index_t lda, const float* bp, index_t ldb, float* c,
+                                                  index_t ldc, index_t cols, float alpha, float beta) {
 #pragma GCC unroll 6
   for (int r = 0; r < MR; ++r) {  // the tile of C is read (or written) after the k loop: fetch it now
     _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + nr - 1), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + 8 * NV - 1), _MM_HINT_T0);
   }
   __m256 acc0[MR], acc1[MR];
 #pragma GCC unroll 6
@@ -761,12 +779,12 @@ SLIMNET_GEMM_AVX2_TARGET inline void micro_kernel(index_t k, const float* ap, in
   if (lda == 0) {
 #pragma GCC unroll 4
     for (index_t p = 0; p < k; ++p) {
-      const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
+      const __m256 b0 = _mm256_loadu_ps(bp), b1 = NV > 1 ? _mm256_loadu_ps(bp + 8) : b0;
 #pragma GCC unroll 6
       for (int r = 0; r < MR; ++r) {
         const __m256 av = _mm256_broadcast_ss(ap + r);
         acc0[r] = _mm256_fmadd_ps(av, b0, acc0[r]);
-        acc1[r] = _mm256_fmadd_ps(av, b1, acc1[r]);
+        if (NV > 1) acc1[r] = _mm256_fmadd_ps(av, b1, acc1[r]);
       }
       ap += mr;
       bp += ldb;
@@ -774,30 +792,30 @@ SLIMNET_GEMM_AVX2_TARGET inline void micro_kernel(index_t k, const float* ap, in
   } else {
 #pragma GCC unroll 4
     for (index_t p = 0; p < k; ++p) {
-      const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
+      const __m256 b0 = _mm256_loadu_ps(bp), b1 = NV > 1 ? _mm256_loadu_ps(bp + 8) : b0;
 #pragma GCC unroll 6
       for (int r = 0; r < MR; ++r) {
         const __m256 av = _mm256_broadcast_ss(ap + r * lda);
         acc0[r] = _mm256_fmadd_ps(av, b0, acc0[r]);
-        acc1[r] = _mm256_fmadd_ps(av, b1, acc1[r]);
+        if (NV > 1) acc1[r] = _mm256_fmadd_ps(av, b1, acc1[r]);
       }
       ap += 1;
       bp += ldb;
     }
   }
   const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
-  if (cols == nr) {
+  if (cols == 8 * NV) {
 #pragma GCC unroll 6
     for (int r = 0; r < MR; ++r) {
       float* cr = c + r * ldc;
       __m256 v0 = alpha == 1.0f ? acc0[r] : _mm256_mul_ps(va, acc0[r]);
-      __m256 v1 = alpha == 1.0f ? acc1[r] : _mm256_mul_ps(va, acc1[r]);
-      if (beta != 0.0f) {
-        v0 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(cr), v0);
-        v1 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(cr + 8), v1);
-      }
+      if (beta != 0.0f) v0 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(cr), v0);
       _mm256_storeu_ps(cr, v0);
-      _mm256_storeu_ps(cr + 8, v1);
+      if (NV > 1) {
+        __m256 v1 = alpha == 1.0f ? acc1[r] : _mm256_mul_ps(va, acc1[r]);
+        if (beta != 0.0f) v1 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(cr + 8), v1);
+        _mm256_storeu_ps(cr + 8, v1);
+      }
     }
     return;
   }
@@ -806,27 +824,48 @@ SLIMNET_GEMM_AVX2_TARGET inline void micro_kernel(index_t k, const float* ap, in
 #pragma GCC unroll 6
   for (int r = 0; r < MR; ++r) {
     float* cr = c + r * ldc;
-    __m256 v0 = _mm256_mul_ps(va, acc0[r]), v1 = _mm256_mul_ps(va, acc1[r]);
-    if (beta != 0.0f) {
-      v0 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(cr, m0), v0);
-      v1 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(cr + 8, m1), v1);
-    }
+    __m256 v0 = _mm256_mul_ps(va, acc0[r]);
+    if (beta != 0.0f) v0 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(cr, m0), v0);
     _mm256_maskstore_ps(cr, m0, v0);
-    if (cols > 8) _mm256_maskstore_ps(cr + 8, m1, v1);
+    if (NV > 1 && cols > 8) {
+      __m256 v1 = _mm256_mul_ps(va, acc1[r]);
+      if (beta != 0.0f) v1 = _mm256_fmadd_ps(vb, _mm256_maskload_ps(cr + 8, m1), v1);
+      _mm256_maskstore_ps(cr + 8, m1, v1);
+    }
   }
 }
 
-/// The register tile for `rows` (1..6) rows.
-SLIMNET_GEMM_AVX2_TARGET inline void run_tile(index_t rows, index_t k, const float* ap, index_t lda, const float* bp, index_t ldb, float* c,
-                                              index_t ldc, index_t cols, float alpha, float beta) {
+/// The register tile for `rows` (1..6) rows, 8 or 16 columns wide.
+template <int NV>
+SLIMNET_GEMM_AVX2_TARGET inline void run_tile_width(index_t rows, index_t k, const float* ap, index_t lda, const float* bp,
+                                                    index_t ldb, float* c, index_t ldc, index_t cols, float alpha, float beta) {
   switch (rows) {
-    case 1: micro_kernel<1>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta); break;
-    case 2: micro_kernel<2>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta); break;
-    case 3: micro_kernel<3>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta); break;
-    case 4: micro_kernel<4>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta); break;
-    case 5: micro_kernel<5>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta); break;
-    default: micro_kernel<6>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta); break;
+    case 1:
+      micro_kernel<1, NV>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta);
+      break;
+    case 2:
+      micro_kernel<2, NV>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta);
+      break;
+    case 3:
+      micro_kernel<3, NV>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta);
+      break;
+    case 4:
+      micro_kernel<4, NV>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta);
+      break;
+    case 5:
+      micro_kernel<5, NV>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta);
+      break;
+    default:
+      micro_kernel<6, NV>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta);
+      break;
   }
+}
+
+/// The register tile for `rows` (1..6) rows and `cols` (1..16) columns.
+SLIMNET_GEMM_AVX2_TARGET inline void run_tile(index_t rows, index_t k, const float* ap, index_t lda, const float* bp, index_t ldb,
+                                              float* c, index_t ldc, index_t cols, float alpha, float beta) {
+  if (cols <= 8) return run_tile_width<1>(rows, k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta);
+  run_tile_width<2>(rows, k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta);
 }
 
 /// C = alpha * A B + beta * C for depth K (1..4), B(p, j) = bp[p * ldb + j], row by row of C.
