@@ -5,6 +5,8 @@
 #   scripts/setup.sh --peers    also PyTorch 1.13, OpenBLAS and gnuplot, and builds the benchmarks
 #   SLIMNET_SETUP_CLANG=1       also clang with its sanitizer and libFuzzer runtimes
 #   SLIMNET_SETUP_ARM64=1       also the aarch64 cross compiler, qemu-user and arm64 fmt / zlib (scripts/test_arm64.sh)
+#   SLIMNET_SETUP_BUILD=0       install the packages only (scripts/test.sh: it starts the sanitizer and
+#                               ARM64 builds first, then runs this script again to build ./build)
 # Extra CMake options can be passed in SLIMNET_CMAKE_ARGS (the demo and test scripts use it to
 # build only what they run).
 set -euo pipefail
@@ -48,6 +50,7 @@ if ((${#missing[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+[[ "${SLIMNET_SETUP_BUILD:-1}" != 0 ]] || exit 0
 
 jobs=$(nproc 2>/dev/null || echo 2)
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release "${cmake_args[@]}" >/dev/null
