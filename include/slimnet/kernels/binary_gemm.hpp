@@ -16,10 +16,19 @@
 // Paths, chosen per call at run time (cpu_features.hpp), all compiled in every x86-64 build with
 // function target attributes, whatever the program's -march:
 //   avx512    the tile above (AVX-512 F/BW/VL/DQ + VPOPCNTDQ: Ice Lake, Zen 4 and later);
-//   avx2      no vector popcount: the nibble table (Mula): popcount of a byte = T[lo 4 bits] +
-//             T[hi 4 bits] with T in a register and VPSHUFB doing 32 look-ups at once, then
-//             VPSADBW against zero sums the byte counts of each 64-bit lane every 31 words. A 4 x 8
-//             tile (8 byte accumulators) per word: 8 ops per 256 bits instead of 3 per 512;
+//   avx2      no vector popcount: the nibble table (Mula, Kurz, Lemire 2018, "Faster population
+//             counts using AVX2 instructions", Computer Journal 61(1)): popcount of a byte =
+//             T[lo 4 bits] + T[hi 4 bits] with T in a register and VPSHUFB doing 32 look-ups at
+//             once, then VPSADBW against zero sums the byte counts of each 64-bit lane every 31
+//             words. Both operands are split into their nibbles before the products (A by blocks
+//             of rows, B by panel), since (a ^ b) & m = (a & m) ^ (b & m): per word and 4 outputs,
+//             2 xors, 2 look-ups and 2 adds, 6 ops per 256 bits against 8 with the shift and masks
+//             in the loop, and against 3 per 512 on AVX-512. A 4 x 8 tile (8 byte accumulators).
+//             Harley-Seal carry-save adders over 8-word blocks (the paper's fastest for long
+//             arrays) were tried as well: they keep 4 vectors per output (ones, twos, fours, a byte
+//             count), so only 1-4 outputs fit in the 16 registers, and need 3 more look-ups per
+//             output at the end; they measured slower than this split on 7 of the 8 shapes of
+//             benchmarks/binary_vs_dense on an AVX2 EPYC (Zen 3);
 //   neon      aarch64: a 4 x 4 tile, vcnt (byte popcounts) on 128 bits, byte counts summed every
 //             31 words as on AVX2, widened pairwise (uaddlp / uadalp);
 //   portable  scalar popcount, 4 columns at a time (the only path on other architectures).
@@ -217,38 +226,75 @@ namespace avx2 {
 
 #define SLIMNET_XNOR_AVX2 SLIMNET_TARGET("avx2")
 
-/// One MR x 8 tile: rows a[0..MR) (row r at a + r * lda; rows past `rows` repeat the last valid
-/// row and are not stored), all kw words, columns [0, cols) of the 8 at bp (a panel's word w of
-/// them at bp + 32 w). Per word and (row, 4 columns): xor, the two nibble look-ups, vpsadbw, add.
+constexpr bit_word low_nibbles = 0x0f0f0f0f0f0f0f0full;
+
+/// Rows [0, rows) of `a` (row i at a + i * lda, kw words) split into nibbles: row i of `out` (2 kw
+/// words) holds the low nibbles of its words (x & 0x0f.., one per byte), then the high ones
+/// ((x >> 4) & 0x0f..). XOR commutes with the split, (a ^ b) & m = (a & m) ^ (b & m), so the
+/// nibbles of a XOR b come from one xor of split operands: no shift and mask per product.
+SLIMNET_XNOR_AVX2 inline void split_nibble_rows(const bit_word* a, index_t lda, index_t rows, index_t kw, bit_word* out) {
+  for (index_t i = 0; i < rows; ++i) {
+    const bit_word* src = a + i * lda;
+    bit_word* lo = out + i * 2 * kw;
+    bit_word* hi = lo + kw;
+    for (index_t w = 0; w < kw; ++w) {
+      lo[w] = src[w] & low_nibbles;
+      hi[w] = (src[w] >> 4) & low_nibbles;
+    }
+  }
+}
+
+/// Panel `bp` (word w of its 32 columns at bp + 32 w) split into nibbles: word w at out + 64 w, the
+/// low nibbles of the 32 columns, then their high nibbles.
+SLIMNET_XNOR_AVX2 inline void split_nibble_panel(const bit_word* bp, index_t kw, bit_word* out) {
+  constexpr index_t pc = xnor_packed_rhs::panel_cols;
+  for (index_t w = 0; w < kw; ++w) {
+    for (index_t j = 0; j < pc; ++j) {
+      out[w * 2 * pc + j] = bp[w * pc + j] & low_nibbles;
+      out[w * 2 * pc + pc + j] = (bp[w * pc + j] >> 4) & low_nibbles;
+    }
+  }
+}
+
+/// One MR x 8 tile: split rows a[0..MR) (row r at a + r * lda as split_nibble_rows writes it; rows
+/// past `rows` repeat the last valid row and are not stored), all kw words, columns [0, cols) of
+/// the 8 at bs (a split panel, 32-byte aligned, offset to the first of the 8 columns). Per word and
+/// (row, 4 columns): two xors of split words, the two nibble look-ups, two adds: 6 ops per 256
+/// bits instead of 8 (no shift, no masks). 4 x 8 keeps the 8 byte accumulators, the table, the 4
+/// split B vectors and 2 broadcasts in the 16 ymm registers.
 template <int MR, class Out>
-SLIMNET_XNOR_AVX2 inline void xnor_tile(const bit_word* a, index_t lda, index_t rows, const bit_word* bp, index_t kw, index_t k, Out* c,
-                                        index_t ldc, index_t cols, index_t col0, const xnor_params& params) {
+SLIMNET_XNOR_AVX2 inline void xnor_tile(const bit_word* a, index_t lda, index_t rows, const bit_word* bs, index_t kw, index_t k,
+                                        Out* c, index_t ldc, index_t cols, index_t col0, const xnor_params& params) {
+  constexpr index_t pc = xnor_packed_rhs::panel_cols;
   const bit_word* ar[MR];
   for (int r = 0; r < MR; ++r) ar[r] = a + std::min<index_t>(r, rows - 1) * lda;
   // popcount of each nibble value 0..15, once per 128-bit lane (VPSHUFB looks up within a lane)
   const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
-  const __m256i nibble = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
+  const __m256i zero = _mm256_setzero_si256();
   __m256i acc[MR][2];
 #pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
-  // Byte counts add up in bytes for up to 31 words (<= 8 per word: <= 248 < 256), then VPSADBW
-  // sums each lane's 8 bytes into its 64-bit accumulator: 8 ops per word and vector, not 10.
+  for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = zero;
+  // Byte counts add up in bytes for up to 31 words (<= 4 + 4 per word: <= 248 < 256), then VPSADBW
+  // sums each lane's 8 bytes into its 64-bit accumulator.
   for (index_t w0 = 0; w0 < kw; w0 += 31) {
     const index_t w1 = std::min<index_t>(kw, w0 + 31);
     __m256i bytes[MR][2];
 #pragma GCC unroll 8
-    for (int r = 0; r < MR; ++r) bytes[r][0] = bytes[r][1] = _mm256_setzero_si256();
+    for (int r = 0; r < MR; ++r) bytes[r][0] = bytes[r][1] = zero;
     for (index_t w = w0; w < w1; ++w) {
-      const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bp + w * 32));
-      const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bp + w * 32 + 4));
+      const bit_word* bw = bs + w * 2 * pc;
+      const __m256i lo0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(bw));
+      const __m256i lo1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(bw + 4));
+      const __m256i hi0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(bw + pc));
+      const __m256i hi1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(bw + pc + 4));
 #pragma GCC unroll 8
       for (int r = 0; r < MR; ++r) {
-        const __m256i av = _mm256_set1_epi64x(static_cast<long long>(ar[r][w]));
-        const __m256i x0 = _mm256_xor_si256(av, b0), x1 = _mm256_xor_si256(av, b1);
-        bytes[r][0] = _mm256_add_epi8(bytes[r][0], _mm256_add_epi8(_mm256_shuffle_epi8(table, _mm256_and_si256(x0, nibble)),
-                                                                   _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(x0, 4), nibble))));
-        bytes[r][1] = _mm256_add_epi8(bytes[r][1], _mm256_add_epi8(_mm256_shuffle_epi8(table, _mm256_and_si256(x1, nibble)),
-                                                                   _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(x1, 4), nibble))));
+        const __m256i alo = _mm256_set1_epi64x(static_cast<long long>(ar[r][w]));
+        const __m256i ahi = _mm256_set1_epi64x(static_cast<long long>(ar[r][kw + w]));
+        bytes[r][0] = _mm256_add_epi8(bytes[r][0], _mm256_add_epi8(_mm256_shuffle_epi8(table, _mm256_xor_si256(alo, lo0)),
+                                                                   _mm256_shuffle_epi8(table, _mm256_xor_si256(ahi, hi0))));
+        bytes[r][1] = _mm256_add_epi8(bytes[r][1], _mm256_add_epi8(_mm256_shuffle_epi8(table, _mm256_xor_si256(alo, lo1)),
+                                                                   _mm256_shuffle_epi8(table, _mm256_xor_si256(ahi, hi1))));
       }
     }
 #pragma GCC unroll 8
@@ -266,17 +312,30 @@ SLIMNET_XNOR_AVX2 inline void xnor_tile(const bit_word* a, index_t lda, index_t 
   }
 }
 
+/// Rows [i0, i1) x panels [p0, p1). Rows go in blocks whose split copy stays within 256 KB (about
+/// half this core class's L2); per block and panel, the panel is split once (32-byte aligned) and
+/// every 4-row tile runs over the panel's 4 groups of 8 columns while its rows sit in L1.
 template <class Out>
 SLIMNET_XNOR_AVX2 void gemm_xnor(const bit_matrix_ref& a, const xnor_packed_rhs& b, const matrix_ref<Out>& c, index_t p0, index_t p1,
                                  index_t i0, index_t i1, const xnor_params& params) {
   constexpr index_t mr = 4, nr = 8, pc = xnor_packed_rhs::panel_cols;
-  for (index_t p = p0; p < p1; ++p) {
-    const index_t pcols = std::min(pc, b.cols() - p * pc);
-    for (index_t g = 0; g < pcols; g += nr) {
-      const index_t col0 = p * pc + g, cols = std::min(nr, pcols - g);
-      for (index_t i = i0; i < i1; i += mr) {
-        xnor_tile<mr, Out>(a.words + i * a.row_words, a.row_words, std::min(mr, i1 - i), b.panel(p) + g, b.words(), b.depth(),
-                           c.data + i * c.row_stride + col0, c.row_stride, cols, col0, params);
+  const index_t kw = b.words();
+  const index_t block_rows = std::max<index_t>(mr, 32768 / std::max<index_t>(2 * kw, 1) / mr * mr);
+  std::vector<bit_word> a_split(static_cast<std::size_t>(std::min(block_rows, i1 - i0) * 2 * kw));
+  std::vector<bit_word> b_split(static_cast<std::size_t>(2 * pc * kw + 4));  // + 4: room to align to 32 bytes
+  bit_word* bs = b_split.data() + ((32 - reinterpret_cast<std::uintptr_t>(b_split.data()) % 32) % 32) / sizeof(bit_word);
+  for (index_t ib = i0; ib < i1; ib += block_rows) {
+    const index_t ie = std::min(i1, ib + block_rows);
+    split_nibble_rows(a.words + ib * a.row_words, a.row_words, ie - ib, kw, a_split.data());
+    for (index_t p = p0; p < p1; ++p) {
+      split_nibble_panel(b.panel(p), kw, bs);
+      const index_t pcols = std::min(pc, b.cols() - p * pc);
+      for (index_t i = ib; i < ie; i += mr) {
+        for (index_t g = 0; g < pcols; g += nr) {
+          const index_t col0 = p * pc + g;
+          xnor_tile<mr, Out>(a_split.data() + (i - ib) * 2 * kw, 2 * kw, std::min(mr, ie - i), bs + g, kw, b.depth(),
+                             c.data + i * c.row_stride + col0, c.row_stride, std::min(nr, pcols - g), col0, params);
+        }
       }
     }
   }
