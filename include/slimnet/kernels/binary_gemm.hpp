@@ -312,15 +312,17 @@ SLIMNET_XNOR_AVX2 inline void xnor_tile(const bit_word* a, index_t lda, index_t 
   }
 }
 
-/// Rows [i0, i1) x panels [p0, p1). Rows go in blocks whose split copy stays within 256 KB (about
-/// half this core class's L2); per block and panel, the panel is split once (32-byte aligned) and
-/// every 4-row tile runs over the panel's 4 groups of 8 columns while its rows sit in L1.
+/// Rows [i0, i1) x panels [p0, p1). Rows go in blocks whose split copy stays within 128 KB (a
+/// quarter of a Zen 3 core's 512 KB L2; 256 KB blocks took 1.1-1.25x as long at K = 4608, M = 784
+/// on the AVX2 EPYC, the same at the other benchmark shapes); per block and panel, the panel is
+/// split once (32-byte aligned) and every 4-row tile runs over the panel's 4 groups of 8 columns
+/// while its rows sit in L1.
 template <class Out>
 SLIMNET_XNOR_AVX2 void gemm_xnor(const bit_matrix_ref& a, const xnor_packed_rhs& b, const matrix_ref<Out>& c, index_t p0, index_t p1,
                                  index_t i0, index_t i1, const xnor_params& params) {
   constexpr index_t mr = 4, nr = 8, pc = xnor_packed_rhs::panel_cols;
   const index_t kw = b.words();
-  const index_t block_rows = std::max<index_t>(mr, 32768 / std::max<index_t>(2 * kw, 1) / mr * mr);
+  const index_t block_rows = std::max<index_t>(mr, 16384 / std::max<index_t>(2 * kw, 1) / mr * mr);
   std::vector<bit_word> a_split(static_cast<std::size_t>(std::min(block_rows, i1 - i0) * 2 * kw));
   std::vector<bit_word> b_split(static_cast<std::size_t>(2 * pc * kw + 4));  // + 4: room to align to 32 bytes
   bit_word* bs = b_split.data() + ((32 - reinterpret_cast<std::uintptr_t>(b_split.data()) % 32) % 32) / sizeof(bit_word);
