@@ -861,30 +861,14 @@ SLIMNET_GEMM_AVX2_TARGET inline void micro_kernel(index_t k, const float* ap, in
   }
 }
 
-/// The register tile for `rows` (1..6) rows, 8 or 16 columns wide.
-template <int NV>
+/// The register tile for `rows` (MR..6) rows, 8 NV columns wide: micro_kernel<rows, NV>.
+template <int NV, int MR = 1>
 SLIMNET_GEMM_AVX2_TARGET inline void run_tile_width(index_t rows, index_t k, const float* ap, index_t lda, const float* bp,
                                                     index_t ldb, float* c, index_t ldc, index_t cols, float alpha, float beta) {
-  switch (rows) {
-    case 1:
-      micro_kernel<1, NV>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta);
-      break;
-    case 2:
-      micro_kernel<2, NV>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta);
-      break;
-    case 3:
-      micro_kernel<3, NV>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta);
-      break;
-    case 4:
-      micro_kernel<4, NV>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta);
-      break;
-    case 5:
-      micro_kernel<5, NV>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta);
-      break;
-    default:
-      micro_kernel<6, NV>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta);
-      break;
+  if constexpr (MR < mr) {
+    if (rows > MR) return run_tile_width<NV, MR + 1>(rows, k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta);
   }
+  micro_kernel<MR, NV>(k, ap, lda, bp, ldb, c, ldc, cols, alpha, beta);
 }
 
 /// The register tile for `rows` (1..6) rows and `cols` (1..16) columns.
