@@ -1,8 +1,9 @@
 // slimnet's optional compiled mode (CMake option SLIMNET_COMPILED, as fmt and spdlog offer one):
 // the float instantiations a typical program uses (the layers, models, optimizers, losses, fit /
-// evaluate, the MNIST reader, safetensors and model files, the checkpoint file format) are
-// compiled once into the static library slimnet::compiled (src/compiled.cpp) instead of in every
-// translation unit.
+// evaluate, the MNIST reader, safetensors and model files, the checkpoint file format; and, listed in
+// compiled_factorize.hpp, Eigen's SVDs and symmetric eigensolver for float and double) are compiled
+// once into the static library slimnet::compiled (src/compiled.cpp, src/compiled_factorize.cpp)
+// instead of in every translation unit.
 //
 // Why this saves time: a header-only program compiles every layer's forward and backward pass, the
 // GEMM kernels under them and the JSON reader and writer of the checkpoint files in each of its
@@ -19,6 +20,7 @@
 // instantiation definition of a class compiles all its members).
 #pragma once
 
+#include "slimnet/compiled_factorize.hpp"
 #include "slimnet/data.hpp"
 #include "slimnet/io.hpp"
 #include "slimnet/nn.hpp"
