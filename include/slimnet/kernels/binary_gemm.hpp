@@ -333,10 +333,19 @@ SLIMNET_XNOR_AVX2 void gemm_xnor(const bit_matrix_ref& a, const xnor_packed_rhs&
       split_nibble_panel(b.panel(p), kw, bs);
       const index_t pcols = std::min(pc, b.cols() - p * pc);
       for (index_t i = ib; i < ie; i += mr) {
+        const index_t rows = std::min(mr, ie - i);
         for (index_t g = 0; g < pcols; g += nr) {
           const index_t col0 = p * pc + g;
-          xnor_tile<mr, Out>(a_split.data() + (i - ib) * 2 * kw, 2 * kw, std::min(mr, ie - i), bs + g, kw, b.depth(),
-                             c.data + i * c.row_stride + col0, c.row_stride, std::min(nr, pcols - g), col0, params);
+          const bit_word* ai = a_split.data() + (i - ib) * 2 * kw;
+          Out* ci = c.data + i * c.row_stride + col0;
+          // 1 or 2 rows left (batch 1 and 2 above all): a smaller tile instead of repeating rows
+          if (rows == 1) {
+            xnor_tile<1, Out>(ai, 2 * kw, rows, bs + g, kw, b.depth(), ci, c.row_stride, std::min(nr, pcols - g), col0, params);
+          } else if (rows == 2) {
+            xnor_tile<2, Out>(ai, 2 * kw, rows, bs + g, kw, b.depth(), ci, c.row_stride, std::min(nr, pcols - g), col0, params);
+          } else {
+            xnor_tile<mr, Out>(ai, 2 * kw, rows, bs + g, kw, b.depth(), ci, c.row_stride, std::min(nr, pcols - g), col0, params);
+          }
         }
       }
     }
