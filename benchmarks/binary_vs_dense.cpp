@@ -1,5 +1,6 @@
 // XNOR/popcount GEMM against fp32 GEMM of the same shape (issue 5): 1024^3 and LeNet / VGG-16 layer
-// shapes as GEMMs (convolutions through im2row: M = output positions, K = in_c * kh * kw, N = out_c).
+// shapes as GEMMs (convolutions through im2row: M = output positions, K = in_c * kh * kw, N = out_c),
+// then two fully connected layers at batch 1.
 // One thread unless stated; ratios compare times taken in the same run, interleaved round by round.
 //
 //   binary_vs_dense [--rounds 5] [--csv binary_vs_dense.csv] [--quick]
@@ -47,7 +48,13 @@ int main(int argc, char** argv) {
   fmt::print("C (M x N) = A (M x K) W^T with W (N x K) as a layer stores it. fp32 best = fastest of Eigen, OpenBLAS, slimnet gemm.\n");
   fmt::print("xnor = gemm_xnor on packed A and prepacked W (int32 out); +pack adds packing A's signs from floats.\n\n");
 
-  const auto shapes = layer_gemm_shapes(args.flag("quick"));
+  auto shapes = layer_gemm_shapes(args.flag("quick"));
+  // Batch 1: a fully connected layer on one input is a GEMV (M = 1), where the kernels' row tiles
+  // are mostly empty.
+  if (!args.flag("quick")) {
+    shapes.push_back({"LeNet-5 fc1 (b1)", 1, 800, 500});
+    shapes.push_back({"VGG-16 fc7 (b1)", 1, 4096, 4096});
+  }
 
   std::ofstream csv(args.str("csv"));
   csv << "shape,m,k,n,variant,microseconds,speedup_vs_best_fp32\n";
