@@ -40,6 +40,9 @@ for step in "${steps[@]}"; do
       ds deepiot-i600-e15-ft15 --deepiot 600 --deepiot-tau-every 15 --deepiot-check-every 50 --bn-batches 5 --bn-finetune 10 \
         --finetune-epochs 15
       ds deepiot-i400-e15-tau0.6-ft10 --deepiot 400 --deepiot-tau-every 15 --deepiot-tau-final 0.6 --deepiot-check-every 50 \
+        --bn-batches 5 --bn-finetune 10 --finetune-epochs 10
+      # Between the two (chosen after seeing both): stopped at τ 0.7 (iteration 420), 10 epochs.
+      ds deepiot-i480-e15-tau0.7-ft10 --deepiot 480 --deepiot-tau-every 15 --deepiot-tau-final 0.7 --deepiot-check-every 60 \
         --bn-batches 5 --bn-finetune 10 --finetune-epochs 10 ;;
     dyns-ext)
       # DNS on every conv, GRU and Linear weight, c_rate 1 for all (example 10's Bi-LSTM: 21% kept at
